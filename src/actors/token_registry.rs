@@ -1,0 +1,510 @@
+//! The token registry: owns API tokens and answers "whose token is this?" without the database.
+//!
+//! The actor is the only writer of the in-memory map from BLAKE3 token hash to token; readers
+//! ([`TokenRegistry::authenticate`], called on every MCP request) load the current map through an
+//! `ArcSwap` and never wait for the actor or a lock. The actor replaces the map on every change:
+//! changes are rare (token created or revoked, user deactivated or deleted), lookups are not.
+//!
+//! - Create, list and revoke go through the actor, which writes the database first and then the map,
+//!   so a revoked token fails on the very next request.
+//! - Changes made elsewhere (the admin commands, another instance on the same PostgreSQL) bump a
+//!   counter in the database; the actor polls it every `tokens.sync_interval_secs` and reloads.
+//! - `last_used_at` is kept in an atomic per token and written in one batch every
+//!   `tokens.last_used_flush_secs`, so at most one write per token per interval, and on shutdown.
+//!
+//! ```text
+//! let principal = registry.authenticate(bearer).ok_or(unauthorized)?;
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{ask, reply};
+use crate::config::TokenSettings;
+use crate::domain::{ApiTokenSecret, TokenName};
+use crate::error::AppError;
+use crate::store::{self, ApiTokenRecord, LiveApiToken, NewApiToken, Store, StoreError};
+
+/// Who a valid API token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+}
+
+/// A token just created: the only time its secret is shown.
+#[derive(Debug)]
+pub struct CreatedToken {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub secret: ApiTokenSecret,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A token that may authenticate, as kept in memory.
+#[derive(Debug)]
+struct LiveToken {
+    id: Uuid,
+    user_id: Uuid,
+    hash: [u8; 32],
+    /// Unix seconds; `None` = never expires.
+    expires_at: Option<i64>,
+    /// Unix microseconds of the last successful use; 0 = not used since loaded.
+    last_used: AtomicI64,
+    /// The `last_used` value last written to the database.
+    flushed: AtomicI64,
+}
+
+type LiveMap = HashMap<[u8; 32], Arc<LiveToken>>;
+
+/// The handle: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct TokenRegistry {
+    actor: ActorRef<RegistryMessage>,
+    live: Arc<ArcSwap<LiveMap>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TokenRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRegistry")
+            .field("live_tokens", &self.live.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum RegistryMessage {
+    Create {
+        user_id: Uuid,
+        name: TokenName,
+        expires_at: Option<OffsetDateTime>,
+        reply: RpcReplyPort<Result<CreatedToken, AppError>>,
+    },
+    List {
+        user_id: Uuid,
+        reply: RpcReplyPort<Result<Vec<ApiTokenRecord>, AppError>>,
+    },
+    Revoke {
+        user_id: Uuid,
+        token_id: Uuid,
+        reply: RpcReplyPort<Result<bool, AppError>>,
+    },
+    /// Drops every cached token of a user who was just deactivated or deleted.
+    ForgetUser {
+        user_id: Uuid,
+        reply: RpcReplyPort<Result<(), AppError>>,
+    },
+    /// Writes pending `last_used_at` values (timer, and on demand in tests and at shutdown).
+    Flush {
+        reply: Option<RpcReplyPort<Result<(), AppError>>>,
+    },
+    /// Reloads from the database if another process changed tokens or users (timer).
+    Sync,
+}
+
+impl TokenRegistry {
+    /// Loads the live tokens and starts the actor with its flush and sync timers.
+    pub async fn start(
+        store: Store,
+        settings: &TokenSettings,
+    ) -> Result<(TokenRegistry, JoinHandle<()>), StartError> {
+        let live = Arc::new(ArcSwap::from_pointee(LiveMap::new()));
+        let args = RegistryArgs {
+            store,
+            live: Arc::clone(&live),
+            flush_every: Duration::from_secs(settings.last_used_flush_secs),
+            sync_every: Duration::from_secs(settings.sync_interval_secs),
+            max_per_user: settings.max_per_user,
+        };
+        let (actor, handle) = Actor::spawn(None, RegistryActor, args)
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        let registry = TokenRegistry {
+            actor,
+            live,
+            timeout: Duration::from_secs(15),
+        };
+        Ok((registry, handle))
+    }
+
+    /// Turns a bearer token into its owner, or `None` if it is malformed, unknown, revoked, expired
+    /// or its user is inactive. No database round trip, no lock, no actor hop.
+    pub fn authenticate(&self, bearer: &str) -> Option<Principal> {
+        let secret = ApiTokenSecret::parse(bearer)?;
+        let map = self.live.load();
+        let token = map.get(&secret.hash())?;
+        let now = OffsetDateTime::now_utc();
+        if token.expires_at.is_some_and(|exp| exp <= now.unix_timestamp()) {
+            return None;
+        }
+        let micros = i64::try_from(now.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
+        token.last_used.fetch_max(micros, Ordering::Relaxed);
+        Some(Principal {
+            user_id: token.user_id,
+            token_id: token.id,
+        })
+    }
+
+    /// Tokens held in memory (for `/health` and tests).
+    pub fn live_count(&self) -> usize {
+        self.live.load().len()
+    }
+
+    pub async fn create(
+        &self,
+        user_id: Uuid,
+        name: TokenName,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<CreatedToken, AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::Create {
+                user_id,
+                name,
+                expires_at,
+                reply,
+            }
+        })
+        .await
+    }
+
+    pub async fn list(&self, user_id: Uuid) -> Result<Vec<ApiTokenRecord>, AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::List { user_id, reply }
+        })
+        .await
+    }
+
+    /// Deletes the user's token; `false` if they have no such token.
+    pub async fn revoke(&self, user_id: Uuid, token_id: Uuid) -> Result<bool, AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::Revoke {
+                user_id,
+                token_id,
+                reply,
+            }
+        })
+        .await
+    }
+
+    pub async fn forget_user(&self, user_id: Uuid) -> Result<(), AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::ForgetUser { user_id, reply }
+        })
+        .await
+    }
+
+    /// Writes pending `last_used_at` values now.
+    pub async fn flush(&self) -> Result<(), AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::Flush { reply: Some(reply) }
+        })
+        .await
+    }
+
+    /// Flushes and stops the actor.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "could not flush token use times at shutdown");
+        }
+        self.actor.stop(None);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the token registry did not start: {0}")]
+pub struct StartError(String);
+
+struct RegistryActor;
+
+struct RegistryArgs {
+    store: Store,
+    live: Arc<ArcSwap<LiveMap>>,
+    flush_every: Duration,
+    sync_every: Duration,
+    max_per_user: u32,
+}
+
+struct RegistryState {
+    store: Store,
+    live: Arc<ArcSwap<LiveMap>>,
+    by_id: HashMap<Uuid, Arc<LiveToken>>,
+    epoch: i64,
+    max_per_user: u32,
+    flush_every: Duration,
+    sync_every: Duration,
+    timers: Vec<JoinHandle<()>>,
+}
+
+impl Actor for RegistryActor {
+    type Msg = RegistryMessage;
+    type State = RegistryState;
+    type Arguments = RegistryArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: RegistryArgs,
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        let mut state = RegistryState {
+            store: args.store,
+            live: args.live,
+            by_id: HashMap::new(),
+            epoch: 0,
+            max_per_user: args.max_per_user,
+            flush_every: args.flush_every,
+            sync_every: args.sync_every,
+            timers: Vec::new(),
+        };
+        state.reload().await?;
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.timers.push(
+            myself.send_interval(state.flush_every, || RegistryMessage::Flush { reply: None }),
+        );
+        state.timers.push(myself.send_interval(state.sync_every, || RegistryMessage::Sync));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        for timer in state.timers.drain(..) {
+            timer.abort();
+        }
+        if let Err(e) = state.flush().await {
+            tracing::warn!(error = %e, "could not flush token use times");
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: RegistryMessage,
+        state: &mut RegistryState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RegistryMessage::Create {
+                user_id,
+                name,
+                expires_at,
+                reply: port,
+            } => reply(port, state.create(user_id, name, expires_at).await),
+            RegistryMessage::List {
+                user_id,
+                reply: port,
+            } => reply(port, state.list(user_id).await),
+            RegistryMessage::Revoke {
+                user_id,
+                token_id,
+                reply: port,
+            } => reply(port, state.revoke(user_id, token_id).await),
+            RegistryMessage::ForgetUser {
+                user_id,
+                reply: port,
+            } => {
+                state.remove_where(|t| t.user_id == user_id);
+                reply(port, Ok(()));
+            }
+            RegistryMessage::Flush { reply: port } => {
+                let result = state.flush().await.map_err(AppError::from);
+                match port {
+                    Some(port) => reply(port, result),
+                    None => {
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "could not flush token use times; will retry");
+                        }
+                    }
+                }
+            }
+            RegistryMessage::Sync => {
+                if let Err(e) = state.sync().await {
+                    tracing::warn!(error = %e, "could not check for token changes; will retry");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RegistryState {
+    async fn create(
+        &mut self,
+        user_id: Uuid,
+        name: TokenName,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<CreatedToken, AppError> {
+        let secret = ApiTokenSecret::generate().map_err(AppError::internal)?;
+        let record = NewApiToken {
+            id: Uuid::new_v4(),
+            user_id,
+            name: name.as_str().to_owned(),
+            prefix: secret.shown_prefix(),
+            token_hash: secret.hash(),
+            created_at: store::now(),
+            expires_at,
+        };
+        match self.store.insert_api_token(&record, self.max_per_user).await {
+            Ok(()) => {}
+            Err(StoreError::LimitReached) => {
+                return Err(AppError::BadRequest {
+                    code: "too-many-tokens",
+                    detail: format!(
+                        "an account may hold at most {} API tokens; delete one first",
+                        self.max_per_user
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.insert(LiveApiToken {
+            id: record.id,
+            user_id,
+            token_hash: record.token_hash,
+            expires_at,
+        });
+        Ok(CreatedToken {
+            id: record.id,
+            name: record.name,
+            prefix: record.prefix,
+            secret,
+            created_at: record.created_at,
+            expires_at,
+        })
+    }
+
+    async fn list(&self, user_id: Uuid) -> Result<Vec<ApiTokenRecord>, AppError> {
+        let mut tokens = self.store.list_api_tokens(user_id, store::now()).await?;
+        // Uses since the last flush are only in memory; show them too.
+        for token in &mut tokens {
+            let Some(live) = self.by_id.get(&token.id) else {
+                continue;
+            };
+            let micros = live.last_used.load(Ordering::Relaxed);
+            if let Some(seen) = from_micros(micros) {
+                if token.last_used_at.is_none_or(|stored| stored < seen) {
+                    token.last_used_at = Some(seen);
+                }
+            }
+        }
+        Ok(tokens)
+    }
+
+    async fn revoke(&mut self, user_id: Uuid, token_id: Uuid) -> Result<bool, AppError> {
+        let deleted = self.store.delete_api_token(user_id, token_id).await?;
+        if deleted {
+            self.remove_where(|t| t.id == token_id);
+        }
+        Ok(deleted)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let pending: Vec<(&Arc<LiveToken>, i64)> = self
+            .by_id
+            .values()
+            .filter_map(|t| {
+                let used = t.last_used.load(Ordering::Relaxed);
+                (used > t.flushed.load(Ordering::Relaxed)).then_some((t, used))
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let uses: Vec<(Uuid, OffsetDateTime)> = pending
+            .iter()
+            .filter_map(|(t, used)| from_micros(*used).map(|at| (t.id, at)))
+            .collect();
+        self.store.record_token_use(&uses).await?;
+        for (token, used) in pending {
+            token.flushed.store(used, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), StoreError> {
+        let epoch = self.store.registry_epoch().await?;
+        if epoch != self.epoch {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the map from the database, keeping the in-memory use times of tokens still live.
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        // Read the epoch first: a change that lands between the two reads bumps it again and the
+        // next sync reloads once more, so nothing is missed.
+        let epoch = self.store.registry_epoch().await?;
+        let rows = self.store.live_api_tokens(store::now()).await?;
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let token = match self.by_id.get(&row.id) {
+                Some(existing) => Arc::clone(existing),
+                None => Arc::new(live_token(&row)),
+            };
+            by_id.insert(row.id, token);
+        }
+        self.by_id = by_id;
+        self.epoch = epoch;
+        self.publish();
+        Ok(())
+    }
+
+    fn insert(&mut self, row: LiveApiToken) {
+        self.by_id.insert(row.id, Arc::new(live_token(&row)));
+        self.publish();
+    }
+
+    fn remove_where(&mut self, doomed: impl Fn(&LiveToken) -> bool) {
+        let before = self.by_id.len();
+        self.by_id.retain(|_, t| !doomed(t));
+        if self.by_id.len() != before {
+            self.publish();
+        }
+    }
+
+    /// Makes the current `by_id` the map readers see.
+    fn publish(&self) {
+        let map: LiveMap = self
+            .by_id
+            .values()
+            .map(|t| (t.hash, Arc::clone(t)))
+            .collect();
+        self.live.store(Arc::new(map));
+    }
+}
+
+fn live_token(row: &LiveApiToken) -> LiveToken {
+    LiveToken {
+        id: row.id,
+        user_id: row.user_id,
+        hash: row.token_hash,
+        expires_at: row.expires_at.map(OffsetDateTime::unix_timestamp),
+        last_used: AtomicI64::new(0),
+        flushed: AtomicI64::new(0),
+    }
+}
+
+fn from_micros(micros: i64) -> Option<OffsetDateTime> {
+    if micros <= 0 {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()
+}

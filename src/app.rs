@@ -1,0 +1,257 @@
+//! Start-up and shutdown: [`App::build`] turns [`Settings`] into a bound listener, an open
+//! database and the running actors; [`App::run_until_stopped`] serves until told to stop, then
+//! drains connections and flushes what is buffered.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use agentskills_mcp::{app::App, config::Settings};
+//! let app = App::build(Settings::load(None)?).await?;
+//! println!("listening on {}", app.local_addr());
+//! app.run_until_stopped(std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+
+use crate::actors::auth::{AuthCore, AuthService};
+use crate::actors::token_registry::TokenRegistry;
+use crate::auth::{JwtKeys, PasswordHasher};
+use crate::config::Settings;
+use crate::store::{Store, StoreError};
+
+/// What every request handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub auth: AuthService,
+    pub registry: TokenRegistry,
+    pub started: Instant,
+}
+
+/// Why the server could not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use the signing secret file {path}: {why}")]
+    Secret { path: PathBuf, why: String },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("an actor did not start: {0}")]
+    Actor(String),
+}
+
+/// A built, bound, not yet serving server.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let started = Instant::now();
+        let data_dir = settings.server.data_dir.clone();
+        create_data_dir(&data_dir)?;
+        let secret = match settings.configured_secret() {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => load_or_create_secret(&data_dir)?,
+        };
+        let store = Store::open(&settings.database, &data_dir).await?;
+        let (registry, _) = TokenRegistry::start(store.clone(), &settings.tokens)
+            .await
+            .map_err(|e| StartError::Actor(e.to_string()))?;
+        let hasher = password_hasher(&settings);
+        let hash_wait = Duration::from_millis(settings.auth.hash_wait_ms);
+        let core = AuthCore {
+            store: store.clone(),
+            hasher,
+            jwt: JwtKeys::new(&secret, &settings.auth),
+            registry: registry.clone(),
+            data_dir: data_dir.clone(),
+        };
+        let (auth, _) = AuthService::start(core, hash_wait).await.map_err(StartError::Actor)?;
+        {
+            // The dummy hash for unknown-user logins is made in the background, so start-up does
+            // not wait a full hash for it.
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                if let Err(e) = auth.core().hasher.warm_up().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy password hash");
+                }
+            });
+        }
+        let addr = settings.server.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        tracing::info!(
+            database = store.backend().as_str(),
+            data_dir = %data_dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ready"
+        );
+        let state = Arc::new(AppState {
+            settings,
+            store,
+            auth,
+            registry,
+            started,
+        });
+        Ok(App { listener, state })
+    }
+
+    /// The address the server listens on (with the real port when `bind` said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.settings.server.bind)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until `shutdown` completes, then drains connections, flushes token use times and
+    /// stops the actors.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        let state = Arc::clone(&self.state);
+        crate::http::serve(self.listener, Arc::clone(&state), shutdown).await;
+        state.registry.shutdown().await;
+        state.auth.stop();
+        tracing::info!("stopped");
+    }
+}
+
+/// The password hasher the settings describe (also used by the admin commands).
+pub fn password_hasher(settings: &Settings) -> PasswordHasher {
+    let auth = &settings.auth;
+    // Validated at start (`Settings::validate`), so this cannot fail; fall back to the defaults
+    // rather than panic if it ever did.
+    let params = scrypt::Params::new(auth.scrypt_log_n, auth.scrypt_r, auth.scrypt_p, 32)
+        .unwrap_or_else(|_| scrypt::Params::recommended());
+    PasswordHasher::new(
+        params,
+        settings.hash_concurrency(),
+        Duration::from_millis(auth.hash_wait_ms),
+    )
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |source| StartError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        // The data dir holds the secret and every user's files: owner only.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    std::fs::create_dir_all(dir.join("skills")).map_err(fail)
+}
+
+const SECRET_FILE: &str = "secret_key";
+
+/// Reads `<data_dir>/secret_key`, or creates it (64 random bytes, hex, mode 0600) on first start.
+///
+/// The file is written under a temporary name and hard-linked into place, so two processes starting
+/// at once agree on one secret and neither ever reads a half-written file.
+fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
+    let path = data_dir.join(SECRET_FILE);
+    let fail = |why: String| StartError::Secret {
+        path: path.clone(),
+        why,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = text.trim();
+            if secret.len() < 32 {
+                return Err(fail("it holds fewer than 32 bytes; delete it to have a new one made".into()));
+            }
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the signing secret file can be read by other users; chmod 600 it");
+                }
+            }
+            return Ok(secret.as_bytes().to_vec());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let mut bytes = [0u8; 64];
+    getrandom::fill(&mut bytes).map_err(|e| fail(e.to_string()))?;
+    let secret = hex::encode(bytes);
+    let tmp = data_dir.join(format!(".{SECRET_FILE}.{}", uuid::Uuid::new_v4().simple()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e.to_string()));
+    }
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated a new signing secret");
+            Ok(secret.into_bytes())
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(data_dir),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_made_once_with_mode_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_secret(dir.path()).unwrap();
+        assert_eq!(first.len(), 128);
+        let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_create_secret(dir.path()).unwrap(), first);
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_short_secret_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SECRET_FILE), "short").unwrap();
+        let err = load_or_create_secret(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("secret_key"), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Password hashing with scrypt, bounded so that a flood of logins cannot exhaust memory or cores.
+//!
+//! Hashes are PHC strings (`$scrypt$ln=17,r=8,p=1$<salt>$<hash>`), so each carries its own
+//! parameters and older ones keep verifying after the settings change. Every hash runs on the
+//! blocking pool behind a semaphore of `auth.hash_concurrency` permits; a caller that cannot get a
+//! permit within `auth.hash_wait_ms` gets [`HashError::Busy`] (503 with `Retry-After`) instead of
+//! queueing without bound. At the default cost one hash needs 128 MiB, so the permits also cap memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scrypt::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use scrypt::{Params, Scrypt};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::domain::Password;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("every password-hashing slot is busy")]
+    Busy(Duration),
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    wait: Duration,
+    /// A hash of a random password at the current parameters, verified against for unknown users
+    /// so that they take as long as known ones.
+    dummy: OnceCell<String>,
+}
+
+impl PasswordHasher {
+    pub fn new(params: Params, concurrency: usize, wait: Duration) -> PasswordHasher {
+        PasswordHasher {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            wait,
+            dummy: OnceCell::new(),
+        }
+    }
+
+    /// Hashes a new password with a fresh random salt.
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| HashError::Failed(e.to_string()))?;
+        let password = password.clone();
+        let params = self.params;
+        self.run_blocking(move || {
+            let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Failed(e.to_string()))?;
+            Scrypt
+                .hash_password_customized(password.expose().as_bytes(), None, None, params, &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Failed(e.to_string()))
+        })
+        .await
+    }
+
+    /// Checks `password` against `stored`; with `None` (an unknown user) checks it against a dummy
+    /// hash of the same cost and returns `false`, so both cases take the same time.
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<bool, HashError> {
+        let (phc, real) = match stored {
+            Some(phc) => (phc.to_owned(), true),
+            None => (self.dummy().await?.to_owned(), false),
+        };
+        let password = password.clone();
+        let matched = self
+            .run_blocking(move || {
+                // A stored hash that does not parse can never match; that is not the caller's fault,
+                // but it must not unlock the account either.
+                let Ok(parsed) = PasswordHash::new(&phc) else {
+                    return Ok(false);
+                };
+                Ok(Scrypt.verify_password(password.expose().as_bytes(), &parsed).is_ok())
+            })
+            .await?;
+        Ok(matched && real)
+    }
+
+    /// Whether `stored` was made with other parameters than the current ones (then it is re-hashed
+    /// at the next successful login).
+    pub fn needs_upgrade(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        match Params::try_from(&parsed) {
+            Ok(p) => {
+                (p.log_n(), p.r(), p.p())
+                    != (self.params.log_n(), self.params.r(), self.params.p())
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Computes the dummy hash now, so that the first unknown-user login is not slower than the rest.
+    pub async fn warm_up(&self) -> Result<(), HashError> {
+        self.dummy().await.map(|_| ())
+    }
+
+    async fn dummy(&self) -> Result<&str, HashError> {
+        self.dummy
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 24];
+                getrandom::fill(&mut random).map_err(|e| HashError::Failed(e.to_string()))?;
+                let password = Password::candidate(hex::encode(random))
+                    .map_err(|e| HashError::Failed(e.to_owned()))?;
+                self.hash(&password).await
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy(self.wait.max(Duration::from_secs(1))))?
+            .map_err(|e| HashError::Failed(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let result = work();
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hasher(log_n: u8) -> PasswordHasher {
+        PasswordHasher::new(Params::new(log_n, 8, 1, 32).unwrap(), 2, Duration::from_secs(5))
+    }
+
+    fn pw(s: &str) -> Password {
+        Password::candidate(s.to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_carry_their_parameters() {
+        let h = hasher(4);
+        let phc = h.hash(&pw("correct horse")).await.unwrap();
+        assert!(phc.starts_with("$scrypt$ln=4,r=8,p=1$"), "{phc}");
+        assert!(!phc.contains("correct horse"));
+        assert!(h.verify(&pw("correct horse"), Some(&phc)).await.unwrap());
+        assert!(!h.verify(&pw("wrong horse"), Some(&phc)).await.unwrap());
+        assert!(!h.verify(&pw("correct horse"), None).await.unwrap());
+        assert!(!h.verify(&pw("x"), Some("not a phc string")).await.unwrap());
+        assert!(!h.needs_upgrade(&phc));
+        assert!(hasher(5).needs_upgrade(&phc));
+        // An older hash still verifies under new settings.
+        assert!(hasher(5).verify(&pw("correct horse"), Some(&phc)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_saturated_hasher_answers_busy() {
+        let h = PasswordHasher::new(Params::new(4, 8, 1, 32).unwrap(), 1, Duration::from_millis(50));
+        let held = Arc::clone(&h.permits).acquire_owned().await.unwrap();
+        assert!(matches!(h.hash(&pw("whatever1")).await, Err(HashError::Busy(_))));
+        drop(held);
+        assert!(h.hash(&pw("whatever1")).await.is_ok());
+    }
+}

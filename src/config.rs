@@ -1,0 +1,517 @@
+//! Settings: `config.toml` (optional) overridden by environment variables, validated at start.
+//!
+//! Every setting has a default, so the server runs with no configuration at all. The file is a TOML
+//! document with the sections below (the repository's `config.toml` is the commented reference);
+//! each setting can be overridden by the environment variable named in [`ENV_OVERRIDES`]. A bad value
+//! fails start-up with a message that names the setting and where it came from.
+//!
+//! ```
+//! use agentskills_mcp::config::Settings;
+//! let settings = Settings::from_toml_str("[server]\nbind = \"127.0.0.1:0\"\n", &[]).unwrap();
+//! assert_eq!(settings.server.bind.port(), 0);
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where settings come from when no file is named: this file in the working directory, if present.
+pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub tokens: TokenSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Holds the SQLite database, the generated signing secret and users' skills.
+    pub data_dir: PathBuf,
+    /// A client must send its request headers within this time or the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A client must send a request body within this time or gets 408.
+    pub body_read_timeout_secs: u64,
+    /// Largest JSON request body accepted (bytes); larger gets 413.
+    pub max_json_body_bytes: usize,
+    /// On SIGINT/SIGTERM, open connections get this long to finish before they are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// Empty: SQLite at `<data_dir>/agentskills.db`. `sqlite:PATH` names another SQLite file;
+    /// `postgres://user:pass@host:port/db` selects PostgreSQL.
+    pub url: Option<String>,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a new connection to be made.
+    pub connect_timeout_secs: u64,
+    /// How long a request waits for a free connection before it gets 503.
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 signing secret for access and refresh tokens (at least 32 bytes). Empty: generated
+    /// into `<data_dir>/secret_key` (mode 0600) on first start and reused after.
+    pub secret_key: Option<String>,
+    pub access_token_minutes: u64,
+    pub refresh_token_days: u64,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// Clock skew tolerated when checking `exp` and `nbf`.
+    pub jwt_leeway_secs: u64,
+    /// scrypt cost: N = 2^ln. 17 takes 128 MiB and a few hundred milliseconds per hash.
+    pub scrypt_log_n: u8,
+    pub scrypt_r: u32,
+    pub scrypt_p: u32,
+    /// Password hashes computed at once; 0 means the number of cores.
+    pub hash_concurrency: usize,
+    /// How long a login waits for a hashing slot before it gets 503 with `Retry-After`.
+    pub hash_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// API tokens one user may hold.
+    pub max_per_user: u32,
+    /// `last_used_at` is written at most once per token per this interval (and on shutdown).
+    pub last_used_flush_secs: u64,
+    /// How often the token cache checks the database for changes made by other processes (the admin
+    /// commands, other instances); changes made through this server apply at once.
+    pub sync_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter: `info`, `debug`, `agentskills_mcp=debug,info`, …
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_json_body_bytes: 64 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: None,
+            max_connections: 16,
+            connect_timeout_secs: 5,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            secret_key: None,
+            access_token_minutes: 30,
+            refresh_token_days: 7,
+            jwt_issuer: "agentskills-mcp".to_owned(),
+            jwt_audience: "agentskills-mcp".to_owned(),
+            jwt_leeway_secs: 5,
+            scrypt_log_n: 17,
+            scrypt_r: 8,
+            scrypt_p: 1,
+            hash_concurrency: 0,
+            hash_wait_ms: 2000,
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            max_per_user: 100,
+            last_used_flush_secs: 30,
+            sync_interval_secs: 5,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            tokens: TokenSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// What kind of value an environment variable holds, so that `"8000"` becomes a number and
+/// `"abc"` for a number is refused with the variable's name.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+}
+
+/// Every environment variable that overrides a setting: (variable, `section.key`).
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("AGENTSKILLS_BIND", "server.bind"),
+    ("AGENTSKILLS_DATA_DIR", "server.data_dir"),
+    ("AGENTSKILLS_HEADER_READ_TIMEOUT_SECS", "server.header_read_timeout_secs"),
+    ("AGENTSKILLS_BODY_READ_TIMEOUT_SECS", "server.body_read_timeout_secs"),
+    ("AGENTSKILLS_MAX_JSON_BODY_BYTES", "server.max_json_body_bytes"),
+    ("AGENTSKILLS_SHUTDOWN_GRACE_SECS", "server.shutdown_grace_secs"),
+    ("DATABASE_URL", "database.url"),
+    ("AGENTSKILLS_DB_MAX_CONNECTIONS", "database.max_connections"),
+    ("AGENTSKILLS_DB_CONNECT_TIMEOUT_SECS", "database.connect_timeout_secs"),
+    ("AGENTSKILLS_DB_ACQUIRE_TIMEOUT_SECS", "database.acquire_timeout_secs"),
+    ("SECRET_KEY", "auth.secret_key"),
+    ("AGENTSKILLS_ACCESS_TOKEN_MINUTES", "auth.access_token_minutes"),
+    ("AGENTSKILLS_REFRESH_TOKEN_DAYS", "auth.refresh_token_days"),
+    ("AGENTSKILLS_JWT_ISSUER", "auth.jwt_issuer"),
+    ("AGENTSKILLS_JWT_AUDIENCE", "auth.jwt_audience"),
+    ("AGENTSKILLS_JWT_LEEWAY_SECS", "auth.jwt_leeway_secs"),
+    ("AGENTSKILLS_SCRYPT_LOG_N", "auth.scrypt_log_n"),
+    ("AGENTSKILLS_SCRYPT_R", "auth.scrypt_r"),
+    ("AGENTSKILLS_SCRYPT_P", "auth.scrypt_p"),
+    ("AGENTSKILLS_HASH_CONCURRENCY", "auth.hash_concurrency"),
+    ("AGENTSKILLS_HASH_WAIT_MS", "auth.hash_wait_ms"),
+    ("AGENTSKILLS_MAX_TOKENS_PER_USER", "tokens.max_per_user"),
+    ("AGENTSKILLS_LAST_USED_FLUSH_SECS", "tokens.last_used_flush_secs"),
+    ("AGENTSKILLS_TOKEN_SYNC_INTERVAL_SECS", "tokens.sync_interval_secs"),
+    ("AGENTSKILLS_LOG", "log.level"),
+    ("AGENTSKILLS_LOG_FORMAT", "log.format"),
+];
+
+fn kind_of(path: &str) -> Kind {
+    match path {
+        "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key" | "auth.jwt_issuer"
+        | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
+        _ if path.ends_with("_enabled") => Kind::Bool,
+        _ => Kind::Int,
+    }
+}
+
+/// A configuration problem, worded for the operator: it names the setting and its source.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads `file` (or [`DEFAULT_CONFIG_FILE`] if it exists when `file` is `None`), then applies
+    /// the process environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let (text, source) = match file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?,
+                path.display().to_string(),
+            ),
+            None => match std::fs::read_to_string(DEFAULT_CONFIG_FILE) {
+                Ok(text) => (text, DEFAULT_CONFIG_FILE.to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (String::new(), "defaults".to_owned())
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "cannot read config file {DEFAULT_CONFIG_FILE}: {e}"
+                    )));
+                }
+            },
+        };
+        let env: Vec<(String, String)> = ENV_OVERRIDES
+            .iter()
+            .filter_map(|(var, _)| std::env::var(var).ok().map(|v| ((*var).to_owned(), v)))
+            .collect();
+        Self::from_toml_str_named(&text, &source, &env)
+    }
+
+    /// Parses TOML text and applies `env` (pairs of variable name and value), then validates.
+    pub fn from_toml_str(text: &str, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+        Self::from_toml_str_named(text, "config", env)
+    }
+
+    fn from_toml_str_named(
+        text: &str,
+        source: &str,
+        env: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError(format!("{source}: {}", e.message())))?;
+        for (var, value) in env {
+            let Some((_, path)) = ENV_OVERRIDES.iter().find(|(v, _)| v == var) else {
+                continue;
+            };
+            let value = env_value(var, path, value)?;
+            set_path(&mut table, path, value);
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let from = ENV_OVERRIDES
+                    .iter()
+                    .find(|(var, p)| *p == path && env.iter().any(|(v, _)| v == var))
+                    .map(|(var, _)| format!("environment variable {var}"))
+                    .unwrap_or_else(|| source.to_owned());
+                ConfigError(format!("setting `{path}` (from {from}): {}", e.inner()))
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |setting: &str, why: &str| Err(ConfigError(format!("setting `{setting}`: {why}")));
+        if self.server.data_dir.as_os_str().is_empty() {
+            return fail("server.data_dir", "must not be empty");
+        }
+        for (name, value) in [
+            ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
+            ("server.body_read_timeout_secs", self.server.body_read_timeout_secs),
+            ("database.connect_timeout_secs", self.database.connect_timeout_secs),
+            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            ("auth.access_token_minutes", self.auth.access_token_minutes),
+            ("auth.refresh_token_days", self.auth.refresh_token_days),
+            ("tokens.last_used_flush_secs", self.tokens.last_used_flush_secs),
+            ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
+        ] {
+            if value == 0 {
+                return fail(name, "must be at least 1");
+            }
+        }
+        if self.server.max_json_body_bytes < 1024 {
+            return fail("server.max_json_body_bytes", "must be at least 1024");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        if let Some(url) = self.database.url.as_deref() {
+            let known = url.is_empty()
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:");
+            if !known {
+                return fail(
+                    "database.url",
+                    "must be empty (SQLite in the data dir), sqlite:PATH or postgres://…",
+                );
+            }
+        }
+        if let Some(secret) = self.auth.secret_key.as_deref() {
+            if !secret.is_empty() && secret.len() < 32 {
+                return fail("auth.secret_key", "must be at least 32 bytes long");
+            }
+        }
+        if self.auth.jwt_issuer.is_empty() {
+            return fail("auth.jwt_issuer", "must not be empty");
+        }
+        if self.auth.jwt_audience.is_empty() {
+            return fail("auth.jwt_audience", "must not be empty");
+        }
+        if self.auth.access_token_minutes > 24 * 60 {
+            return fail("auth.access_token_minutes", "must be at most 1440 (one day)");
+        }
+        if self.auth.refresh_token_days > 365 {
+            return fail("auth.refresh_token_days", "must be at most 365");
+        }
+        if self.auth.jwt_leeway_secs > 300 {
+            return fail("auth.jwt_leeway_secs", "must be at most 300");
+        }
+        if !(1..=24).contains(&self.auth.scrypt_log_n) {
+            return fail("auth.scrypt_log_n", "must be between 1 and 24");
+        }
+        if self.auth.scrypt_r == 0 || self.auth.scrypt_p == 0 {
+            return fail("auth.scrypt_r / auth.scrypt_p", "must be at least 1");
+        }
+        if scrypt::Params::new(self.auth.scrypt_log_n, self.auth.scrypt_r, self.auth.scrypt_p, 32)
+            .is_err()
+        {
+            return fail("auth.scrypt_*", "these scrypt parameters are out of range");
+        }
+        if self.tokens.max_per_user == 0 {
+            return fail("tokens.max_per_user", "must be at least 1");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return fail("log.level", &format!("not a valid filter: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Password hashes computed at once: the setting, or the number of cores when it is 0.
+    pub fn hash_concurrency(&self) -> usize {
+        match self.auth.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The signing secret from the settings, if one is set (an empty string counts as unset).
+    pub fn configured_secret(&self) -> Option<&str> {
+        self.auth.secret_key.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+fn env_value(var: &str, path: &str, raw: &str) -> Result<toml::Value, ConfigError> {
+    match kind_of(path) {
+        Kind::Str => Ok(toml::Value::String(raw.to_owned())),
+        Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| {
+            ConfigError(format!(
+                "environment variable {var} (setting `{path}`): expected a whole number, got {raw:?}"
+            ))
+        }),
+        Kind::Bool => match raw.trim() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(ConfigError(format!(
+                "environment variable {var} (setting `{path}`): expected true or false, got {raw:?}"
+            ))),
+        },
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let Some((section, key)) = path.split_once('.') else {
+        table.insert(path.to_owned(), value);
+        return;
+    };
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        // The file had `section = <not a table>`; deserialization reports it with the setting name.
+        return;
+    }
+    if let toml::Value::Table(inner) = entry {
+        inner.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    }
+
+    #[test]
+    fn no_configuration_means_the_documented_defaults() {
+        let s = Settings::from_toml_str("", &[]).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(s.server.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.database.url, None);
+        assert_eq!(s.auth.scrypt_log_n, 17);
+        assert_eq!((s.auth.scrypt_r, s.auth.scrypt_p), (8, 1));
+        assert_eq!(s.auth.access_token_minutes, 30);
+        assert_eq!(s.auth.refresh_token_days, 7);
+    }
+
+    #[test]
+    fn the_reference_config_file_parses_to_the_defaults() {
+        let text = include_str!("../config.toml");
+        let s = Settings::from_toml_str(text, &[]).unwrap();
+        let d = Settings::default();
+        assert_eq!(format!("{s:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn every_override_is_documented_in_the_reference_file() {
+        let text = include_str!("../config.toml");
+        for (var, path) in ENV_OVERRIDES {
+            assert!(text.contains(var), "config.toml does not mention {var}");
+            let key = path.split_once('.').unwrap().1;
+            assert!(text.contains(key), "config.toml does not mention {path}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = Settings::from_toml_str(
+            "[server]\nbind = \"127.0.0.1:9000\"\n",
+            &env(&[("AGENTSKILLS_BIND", "0.0.0.0:7000"), ("AGENTSKILLS_SCRYPT_LOG_N", "10")]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(s.auth.scrypt_log_n, 10);
+    }
+
+    #[test]
+    fn database_url_and_secret_key_keep_their_names() {
+        let secret = "x".repeat(40);
+        let s = Settings::from_toml_str(
+            "",
+            &env(&[("DATABASE_URL", "postgres://u@h/db"), ("SECRET_KEY", &secret)]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url.as_deref(), Some("postgres://u@h/db"));
+        assert_eq!(s.configured_secret(), Some(secret.as_str()));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = Settings::from_toml_str("[server]\nbind = \"nowhere\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.bind"), "{err}");
+
+        let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_SCRYPT_LOG_N", "lots")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("AGENTSKILLS_SCRYPT_LOG_N"), "{err}");
+
+        let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_BIND", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("AGENTSKILLS_BIND"), "{err}");
+
+        let err = Settings::from_toml_str("[auth]\nsecret_key = \"short\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.secret_key"), "{err}");
+
+        let err = Settings::from_toml_str("[database]\nurl = \"mysql://x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("database.url"), "{err}");
+
+        let err = Settings::from_toml_str("[server]\nbindd = \"x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("bindd"), "{err}");
+
+        let err = Settings::from_toml_str("[auth]\nscrypt_log_n = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("auth.scrypt_log_n"), "{err}");
+
+        let err = Settings::from_toml_str("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The one error type at the HTTP edge.
+//!
+//! Every handler returns `Result<Response, AppError>`; [`AppError::into_response`] turns an error
+//! into its status and a `{"detail": …, "code": …}` body (validation errors add `errors`). The `code`
+//! is stable kebab-case for programs; `detail` is for people. A 5xx never shows its cause to the
+//! client: the cause is logged where the response is made.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::store::{BoxError, StoreError};
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's path in the request body (`email`, `items[2].name`), or `body`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 422: the request is well-formed JSON but its values break the rules.
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    /// 400: the body is not JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// 400 with a specific code, for requests that conflict with existing state.
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    /// 401: no credentials, or credentials that are not (or no longer) valid.
+    #[error("{detail}")]
+    Unauthorized { code: &'static str, detail: &'static str },
+    /// 403: valid credentials that may not do this.
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: &'static str },
+    /// 404: no such resource, or one that belongs to someone else.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 404 for a path that matches no route.
+    #[error("no route for this path")]
+    NoRoute,
+    /// 405, with the methods the path takes.
+    #[error("this path does not take that method")]
+    MethodNotAllowed(Vec<&'static str>),
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    /// 413, with the limit in bytes.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415.
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// 503 with `Retry-After`: a bounded resource (password hashing) is saturated.
+    #[error("the server is busy; retry in {} s", .0.as_secs().max(1))]
+    Busy(Duration),
+    /// 503: the database cannot be reached.
+    #[error("the database is unavailable")]
+    DatabaseUnavailable(#[source] BoxError),
+    /// 503: an internal component did not answer in time.
+    #[error("the service did not answer in time")]
+    Timeout(&'static str),
+    /// 501: a route that exists but whose feature is not served by this build yet.
+    #[error("{0}")]
+    NotImplemented(&'static str),
+    /// 500: a bug or an unexpected failure; the cause goes to the log only.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl AppError {
+    pub fn internal(e: impl Into<BoxError>) -> AppError {
+        AppError::Internal(e.into())
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> AppError {
+        AppError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::InvalidJson(_) | AppError::BadRequest { .. } => 400,
+            AppError::Unauthorized { .. } => 401,
+            AppError::Forbidden { .. } => 403,
+            AppError::NotFound(_) | AppError::NoRoute => 404,
+            AppError::MethodNotAllowed(_) => 405,
+            AppError::BodyTimeout => 408,
+            AppError::PayloadTooLarge(_) => 413,
+            AppError::UnsupportedMediaType => 415,
+            AppError::Validation(_) => 422,
+            AppError::Internal(_) => 500,
+            AppError::NotImplemented(_) => 501,
+            AppError::Busy(_) | AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => 503,
+        }
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Validation(_) => "validation-error",
+            AppError::InvalidJson(_) => "invalid-json",
+            AppError::BadRequest { code, .. }
+            | AppError::Unauthorized { code, .. }
+            | AppError::Forbidden { code, .. } => code,
+            AppError::NotFound(_) => "not-found",
+            AppError::NoRoute => "no-route",
+            AppError::MethodNotAllowed(_) => "method-not-allowed",
+            AppError::BodyTimeout => "body-timeout",
+            AppError::PayloadTooLarge(_) => "payload-too-large",
+            AppError::UnsupportedMediaType => "unsupported-media-type",
+            AppError::Busy(_) => "busy",
+            AppError::DatabaseUnavailable(_) => "database-unavailable",
+            AppError::Timeout(_) => "timeout",
+            AppError::Internal(_) => "internal-error",
+            AppError::NotImplemented(_) => "not-implemented",
+        }
+    }
+
+    /// The field errors of a 422, empty otherwise.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            AppError::Validation(errors) => errors,
+            _ => &[],
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, where one applies.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::Busy(wait) => Some(wait.as_secs().max(1)),
+            AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> AppError {
+        match e {
+            StoreError::Unavailable(source) => AppError::DatabaseUnavailable(source),
+            StoreError::Duplicate(field) => AppError::BadRequest {
+                code: match field {
+                    crate::store::UniqueField::Email => "email-taken",
+                    crate::store::UniqueField::Username => "username-taken",
+                },
+                detail: format!("this {} is already registered", field.as_str()),
+            },
+            other => AppError::Internal(Box::new(other)),
+        }
+    }
+}

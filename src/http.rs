@@ -1,0 +1,23 @@
+//! The HTTP edge: the only module that knows hyper.
+//!
+//! - [`server`]: the accept loop (HTTP/1.1 and HTTP/2 via hyper-util's auto builder), the header
+//!   read timer, graceful shutdown.
+//! - [`router`]: parses each request into an [`router::Endpoint`] and calls its handler; logs it.
+//! - [`request`] / [`response`]: bounded JSON bodies, bearer tokens, JSON and error responses.
+//! - `handlers/`: one file per group of operations.
+
+mod handlers;
+mod request;
+mod response;
+pub mod router;
+mod server;
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
+pub use server::serve;
+
+/// The body type of every response.
+pub type Body = BoxBody<Bytes, Infallible>;

@@ -1,0 +1,236 @@
+//! `/api/v1/auth/*` and `/api/v1/users/me*`.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Checks;
+use crate::actors::auth::{AuthedUser, DELETE_CONFIRMATION, LoginName, Registration, TokenPair};
+use crate::app::AppState;
+use crate::domain::{Email, Password, Username};
+use crate::error::AppError;
+use crate::http::Body;
+use crate::http::request::{json_body, optional_json_body, require_bearer};
+use crate::http::response::{json, no_content};
+use crate::store::{self, UserRecord};
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: Uuid,
+    email: &'a str,
+    username: &'a str,
+    is_active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl<'a> From<&'a UserRecord> for UserView<'a> {
+    fn from(u: &'a UserRecord) -> Self {
+        UserView {
+            id: u.id,
+            email: &u.email,
+            username: &u.username,
+            is_active: u.is_active,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MeView<'a> {
+    #[serde(flatten)]
+    user: UserView<'a>,
+    skill_count: i64,
+    token_count: i64,
+}
+
+#[derive(Serialize)]
+struct TokenPairView<'a> {
+    access_token: &'a str,
+    refresh_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+}
+
+fn token_pair(pair: &TokenPair) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &TokenPairView {
+            access_token: &pair.access_token,
+            refresh_token: &pair.refresh_token,
+            token_type: "bearer",
+            expires_in: pair.expires_in,
+        },
+    )
+}
+
+/// The user behind the request's access token.
+pub(crate) async fn authenticated(state: &AppState, req: &Request<Incoming>) -> Result<AuthedUser, AppError> {
+    let token = require_bearer(req.headers())?;
+    state.auth.authenticate(token).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    email: String,
+    username: String,
+    password: String,
+}
+
+pub(crate) async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let body: RegisterBody = json_body(req, &state.settings.server).await?;
+    let mut checks = Checks::default();
+    let email = checks.check("email", Email::parse(&body.email));
+    let username = checks.check("username", Username::parse(&body.username));
+    let password = checks.check("password", Password::parse(body.password));
+    let (email, username, password) = checks.finish(email.zip(username).zip(password).map(|((e, u), p)| (e, u, p)))?;
+    let user = state
+        .auth
+        .register(Registration {
+            email,
+            username,
+            password,
+        })
+        .await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: Option<String>,
+    username: Option<String>,
+    password: String,
+}
+
+pub(crate) async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let body: LoginBody = json_body(req, &state.settings.server).await?;
+    let mut checks = Checks::default();
+    // `email` may hold a username too (clients with a single "login" field send it there).
+    let name = match (body.email, body.username) {
+        (Some(login), None) | (None, Some(login)) if login.len() <= Email::MAX_LEN => {
+            Some(if login.contains('@') {
+                LoginName::Email(login.trim().to_lowercase())
+            } else {
+                LoginName::Username(login)
+            })
+        }
+        (Some(_), None) | (None, Some(_)) => checks.check("email", Err("must be at most 254 characters")),
+        (None, None) => checks.check("email", Err("give `email` or `username`")),
+        (Some(_), Some(_)) => checks.check("username", Err("give `email` or `username`, not both")),
+    };
+    let password = checks.check("password", Password::candidate(body.password));
+    let (name, password) = checks.finish(name.zip(password))?;
+    let pair = state.auth.login(name, password).await?;
+    Ok(token_pair(&pair))
+}
+
+pub(crate) async fn refresh(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let token = require_bearer(req.headers())?.to_owned();
+    let pair = state.auth.refresh(token).await?;
+    Ok(token_pair(&pair))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogoutBody {
+    #[serde(default)]
+    all: bool,
+}
+
+pub(crate) async fn logout(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let user = authenticated(state, &req).await?;
+    let body: LogoutBody = optional_json_body(req, &state.settings.server).await?;
+    state.auth.logout(user, body.all).await?;
+    Ok(no_content())
+}
+
+pub(crate) async fn get_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let me = authenticated(state, &req).await?;
+    let counts = state.store.account_counts(me.user.id, store::now()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &MeView {
+            user: UserView::from(&me.user),
+            skill_count: counts.skills,
+            token_count: counts.tokens,
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMeBody {
+    email: Option<String>,
+    username: Option<String>,
+}
+
+pub(crate) async fn update_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let me = authenticated(state, &req).await?;
+    let body: UpdateMeBody = json_body(req, &state.settings.server).await?;
+    let mut checks = Checks::default();
+    let email = body.email.map(|e| checks.check("email", Email::parse(&e)));
+    let username = body.username.map(|u| checks.check("username", Username::parse(&u)));
+    let (email, username) = checks.finish(Some((email.flatten(), username.flatten())))?;
+    let user = state
+        .store
+        .update_profile(
+            me.user.id,
+            email.as_ref().map(Email::as_str),
+            username.as_ref().map(Username::as_str),
+            store::now(),
+        )
+        .await?
+        .ok_or(AppError::NotFound("user"))?;
+    Ok(json(StatusCode::OK, &UserView::from(&user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteMeBody {
+    password: String,
+    confirm: String,
+}
+
+pub(crate) async fn delete_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+    let me = authenticated(state, &req).await?;
+    let body: DeleteMeBody = json_body(req, &state.settings.server).await?;
+    let mut checks = Checks::default();
+    let password = checks.check("password", Password::candidate(body.password));
+    let confirmed = checks.check(
+        "confirm",
+        if body.confirm == DELETE_CONFIRMATION {
+            Ok(())
+        } else {
+            Err("must be exactly \"DELETE MY ACCOUNT\"")
+        },
+    );
+    let (password, ()) = checks.finish(password.zip(confirmed))?;
+    state.auth.delete_account(me, password).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub(crate) async fn change_password(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    let me = authenticated(state, &req).await?;
+    let body: ChangePasswordBody = json_body(req, &state.settings.server).await?;
+    let mut checks = Checks::default();
+    let current = checks.check("current_password", Password::candidate(body.current_password));
+    let new = checks.check("new_password", Password::parse(body.new_password));
+    let (current, new) = checks.finish(current.zip(new))?;
+    state.auth.change_password(me, current, new).await?;
+    Ok(no_content())
+}

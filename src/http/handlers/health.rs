@@ -1,0 +1,65 @@
+//! `GET /health`: is the process up and can it reach its database?
+
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::http::Body;
+use crate::http::response::json;
+
+/// A database that does not answer `SELECT 1` within this time counts as down.
+const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    database: DatabaseHealth,
+}
+
+#[derive(Serialize)]
+struct DatabaseHealth {
+    backend: &'static str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// 200 when everything is up, 503 (with the same body) when the database is not.
+pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError> {
+    let database = match tokio::time::timeout(DB_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(latency)) => DatabaseHealth {
+            backend: state.store.backend().as_str(),
+            status: "ok",
+            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            error: None,
+        },
+        Ok(Err(e)) => DatabaseHealth {
+            backend: state.store.backend().as_str(),
+            status: "unavailable",
+            latency_ms: None,
+            error: Some(e.to_string()),
+        },
+        Err(_) => DatabaseHealth {
+            backend: state.store.backend().as_str(),
+            status: "unavailable",
+            latency_ms: None,
+            error: Some("no answer within 2 s".to_owned()),
+        },
+    };
+    let ok = database.status == "ok";
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        database,
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(json(status, &body))
+}

@@ -1,0 +1,175 @@
+//! Routing: a request's method and path become an [`Endpoint`], or 404/405.
+//!
+//! Every route of the service is in [`Endpoint::parse`]; adding one is a variant there and an arm
+//! in [`dispatch`]. Path parameters are parsed here (a token id that is not a UUID cannot name any
+//! token, so it is 404 like an unknown one).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use uuid::Uuid;
+
+use super::handlers::{accounts, health, mcp, tokens};
+use super::{Body, response};
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// Every operation the service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    GetMe,
+    UpdateMe,
+    DeleteMe,
+    ChangePassword,
+    ListTokens,
+    CreateToken,
+    DeleteToken(Uuid),
+    Mcp,
+}
+
+impl Endpoint {
+    /// Maps a method and path to an endpoint: unknown paths are 404, known paths with another
+    /// method are 405 with the methods they take.
+    pub fn parse(method: &Method, path: &str) -> Result<Endpoint, AppError> {
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+        let choices: Vec<(&'static str, Endpoint)> = match segments.as_slice() {
+            ["health"] => vec![("GET", Endpoint::Health)],
+            ["mcp"] => vec![
+                ("POST", Endpoint::Mcp),
+                ("GET", Endpoint::Mcp),
+                ("DELETE", Endpoint::Mcp),
+            ],
+            ["api", "v1", rest @ ..] => match rest {
+                ["auth", "register"] => vec![("POST", Endpoint::Register)],
+                ["auth", "login"] => vec![("POST", Endpoint::Login)],
+                ["auth", "refresh"] => vec![("POST", Endpoint::Refresh)],
+                ["auth", "logout"] => vec![("POST", Endpoint::Logout)],
+                ["users", "me"] => vec![
+                    ("GET", Endpoint::GetMe),
+                    ("PUT", Endpoint::UpdateMe),
+                    ("DELETE", Endpoint::DeleteMe),
+                ],
+                ["users", "me", "password"] => vec![("PUT", Endpoint::ChangePassword)],
+                ["tokens"] => vec![
+                    ("GET", Endpoint::ListTokens),
+                    ("POST", Endpoint::CreateToken),
+                ],
+                ["tokens", id] => {
+                    if method != Method::DELETE {
+                        return Err(AppError::MethodNotAllowed(vec!["DELETE"]));
+                    }
+                    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("token"))?;
+                    return Ok(Endpoint::DeleteToken(id));
+                }
+                _ => return Err(AppError::NoRoute),
+            },
+            _ => return Err(AppError::NoRoute),
+        };
+        choices
+            .iter()
+            .find(|(m, _)| *m == method.as_str())
+            .map(|(_, endpoint)| *endpoint)
+            .ok_or_else(|| AppError::MethodNotAllowed(choices.iter().map(|(m, _)| *m).collect()))
+    }
+
+    /// A low-cardinality name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::Register => "auth.register",
+            Endpoint::Login => "auth.login",
+            Endpoint::Refresh => "auth.refresh",
+            Endpoint::Logout => "auth.logout",
+            Endpoint::GetMe => "users.me.get",
+            Endpoint::UpdateMe => "users.me.update",
+            Endpoint::DeleteMe => "users.me.delete",
+            Endpoint::ChangePassword => "users.me.password",
+            Endpoint::ListTokens => "tokens.list",
+            Endpoint::CreateToken => "tokens.create",
+            Endpoint::DeleteToken(_) => "tokens.delete",
+            Endpoint::Mcp => "mcp",
+        }
+    }
+}
+
+/// Answers one request and logs it.
+pub(crate) async fn handle(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let endpoint = Endpoint::parse(&method, req.uri().path());
+    let route = endpoint.as_ref().map_or("unmatched", Endpoint::name);
+    let mut response = match endpoint {
+        Ok(endpoint) => match dispatch(state, endpoint, req).await {
+            Ok(response) => response,
+            Err(e) => response::error(&e),
+        },
+        Err(e) => response::error(&e),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    tracing::info!(
+        method = %method,
+        route,
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        peer = %peer.ip(),
+        "request"
+    );
+    response
+}
+
+async fn dispatch(
+    state: &AppState,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    match endpoint {
+        Endpoint::Health => health::health(state).await,
+        Endpoint::Register => accounts::register(state, req).await,
+        Endpoint::Login => accounts::login(state, req).await,
+        Endpoint::Refresh => accounts::refresh(state, req).await,
+        Endpoint::Logout => accounts::logout(state, req).await,
+        Endpoint::GetMe => accounts::get_me(state, req).await,
+        Endpoint::UpdateMe => accounts::update_me(state, req).await,
+        Endpoint::DeleteMe => accounts::delete_me(state, req).await,
+        Endpoint::ChangePassword => accounts::change_password(state, req).await,
+        Endpoint::ListTokens => tokens::list(state, req).await,
+        Endpoint::CreateToken => tokens::create(state, req).await,
+        Endpoint::DeleteToken(id) => tokens::delete(state, req, id).await,
+        Endpoint::Mcp => mcp::mcp(state, req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        assert_eq!(Endpoint::parse(&Method::GET, "/health").unwrap(), Endpoint::Health);
+        assert_eq!(Endpoint::parse(&Method::PUT, "/api/v1/users/me").unwrap(), Endpoint::UpdateMe);
+        let id = Uuid::new_v4();
+        assert_eq!(
+            Endpoint::parse(&Method::DELETE, &format!("/api/v1/tokens/{id}")).unwrap(),
+            Endpoint::DeleteToken(id)
+        );
+        assert!(matches!(Endpoint::parse(&Method::DELETE, "/api/v1/tokens/nope"), Err(AppError::NotFound(_))));
+        assert!(matches!(Endpoint::parse(&Method::GET, "/api/v1/nope"), Err(AppError::NoRoute)));
+        assert!(matches!(Endpoint::parse(&Method::GET, "/health/"), Err(AppError::NoRoute)));
+        match Endpoint::parse(&Method::PATCH, "/api/v1/users/me") {
+            Err(AppError::MethodNotAllowed(allowed)) => assert_eq!(allowed, ["GET", "PUT", "DELETE"]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! AgentSkills MCP: hosts Agent Skills for many users and serves each user's private skills to MCP
+//! clients with per-user API tokens.
+//!
+//! The binary (`src/main.rs`) is a thin command line over this library; tests and benches drive the
+//! same [`app::App`] the binary runs. See `ARCHITECTURE.md` for the map.
+
+pub mod config;
+pub mod store;
+pub mod actors;
+pub mod app;
+pub mod auth;
+pub mod domain;
+pub mod error;
+pub mod http;

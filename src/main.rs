@@ -1,0 +1,234 @@
+//! The `agentskills-mcp` command: serve (the default), migrate, and the operator's user commands.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use agentskills_mcp::app::{App, password_hasher};
+use agentskills_mcp::config::{LogFormat, Settings};
+use agentskills_mcp::domain::{Email, Password, Username};
+use agentskills_mcp::store::{self, NewUser, Store, UserRecord};
+
+#[derive(Parser)]
+#[command(name = "agentskills-mcp", version, about = "Hosts Agent Skills for many users and serves them over MCP")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Settings file (default: ./config.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE", env = "AGENTSKILLS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: SQLite database, signing secret, users' skills (default ./data).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API and MCP (the default).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8000).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// List users.
+    List,
+    /// Deactivate a user: their logins, sessions and API tokens stop working.
+    Deactivate {
+        /// Email, username or id.
+        user: String,
+    },
+    /// Reactivate a deactivated user.
+    Activate {
+        /// Email, username or id.
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load(cli.common.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("agentskills-mcp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = cli.common.data_dir {
+        settings.server.data_dir = dir;
+    }
+    if let Some(Command::Serve { bind: Some(bind) }) = &cli.command {
+        settings.server.bind = *bind;
+    }
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("agentskills-mcp: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve { bind: None }) {
+            Command::Serve { .. } => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+            Command::User(command) => user(settings, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentskills-mcp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_new(&settings.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(settings: Settings) -> CliResult {
+    let app = App::build(settings).await?;
+    let url = format!("http://{}", app.local_addr());
+    tracing::info!("listening on {url}");
+    tracing::info!("begin with: curl -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\":\"you@example.com\",\"username\":\"you\",\"password\":\"a long password\"}}'");
+    app.run_until_stopped(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => Some(term),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the server");
+            None
+        }
+    };
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminated => tracing::info!("SIGTERM received"),
+    }
+}
+
+async fn open_store(settings: &Settings) -> Result<Store, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&settings.server.data_dir)?;
+    Ok(Store::open(&settings.database, &settings.server.data_dir).await?)
+}
+
+async fn migrate(settings: Settings) -> CliResult {
+    // Opening the store applies pending migrations; a second call reports that none are left.
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "database ({}) is up to date", store.backend().as_str())?;
+    Ok(())
+}
+
+async fn user(settings: Settings, command: UserCommand) -> CliResult {
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        UserCommand::Create { email, username } => {
+            let email = Email::parse(&email).map_err(|e| format!("email {e}"))?;
+            let username = Username::parse(&username).map_err(|e| format!("username {e}"))?;
+            let password = Password::parse(read_password()?).map_err(|e| format!("password {e}"))?;
+            let password_hash = password_hasher(&settings).hash(&password).await?;
+            let user = store
+                .insert_user(&NewUser {
+                    id: uuid::Uuid::new_v4(),
+                    email: email.as_str().to_owned(),
+                    username: username.as_str().to_owned(),
+                    password_hash,
+                    created_at: store::now(),
+                })
+                .await?;
+            writeln!(out, "created user {} ({})", user.username, user.id)?;
+        }
+        UserCommand::List => {
+            writeln!(out, "{:<36}  {:<6}  {:<24}  email", "id", "active", "username")?;
+            for u in store.list_users().await? {
+                writeln!(out, "{:<36}  {:<6}  {:<24}  {}", u.id, u.is_active, u.username, u.email)?;
+            }
+        }
+        UserCommand::Deactivate { user } => {
+            let found = find_user(&store, &user).await?;
+            store.set_active(found.id, false, store::now()).await?;
+            writeln!(
+                out,
+                "deactivated {} ({}); a running server stops their tokens within tokens.sync_interval_secs",
+                found.username, found.id
+            )?;
+        }
+        UserCommand::Activate { user } => {
+            let found = find_user(&store, &user).await?;
+            store.set_active(found.id, true, store::now()).await?;
+            writeln!(out, "activated {} ({})", found.username, found.id)?;
+        }
+    }
+    Ok(())
+}
+
+async fn find_user(store: &Store, key: &str) -> Result<UserRecord, Box<dyn std::error::Error>> {
+    let found = if let Ok(id) = uuid::Uuid::parse_str(key) {
+        store.user_by_id(id).await?
+    } else if key.contains('@') {
+        store.user_by_email(&key.to_lowercase()).await?
+    } else {
+        store.user_by_username(key).await?
+    };
+    found.ok_or_else(|| format!("no user {key:?}").into())
+}
+
+/// The password from the terminal (not echoed) or the first line of piped standard input.
+fn read_password() -> Result<String, Box<dyn std::error::Error>> {
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

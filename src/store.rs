@@ -1,0 +1,431 @@
+//! Persistence: one interface, two back ends.
+//!
+//! [`Store`] is what the rest of the service talks to. It is an enum rather than a trait object so
+//! that every call is a plain `match` with no boxing, and so that both back ends must implement the
+//! same inherent methods (a missing one is a compile error in the `dispatch!` below).
+//!
+//! - [`sqlite`]: the embedded default, a file in the data dir, pooled with deadpool-sqlite.
+//! - [`postgres`]: tokio-postgres behind deadpool-postgres, chosen when `DATABASE_URL` is a
+//!   `postgres://` (or `postgresql://`) URL.
+//!
+//! Both run their refinery migrations (`sql/sqlite`, `sql/postgres`) when opened.
+//!
+//! Times cross this boundary as [`OffsetDateTime`] in UTC truncated to whole microseconds (see
+//! [`now`]), which both back ends store without loss, so a value read back equals the value written.
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+#[cfg(test)]
+#[path = "store/tests.rs"]
+mod tests_backends;
+
+use std::error::Error as StdError;
+use std::path::Path;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::DatabaseSettings;
+
+/// A boxed error from a database driver or pool.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Which unique constraint a write ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueField {
+    Email,
+    Username,
+}
+
+impl UniqueField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UniqueField::Email => "email",
+            UniqueField::Username => "username",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint (case-insensitive email or username) refused the write.
+    #[error("{} is already taken", .0.as_str())]
+    Duplicate(UniqueField),
+    /// A per-user cap (such as the number of API tokens) would be exceeded.
+    #[error("limit reached")]
+    LimitReached,
+    /// The database cannot be reached right now (pool timeout, refused connection, closed socket).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The database answered with an error that is not the caller's fault.
+    #[error("database error while {context}")]
+    Backend {
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// Opening or migrating the database failed.
+    #[error("{context}")]
+    Setup {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which back end a [`Store`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The current time in UTC, truncated to whole microseconds so that both back ends store it exactly.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    let micros = t.microsecond();
+    t.replace_microsecond(micros).unwrap_or(t)
+}
+
+/// A user row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: Uuid,
+    /// Lower-case, as normalized by [`crate::domain::Email`].
+    pub email: String,
+    /// As the user typed it; unique without regard to ASCII case.
+    pub username: String,
+    /// A PHC string (`$scrypt$ln=…,r=…,p=…$salt$hash`).
+    pub password_hash: String,
+    pub is_active: bool,
+    /// Bumped on logout-everywhere, password change and deactivation; every JWT carries the version
+    /// it was issued under and is refused once they differ.
+    pub token_version: i64,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// One refresh token (identified by its JWT `jti`) of a login session (its "family").
+#[derive(Debug, Clone, Copy)]
+pub struct NewRefreshToken {
+    pub id: Uuid,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The token was unused: it is now used and `new` belongs to the same session.
+    Rotated { session_id: Uuid, user_id: Uuid },
+    /// The token had been used before: the whole session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// The token's session had already been revoked (logout, reuse, password change).
+    SessionRevoked,
+    /// No such token (never issued here, or purged after expiry).
+    Unknown,
+}
+
+/// An API token row. The hash never leaves the store layer in a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// The first characters of the token (`ask_live_` and a few hex digits), for recognising it.
+    pub prefix: String,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    /// BLAKE3 of the whole token string.
+    pub token_hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An API token that may authenticate right now: active, unexpired, of an active user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveApiToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub token_hash: [u8; 32],
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Counts shown on `GET /users/me`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountCounts {
+    pub skills: i64,
+    /// Active, unexpired API tokens.
+    pub tokens: i64,
+}
+
+/// The storage layer. Cloning is cheap (the pools are reference-counted).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the configured database and brings its schema up to date.
+    ///
+    /// An empty `settings.url` (or a `sqlite:` URL) selects SQLite; the file then defaults to
+    /// `<data_dir>/agentskills.db`.
+    pub async fn open(settings: &DatabaseSettings, data_dir: &Path) -> StoreResult<Store> {
+        let store = match settings.url.as_deref() {
+            Some(url) if is_postgres_url(url) => {
+                Store::Postgres(postgres::PgStore::connect(url, settings).await?)
+            }
+            other => {
+                let path = match other.and_then(sqlite_path_from_url) {
+                    Some(path) => path.into(),
+                    None => data_dir.join("agentskills.db"),
+                };
+                Store::Sqlite(sqlite::SqliteStore::open(&path, settings).await?)
+            }
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        dispatch!(self.migrate())
+    }
+
+    /// Round trip to the database (`SELECT 1`), for `/health`.
+    pub async fn ping(&self) -> StoreResult<Duration> {
+        dispatch!(self.ping())
+    }
+
+    // ---- users ----
+
+    pub async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
+        dispatch!(self.insert_user(user))
+    }
+
+    pub async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        dispatch!(self.user_by_id(id))
+    }
+
+    /// Case-insensitive.
+    pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        dispatch!(self.user_by_email(email))
+    }
+
+    /// Case-insensitive.
+    pub async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        dispatch!(self.user_by_username(username))
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        dispatch!(self.list_users())
+    }
+
+    /// Changes email and/or username; `None` when the user does not exist.
+    pub async fn update_profile(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        username: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserRecord>> {
+        dispatch!(self.update_profile(id, email, username, now))
+    }
+
+    /// Sets a new password hash, bumps the token version and revokes every session.
+    pub async fn set_password(&self, id: Uuid, hash: &str, now: OffsetDateTime) -> StoreResult<bool> {
+        dispatch!(self.set_password(id, hash, now))
+    }
+
+    /// Replaces the hash only if it is still `old` (re-hashing at login with new parameters);
+    /// sessions and token version are untouched.
+    pub async fn upgrade_password_hash(&self, id: Uuid, old: &str, new: &str) -> StoreResult<bool> {
+        dispatch!(self.upgrade_password_hash(id, old, new))
+    }
+
+    /// Activates or deactivates a user. Deactivating bumps the token version and revokes every
+    /// session; both directions bump the registry epoch. `false` when there is no such user.
+    pub async fn set_active(&self, id: Uuid, active: bool, now: OffsetDateTime) -> StoreResult<bool> {
+        dispatch!(self.set_active(id, active, now))
+    }
+
+    /// Deletes the user and, by cascade, every row that belongs to them; bumps the registry epoch.
+    pub async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        dispatch!(self.delete_user(id))
+    }
+
+    /// Logout everywhere: bumps the token version and revokes every session.
+    pub async fn end_all_sessions(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<bool> {
+        dispatch!(self.end_all_sessions(id, now))
+    }
+
+    pub async fn account_counts(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<AccountCounts> {
+        dispatch!(self.account_counts(id, now))
+    }
+
+    // ---- login sessions and refresh tokens ----
+
+    /// Starts a login session with its first refresh token.
+    pub async fn insert_session(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        dispatch!(self.insert_session(session_id, user_id, refresh, now))
+    }
+
+    /// The user behind an access token and whether its session is revoked (a missing session counts
+    /// as revoked). `None` when the user does not exist.
+    pub async fn access_context(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+    ) -> StoreResult<Option<(UserRecord, bool)>> {
+        dispatch!(self.access_context(user_id, session_id))
+    }
+
+    /// Uses refresh token `old` and, if it was unused, records `new` in the same session, atomically.
+    pub async fn rotate_refresh(
+        &self,
+        old: Uuid,
+        new: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        dispatch!(self.rotate_refresh(old, new, now))
+    }
+
+    /// Revokes one session of the user; `false` if it is not theirs or already revoked.
+    pub async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        dispatch!(self.revoke_session(user_id, session_id, now))
+    }
+
+    /// Deletes refresh tokens past their expiry and sessions left with none; returns rows removed.
+    pub async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        dispatch!(self.purge_expired(now))
+    }
+
+    // ---- API tokens ----
+
+    /// Inserts a token unless the user already has `max_per_user` tokens (then `LimitReached`);
+    /// bumps the registry epoch.
+    pub async fn insert_api_token(&self, token: &NewApiToken, max_per_user: u32) -> StoreResult<()> {
+        dispatch!(self.insert_api_token(token, max_per_user))
+    }
+
+    /// The user's tokens, newest first. `is_active` is false for expired ones.
+    pub async fn list_api_tokens(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<ApiTokenRecord>> {
+        dispatch!(self.list_api_tokens(user_id, now))
+    }
+
+    /// Deletes the user's token; `false` if it is not theirs. Bumps the registry epoch.
+    pub async fn delete_api_token(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        dispatch!(self.delete_api_token(user_id, id))
+    }
+
+    /// Every token that may authenticate at `now`.
+    pub async fn live_api_tokens(&self, now: OffsetDateTime) -> StoreResult<Vec<LiveApiToken>> {
+        dispatch!(self.live_api_tokens(now))
+    }
+
+    /// Writes `last_used_at` for a batch of tokens in one transaction, never moving it backwards.
+    pub async fn record_token_use(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()> {
+        dispatch!(self.record_token_use(uses))
+    }
+
+    /// A counter bumped by every change that can make a cached token invalid or valid (token created
+    /// or deleted, user deactivated, activated or deleted), by this process or any other.
+    pub async fn registry_epoch(&self) -> StoreResult<i64> {
+        dispatch!(self.registry_epoch())
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `sqlite:///abs/path.db`, `sqlite://rel.db` or `sqlite:rel.db` → the path; anything else → `None`.
+fn sqlite_path_from_url(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    (!rest.is_empty()).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_path() {
+        assert_eq!(sqlite_path_from_url("sqlite:///var/lib/a.db"), Some("/var/lib/a.db"));
+        assert_eq!(sqlite_path_from_url("sqlite://a.db"), Some("a.db"));
+        assert_eq!(sqlite_path_from_url("sqlite:a.db"), Some("a.db"));
+        assert_eq!(sqlite_path_from_url("sqlite:"), None);
+        assert_eq!(sqlite_path_from_url("postgres://x"), None);
+        assert!(is_postgres_url("postgresql://u@h/db"));
+        assert!(!is_postgres_url("mysql://u@h/db"));
+    }
+
+    #[test]
+    fn now_is_whole_microseconds() {
+        assert_eq!(now().nanosecond() % 1_000, 0);
+    }
+}

@@ -1,0 +1,12 @@
+//! The integration suite: every test starts the real server on port 0 with its own data dir and
+//! database and talks HTTP to it. Each test runs on SQLite and, when `TEST_DATABASE_URL` is set,
+//! on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod helpers;
+
+mod accounts;
+mod api_tokens;
+mod credentials;
+mod server;
+mod sessions;

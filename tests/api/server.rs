@@ -1,0 +1,154 @@
+//! The server itself: health, routing, HTTP/2, slow clients, shutdown, the signing secret.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use agentskills_mcp::store;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, expect_error, spawn_app, spawn_app_with};
+
+backend_tests!(
+    health_reports_the_process_and_the_database,
+    unknown_paths_and_methods_get_json_errors,
+    http2_is_served,
+    slow_headers_are_cut_off,
+    slow_bodies_get_408,
+    shutdown_drains_requests_in_flight_and_flushes_token_use,
+    the_signing_secret_is_generated_once_and_reused,
+);
+
+async fn health_reports_the_process_and_the_database(backend: Backend) {
+    let expected = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres(_) => "postgres",
+    };
+    let app = spawn_app(backend).await;
+    let res = app.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"]["status"], "ok");
+    assert_eq!(body["database"]["backend"], expected);
+    assert!(body["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+async fn unknown_paths_and_methods_get_json_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    expect_error(app.request(Method::GET, "/nope").send().await.unwrap(), StatusCode::NOT_FOUND, "no-route").await;
+    expect_error(app.request(Method::GET, "/api/v1/users/me/").send().await.unwrap(), StatusCode::NOT_FOUND, "no-route").await;
+    let res = app.request(Method::PATCH, "/api/v1/users/me").send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "GET, PUT, DELETE");
+    expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+    let res = app.request(Method::GET, "/api/v1/auth/login").send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
+    expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
+}
+
+async fn http2_is_served(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let res = client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = client
+        .post(app.url("/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "h2@example.com", "username": "h2user", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+async fn slow_headers_are_cut_off(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.server.header_read_timeout_secs = 1).await;
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // The server must close the connection (EOF) instead of waiting for the rest forever.
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the timeout");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    // A normal client is still served.
+    assert_eq!(app.request(Method::GET, "/health").send().await.unwrap().status(), StatusCode::OK);
+}
+
+async fn slow_bodies_get_408(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.server.body_read_timeout_secs = 1).await;
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    stream
+        .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.expect("no answer in 10 s").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body-timeout"), "{text}");
+}
+
+async fn shutdown_drains_requests_in_flight_and_flushes_token_use(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let (id, token) = app.api_token(&ann, "laptop").await;
+    app.mcp_status(&token).await;
+    // A request in flight: headers sent, body half sent.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let body = format!(r#"{{"email":"{}","password":"{}"}}"#, ann.email, ann.password);
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // Let the server start on it before the stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused once the listener is closed.
+    assert!(TcpStream::connect(&addr).await.is_err(), "still accepting after shutdown began");
+    // The request in flight completes.
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("the server stopped").unwrap();
+    // The last use was flushed at shutdown (the flush interval is 30 s, so only the shutdown did it).
+    let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
+    let tokens = app.state.store.list_api_tokens(user_id, store::now()).await.unwrap();
+    let used = tokens.iter().find(|t| t.id.to_string() == id).unwrap();
+    assert!(used.last_used_at.is_some(), "last_used_at was not flushed at shutdown");
+}
+
+async fn the_signing_secret_is_generated_once_and_reused(backend: Backend) {
+    let mut first = spawn_app(backend.clone()).await;
+    let path = first.data_dir.join("secret_key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&path).unwrap();
+    assert!(secret.trim().len() >= 64);
+    let ann = first.user("ann").await;
+    first.stop().await;
+    let data_dir = first.data_dir.clone();
+    let url = first.settings.database.url.clone();
+    let second = spawn_app_with(backend, |s| {
+        s.server.data_dir = data_dir;
+        s.database.url = url;
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), secret);
+    // Tokens signed before the restart still verify.
+    assert_eq!(second.get_auth("/api/v1/users/me", &ann.access).await.status(), StatusCode::OK);
+}
