@@ -89,7 +89,9 @@ impl App {
             registry: registry.clone(),
             data_dir: data_dir.clone(),
         };
-        let (auth, _) = AuthService::start(core, hash_wait).await.map_err(StartError::Actor)?;
+        let (auth, _) = AuthService::start(core, hash_wait)
+            .await
+            .map_err(StartError::Actor)?;
         {
             // The dummy hash for unknown-user logins is made in the background, so start-up does
             // not wait a full hash for it.
@@ -189,12 +191,14 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
         Ok(text) => {
             let secret = text.trim();
             if secret.len() < 32 {
-                return Err(fail("it holds fewer than 32 bytes; delete it to have a new one made".into()));
+                return Err(fail(
+                    "it holds fewer than 32 bytes; delete it to have a new one made".into(),
+                ));
             }
-            if let Ok(meta) = std::fs::metadata(&path) {
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), "the signing secret file can be read by other users; chmod 600 it");
-                }
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(path = %path.display(), "the signing secret file can be read by other users; chmod 600 it");
             }
             return Ok(secret.as_bytes().to_vec());
         }
@@ -240,7 +244,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create_secret(dir.path()).unwrap();
         assert_eq!(first.len(), 128);
-        let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create_secret(dir.path()).unwrap(), first);
         // No temporary files are left behind.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 /// Where settings come from when no file is named: this file in the working directory, if present.
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -171,18 +171,6 @@ impl Default for LogSettings {
     }
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            auth: AuthSettings::default(),
-            tokens: TokenSettings::default(),
-            log: LogSettings::default(),
-        }
-    }
-}
-
 /// What kind of value an environment variable holds, so that `"8000"` becomes a number and
 /// `"abc"` for a number is refused with the variable's name.
 #[derive(Debug, Clone, Copy)]
@@ -196,16 +184,37 @@ enum Kind {
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_BIND", "server.bind"),
     ("AGENTSKILLS_DATA_DIR", "server.data_dir"),
-    ("AGENTSKILLS_HEADER_READ_TIMEOUT_SECS", "server.header_read_timeout_secs"),
-    ("AGENTSKILLS_BODY_READ_TIMEOUT_SECS", "server.body_read_timeout_secs"),
-    ("AGENTSKILLS_MAX_JSON_BODY_BYTES", "server.max_json_body_bytes"),
-    ("AGENTSKILLS_SHUTDOWN_GRACE_SECS", "server.shutdown_grace_secs"),
+    (
+        "AGENTSKILLS_HEADER_READ_TIMEOUT_SECS",
+        "server.header_read_timeout_secs",
+    ),
+    (
+        "AGENTSKILLS_BODY_READ_TIMEOUT_SECS",
+        "server.body_read_timeout_secs",
+    ),
+    (
+        "AGENTSKILLS_MAX_JSON_BODY_BYTES",
+        "server.max_json_body_bytes",
+    ),
+    (
+        "AGENTSKILLS_SHUTDOWN_GRACE_SECS",
+        "server.shutdown_grace_secs",
+    ),
     ("DATABASE_URL", "database.url"),
     ("AGENTSKILLS_DB_MAX_CONNECTIONS", "database.max_connections"),
-    ("AGENTSKILLS_DB_CONNECT_TIMEOUT_SECS", "database.connect_timeout_secs"),
-    ("AGENTSKILLS_DB_ACQUIRE_TIMEOUT_SECS", "database.acquire_timeout_secs"),
+    (
+        "AGENTSKILLS_DB_CONNECT_TIMEOUT_SECS",
+        "database.connect_timeout_secs",
+    ),
+    (
+        "AGENTSKILLS_DB_ACQUIRE_TIMEOUT_SECS",
+        "database.acquire_timeout_secs",
+    ),
     ("SECRET_KEY", "auth.secret_key"),
-    ("AGENTSKILLS_ACCESS_TOKEN_MINUTES", "auth.access_token_minutes"),
+    (
+        "AGENTSKILLS_ACCESS_TOKEN_MINUTES",
+        "auth.access_token_minutes",
+    ),
     ("AGENTSKILLS_REFRESH_TOKEN_DAYS", "auth.refresh_token_days"),
     ("AGENTSKILLS_JWT_ISSUER", "auth.jwt_issuer"),
     ("AGENTSKILLS_JWT_AUDIENCE", "auth.jwt_audience"),
@@ -216,16 +225,22 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_HASH_CONCURRENCY", "auth.hash_concurrency"),
     ("AGENTSKILLS_HASH_WAIT_MS", "auth.hash_wait_ms"),
     ("AGENTSKILLS_MAX_TOKENS_PER_USER", "tokens.max_per_user"),
-    ("AGENTSKILLS_LAST_USED_FLUSH_SECS", "tokens.last_used_flush_secs"),
-    ("AGENTSKILLS_TOKEN_SYNC_INTERVAL_SECS", "tokens.sync_interval_secs"),
+    (
+        "AGENTSKILLS_LAST_USED_FLUSH_SECS",
+        "tokens.last_used_flush_secs",
+    ),
+    (
+        "AGENTSKILLS_TOKEN_SYNC_INTERVAL_SECS",
+        "tokens.sync_interval_secs",
+    ),
     ("AGENTSKILLS_LOG", "log.level"),
     ("AGENTSKILLS_LOG_FORMAT", "log.format"),
 ];
 
 fn kind_of(path: &str) -> Kind {
     match path {
-        "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key" | "auth.jwt_issuer"
-        | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
+        "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
+        | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
         _ if path.ends_with("_enabled") => Kind::Bool,
         _ => Kind::Int,
     }
@@ -301,18 +316,34 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |setting: &str, why: &str| Err(ConfigError(format!("setting `{setting}`: {why}")));
+        let fail =
+            |setting: &str, why: &str| Err(ConfigError(format!("setting `{setting}`: {why}")));
         if self.server.data_dir.as_os_str().is_empty() {
             return fail("server.data_dir", "must not be empty");
         }
         for (name, value) in [
-            ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
-            ("server.body_read_timeout_secs", self.server.body_read_timeout_secs),
-            ("database.connect_timeout_secs", self.database.connect_timeout_secs),
-            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+            (
+                "database.connect_timeout_secs",
+                self.database.connect_timeout_secs,
+            ),
+            (
+                "database.acquire_timeout_secs",
+                self.database.acquire_timeout_secs,
+            ),
             ("auth.access_token_minutes", self.auth.access_token_minutes),
             ("auth.refresh_token_days", self.auth.refresh_token_days),
-            ("tokens.last_used_flush_secs", self.tokens.last_used_flush_secs),
+            (
+                "tokens.last_used_flush_secs",
+                self.tokens.last_used_flush_secs,
+            ),
             ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
         ] {
             if value == 0 {
@@ -337,10 +368,11 @@ impl Settings {
                 );
             }
         }
-        if let Some(secret) = self.auth.secret_key.as_deref() {
-            if !secret.is_empty() && secret.len() < 32 {
-                return fail("auth.secret_key", "must be at least 32 bytes long");
-            }
+        if let Some(secret) = self.auth.secret_key.as_deref()
+            && !secret.is_empty()
+            && secret.len() < 32
+        {
+            return fail("auth.secret_key", "must be at least 32 bytes long");
         }
         if self.auth.jwt_issuer.is_empty() {
             return fail("auth.jwt_issuer", "must not be empty");
@@ -349,7 +381,10 @@ impl Settings {
             return fail("auth.jwt_audience", "must not be empty");
         }
         if self.auth.access_token_minutes > 24 * 60 {
-            return fail("auth.access_token_minutes", "must be at most 1440 (one day)");
+            return fail(
+                "auth.access_token_minutes",
+                "must be at most 1440 (one day)",
+            );
         }
         if self.auth.refresh_token_days > 365 {
             return fail("auth.refresh_token_days", "must be at most 365");
@@ -363,8 +398,13 @@ impl Settings {
         if self.auth.scrypt_r == 0 || self.auth.scrypt_p == 0 {
             return fail("auth.scrypt_r / auth.scrypt_p", "must be at least 1");
         }
-        if scrypt::Params::new(self.auth.scrypt_log_n, self.auth.scrypt_r, self.auth.scrypt_p, 32)
-            .is_err()
+        if scrypt::Params::new(
+            self.auth.scrypt_log_n,
+            self.auth.scrypt_r,
+            self.auth.scrypt_p,
+            32,
+        )
+        .is_err()
         {
             return fail("auth.scrypt_*", "these scrypt parameters are out of range");
         }
@@ -431,7 +471,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -468,7 +511,10 @@ mod tests {
     fn environment_overrides_the_file() {
         let s = Settings::from_toml_str(
             "[server]\nbind = \"127.0.0.1:9000\"\n",
-            &env(&[("AGENTSKILLS_BIND", "0.0.0.0:7000"), ("AGENTSKILLS_SCRYPT_LOG_N", "10")]),
+            &env(&[
+                ("AGENTSKILLS_BIND", "0.0.0.0:7000"),
+                ("AGENTSKILLS_SCRYPT_LOG_N", "10"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.server.bind, "0.0.0.0:7000".parse().unwrap());
@@ -480,7 +526,10 @@ mod tests {
         let secret = "x".repeat(40);
         let s = Settings::from_toml_str(
             "",
-            &env(&[("DATABASE_URL", "postgres://u@h/db"), ("SECRET_KEY", &secret)]),
+            &env(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("SECRET_KEY", &secret),
+            ]),
         )
         .unwrap();
         assert_eq!(s.database.url.as_deref(), Some("postgres://u@h/db"));
@@ -492,11 +541,15 @@ mod tests {
         let err = Settings::from_toml_str("[server]\nbind = \"nowhere\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("server.bind"), "{err}");
 
-        let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_SCRYPT_LOG_N", "lots")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("AGENTSKILLS_SCRYPT_LOG_N"), "{err}");
+        let err =
+            Settings::from_toml_str("", &env(&[("AGENTSKILLS_SCRYPT_LOG_N", "lots")])).unwrap_err();
+        assert!(
+            err.to_string().contains("AGENTSKILLS_SCRYPT_LOG_N"),
+            "{err}"
+        );
 
-        let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_BIND", "nowhere")])).unwrap_err();
+        let err =
+            Settings::from_toml_str("", &env(&[("AGENTSKILLS_BIND", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("AGENTSKILLS_BIND"), "{err}");
 
         let err = Settings::from_toml_str("[auth]\nsecret_key = \"short\"\n", &[]).unwrap_err();

@@ -41,10 +41,16 @@ pub enum AppError {
     BadRequest { code: &'static str, detail: String },
     /// 401: no credentials, or credentials that are not (or no longer) valid.
     #[error("{detail}")]
-    Unauthorized { code: &'static str, detail: &'static str },
+    Unauthorized {
+        code: &'static str,
+        detail: &'static str,
+    },
     /// 403: valid credentials that may not do this.
     #[error("{detail}")]
-    Forbidden { code: &'static str, detail: &'static str },
+    Forbidden {
+        code: &'static str,
+        detail: &'static str,
+    },
     /// 404: no such resource, or one that belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),

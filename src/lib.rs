@@ -4,11 +4,11 @@
 //! The binary (`src/main.rs`) is a thin command line over this library; tests and benches drive the
 //! same [`app::App`] the binary runs. See `ARCHITECTURE.md` for the map.
 
-pub mod config;
-pub mod store;
 pub mod actors;
 pub mod app;
 pub mod auth;
+pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod store;

@@ -14,7 +14,11 @@ use agentskills_mcp::domain::{Email, Password, Username};
 use agentskills_mcp::store::{self, NewUser, Store, UserRecord};
 
 #[derive(Parser)]
-#[command(name = "agentskills-mcp", version, about = "Hosts Agent Skills for many users and serves them over MCP")]
+#[command(
+    name = "agentskills-mcp",
+    version,
+    about = "Hosts Agent Skills for many users and serves them over MCP"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
         settings.server.bind = *bind;
     }
     init_logging(&settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("agentskills-mcp: cannot start the async runtime: {e}");
@@ -127,7 +134,9 @@ async fn serve(settings: Settings) -> CliResult {
     let app = App::build(settings).await?;
     let url = format!("http://{}", app.local_addr());
     tracing::info!("listening on {url}");
-    tracing::info!("begin with: curl -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\":\"you@example.com\",\"username\":\"you\",\"password\":\"a long password\"}}'");
+    tracing::info!(
+        "begin with: curl -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\":\"you@example.com\",\"username\":\"you\",\"password\":\"a long password\"}}'"
+    );
     app.run_until_stopped(shutdown_signal()).await;
     Ok(())
 }
@@ -175,7 +184,8 @@ async fn user(settings: Settings, command: UserCommand) -> CliResult {
         UserCommand::Create { email, username } => {
             let email = Email::parse(&email).map_err(|e| format!("email {e}"))?;
             let username = Username::parse(&username).map_err(|e| format!("username {e}"))?;
-            let password = Password::parse(read_password()?).map_err(|e| format!("password {e}"))?;
+            let password =
+                Password::parse(read_password()?).map_err(|e| format!("password {e}"))?;
             let password_hash = password_hasher(&settings).hash(&password).await?;
             let user = store
                 .insert_user(&NewUser {
@@ -189,9 +199,17 @@ async fn user(settings: Settings, command: UserCommand) -> CliResult {
             writeln!(out, "created user {} ({})", user.username, user.id)?;
         }
         UserCommand::List => {
-            writeln!(out, "{:<36}  {:<6}  {:<24}  email", "id", "active", "username")?;
+            writeln!(
+                out,
+                "{:<36}  {:<6}  {:<24}  email",
+                "id", "active", "username"
+            )?;
             for u in store.list_users().await? {
-                writeln!(out, "{:<36}  {:<6}  {:<24}  {}", u.id, u.is_active, u.username, u.email)?;
+                writeln!(
+                    out,
+                    "{:<36}  {:<6}  {:<24}  {}",
+                    u.id, u.is_active, u.username, u.email
+                )?;
             }
         }
         UserCommand::Deactivate { user } => {

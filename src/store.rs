@@ -281,7 +281,12 @@ impl Store {
     }
 
     /// Sets a new password hash, bumps the token version and revokes every session.
-    pub async fn set_password(&self, id: Uuid, hash: &str, now: OffsetDateTime) -> StoreResult<bool> {
+    pub async fn set_password(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
         dispatch!(self.set_password(id, hash, now))
     }
 
@@ -293,7 +298,12 @@ impl Store {
 
     /// Activates or deactivates a user. Deactivating bumps the token version and revokes every
     /// session; both directions bump the registry epoch. `false` when there is no such user.
-    pub async fn set_active(&self, id: Uuid, active: bool, now: OffsetDateTime) -> StoreResult<bool> {
+    pub async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
         dispatch!(self.set_active(id, active, now))
     }
 
@@ -307,7 +317,11 @@ impl Store {
         dispatch!(self.end_all_sessions(id, now))
     }
 
-    pub async fn account_counts(&self, id: Uuid, now: OffsetDateTime) -> StoreResult<AccountCounts> {
+    pub async fn account_counts(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<AccountCounts> {
         dispatch!(self.account_counts(id, now))
     }
 
@@ -363,7 +377,11 @@ impl Store {
 
     /// Inserts a token unless the user already has `max_per_user` tokens (then `LimitReached`);
     /// bumps the registry epoch.
-    pub async fn insert_api_token(&self, token: &NewApiToken, max_per_user: u32) -> StoreResult<()> {
+    pub async fn insert_api_token(
+        &self,
+        token: &NewApiToken,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
         dispatch!(self.insert_api_token(token, max_per_user))
     }
 
@@ -415,7 +433,10 @@ mod tests {
 
     #[test]
     fn sqlite_urls_name_a_path() {
-        assert_eq!(sqlite_path_from_url("sqlite:///var/lib/a.db"), Some("/var/lib/a.db"));
+        assert_eq!(
+            sqlite_path_from_url("sqlite:///var/lib/a.db"),
+            Some("/var/lib/a.db")
+        );
         assert_eq!(sqlite_path_from_url("sqlite://a.db"), Some("a.db"));
         assert_eq!(sqlite_path_from_url("sqlite:a.db"), Some("a.db"));
         assert_eq!(sqlite_path_from_url("sqlite:"), None);

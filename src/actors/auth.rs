@@ -79,7 +79,11 @@ impl std::fmt::Debug for AuthService {
 
 enum AuthMessage {
     Register(Registration, RpcReplyPort<Result<UserRecord, AppError>>),
-    Login(LoginName, Password, RpcReplyPort<Result<TokenPair, AppError>>),
+    Login(
+        LoginName,
+        Password,
+        RpcReplyPort<Result<TokenPair, AppError>>,
+    ),
     Refresh(String, RpcReplyPort<Result<TokenPair, AppError>>),
     Logout {
         user: AuthedUser,
@@ -113,14 +117,24 @@ pub struct AuthCore {
 }
 
 impl AuthService {
-    pub async fn start(core: AuthCore, hash_wait: Duration) -> Result<(AuthService, JoinHandle<()>), String> {
+    pub async fn start(
+        core: AuthCore,
+        hash_wait: Duration,
+    ) -> Result<(AuthService, JoinHandle<()>), String> {
         let core = Arc::new(core);
         let (actor, handle) = Actor::spawn(None, AuthActor, Arc::clone(&core))
             .await
             .map_err(|e| e.to_string())?;
         // A call may wait for a hashing slot, then hash, then use the database.
         let timeout = hash_wait + Duration::from_secs(30);
-        Ok((AuthService { actor, core, timeout }, handle))
+        Ok((
+            AuthService {
+                actor,
+                core,
+                timeout,
+            },
+            handle,
+        ))
     }
 
     pub fn core(&self) -> &AuthCore {
@@ -132,22 +146,33 @@ impl AuthService {
     }
 
     pub async fn register(&self, form: Registration) -> Result<UserRecord, AppError> {
-        ask(&self.actor, self.timeout, "auth", |r| AuthMessage::Register(form, r)).await
+        ask(&self.actor, self.timeout, "auth", |r| {
+            AuthMessage::Register(form, r)
+        })
+        .await
     }
 
     pub async fn login(&self, name: LoginName, password: Password) -> Result<TokenPair, AppError> {
-        ask(&self.actor, self.timeout, "auth", |r| AuthMessage::Login(name, password, r)).await
+        ask(&self.actor, self.timeout, "auth", |r| {
+            AuthMessage::Login(name, password, r)
+        })
+        .await
     }
 
     pub async fn refresh(&self, refresh_token: String) -> Result<TokenPair, AppError> {
-        ask(&self.actor, self.timeout, "auth", |r| AuthMessage::Refresh(refresh_token, r)).await
+        ask(&self.actor, self.timeout, "auth", |r| {
+            AuthMessage::Refresh(refresh_token, r)
+        })
+        .await
     }
 
     pub async fn logout(&self, user: AuthedUser, everywhere: bool) -> Result<(), AppError> {
-        ask(&self.actor, self.timeout, "auth", |reply| AuthMessage::Logout {
-            user,
-            everywhere,
-            reply,
+        ask(&self.actor, self.timeout, "auth", |reply| {
+            AuthMessage::Logout {
+                user,
+                everywhere,
+                reply,
+            }
         })
         .await
     }
@@ -158,20 +183,28 @@ impl AuthService {
         current: Password,
         new: Password,
     ) -> Result<(), AppError> {
-        ask(&self.actor, self.timeout, "auth", |reply| AuthMessage::ChangePassword {
-            user,
-            current,
-            new,
-            reply,
+        ask(&self.actor, self.timeout, "auth", |reply| {
+            AuthMessage::ChangePassword {
+                user,
+                current,
+                new,
+                reply,
+            }
         })
         .await
     }
 
-    pub async fn delete_account(&self, user: AuthedUser, password: Password) -> Result<(), AppError> {
-        ask(&self.actor, self.timeout, "auth", |reply| AuthMessage::DeleteAccount {
-            user,
-            password,
-            reply,
+    pub async fn delete_account(
+        &self,
+        user: AuthedUser,
+        password: Password,
+    ) -> Result<(), AppError> {
+        ask(&self.actor, self.timeout, "auth", |reply| {
+            AuthMessage::DeleteAccount {
+                user,
+                password,
+                reply,
+            }
         })
         .await
     }
@@ -228,7 +261,8 @@ impl Actor for AuthActor {
         myself: ActorRef<Self::Msg>,
         state: &mut AuthState,
     ) -> Result<(), ActorProcessingErr> {
-        state.purge_timer = Some(myself.send_interval(Duration::from_secs(3600), || AuthMessage::Purge));
+        state.purge_timer =
+            Some(myself.send_interval(Duration::from_secs(3600), || AuthMessage::Purge));
         Ok(())
     }
 
@@ -282,14 +316,18 @@ impl Actor for AuthActor {
                 password,
                 reply: port,
             } => {
-                tokio::spawn(async move { reply(port, core.delete_account(&user, &password).await) });
+                tokio::spawn(
+                    async move { reply(port, core.delete_account(&user, &password).await) },
+                );
             }
             AuthMessage::Purge => {
                 tokio::spawn(async move {
                     match core.store.purge_expired(store::now()).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(rows = n, "purged expired refresh tokens"),
-                        Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not purge expired refresh tokens")
+                        }
                     }
                 });
             }
@@ -302,10 +340,20 @@ impl AuthCore {
     async fn register(&self, form: Registration) -> Result<UserRecord, AppError> {
         // Refuse known duplicates before spending a hash on them; the unique indexes still decide
         // races between two registrations.
-        if self.store.user_by_email(form.email.as_str()).await?.is_some() {
+        if self
+            .store
+            .user_by_email(form.email.as_str())
+            .await?
+            .is_some()
+        {
             return Err(store::StoreError::Duplicate(store::UniqueField::Email).into());
         }
-        if self.store.user_by_username(form.username.as_str()).await?.is_some() {
+        if self
+            .store
+            .user_by_username(form.username.as_str())
+            .await?
+            .is_some()
+        {
             return Err(store::StoreError::Duplicate(store::UniqueField::Username).into());
         }
         let password_hash = self.hasher.hash(&form.password).await.map_err(hash_error)?;
@@ -352,7 +400,10 @@ impl AuthCore {
     }
 
     async fn refresh(&self, token: &str) -> Result<TokenPair, AppError> {
-        let claims = self.jwt.verify(token, TokenKind::Refresh).map_err(rejected)?;
+        let claims = self
+            .jwt
+            .verify(token, TokenKind::Refresh)
+            .map_err(rejected)?;
         let user = self
             .store
             .user_by_id(claims.sub)
@@ -362,12 +413,15 @@ impl AuthCore {
             return Err(invalid_token());
         }
         let (pair, next) = self.issue_pair(&user, claims.sid, OffsetDateTime::now_utc())?;
-        match self.store.rotate_refresh(claims.jti, next, store::now()).await? {
-            RotateOutcome::Rotated { session_id, user_id }
-                if session_id == claims.sid && user_id == user.id =>
-            {
-                Ok(pair)
-            }
+        match self
+            .store
+            .rotate_refresh(claims.jti, next, store::now())
+            .await?
+        {
+            RotateOutcome::Rotated {
+                session_id,
+                user_id,
+            } if session_id == claims.sid && user_id == user.id => Ok(pair),
             RotateOutcome::Reused { session_id, .. } => {
                 tracing::warn!(user_id = %user.id, %session_id, "refresh token reused; session revoked");
                 Err(AppError::Unauthorized {
@@ -384,7 +438,9 @@ impl AuthCore {
         if everywhere {
             self.store.end_all_sessions(user.user.id, now).await?;
         } else {
-            self.store.revoke_session(user.user.id, user.session_id, now).await?;
+            self.store
+                .revoke_session(user.user.id, user.session_id, now)
+                .await?;
         }
         Ok(())
     }
@@ -395,14 +451,18 @@ impl AuthCore {
         current: &Password,
         new: &Password,
     ) -> Result<(), AppError> {
-        self.check_password(&user.user, current, "current_password").await?;
+        self.check_password(&user.user, current, "current_password")
+            .await?;
         let hash = self.hasher.hash(new).await.map_err(hash_error)?;
-        self.store.set_password(user.user.id, &hash, store::now()).await?;
+        self.store
+            .set_password(user.user.id, &hash, store::now())
+            .await?;
         Ok(())
     }
 
     async fn delete_account(&self, user: &AuthedUser, password: &Password) -> Result<(), AppError> {
-        self.check_password(&user.user, password, "password").await?;
+        self.check_password(&user.user, password, "password")
+            .await?;
         self.store.delete_user(user.user.id).await?;
         self.registry.forget_user(user.user.id).await?;
         let folder = self.data_dir.join("skills").join(user.user.id.to_string());
@@ -414,8 +474,12 @@ impl AuthCore {
         // The account is gone either way; a folder left behind is logged for the operator.
         match removed {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(user_id = %user.user.id, error = %e, "could not remove a deleted user's skill folder"),
-            Err(e) => tracing::error!(user_id = %user.user.id, error = %e, "skill folder removal did not finish"),
+            Ok(Err(e)) => {
+                tracing::error!(user_id = %user.user.id, error = %e, "could not remove a deleted user's skill folder")
+            }
+            Err(e) => {
+                tracing::error!(user_id = %user.user.id, error = %e, "skill folder removal did not finish")
+            }
         }
         tracing::info!(user_id = %user.user.id, "account deleted");
         Ok(())
@@ -455,7 +519,9 @@ impl AuthCore {
                     tracing::warn!(user_id = %user.id, error = %e, "could not store upgraded password hash");
                 }
             }
-            Err(e) => tracing::debug!(user_id = %user.id, error = %e, "password hash upgrade skipped"),
+            Err(e) => {
+                tracing::debug!(user_id = %user.id, error = %e, "password hash upgrade skipped")
+            }
         }
     }
 
@@ -467,13 +533,26 @@ impl AuthCore {
     ) -> Result<(TokenPair, NewRefreshToken), AppError> {
         let (access_token, _) = self
             .jwt
-            .issue(TokenKind::Access, user.id, user.token_version, session_id, now)
+            .issue(
+                TokenKind::Access,
+                user.id,
+                user.token_version,
+                session_id,
+                now,
+            )
             .map_err(AppError::internal)?;
         let (refresh_token, claims) = self
             .jwt
-            .issue(TokenKind::Refresh, user.id, user.token_version, session_id, now)
+            .issue(
+                TokenKind::Refresh,
+                user.id,
+                user.token_version,
+                session_id,
+                now,
+            )
             .map_err(AppError::internal)?;
-        let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp).map_err(AppError::internal)?;
+        let expires_at =
+            OffsetDateTime::from_unix_timestamp(claims.exp).map_err(AppError::internal)?;
         Ok((
             TokenPair {
                 access_token,

@@ -144,7 +144,10 @@ impl TokenRegistry {
         let map = self.live.load();
         let token = map.get(&secret.hash())?;
         let now = OffsetDateTime::now_utc();
-        if token.expires_at.is_some_and(|exp| exp <= now.unix_timestamp()) {
+        if token
+            .expires_at
+            .is_some_and(|exp| exp <= now.unix_timestamp())
+        {
             return None;
         }
         let micros = i64::try_from(now.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
@@ -277,7 +280,9 @@ impl Actor for RegistryActor {
         state.timers.push(
             myself.send_interval(state.flush_every, || RegistryMessage::Flush { reply: None }),
         );
-        state.timers.push(myself.send_interval(state.sync_every, || RegistryMessage::Sync));
+        state
+            .timers
+            .push(myself.send_interval(state.sync_every, || RegistryMessage::Sync));
         Ok(())
     }
 
@@ -362,7 +367,11 @@ impl RegistryState {
             created_at: store::now(),
             expires_at,
         };
-        match self.store.insert_api_token(&record, self.max_per_user).await {
+        match self
+            .store
+            .insert_api_token(&record, self.max_per_user)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::LimitReached) => {
                 return Err(AppError::BadRequest {
@@ -399,10 +408,10 @@ impl RegistryState {
                 continue;
             };
             let micros = live.last_used.load(Ordering::Relaxed);
-            if let Some(seen) = from_micros(micros) {
-                if token.last_used_at.is_none_or(|stored| stored < seen) {
-                    token.last_used_at = Some(seen);
-                }
+            if let Some(seen) = from_micros(micros)
+                && token.last_used_at.is_none_or(|stored| stored < seen)
+            {
+                token.last_used_at = Some(seen);
             }
         }
         Ok(tokens)

@@ -152,28 +152,58 @@ mod tests {
         let k = keys();
         let user = Uuid::new_v4();
         let sid = Uuid::new_v4();
-        let (access, claims) = k.issue(TokenKind::Access, user, 3, sid, OffsetDateTime::now_utc()).unwrap();
+        let (access, claims) = k
+            .issue(TokenKind::Access, user, 3, sid, OffsetDateTime::now_utc())
+            .unwrap();
         let got = k.verify(&access, TokenKind::Access).unwrap();
         assert_eq!(got, claims);
         assert_eq!((got.sub, got.ver, got.sid), (user, 3, sid));
-        assert_eq!(k.verify(&access, TokenKind::Refresh), Err(TokenRejected::WrongType));
+        assert_eq!(
+            k.verify(&access, TokenKind::Refresh),
+            Err(TokenRejected::WrongType)
+        );
     }
 
     #[test]
     fn expired_and_foreign_tokens_are_refused() {
         let k = keys();
         let long_ago = OffsetDateTime::now_utc() - time::Duration::hours(2);
-        let (old, _) = k.issue(TokenKind::Access, Uuid::new_v4(), 0, Uuid::new_v4(), long_ago).unwrap();
-        assert_eq!(k.verify(&old, TokenKind::Access), Err(TokenRejected::Expired));
+        let (old, _) = k
+            .issue(
+                TokenKind::Access,
+                Uuid::new_v4(),
+                0,
+                Uuid::new_v4(),
+                long_ago,
+            )
+            .unwrap();
+        assert_eq!(
+            k.verify(&old, TokenKind::Access),
+            Err(TokenRejected::Expired)
+        );
 
         let other = JwtKeys::new(&[8u8; 32], &AuthSettings::default());
         let (foreign, _) = other
-            .issue(TokenKind::Access, Uuid::new_v4(), 0, Uuid::new_v4(), OffsetDateTime::now_utc())
+            .issue(
+                TokenKind::Access,
+                Uuid::new_v4(),
+                0,
+                Uuid::new_v4(),
+                OffsetDateTime::now_utc(),
+            )
             .unwrap();
-        assert_eq!(k.verify(&foreign, TokenKind::Access), Err(TokenRejected::Invalid));
+        assert_eq!(
+            k.verify(&foreign, TokenKind::Access),
+            Err(TokenRejected::Invalid)
+        );
 
         let future = OffsetDateTime::now_utc() + time::Duration::hours(1);
-        let (early, _) = k.issue(TokenKind::Access, Uuid::new_v4(), 0, Uuid::new_v4(), future).unwrap();
-        assert_eq!(k.verify(&early, TokenKind::Access), Err(TokenRejected::Invalid));
+        let (early, _) = k
+            .issue(TokenKind::Access, Uuid::new_v4(), 0, Uuid::new_v4(), future)
+            .unwrap();
+        assert_eq!(
+            k.verify(&early, TokenKind::Access),
+            Err(TokenRejected::Invalid)
+        );
     }
 }

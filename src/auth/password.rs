@@ -50,7 +50,8 @@ impl PasswordHasher {
         let password = password.clone();
         let params = self.params;
         self.run_blocking(move || {
-            let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Failed(e.to_string()))?;
+            let salt =
+                SaltString::encode_b64(&salt).map_err(|e| HashError::Failed(e.to_string()))?;
             Scrypt
                 .hash_password_customized(password.expose().as_bytes(), None, None, params, &salt)
                 .map(|h| h.to_string())
@@ -61,7 +62,11 @@ impl PasswordHasher {
 
     /// Checks `password` against `stored`; with `None` (an unknown user) checks it against a dummy
     /// hash of the same cost and returns `false`, so both cases take the same time.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<bool, HashError> {
         let (phc, real) = match stored {
             Some(phc) => (phc.to_owned(), true),
             None => (self.dummy().await?.to_owned(), false),
@@ -74,7 +79,9 @@ impl PasswordHasher {
                 let Ok(parsed) = PasswordHash::new(&phc) else {
                     return Ok(false);
                 };
-                Ok(Scrypt.verify_password(password.expose().as_bytes(), &parsed).is_ok())
+                Ok(Scrypt
+                    .verify_password(password.expose().as_bytes(), &parsed)
+                    .is_ok())
             })
             .await?;
         Ok(matched && real)
@@ -88,8 +95,7 @@ impl PasswordHasher {
         };
         match Params::try_from(&parsed) {
             Ok(p) => {
-                (p.log_n(), p.r(), p.p())
-                    != (self.params.log_n(), self.params.r(), self.params.p())
+                (p.log_n(), p.r(), p.p()) != (self.params.log_n(), self.params.r(), self.params.p())
             }
             Err(_) => true,
         }
@@ -136,7 +142,11 @@ mod tests {
     use super::*;
 
     fn hasher(log_n: u8) -> PasswordHasher {
-        PasswordHasher::new(Params::new(log_n, 8, 1, 32).unwrap(), 2, Duration::from_secs(5))
+        PasswordHasher::new(
+            Params::new(log_n, 8, 1, 32).unwrap(),
+            2,
+            Duration::from_secs(5),
+        )
     }
 
     fn pw(s: &str) -> Password {
@@ -156,14 +166,26 @@ mod tests {
         assert!(!h.needs_upgrade(&phc));
         assert!(hasher(5).needs_upgrade(&phc));
         // An older hash still verifies under new settings.
-        assert!(hasher(5).verify(&pw("correct horse"), Some(&phc)).await.unwrap());
+        assert!(
+            hasher(5)
+                .verify(&pw("correct horse"), Some(&phc))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn a_saturated_hasher_answers_busy() {
-        let h = PasswordHasher::new(Params::new(4, 8, 1, 32).unwrap(), 1, Duration::from_millis(50));
+        let h = PasswordHasher::new(
+            Params::new(4, 8, 1, 32).unwrap(),
+            1,
+            Duration::from_millis(50),
+        );
         let held = Arc::clone(&h.permits).acquire_owned().await.unwrap();
-        assert!(matches!(h.hash(&pw("whatever1")).await, Err(HashError::Busy(_))));
+        assert!(matches!(
+            h.hash(&pw("whatever1")).await,
+            Err(HashError::Busy(_))
+        ));
         drop(held);
         assert!(h.hash(&pw("whatever1")).await.is_ok());
     }

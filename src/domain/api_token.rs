@@ -20,14 +20,18 @@ impl ApiTokenSecret {
     pub fn generate() -> Result<ApiTokenSecret, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;
-        Ok(ApiTokenSecret(format!("{TOKEN_PREFIX}{}", hex::encode(bytes))))
+        Ok(ApiTokenSecret(format!(
+            "{TOKEN_PREFIX}{}",
+            hex::encode(bytes)
+        )))
     }
 
     /// Accepts a presented token only if it has the exact shape of one this service issues, so
     /// that garbage is refused before any lookup.
     pub fn parse(raw: &str) -> Option<ApiTokenSecret> {
         let hex = raw.strip_prefix(TOKEN_PREFIX)?;
-        let ok = hex.len() == HEX_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let ok =
+            hex.len() == HEX_LEN && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         ok.then(|| ApiTokenSecret(raw.to_owned()))
     }
 

@@ -13,7 +13,9 @@ struct Checks(Vec<FieldError>);
 
 impl Checks {
     fn check<T>(&mut self, field: &str, result: Result<T, &str>) -> Option<T> {
-        result.map_err(|message| self.0.push(FieldError::new(field, message))).ok()
+        result
+            .map_err(|message| self.0.push(FieldError::new(field, message)))
+            .ok()
     }
 
     /// `Ok` with the values if no check failed, else the 422.

@@ -59,10 +59,10 @@ async fn read_body(
     limits: &ServerSettings,
 ) -> Result<bytes::Bytes, AppError> {
     // A body without a Content-Type is read as JSON; one that says it is something else is refused.
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        if !is_json(content_type.as_bytes()) {
-            return Err(AppError::UnsupportedMediaType);
-        }
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
+        && !is_json(content_type.as_bytes())
+    {
+        return Err(AppError::UnsupportedMediaType);
     }
     let max = limits.max_json_body_bytes;
     let declared = req
@@ -83,7 +83,9 @@ async fn read_body(
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(AppError::PayloadTooLarge(max))
         }
-        Err(e) => Err(AppError::InvalidJson(format!("the body could not be read: {e}"))),
+        Err(e) => Err(AppError::InvalidJson(format!(
+            "the body could not be read: {e}"
+        ))),
     }
 }
 
@@ -91,8 +93,14 @@ fn is_json(content_type: &[u8]) -> bool {
     let Ok(value) = std::str::from_utf8(content_type) else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses JSON: syntax errors are 400 `invalid-json`; values of the wrong type, missing or unknown
@@ -105,7 +113,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppErro
         let inner = e.into_inner();
         match inner.classify() {
             Category::Data => AppError::Validation(vec![field_error(&path, &inner)]),
-            Category::Syntax | Category::Eof | Category::Io => AppError::InvalidJson(inner.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                AppError::InvalidJson(inner.to_string())
+            }
         }
     })?;
     // Trailing characters after the value are a syntax error, not part of some field.
@@ -125,7 +135,9 @@ fn field_error(path: &str, e: &serde_json::Error) -> FieldError {
     let field = match (named, base) {
         (Some(name), "") => name.to_owned(),
         // An unknown field's path already ends with it; a missing field's is its parent's.
-        (Some(name), base) if base == name || base.ends_with(&format!(".{name}")) => base.to_owned(),
+        (Some(name), base) if base == name || base.ends_with(&format!(".{name}")) => {
+            base.to_owned()
+        }
         (Some(name), base) => format!("{base}.{name}"),
         (None, "") => "body".to_owned(),
         (None, base) => base.to_owned(),
@@ -156,9 +168,18 @@ mod tests {
         assert_eq!(err.field_errors()[0].field, "count");
         let err = parse_json::<Form>(br#"{"name": "a", "extra": 1}"#).unwrap_err();
         assert_eq!(err.field_errors()[0].field, "extra");
-        assert!(matches!(parse_json::<Form>(b"{nope"), Err(AppError::InvalidJson(_))));
-        assert!(matches!(parse_json::<Form>(br#"{"name":"a"} x"#), Err(AppError::InvalidJson(_))));
-        assert!(matches!(parse_json::<Form>(b"[1]"), Err(AppError::Validation(_))));
+        assert!(matches!(
+            parse_json::<Form>(b"{nope"),
+            Err(AppError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Form>(br#"{"name":"a"} x"#),
+            Err(AppError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Form>(b"[1]"),
+            Err(AppError::Validation(_))
+        ));
     }
 
     #[test]

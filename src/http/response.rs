@@ -32,7 +32,11 @@ pub(crate) fn no_content() -> Response<Body> {
     response
 }
 
-pub(crate) fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+pub(crate) fn with_body(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Body,
+) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
@@ -62,9 +66,8 @@ pub(crate) fn error(err: &AppError) -> Response<Body> {
         code: err.code(),
         errors: err.field_errors(),
     };
-    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
-        br#"{"detail":"internal error","code":"internal-error"}"#.to_vec()
-    });
+    let bytes = serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"detail":"internal error","code":"internal-error"}"#.to_vec());
     let mut response = with_body(status, "application/json", full(bytes));
     let headers = response.headers_mut();
     if let Some(secs) = err.retry_after() {

@@ -101,7 +101,11 @@ impl Endpoint {
 }
 
 /// Answers one request and logs it.
-pub(crate) async fn handle(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(
+    state: &AppState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let endpoint = Endpoint::parse(&method, req.uri().path());
@@ -114,7 +118,10 @@ pub(crate) async fn handle(state: &AppState, peer: SocketAddr, req: Request<Inco
         Err(e) => response::error(&e),
     };
     let headers = response.headers_mut();
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -157,18 +164,35 @@ mod tests {
 
     #[test]
     fn routes_parse() {
-        assert_eq!(Endpoint::parse(&Method::GET, "/health").unwrap(), Endpoint::Health);
-        assert_eq!(Endpoint::parse(&Method::PUT, "/api/v1/users/me").unwrap(), Endpoint::UpdateMe);
+        assert_eq!(
+            Endpoint::parse(&Method::GET, "/health").unwrap(),
+            Endpoint::Health
+        );
+        assert_eq!(
+            Endpoint::parse(&Method::PUT, "/api/v1/users/me").unwrap(),
+            Endpoint::UpdateMe
+        );
         let id = Uuid::new_v4();
         assert_eq!(
             Endpoint::parse(&Method::DELETE, &format!("/api/v1/tokens/{id}")).unwrap(),
             Endpoint::DeleteToken(id)
         );
-        assert!(matches!(Endpoint::parse(&Method::DELETE, "/api/v1/tokens/nope"), Err(AppError::NotFound(_))));
-        assert!(matches!(Endpoint::parse(&Method::GET, "/api/v1/nope"), Err(AppError::NoRoute)));
-        assert!(matches!(Endpoint::parse(&Method::GET, "/health/"), Err(AppError::NoRoute)));
+        assert!(matches!(
+            Endpoint::parse(&Method::DELETE, "/api/v1/tokens/nope"),
+            Err(AppError::NotFound(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse(&Method::GET, "/api/v1/nope"),
+            Err(AppError::NoRoute)
+        ));
+        assert!(matches!(
+            Endpoint::parse(&Method::GET, "/health/"),
+            Err(AppError::NoRoute)
+        ));
         match Endpoint::parse(&Method::PATCH, "/api/v1/users/me") {
-            Err(AppError::MethodNotAllowed(allowed)) => assert_eq!(allowed, ["GET", "PUT", "DELETE"]),
+            Err(AppError::MethodNotAllowed(allowed)) => {
+                assert_eq!(allowed, ["GET", "PUT", "DELETE"])
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -20,7 +20,11 @@ use super::router;
 use crate::app::AppState;
 
 /// Serves `listener` until `shutdown` completes, then drains open connections.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = &state.settings.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -71,9 +75,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         });
     }
     drop(listener);
-    tracing::info!(connections = graceful.count(), "shutting down: draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+    tracing::info!(
+        connections = graceful.count(),
+        "shutting down: draining connections"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "connections still open after the grace period; closing them"
+        );
     }
 }
-

@@ -20,7 +20,9 @@ backend_tests!(
 
 async fn register_creates_a_user_with_a_lower_case_email(backend: Backend) {
     let app = spawn_app(backend).await;
-    let res = app.register("Ann.Lee@Example.COM", "ann.lee", "correct horse battery").await;
+    let res = app
+        .register("Ann.Lee@Example.COM", "ann.lee", "correct horse battery")
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["email"], "ann.lee@example.com");
@@ -31,12 +33,22 @@ async fn register_creates_a_user_with_a_lower_case_email(backend: Backend) {
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 5, "unexpected fields: {body}");
     // The normalized email logs in whatever its case.
-    assert_eq!(app.login("ANN.LEE@example.com", "correct horse battery").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login("ANN.LEE@example.com", "correct horse battery")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 async fn register_refuses_duplicate_email_or_username_in_any_case(backend: Backend) {
     let app = spawn_app(backend).await;
-    assert_eq!(app.register("ann@example.com", "ann", "password-1").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("ann@example.com", "ann", "password-1")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
     let res = app.register("ANN@example.com", "other", "password-1").await;
     expect_error(res, StatusCode::BAD_REQUEST, "email-taken").await;
     let res = app.register("other@example.com", "ANN", "password-1").await;
@@ -47,14 +59,39 @@ async fn register_reports_every_invalid_field(backend: Backend) {
     let app = spawn_app(backend).await;
     let res = app.register("not-an-email", "a", "short").await;
     let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["email", "username", "password"]);
 
     for (email, username, password, field) in [
-        ("a@example.com", "x".repeat(101), "password-1".to_owned(), "username"),
-        ("a@example.com", "bad name".to_owned(), "password-1".to_owned(), "username"),
-        ("a@example.com", "okname".to_owned(), "p".repeat(1025), "password"),
-        ("a@example.com", "okname".to_owned(), "1234567".to_owned(), "password"),
+        (
+            "a@example.com",
+            "x".repeat(101),
+            "password-1".to_owned(),
+            "username",
+        ),
+        (
+            "a@example.com",
+            "bad name".to_owned(),
+            "password-1".to_owned(),
+            "username",
+        ),
+        (
+            "a@example.com",
+            "okname".to_owned(),
+            "p".repeat(1025),
+            "password",
+        ),
+        (
+            "a@example.com",
+            "okname".to_owned(),
+            "1234567".to_owned(),
+            "password",
+        ),
     ] {
         let res = app.register(email, &username, &password).await;
         let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
@@ -64,8 +101,18 @@ async fn register_reports_every_invalid_field(backend: Backend) {
     let res = app.register(&long_email, "okname", "password-1").await;
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
     // Exactly 8 bytes and exactly 1024 bytes are fine.
-    assert_eq!(app.register("b@example.com", "bee", "12345678").await.status(), StatusCode::CREATED);
-    assert_eq!(app.register("c@example.com", "cee", &"p".repeat(1024)).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register("b@example.com", "bee", "12345678")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.register("c@example.com", "cee", &"p".repeat(1024))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 }
 
 async fn register_refuses_bodies_that_are_not_the_expected_json(backend: Backend) {
@@ -76,17 +123,37 @@ async fn register_refuses_bodies_that_are_not_the_expected_json(backend: Backend
             .body(body)
             .send()
     };
-    expect_error(send("{\"email\": ", "application/json").await.unwrap(), StatusCode::BAD_REQUEST, "invalid-json").await;
-    expect_error(send("not json", "application/json").await.unwrap(), StatusCode::BAD_REQUEST, "invalid-json").await;
+    expect_error(
+        send("{\"email\": ", "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid-json",
+    )
+    .await;
+    expect_error(
+        send("not json", "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid-json",
+    )
+    .await;
     let body = expect_error(
-        send(r#"{"email": 5, "username": "abc", "password": "password-1"}"#, "application/json").await.unwrap(),
+        send(
+            r#"{"email": 5, "username": "abc", "password": "password-1"}"#,
+            "application/json",
+        )
+        .await
+        .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation-error",
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "email");
     let body = expect_error(
-        send(r#"{"username": "abc", "password": "password-1"}"#, "application/json").await.unwrap(),
+        send(
+            r#"{"username": "abc", "password": "password-1"}"#,
+            "application/json",
+        )
+        .await
+        .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation-error",
     )
@@ -102,7 +169,12 @@ async fn register_refuses_bodies_that_are_not_the_expected_json(backend: Backend
     .await;
     assert_eq!(body["errors"][0]["field"], "is_superuser");
     expect_error(
-        send(r#"{"email": "a@b.co", "username": "abc", "password": "password-1"}"#, "text/plain").await.unwrap(),
+        send(
+            r#"{"email": "a@b.co", "username": "abc", "password": "password-1"}"#,
+            "text/plain",
+        )
+        .await
+        .unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported-media-type",
     )
@@ -126,8 +198,19 @@ async fn me_shows_the_account_with_its_counts(backend: Backend) {
     assert_eq!(me["is_active"], true);
     assert_eq!(me["skill_count"], 0);
     assert_eq!(me["token_count"], 2);
-    assert!(me.get("password_hash").is_none() && me.get("token_version").is_none(), "{me}");
-    expect_error(app.request(Method::GET, "/api/v1/users/me").send().await.unwrap(), StatusCode::UNAUTHORIZED, "not-authenticated").await;
+    assert!(
+        me.get("password_hash").is_none() && me.get("token_version").is_none(),
+        "{me}"
+    );
+    expect_error(
+        app.request(Method::GET, "/api/v1/users/me")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "not-authenticated",
+    )
+    .await;
 }
 
 async fn update_me_changes_email_and_username(backend: Backend) {
@@ -144,9 +227,20 @@ async fn update_me_changes_email_and_username(backend: Backend) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["email"], "ann.new@example.com");
     assert_eq!(body["username"], "annie");
-    assert_eq!(app.login("annie", &ann.password).await.status(), StatusCode::OK);
-    assert_eq!(app.login("ann.new@example.com", &ann.password).await.status(), StatusCode::OK);
-    assert_eq!(app.login("ann@example.com", &ann.password).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login("annie", &ann.password).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("ann.new@example.com", &ann.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login("ann@example.com", &ann.password).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Changing only one field keeps the other.
     let res = app
         .request(Method::PUT, "/api/v1/users/me")
@@ -156,43 +250,100 @@ async fn update_me_changes_email_and_username(backend: Backend) {
         .await
         .unwrap();
     let body: Value = res.json().await.unwrap();
-    assert_eq!((body["email"].as_str(), body["username"].as_str()), (Some("ann.new@example.com"), Some("ann2")));
+    assert_eq!(
+        (body["email"].as_str(), body["username"].as_str()),
+        (Some("ann.new@example.com"), Some("ann2"))
+    );
 }
 
 async fn update_me_refuses_duplicates_and_invalid_values(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
     app.user("bob").await;
-    let put = |body: Value| app.request(Method::PUT, "/api/v1/users/me").bearer_auth(&ann.access).json(&body).send();
-    expect_error(put(json!({"email": "BOB@example.com"})).await.unwrap(), StatusCode::BAD_REQUEST, "email-taken").await;
-    expect_error(put(json!({"username": "Bob"})).await.unwrap(), StatusCode::BAD_REQUEST, "username-taken").await;
-    let body = expect_error(put(json!({"email": "nope", "username": "x"})).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+    let put = |body: Value| {
+        app.request(Method::PUT, "/api/v1/users/me")
+            .bearer_auth(&ann.access)
+            .json(&body)
+            .send()
+    };
+    expect_error(
+        put(json!({"email": "BOB@example.com"})).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "email-taken",
+    )
+    .await;
+    expect_error(
+        put(json!({"username": "Bob"})).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "username-taken",
+    )
+    .await;
+    let body = expect_error(
+        put(json!({"email": "nope", "username": "x"}))
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
     assert_eq!(body["errors"].as_array().unwrap().len(), 2);
-    expect_error(put(json!({"is_active": false})).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
-    let me: Value = app.get_auth("/api/v1/users/me", &ann.access).await.json().await.unwrap();
-    assert_eq!((me["email"].as_str(), me["username"].as_str()), (Some("ann@example.com"), Some("ann")));
+    expect_error(
+        put(json!({"is_active": false})).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
+    let me: Value = app
+        .get_auth("/api/v1/users/me", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["email"].as_str(), me["username"].as_str()),
+        (Some("ann@example.com"), Some("ann"))
+    );
 }
 
 async fn delete_me_needs_the_password_and_the_confirmation(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let delete = |body: Value| app.request(Method::DELETE, "/api/v1/users/me").bearer_auth(&ann.access).json(&body).send();
+    let delete = |body: Value| {
+        app.request(Method::DELETE, "/api/v1/users/me")
+            .bearer_auth(&ann.access)
+            .json(&body)
+            .send()
+    };
     let body = expect_error(
-        delete(json!({"password": ann.password, "confirm": "delete my account"})).await.unwrap(),
+        delete(json!({"password": ann.password, "confirm": "delete my account"}))
+            .await
+            .unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation-error",
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "confirm");
     expect_error(
-        delete(json!({"password": "not the password", "confirm": "DELETE MY ACCOUNT"})).await.unwrap(),
+        delete(json!({"password": "not the password", "confirm": "DELETE MY ACCOUNT"}))
+            .await
+            .unwrap(),
         StatusCode::BAD_REQUEST,
         "wrong-password",
     )
     .await;
-    expect_error(delete(json!({"confirm": "DELETE MY ACCOUNT"})).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+    expect_error(
+        delete(json!({"confirm": "DELETE MY ACCOUNT"}))
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
     // Still there.
-    assert_eq!(app.get_auth("/api/v1/users/me", &ann.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_auth("/api/v1/users/me", &ann.access).await.status(),
+        StatusCode::OK
+    );
 }
 
 async fn delete_me_removes_everything_of_the_user(backend: Backend) {
@@ -214,18 +365,48 @@ async fn delete_me_removes_everything_of_the_user(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
-    expect_error(app.get_auth("/api/v1/users/me", &ann.access).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
-    expect_error(app.login(&ann.email, &ann.password).await, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
-    let res = app.request(Method::POST, "/api/v1/auth/refresh").bearer_auth(&ann.refresh).send().await.unwrap();
+    expect_error(
+        app.get_auth("/api/v1/users/me", &ann.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
+    expect_error(
+        app.login(&ann.email, &ann.password).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
+    let res = app
+        .request(Method::POST, "/api/v1/auth/refresh")
+        .bearer_auth(&ann.refresh)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "invalid-token").await;
     assert_eq!(app.mcp_status(&ann_token).await, StatusCode::UNAUTHORIZED);
     assert!(!app.data_dir.join("skills").join(&ann.id).exists());
     let id = uuid::Uuid::parse_str(&ann.id).unwrap();
     assert!(app.state.store.user_by_id(id).await.unwrap().is_none());
-    assert!(app.state.store.list_api_tokens(id, agentskills_mcp::store::now()).await.unwrap().is_empty());
+    assert!(
+        app.state
+            .store
+            .list_api_tokens(id, agentskills_mcp::store::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The same email can register again, as a new account.
-    assert_eq!(app.register(&ann.email, "ann", "another-password").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register(&ann.email, "ann", "another-password")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
     // Nobody else was touched.
-    assert_eq!(app.get_auth("/api/v1/users/me", &bob.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_auth("/api/v1/users/me", &bob.access).await.status(),
+        StatusCode::OK
+    );
     assert_ne!(app.mcp_status(&bob_token).await, StatusCode::UNAUTHORIZED);
 }

@@ -37,12 +37,24 @@ async fn a_created_token_is_shown_once_and_listed_without_its_secret(backend: Ba
     assert!(token.starts_with("ask_live_"));
     let hex = &token["ask_live_".len()..];
     assert_eq!(hex.len(), 64);
-    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(created["name"], "laptop");
-    let expires = time::OffsetDateTime::parse(created["expires_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let expires = time::OffsetDateTime::parse(
+        created["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     let days = (expires - time::OffsetDateTime::now_utc()).whole_hours();
     assert!((29 * 24..=30 * 24).contains(&days), "{days}");
-    app.request(Method::POST, "/api/v1/tokens").bearer_auth(&ann.access).json(&json!({"name": "forever"})).send().await.unwrap();
+    app.request(Method::POST, "/api/v1/tokens")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "forever"}))
+        .send()
+        .await
+        .unwrap();
 
     let res = app.get_auth("/api/v1/tokens", &ann.access).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -57,9 +69,15 @@ async fn a_created_token_is_shown_once_and_listed_without_its_secret(backend: Ba
     for item in items {
         assert_eq!(item["is_active"], true);
         assert_eq!(item["last_used_at"], Value::Null);
-        assert!(item.get("token").is_none() && item.get("token_hash").is_none(), "{item}");
+        assert!(
+            item.get("token").is_none() && item.get("token_hash").is_none(),
+            "{item}"
+        );
         let prefix = item["prefix"].as_str().unwrap();
-        assert!(prefix.starts_with("ask_live_") && prefix.len() < 20, "{prefix}");
+        assert!(
+            prefix.starts_with("ask_live_") && prefix.len() < 20,
+            "{prefix}"
+        );
     }
     assert!(token.starts_with(items[1]["prefix"].as_str().unwrap()));
 }
@@ -67,7 +85,12 @@ async fn a_created_token_is_shown_once_and_listed_without_its_secret(backend: Ba
 async fn token_requests_are_validated(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let create = |body: Value| app.request(Method::POST, "/api/v1/tokens").bearer_auth(&ann.access).json(&body).send();
+    let create = |body: Value| {
+        app.request(Method::POST, "/api/v1/tokens")
+            .bearer_auth(&ann.access)
+            .json(&body)
+            .send()
+    };
     for body in [
         json!({"name": ""}),
         json!({"name": "x".repeat(101)}),
@@ -78,11 +101,26 @@ async fn token_requests_are_validated(backend: Backend) {
         json!({"name": "ok", "expires_in_days": "ten"}),
         json!({}),
     ] {
-        expect_error(create(body).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+        expect_error(
+            create(body).await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-error",
+        )
+        .await;
     }
-    let res = app.request(Method::POST, "/api/v1/tokens").json(&json!({"name": "x"})).send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/api/v1/tokens")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "not-authenticated").await;
-    let listed: Value = app.get_auth("/api/v1/tokens", &ann.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_auth("/api/v1/tokens", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["total"], 0);
 }
 
@@ -92,12 +130,23 @@ async fn tokens_per_user_are_capped(backend: Backend) {
     let bob = app.user("bob").await;
     app.api_token(&ann, "one").await;
     let (second, _) = app.api_token(&ann, "two").await;
-    let res = app.request(Method::POST, "/api/v1/tokens").bearer_auth(&ann.access).json(&json!({"name": "three"})).send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/api/v1/tokens")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "three"}))
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::BAD_REQUEST, "too-many-tokens").await;
     // The cap is per user.
     app.api_token(&bob, "one").await;
     // Deleting one makes room.
-    let res = app.request(Method::DELETE, &format!("/api/v1/tokens/{second}")).bearer_auth(&ann.access).send().await.unwrap();
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/tokens/{second}"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     app.api_token(&ann, "three").await;
 }
@@ -106,10 +155,26 @@ async fn mcp_needs_a_valid_api_token(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
     let (_, token) = app.api_token(&ann, "laptop").await;
-    let res = app.request(Method::POST, "/mcp").body("{}").send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/mcp")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "not-authenticated").await;
-    for bad in [format!("ask_live_{}", "0".repeat(64)), "garbage".to_owned(), ann.access.clone(), token.to_uppercase()] {
-        let res = app.request(Method::POST, "/mcp").bearer_auth(&bad).body("{}").send().await.unwrap();
+    for bad in [
+        format!("ask_live_{}", "0".repeat(64)),
+        "garbage".to_owned(),
+        ann.access.clone(),
+        token.to_uppercase(),
+    ] {
+        let res = app
+            .request(Method::POST, "/mcp")
+            .bearer_auth(&bad)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         expect_error(res, StatusCode::UNAUTHORIZED, "invalid-token").await;
     }
     assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
@@ -121,13 +186,28 @@ async fn a_revoked_token_fails_on_its_next_request(backend: Backend) {
     let (id, token) = app.api_token(&ann, "laptop").await;
     let (_, kept) = app.api_token(&ann, "desktop").await;
     assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
-    let res = app.request(Method::DELETE, &format!("/api/v1/tokens/{id}")).bearer_auth(&ann.access).send().await.unwrap();
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/tokens/{id}"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.mcp_status(&token).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.mcp_status(&kept).await, StatusCode::NOT_IMPLEMENTED);
-    let res = app.request(Method::DELETE, &format!("/api/v1/tokens/{id}")).bearer_auth(&ann.access).send().await.unwrap();
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/tokens/{id}"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
-    let listed: Value = app.get_auth("/api/v1/tokens", &ann.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_auth("/api/v1/tokens", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["total"], 1);
 }
 
@@ -136,15 +216,36 @@ async fn another_users_token_is_not_found(backend: Backend) {
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
     let (ann_token_id, ann_token) = app.api_token(&ann, "laptop").await;
-    let res = app.request(Method::DELETE, &format!("/api/v1/tokens/{ann_token_id}")).bearer_auth(&bob.access).send().await.unwrap();
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/tokens/{ann_token_id}"))
+        .bearer_auth(&bob.access)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
-    for path in [format!("/api/v1/tokens/{}", uuid::Uuid::new_v4()), "/api/v1/tokens/not-a-uuid".to_owned()] {
-        let res = app.request(Method::DELETE, &path).bearer_auth(&bob.access).send().await.unwrap();
+    for path in [
+        format!("/api/v1/tokens/{}", uuid::Uuid::new_v4()),
+        "/api/v1/tokens/not-a-uuid".to_owned(),
+    ] {
+        let res = app
+            .request(Method::DELETE, &path)
+            .bearer_auth(&bob.access)
+            .send()
+            .await
+            .unwrap();
         expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
     }
-    let listed: Value = app.get_auth("/api/v1/tokens", &bob.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_auth("/api/v1/tokens", &bob.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["total"], 0);
-    assert_eq!(app.mcp_status(&ann_token).await, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        app.mcp_status(&ann_token).await,
+        StatusCode::NOT_IMPLEMENTED
+    );
 }
 
 async fn use_times_are_batched_and_flushed(backend: Backend) {
@@ -153,8 +254,17 @@ async fn use_times_are_batched_and_flushed(backend: Backend) {
     let (id, token) = app.api_token(&ann, "laptop").await;
     let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
     let stored = || async {
-        let tokens = app.state.store.list_api_tokens(user_id, store::now()).await.unwrap();
-        tokens.into_iter().find(|t| t.id.to_string() == id).unwrap().last_used_at
+        let tokens = app
+            .state
+            .store
+            .list_api_tokens(user_id, store::now())
+            .await
+            .unwrap();
+        tokens
+            .into_iter()
+            .find(|t| t.id.to_string() == id)
+            .unwrap()
+            .last_used_at
     };
     for _ in 0..5 {
         app.mcp_status(&token).await;
@@ -162,12 +272,21 @@ async fn use_times_are_batched_and_flushed(backend: Backend) {
     // Not written per request (the flush interval is 30 s) ...
     assert_eq!(stored().await, None);
     // ... but shown at once ...
-    let listed: Value = app.get_auth("/api/v1/tokens", &ann.access).await.json().await.unwrap();
-    let shown = listed["items"][0]["last_used_at"].as_str().unwrap().to_owned();
+    let listed: Value = app
+        .get_auth("/api/v1/tokens", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let shown = listed["items"][0]["last_used_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // ... and written by a flush.
     app.state.registry.flush().await.unwrap();
     let written = stored().await.unwrap();
-    let shown = time::OffsetDateTime::parse(&shown, &time::format_description::well_known::Rfc3339).unwrap();
+    let shown = time::OffsetDateTime::parse(&shown, &time::format_description::well_known::Rfc3339)
+        .unwrap();
     assert_eq!(written, shown);
     assert!((time::OffsetDateTime::now_utc() - written).whole_seconds() < 60);
 }
@@ -178,14 +297,40 @@ async fn changes_made_by_other_processes_are_picked_up(backend: Backend) {
     let (_, token) = app.api_token(&ann, "laptop").await;
     let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
     // The admin command's path: straight to the database, as another process would.
-    assert!(app.state.store.set_active(user_id, false, store::now()).await.unwrap());
-    assert!(wait_for(|| async { app.mcp_status(&token).await == StatusCode::UNAUTHORIZED }).await, "deactivation not picked up");
+    assert!(
+        app.state
+            .store
+            .set_active(user_id, false, store::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        wait_for(|| async { app.mcp_status(&token).await == StatusCode::UNAUTHORIZED }).await,
+        "deactivation not picked up"
+    );
     let res = app.login(&ann.email, &ann.password).await;
     expect_error(res, StatusCode::FORBIDDEN, "account-inactive").await;
-    expect_error(app.get_auth("/api/v1/users/me", &ann.access).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
-    assert!(app.state.store.set_active(user_id, true, store::now()).await.unwrap());
-    assert!(wait_for(|| async { app.mcp_status(&token).await == StatusCode::NOT_IMPLEMENTED }).await, "reactivation not picked up");
-    assert_eq!(app.login(&ann.email, &ann.password).await.status(), StatusCode::OK);
+    expect_error(
+        app.get_auth("/api/v1/users/me", &ann.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
+    assert!(
+        app.state
+            .store
+            .set_active(user_id, true, store::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        wait_for(|| async { app.mcp_status(&token).await == StatusCode::NOT_IMPLEMENTED }).await,
+        "reactivation not picked up"
+    );
+    assert_eq!(
+        app.login(&ann.email, &ann.password).await.status(),
+        StatusCode::OK
+    );
 
     // A token written by another process becomes usable.
     let secret = format!("ask_live_{}", "ab".repeat(32));
@@ -198,11 +343,27 @@ async fn changes_made_by_other_processes_are_picked_up(backend: Backend) {
         created_at: store::now(),
         expires_at: None,
     };
-    app.state.store.insert_api_token(&record, 100).await.unwrap();
-    assert!(wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await, "new token not picked up");
+    app.state
+        .store
+        .insert_api_token(&record, 100)
+        .await
+        .unwrap();
+    assert!(
+        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
+        "new token not picked up"
+    );
     // And one deleted by another process stops.
-    assert!(app.state.store.delete_api_token(user_id, record.id).await.unwrap());
-    assert!(wait_for(|| async { app.mcp_status(&secret).await == StatusCode::UNAUTHORIZED }).await, "deletion not picked up");
+    assert!(
+        app.state
+            .store
+            .delete_api_token(user_id, record.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::UNAUTHORIZED }).await,
+        "deletion not picked up"
+    );
 }
 
 async fn expired_tokens_stop_working(backend: Backend) {
@@ -220,14 +381,34 @@ async fn expired_tokens_stop_working(backend: Backend) {
         created_at: store::now(),
         expires_at: Some(expires_at),
     };
-    app.state.store.insert_api_token(&record, 100).await.unwrap();
-    assert!(wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await, "token never worked");
+    app.state
+        .store
+        .insert_api_token(&record, 100)
+        .await
+        .unwrap();
+    assert!(
+        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
+        "token never worked"
+    );
     let left = expires_at - time::OffsetDateTime::now_utc();
-    tokio::time::sleep(Duration::from_millis(u64::try_from(left.whole_milliseconds()).unwrap_or(0) + 1100)).await;
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(left.whole_milliseconds()).unwrap_or(0) + 1100,
+    ))
+    .await;
     assert_eq!(app.mcp_status(&secret).await, StatusCode::UNAUTHORIZED);
-    let listed: Value = app.get_auth("/api/v1/tokens", &ann.access).await.json().await.unwrap();
+    let listed: Value = app
+        .get_auth("/api/v1/tokens", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["items"][0]["is_active"], false);
-    let me: Value = app.get_auth("/api/v1/users/me", &ann.access).await.json().await.unwrap();
+    let me: Value = app
+        .get_auth("/api/v1/users/me", &ann.access)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["token_count"], 0);
 }
 

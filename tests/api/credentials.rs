@@ -41,29 +41,64 @@ async fn login_accepts_email_or_username(backend: Backend) {
         let access = pair["access_token"].as_str().unwrap();
         let refresh = pair["refresh_token"].as_str().unwrap();
         assert_ne!(access, refresh);
-        assert_eq!(app.get_auth("/api/v1/users/me", access).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get_auth("/api/v1/users/me", access).await.status(),
+            StatusCode::OK
+        );
     }
 }
 
 async fn login_failures_look_the_same_for_unknown_users_and_wrong_passwords(backend: Backend) {
     let app = spawn_app(backend).await;
     app.register("ann@example.com", "ann", "password-123").await;
-    let wrong_password = expect_error(app.login("ann@example.com", "password-124").await, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
-    let unknown_email = expect_error(app.login("nobody@example.com", "password-123").await, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
-    let unknown_name = expect_error(app.login("nobody", "password-123").await, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    let wrong_password = expect_error(
+        app.login("ann@example.com", "password-124").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
+    let unknown_email = expect_error(
+        app.login("nobody@example.com", "password-123").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
+    let unknown_name = expect_error(
+        app.login("nobody", "password-123").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
     assert_eq!(wrong_password, unknown_email);
     assert_eq!(wrong_password, unknown_name);
 }
 
 async fn login_validates_its_body(backend: Backend) {
     let app = spawn_app(backend).await;
-    let res = app.post_json("/api/v1/auth/login", &json!({"password": "password-123"})).await;
+    let res = app
+        .post_json("/api/v1/auth/login", &json!({"password": "password-123"}))
+        .await;
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
-    let res = app.post_json("/api/v1/auth/login", &json!({"email": "a@b.co", "username": "ab", "password": "x"})).await;
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "a@b.co", "username": "ab", "password": "x"}),
+        )
+        .await;
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
-    let res = app.post_json("/api/v1/auth/login", &json!({"email": "a@b.co", "password": "x".repeat(1025)})).await;
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "a@b.co", "password": "x".repeat(1025)}),
+        )
+        .await;
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
-    let res = app.post_json("/api/v1/auth/login", &json!({"email": "a@b.co", "password": 12345678})).await;
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "a@b.co", "password": 12345678}),
+        )
+        .await;
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
 }
 
@@ -71,7 +106,10 @@ fn b64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -107,25 +145,71 @@ async fn missing_malformed_tampered_and_unsigned_access_tokens_are_refused(backe
             None => req.send(),
         }
     };
-    expect_error(me(None).await.unwrap(), StatusCode::UNAUTHORIZED, "not-authenticated").await;
-    expect_error(me(Some(format!("Basic {}", ann.access))).await.unwrap(), StatusCode::UNAUTHORIZED, "not-authenticated").await;
-    expect_error(me(Some("Bearer not.a.jwt".into())).await.unwrap(), StatusCode::UNAUTHORIZED, "invalid-token").await;
+    expect_error(
+        me(None).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "not-authenticated",
+    )
+    .await;
+    expect_error(
+        me(Some(format!("Basic {}", ann.access))).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "not-authenticated",
+    )
+    .await;
+    expect_error(
+        me(Some("Bearer not.a.jwt".into())).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
 
     let parts: Vec<&str> = ann.access.split('.').collect();
     let mut claims: Value = serde_json::from_slice(&b64_decode(parts[1])).unwrap();
     // Another user's id in an otherwise intact token: the signature no longer matches.
     claims["sub"] = json!(uuid::Uuid::new_v4());
-    let tampered = format!("{}.{}.{}", parts[0], b64(claims.to_string().as_bytes()), parts[2]);
-    expect_error(me(Some(format!("Bearer {tampered}"))).await.unwrap(), StatusCode::UNAUTHORIZED, "invalid-token").await;
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    expect_error(
+        me(Some(format!("Bearer {tampered}"))).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
     // `alg: none` with no signature.
     let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
     let unsigned = format!("{none_header}.{}.", parts[1]);
-    expect_error(me(Some(format!("Bearer {unsigned}"))).await.unwrap(), StatusCode::UNAUTHORIZED, "invalid-token").await;
+    expect_error(
+        me(Some(format!("Bearer {unsigned}"))).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
     // HS512 signed with nothing we know.
-    let hs512 = format!("{}.{}.{}", b64(br#"{"alg":"HS512","typ":"JWT"}"#), parts[1], parts[2]);
-    expect_error(me(Some(format!("Bearer {hs512}"))).await.unwrap(), StatusCode::UNAUTHORIZED, "invalid-token").await;
+    let hs512 = format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"HS512","typ":"JWT"}"#),
+        parts[1],
+        parts[2]
+    );
+    expect_error(
+        me(Some(format!("Bearer {hs512}"))).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
     // The untouched token still works.
-    assert_eq!(me(Some(format!("Bearer {}", ann.access))).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        me(Some(format!("Bearer {}", ann.access)))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 }
 
 async fn expired_and_foreign_access_tokens_are_refused(backend: Backend) {
@@ -140,39 +224,119 @@ async fn expired_and_foreign_access_tokens_are_refused(backend: Backend) {
     let version = claims["ver"].as_i64().unwrap();
 
     // Signed with the real key for the real session, but expired an hour ago.
-    let (expired, _) = keys.issue(TokenKind::Access, user, version, sid, OffsetDateTime::now_utc() - time::Duration::hours(2)).unwrap();
-    expect_error(app.get_auth("/api/v1/users/me", &expired).await, StatusCode::UNAUTHORIZED, "token-expired").await;
+    let (expired, _) = keys
+        .issue(
+            TokenKind::Access,
+            user,
+            version,
+            sid,
+            OffsetDateTime::now_utc() - time::Duration::hours(2),
+        )
+        .unwrap();
+    expect_error(
+        app.get_auth("/api/v1/users/me", &expired).await,
+        StatusCode::UNAUTHORIZED,
+        "token-expired",
+    )
+    .await;
     // Fresh with the real key: accepted (the check above failed on time alone).
-    let (fresh, _) = keys.issue(TokenKind::Access, user, version, sid, OffsetDateTime::now_utc()).unwrap();
-    assert_eq!(app.get_auth("/api/v1/users/me", &fresh).await.status(), StatusCode::OK);
+    let (fresh, _) = keys
+        .issue(
+            TokenKind::Access,
+            user,
+            version,
+            sid,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    assert_eq!(
+        app.get_auth("/api/v1/users/me", &fresh).await.status(),
+        StatusCode::OK
+    );
     // Another server's key.
     let foreign = JwtKeys::new(&[1u8; 64], &app.settings.auth);
-    let (forged, _) = foreign.issue(TokenKind::Access, user, version, sid, OffsetDateTime::now_utc()).unwrap();
-    expect_error(app.get_auth("/api/v1/users/me", &forged).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
+    let (forged, _) = foreign
+        .issue(
+            TokenKind::Access,
+            user,
+            version,
+            sid,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    expect_error(
+        app.get_auth("/api/v1/users/me", &forged).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
     // A session id that was never issued.
-    let (stray, _) = keys.issue(TokenKind::Access, user, version, uuid::Uuid::new_v4(), OffsetDateTime::now_utc()).unwrap();
-    expect_error(app.get_auth("/api/v1/users/me", &stray).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
+    let (stray, _) = keys
+        .issue(
+            TokenKind::Access,
+            user,
+            version,
+            uuid::Uuid::new_v4(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+    expect_error(
+        app.get_auth("/api/v1/users/me", &stray).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
 }
 
 async fn refresh_and_access_tokens_are_never_accepted_for_each_other(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    expect_error(app.get_auth("/api/v1/users/me", &ann.refresh).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
-    let res = app.request(Method::POST, "/api/v1/auth/refresh").bearer_auth(&ann.access).send().await.unwrap();
+    expect_error(
+        app.get_auth("/api/v1/users/me", &ann.refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
+    let res = app
+        .request(Method::POST, "/api/v1/auth/refresh")
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "invalid-token").await;
-    let res = app.request(Method::POST, "/api/v1/auth/refresh").send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/api/v1/auth/refresh")
+        .send()
+        .await
+        .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "not-authenticated").await;
     // Neither is an API token.
-    expect_error(app.get_auth("/api/v1/users/me", &format!("ask_live_{}", "0".repeat(64))).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
+    expect_error(
+        app.get_auth("/api/v1/users/me", &format!("ask_live_{}", "0".repeat(64)))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-token",
+    )
+    .await;
     // Both still work for what they are.
-    let res = app.request(Method::POST, "/api/v1/auth/refresh").bearer_auth(&ann.refresh).send().await.unwrap();
+    let res = app
+        .request(Method::POST, "/api/v1/auth/refresh")
+        .bearer_auth(&ann.refresh)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
 
 async fn password_change_needs_the_current_password_and_ends_every_session(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let other_session: Value = app.login(&ann.email, &ann.password).await.json().await.unwrap();
+    let other_session: Value = app
+        .login(&ann.email, &ann.password)
+        .await
+        .json()
+        .await
+        .unwrap();
     let (_, api_token) = app.api_token(&ann, "laptop").await;
     let change = |current: &str, new: &str| {
         app.request(Method::PUT, "/api/v1/users/me/password")
@@ -180,19 +344,53 @@ async fn password_change_needs_the_current_password_and_ends_every_session(backe
             .json(&json!({"current_password": current, "new_password": new}))
             .send()
     };
-    expect_error(change("wrong-password", "new-password-1").await.unwrap(), StatusCode::BAD_REQUEST, "wrong-password").await;
-    let body = expect_error(change(&ann.password, "short").await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+    expect_error(
+        change("wrong-password", "new-password-1").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "wrong-password",
+    )
+    .await;
+    let body = expect_error(
+        change(&ann.password, "short").await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation-error",
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "new_password");
-    assert_eq!(change(&ann.password, "new-password-1").await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        change(&ann.password, "new-password-1")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
 
     for access in [&ann.access, other_session["access_token"].as_str().unwrap()] {
-        expect_error(app.get_auth("/api/v1/users/me", access).await, StatusCode::UNAUTHORIZED, "invalid-token").await;
+        expect_error(
+            app.get_auth("/api/v1/users/me", access).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid-token",
+        )
+        .await;
     }
-    for refresh in [&ann.refresh, other_session["refresh_token"].as_str().unwrap()] {
-        let res = app.request(Method::POST, "/api/v1/auth/refresh").bearer_auth(refresh).send().await.unwrap();
+    for refresh in [
+        &ann.refresh,
+        other_session["refresh_token"].as_str().unwrap(),
+    ] {
+        let res = app
+            .request(Method::POST, "/api/v1/auth/refresh")
+            .bearer_auth(refresh)
+            .send()
+            .await
+            .unwrap();
         expect_error(res, StatusCode::UNAUTHORIZED, "invalid-token").await;
     }
-    expect_error(app.login(&ann.email, &ann.password).await, StatusCode::UNAUTHORIZED, "invalid-credentials").await;
+    expect_error(
+        app.login(&ann.email, &ann.password).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
     let res = app.login(&ann.email, "new-password-1").await;
     assert_eq!(res.status(), StatusCode::OK);
     // API tokens are separate credentials and keep working.
@@ -202,8 +400,18 @@ async fn password_change_needs_the_current_password_and_ends_every_session(backe
 async fn old_password_hashes_are_upgraded_at_login(backend: Backend) {
     let app = spawn_app(backend.clone()).await;
     app.register("ann@example.com", "ann", "password-123").await;
-    let before = app.state.store.user_by_email("ann@example.com").await.unwrap().unwrap();
-    assert!(before.password_hash.starts_with("$scrypt$ln=4,"), "{}", before.password_hash);
+    let before = app
+        .state
+        .store
+        .user_by_email("ann@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        before.password_hash.starts_with("$scrypt$ln=4,"),
+        "{}",
+        before.password_hash
+    );
     // The same database, served with a higher cost.
     let url = app.settings.database.url.clone();
     let data_dir = app.data_dir.clone();
@@ -213,11 +421,33 @@ async fn old_password_hashes_are_upgraded_at_login(backend: Backend) {
         s.auth.scrypt_log_n = 5;
     })
     .await;
-    assert_eq!(upgraded.login("ann@example.com", "password-123").await.status(), StatusCode::OK);
-    let after = upgraded.state.store.user_by_email("ann@example.com").await.unwrap().unwrap();
-    assert!(after.password_hash.starts_with("$scrypt$ln=5,"), "{}", after.password_hash);
+    assert_eq!(
+        upgraded
+            .login("ann@example.com", "password-123")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let after = upgraded
+        .state
+        .store
+        .user_by_email("ann@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.password_hash.starts_with("$scrypt$ln=5,"),
+        "{}",
+        after.password_hash
+    );
     assert_eq!(after.token_version, before.token_version);
-    assert_eq!(upgraded.login("ann@example.com", "password-123").await.status(), StatusCode::OK);
+    assert_eq!(
+        upgraded
+            .login("ann@example.com", "password-123")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 /// Runs the real binary with debug logging, walks through every credential, then looks for each
@@ -285,7 +515,14 @@ async fn no_password_or_token_is_logged_or_stored_in_clear(backend: Backend) {
         .await
         .unwrap();
     let api_token = created["token"].as_str().unwrap().to_owned();
-    let status = client.post(format!("{base}/mcp")).bearer_auth(&api_token).body("{}").send().await.unwrap().status();
+    let status = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth(&api_token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_ne!(status, StatusCode::UNAUTHORIZED);
     let res = client
         .put(format!("{base}/api/v1/users/me/password"))
@@ -295,17 +532,31 @@ async fn no_password_or_token_is_logged_or_stored_in_clear(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = client.post(format!("{base}/api/v1/auth/refresh")).bearer_auth(&refresh).send().await.unwrap();
+    let res = client
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .bearer_auth(&refresh)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     // SIGTERM: the server flushes and exits 0.
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "server exited with {exit}");
 
     let mut logged = String::new();
-    std::fs::File::open(&log_path).unwrap().read_to_string(&mut logged).unwrap();
+    std::fs::File::open(&log_path)
+        .unwrap()
+        .read_to_string(&mut logged)
+        .unwrap();
     assert!(logged.contains("request"), "the log is empty: {logged}");
     let secrets = [
         password,
@@ -325,32 +576,61 @@ async fn no_password_or_token_is_logged_or_stored_in_clear(backend: Backend) {
             let mut bytes = Vec::new();
             for entry in std::fs::read_dir(&data_dir).unwrap() {
                 let path = entry.unwrap().path();
-                if path.is_file() && path.file_name().unwrap().to_string_lossy().starts_with("agentskills.db") {
+                if path.is_file()
+                    && path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("agentskills.db")
+                {
                     bytes.extend(std::fs::read(path).unwrap());
                 }
             }
             // What is stored for the API token is its BLAKE3 hash, as 32 raw bytes.
-            assert!(bytes.windows(32).any(|w| w == hash.as_bytes()), "the token's hash is not stored as bytes");
-            assert!(!String::from_utf8_lossy(&bytes).contains(hash.to_hex().as_str()), "the hash is stored as hex text");
+            assert!(
+                bytes.windows(32).any(|w| w == hash.as_bytes()),
+                "the token's hash is not stored as bytes"
+            );
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(hash.to_hex().as_str()),
+                "the hash is stored as hex text"
+            );
             String::from_utf8_lossy(&bytes).into_owned()
         }
         Some(db) => {
-            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let mut dump = String::new();
             for table in ["users", "api_tokens", "auth_sessions", "refresh_tokens"] {
-                for row in client.query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[]).await.unwrap() {
+                for row in client
+                    .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+                    .await
+                    .unwrap()
+                {
                     dump.push_str(row.get::<_, &str>(0));
                 }
             }
             assert!(dump.contains("$scrypt$"), "no password hash found: {dump}");
-            let stored: Vec<u8> = client.query_one("SELECT token_hash FROM api_tokens", &[]).await.unwrap().get(0);
-            assert_eq!(stored, hash.as_bytes(), "the token's hash is not what is stored");
+            let stored: Vec<u8> = client
+                .query_one("SELECT token_hash FROM api_tokens", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(
+                stored,
+                hash.as_bytes(),
+                "the token's hash is not what is stored"
+            );
             dump
         }
     };
     for secret in secrets {
-        assert!(!stored.contains(secret), "the database holds a secret in clear: {secret}");
+        assert!(
+            !stored.contains(secret),
+            "the database holds a secret in clear: {secret}"
+        );
     }
     drop(database);
 }
@@ -365,5 +645,8 @@ async fn wait_for_listen_address(log: &std::path::Path) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the server never said where it listens: {}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "the server never said where it listens: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }

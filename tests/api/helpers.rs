@@ -21,7 +21,10 @@ pub enum Backend {
 impl Backend {
     /// PostgreSQL when `TEST_DATABASE_URL` is set.
     pub fn postgres() -> Option<Backend> {
-        std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()).map(Backend::Postgres)
+        std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Backend::Postgres)
     }
 }
 
@@ -144,11 +147,19 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.request(Method::POST, path).json(body).send().await.unwrap()
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get_auth(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path).bearer_auth(token).send().await.unwrap()
+        self.request(Method::GET, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn register(&self, email: &str, username: &str, password: &str) -> Response {
@@ -160,8 +171,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, login: &str, password: &str) -> Response {
-        self.post_json("/api/v1/auth/login", &json!({"email": login, "password": password}))
-            .await
+        self.post_json(
+            "/api/v1/auth/login",
+            &json!({"email": login, "password": password}),
+        )
+        .await
     }
 
     /// Registers `name` (email `<name>@example.com`) and logs in.
@@ -169,7 +183,12 @@ impl TestApp {
         let email = format!("{name}@example.com");
         let password = format!("{name}-password-123");
         let created = self.register(&email, name, &password).await;
-        assert_eq!(created.status(), StatusCode::CREATED, "{}", created.text().await.unwrap());
+        assert_eq!(
+            created.status(),
+            StatusCode::CREATED,
+            "{}",
+            created.text().await.unwrap()
+        );
         let created: Value = created.json().await.unwrap();
         let tokens = self.login(&email, &password).await;
         assert_eq!(tokens.status(), StatusCode::OK);
@@ -194,7 +213,10 @@ impl TestApp {
             .unwrap();
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.unwrap();
-        (body["id"].as_str().unwrap().to_owned(), body["token"].as_str().unwrap().to_owned())
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// The status of `POST /mcp` with `token` (401 for a bad token; 501 for a good one until MCP lands).
@@ -235,9 +257,15 @@ pub async fn expect_error(res: Response, status: StatusCode, code: &str) -> Valu
     let body: Value = res.json().await.unwrap();
     assert_eq!(got, status, "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
     if status == StatusCode::UNAUTHORIZED {
-        assert!(www.is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")), "401 without WWW-Authenticate: Bearer");
+        assert!(
+            www.is_some_and(|v| v.to_str().unwrap().starts_with("Bearer")),
+            "401 without WWW-Authenticate: Bearer"
+        );
     }
     body
 }
@@ -256,7 +284,10 @@ impl PgDatabase {
             .await
             .expect("TEST_DATABASE_URL is reachable");
         tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
         PgDatabase {
             url: with_database(admin_url, &name),
             admin_url: admin_url.to_owned(),
@@ -271,9 +302,14 @@ impl Drop for PgDatabase {
         let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         // Drop runs inside the test's runtime; use a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&sql).await;
                 }

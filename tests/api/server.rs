@@ -42,19 +42,44 @@ async fn health_reports_the_process_and_the_database(backend: Backend) {
 
 async fn unknown_paths_and_methods_get_json_errors(backend: Backend) {
     let app = spawn_app(backend).await;
-    expect_error(app.request(Method::GET, "/nope").send().await.unwrap(), StatusCode::NOT_FOUND, "no-route").await;
-    expect_error(app.request(Method::GET, "/api/v1/users/me/").send().await.unwrap(), StatusCode::NOT_FOUND, "no-route").await;
-    let res = app.request(Method::PATCH, "/api/v1/users/me").send().await.unwrap();
+    expect_error(
+        app.request(Method::GET, "/nope").send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "no-route",
+    )
+    .await;
+    expect_error(
+        app.request(Method::GET, "/api/v1/users/me/")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "no-route",
+    )
+    .await;
+    let res = app
+        .request(Method::PATCH, "/api/v1/users/me")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["allow"], "GET, PUT, DELETE");
     expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
-    let res = app.request(Method::GET, "/api/v1/auth/login").send().await.unwrap();
+    let res = app
+        .request(Method::GET, "/api/v1/auth/login")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["allow"], "POST");
     expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
 }
 
 async fn http2_is_served(backend: Backend) {
     let app = spawn_app(backend).await;
-    let client = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let res = client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(res.version(), reqwest::Version::HTTP_2);
     assert_eq!(res.status(), StatusCode::OK);
@@ -69,29 +94,49 @@ async fn http2_is_served(backend: Backend) {
 
 async fn slow_headers_are_cut_off(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.server.header_read_timeout_secs = 1).await;
-    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     // The server must close the connection (EOF) instead of waiting for the rest forever.
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection was still open after 10 s");
-    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
     let text = String::from_utf8_lossy(&buf);
     assert!(!text.contains("200 OK"), "{text}");
     // A normal client is still served.
-    assert_eq!(app.request(Method::GET, "/health").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.request(Method::GET, "/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 }
 
 async fn slow_bodies_get_408(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.server.body_read_timeout_secs = 1).await;
-    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
     stream
         .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
         .await
         .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.expect("no answer in 10 s").unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("no answer in 10 s")
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body-timeout"), "{text}");
@@ -105,7 +150,10 @@ async fn shutdown_drains_requests_in_flight_and_flushes_token_use(backend: Backe
     // A request in flight: headers sent, body half sent.
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).await.unwrap();
-    let body = format!(r#"{{"email":"{}","password":"{}"}}"#, ann.email, ann.password);
+    let body = format!(
+        r#"{{"email":"{}","password":"{}"}}"#,
+        ann.email, ann.password
+    );
     let head = format!(
         "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -117,19 +165,36 @@ async fn shutdown_drains_requests_in_flight_and_flushes_token_use(backend: Backe
     let stopped = app.begin_stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are refused once the listener is closed.
-    assert!(TcpStream::connect(&addr).await.is_err(), "still accepting after shutdown began");
+    assert!(
+        TcpStream::connect(&addr).await.is_err(),
+        "still accepting after shutdown began"
+    );
     // The request in flight completes.
     stream.write_all(&body.as_bytes()[10..]).await.unwrap();
     let mut buf = vec![0u8; 8192];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("the server stopped").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stopped")
+        .unwrap();
     // The last use was flushed at shutdown (the flush interval is 30 s, so only the shutdown did it).
     let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
-    let tokens = app.state.store.list_api_tokens(user_id, store::now()).await.unwrap();
+    let tokens = app
+        .state
+        .store
+        .list_api_tokens(user_id, store::now())
+        .await
+        .unwrap();
     let used = tokens.iter().find(|t| t.id.to_string() == id).unwrap();
-    assert!(used.last_used_at.is_some(), "last_used_at was not flushed at shutdown");
+    assert!(
+        used.last_used_at.is_some(),
+        "last_used_at was not flushed at shutdown"
+    );
 }
 
 async fn the_signing_secret_is_generated_once_and_reused(backend: Backend) {
@@ -150,5 +215,11 @@ async fn the_signing_secret_is_generated_once_and_reused(backend: Backend) {
     .await;
     assert_eq!(std::fs::read_to_string(&path).unwrap(), secret);
     // Tokens signed before the restart still verify.
-    assert_eq!(second.get_auth("/api/v1/users/me", &ann.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        second
+            .get_auth("/api/v1/users/me", &ann.access)
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }

@@ -67,7 +67,10 @@ fn token_pair(pair: &TokenPair) -> Response<Body> {
 }
 
 /// The user behind the request's access token.
-pub(crate) async fn authenticated(state: &AppState, req: &Request<Incoming>) -> Result<AuthedUser, AppError> {
+pub(crate) async fn authenticated(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<AuthedUser, AppError> {
     let token = require_bearer(req.headers())?;
     state.auth.authenticate(token).await
 }
@@ -80,13 +83,21 @@ struct RegisterBody {
     password: String,
 }
 
-pub(crate) async fn register(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn register(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let body: RegisterBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
     let email = checks.check("email", Email::parse(&body.email));
     let username = checks.check("username", Username::parse(&body.username));
     let password = checks.check("password", Password::parse(body.password));
-    let (email, username, password) = checks.finish(email.zip(username).zip(password).map(|((e, u), p)| (e, u, p)))?;
+    let (email, username, password) = checks.finish(
+        email
+            .zip(username)
+            .zip(password)
+            .map(|((e, u), p)| (e, u, p)),
+    )?;
     let user = state
         .auth
         .register(Registration {
@@ -107,7 +118,10 @@ struct LoginBody {
     password: String,
 }
 
-pub(crate) async fn login(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn login(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let body: LoginBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
     // `email` may hold a username too (clients with a single "login" field send it there).
@@ -119,7 +133,9 @@ pub(crate) async fn login(state: &AppState, req: Request<Incoming>) -> Result<Re
                 LoginName::Username(login)
             })
         }
-        (Some(_), None) | (None, Some(_)) => checks.check("email", Err("must be at most 254 characters")),
+        (Some(_), None) | (None, Some(_)) => {
+            checks.check("email", Err("must be at most 254 characters"))
+        }
         (None, None) => checks.check("email", Err("give `email` or `username`")),
         (Some(_), Some(_)) => checks.check("username", Err("give `email` or `username`, not both")),
     };
@@ -129,7 +145,10 @@ pub(crate) async fn login(state: &AppState, req: Request<Incoming>) -> Result<Re
     Ok(token_pair(&pair))
 }
 
-pub(crate) async fn refresh(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn refresh(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let token = require_bearer(req.headers())?.to_owned();
     let pair = state.auth.refresh(token).await?;
     Ok(token_pair(&pair))
@@ -142,14 +161,20 @@ struct LogoutBody {
     all: bool,
 }
 
-pub(crate) async fn logout(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn logout(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let user = authenticated(state, &req).await?;
     let body: LogoutBody = optional_json_body(req, &state.settings.server).await?;
     state.auth.logout(user, body.all).await?;
     Ok(no_content())
 }
 
-pub(crate) async fn get_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn get_me(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let counts = state.store.account_counts(me.user.id, store::now()).await?;
     Ok(json(
@@ -169,12 +194,17 @@ struct UpdateMeBody {
     username: Option<String>,
 }
 
-pub(crate) async fn update_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn update_me(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: UpdateMeBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
     let email = body.email.map(|e| checks.check("email", Email::parse(&e)));
-    let username = body.username.map(|u| checks.check("username", Username::parse(&u)));
+    let username = body
+        .username
+        .map(|u| checks.check("username", Username::parse(&u)));
     let (email, username) = checks.finish(Some((email.flatten(), username.flatten())))?;
     let user = state
         .store
@@ -196,7 +226,10 @@ struct DeleteMeBody {
     confirm: String,
 }
 
-pub(crate) async fn delete_me(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn delete_me(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: DeleteMeBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
@@ -228,7 +261,10 @@ pub(crate) async fn change_password(
     let me = authenticated(state, &req).await?;
     let body: ChangePasswordBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
-    let current = checks.check("current_password", Password::candidate(body.current_password));
+    let current = checks.check(
+        "current_password",
+        Password::candidate(body.current_password),
+    );
     let new = checks.check("new_password", Password::parse(body.new_password));
     let (current, new) = checks.finish(current.zip(new))?;
     state.auth.change_password(me, current, new).await?;

@@ -60,6 +60,10 @@ pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError>
         uptime_secs: state.started.elapsed().as_secs(),
         database,
     };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Ok(json(status, &body))
 }

@@ -53,7 +53,10 @@ struct TokenList<'a> {
     total: usize,
 }
 
-pub(crate) async fn list(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn list(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let tokens = state.registry.list(me.user.id).await?;
     let items: Vec<TokenView<'_>> = tokens.iter().map(TokenView::from).collect();
@@ -85,7 +88,10 @@ struct CreatedView<'a> {
     expires_at: Option<OffsetDateTime>,
 }
 
-pub(crate) async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, AppError> {
+pub(crate) async fn create(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: CreateBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
@@ -93,7 +99,9 @@ pub(crate) async fn create(state: &AppState, req: Request<Incoming>) -> Result<R
     let days = checks.check(
         "expires_in_days",
         match body.expires_in_days {
-            Some(d) if d == 0 || d > MAX_EXPIRES_IN_DAYS => Err("must be between 1 and 3650 (omit it for a token that never expires)"),
+            Some(d) if d == 0 || d > MAX_EXPIRES_IN_DAYS => {
+                Err("must be between 1 and 3650 (omit it for a token that never expires)")
+            }
             other => Ok(other),
         },
     );
@@ -114,7 +122,11 @@ pub(crate) async fn create(state: &AppState, req: Request<Incoming>) -> Result<R
     ))
 }
 
-pub(crate) async fn delete(state: &AppState, req: Request<Incoming>, id: Uuid) -> Result<Response<Body>, AppError> {
+pub(crate) async fn delete(
+    state: &AppState,
+    req: Request<Incoming>,
+    id: Uuid,
+) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     if !state.registry.revoke(me.user.id, id).await? {
         return Err(AppError::NotFound("token"));

@@ -1,0 +1,908 @@
+//! The PostgreSQL back end: tokio-postgres behind a deadpool pool, schema in `sql/postgres`.
+//!
+//! Every statement goes through the connection's statement cache (`prepare_cached`), so each is
+//! parsed once per connection. Operation bodies are written as async blocks that fail with
+//! [`Fail`]; the operation then gives the failure its context once, in [`fail`].
+//!
+//! Concurrency relies on row locks under the default READ COMMITTED isolation: `rotate_refresh`
+//! locks the refresh token and its session (`FOR UPDATE`), `insert_api_token` locks the owner's
+//! user row while it counts.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
+    RotateOutcome, StoreError, StoreResult, UniqueField, UserRecord,
+};
+use crate::config::DatabaseSettings;
+
+/// The migrations of `sql/postgres`, compiled in so that the binary needs no files at run time.
+/// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
+mod embedded {
+    refinery::embed_migrations!("sql/postgres");
+}
+
+/// Session-level advisory lock held while migrating, so that processes starting together apply
+/// each migration once (refinery itself does not lock). Any fixed number unlikely to be used by
+/// others: "agsk" in ASCII.
+const MIGRATION_LOCK_KEY: i64 = 0x6167_736b;
+
+/// The columns [`user_from_row`] reads, in its order.
+macro_rules! user_columns {
+    () => {
+        "id, email, username, password_hash, is_active, token_version, created_at, updated_at"
+    };
+}
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Builds the pool and makes one connection, so that a wrong URL, password or host fails
+    /// start-up rather than the first request. Does not migrate.
+    pub(crate) async fn connect(url: &str, settings: &DatabaseSettings) -> StoreResult<PgStore> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| setup("parsing the PostgreSQL URL", e))?;
+        let connect = Duration::from_secs(settings.connect_timeout_secs);
+        let acquire = Duration::from_secs(settings.acquire_timeout_secs);
+        config.connect_timeout(connect);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(
+                usize::try_from(settings.max_connections)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+            )
+            .wait_timeout(Some(acquire))
+            .create_timeout(Some(connect))
+            .recycle_timeout(Some(connect))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| setup("building the PostgreSQL pool", e))?;
+        drop(
+            pool.get()
+                .await
+                .map_err(|e| setup("connecting to PostgreSQL", e))?,
+        );
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+
+    pub(crate) async fn migrate(&self) -> StoreResult<usize> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| setup("connecting to PostgreSQL to migrate", e))?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(|e| setup("waiting for the PostgreSQL migration lock", e))?;
+        let report = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await;
+        if client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .is_err()
+        {
+            // Closing the connection ends its session and with it the lock; never pool it.
+            drop(Object::take(client));
+        }
+        let report = report.map_err(|e| setup("applying PostgreSQL migrations", e))?;
+        Ok(report.applied_migrations().len())
+    }
+
+    /// Time to get a connection and run `SELECT 1` on it, which is what a request would wait for.
+    pub(crate) async fn ping(&self) -> StoreResult<Duration> {
+        let start = Instant::now();
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client.prepare_cached("SELECT 1").await?;
+            client.query_one(&stmt, &[]).await?;
+            Ok(())
+        };
+        run.await.map_err(fail("pinging"))?;
+        Ok(start.elapsed())
+    }
+
+    // ---- users ----
+
+    pub(crate) async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $5)
+                     RETURNING ",
+                    user_columns!()
+                ))
+                .await?;
+            let row = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &user.id,
+                        &user.email,
+                        &user.username,
+                        &user.password_hash,
+                        &user.created_at,
+                    ],
+                )
+                .await?;
+            user_from_row(&row)
+        };
+        run.await.map_err(fail("creating a user"))
+    }
+
+    pub(crate) async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE id = $1"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&id])
+                .await?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("reading a user"))
+    }
+
+    pub(crate) async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            // Written as lower(email) so that the unique index users_email_key serves it.
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE lower(email) = lower($1)"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&email])
+                .await?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("reading a user by email"))
+    }
+
+    pub(crate) async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users WHERE lower(username) = lower($1)"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&username])
+                .await?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("reading a user by username"))
+    }
+
+    pub(crate) async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users ORDER BY created_at, id"
+                ))
+                .await?;
+            client
+                .query(&stmt, &[])
+                .await?
+                .iter()
+                .map(user_from_row)
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing users"))
+    }
+
+    pub(crate) async fn update_profile(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        username: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserRecord>> {
+        if email.is_none() && username.is_none() {
+            // Nothing to change: do not touch updated_at.
+            return self.user_by_id(id).await;
+        }
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "UPDATE users
+                     SET email = coalesce($2, email), username = coalesce($3, username),
+                         updated_at = $4
+                     WHERE id = $1
+                     RETURNING ",
+                    user_columns!()
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&id, &email, &username, &now])
+                .await?
+                .as_ref()
+                .map(user_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("updating a profile"))
+    }
+
+    pub(crate) async fn set_password(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE users
+                     SET password_hash = $2, updated_at = $3, token_version = token_version + 1
+                     WHERE id = $1",
+                )
+                .await?;
+            let found = tx.execute(&stmt, &[&id, &hash, &now]).await? > 0;
+            revoke_all_sessions(&tx, id, now).await?;
+            tx.commit().await?;
+            Ok(found)
+        };
+        run.await.map_err(fail("setting a password"))
+    }
+
+    pub(crate) async fn upgrade_password_hash(
+        &self,
+        id: Uuid,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+                )
+                .await?;
+            Ok(client.execute(&stmt, &[&id, &old, &new]).await? > 0)
+        };
+        run.await.map_err(fail("upgrading a password hash"))
+    }
+
+    pub(crate) async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let found = if active {
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE users SET is_active = TRUE, updated_at = $2 WHERE id = $1",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&id, &now]).await? > 0
+            } else {
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE users
+                         SET is_active = FALSE, updated_at = $2, token_version = token_version + 1
+                         WHERE id = $1",
+                    )
+                    .await?;
+                let found = tx.execute(&stmt, &[&id, &now]).await? > 0;
+                revoke_all_sessions(&tx, id, now).await?;
+                found
+            };
+            if found {
+                bump_epoch(&tx).await?;
+            }
+            tx.commit().await?;
+            Ok(found)
+        };
+        run.await.map_err(fail("changing whether a user is active"))
+    }
+
+    pub(crate) async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            // Sessions, refresh tokens, API tokens and skills go with it (ON DELETE CASCADE).
+            let stmt = tx.prepare_cached("DELETE FROM users WHERE id = $1").await?;
+            let found = tx.execute(&stmt, &[&id]).await? > 0;
+            if found {
+                bump_epoch(&tx).await?;
+            }
+            tx.commit().await?;
+            Ok(found)
+        };
+        run.await.map_err(fail("deleting a user"))
+    }
+
+    pub(crate) async fn end_all_sessions(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = $1")
+                .await?;
+            let found = tx.execute(&stmt, &[&id]).await? > 0;
+            revoke_all_sessions(&tx, id, now).await?;
+            tx.commit().await?;
+            Ok(found)
+        };
+        run.await.map_err(fail("ending all sessions"))
+    }
+
+    pub(crate) async fn account_counts(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<AccountCounts> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT
+                        (SELECT count(*) FROM skills WHERE user_id = $1),
+                        (SELECT count(*) FROM api_tokens
+                         WHERE user_id = $1 AND is_active
+                           AND (expires_at IS NULL OR expires_at > $2))",
+                )
+                .await?;
+            let row = client.query_one(&stmt, &[&id, &now]).await?;
+            Ok(AccountCounts {
+                skills: row.try_get(0)?,
+                tokens: row.try_get(1)?,
+            })
+        };
+        run.await
+            .map_err(fail("counting a user's skills and tokens"))
+    }
+
+    // ---- login sessions and refresh tokens ----
+
+    pub(crate) async fn insert_session(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO auth_sessions (id, user_id, created_at) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&session_id, &user_id, &now]).await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO refresh_tokens (id, session_id, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[&refresh.id, &session_id, &refresh.expires_at, &now],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        run.await.map_err(fail("starting a session"))
+    }
+
+    pub(crate) async fn access_context(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+    ) -> StoreResult<Option<(UserRecord, bool)>> {
+        let client = self.client().await?;
+        let run = async {
+            // Column order as in user_columns!, so user_from_row can read the first eight.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT u.id, u.email, u.username, u.password_hash, u.is_active,
+                            u.token_version, u.created_at, u.updated_at,
+                            s.id IS NULL OR s.revoked_at IS NOT NULL
+                     FROM users u
+                     LEFT JOIN auth_sessions s ON s.id = $2 AND s.user_id = u.id
+                     WHERE u.id = $1",
+                )
+                .await?;
+            match client.query_opt(&stmt, &[&user_id, &session_id]).await? {
+                Some(row) => Ok(Some((user_from_row(&row)?, row.try_get(8)?))),
+                None => Ok(None),
+            }
+        };
+        run.await.map_err(fail("reading a user and session"))
+    }
+
+    pub(crate) async fn rotate_refresh(
+        &self,
+        old: Uuid,
+        new: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            // FOR UPDATE locks the token and its session until commit: a concurrent rotation of the
+            // same token waits here, then reads the row as this transaction left it (used_at set,
+            // or the session revoked).
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT r.session_id, s.user_id, r.expires_at, r.used_at IS NOT NULL,
+                            s.revoked_at IS NOT NULL
+                     FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id
+                     WHERE r.id = $1
+                     FOR UPDATE",
+                )
+                .await?;
+            let Some(row) = tx.query_opt(&stmt, &[&old]).await? else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            let session_id: Uuid = row.try_get(0)?;
+            let user_id: Uuid = row.try_get(1)?;
+            let expires_at: OffsetDateTime = row.try_get(2)?;
+            let used: bool = row.try_get(3)?;
+            let revoked: bool = row.try_get(4)?;
+            // Nothing is written before the early returns: dropping `tx` rolls back and unlocks.
+            if revoked {
+                return Ok(RotateOutcome::SessionRevoked);
+            }
+            if expires_at <= now {
+                return Ok(RotateOutcome::Unknown);
+            }
+            if used {
+                // A used token presented again: it was copied. End the whole family.
+                let stmt = tx
+                    .prepare_cached(
+                        "UPDATE auth_sessions SET revoked_at = $2
+                         WHERE id = $1 AND revoked_at IS NULL",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&session_id, &now]).await?;
+                tx.commit().await?;
+                return Ok(RotateOutcome::Reused {
+                    session_id,
+                    user_id,
+                });
+            }
+            let stmt = tx
+                .prepare_cached("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1")
+                .await?;
+            tx.execute(&stmt, &[&old, &now]).await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO refresh_tokens (id, session_id, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&new.id, &session_id, &new.expires_at, &now])
+                .await?;
+            tx.commit().await?;
+            Ok(RotateOutcome::Rotated {
+                session_id,
+                user_id,
+            })
+        };
+        run.await.map_err(fail("rotating a refresh token"))
+    }
+
+    pub(crate) async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE auth_sessions SET revoked_at = $3
+                     WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL",
+                )
+                .await?;
+            Ok(client
+                .execute(&stmt, &[&user_id, &session_id, &now])
+                .await?
+                > 0)
+        };
+        run.await.map_err(fail("revoking a session"))
+    }
+
+    pub(crate) async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+                .await?;
+            let tokens = tx.execute(&stmt, &[&now]).await?;
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM auth_sessions s
+                     WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = s.id)",
+                )
+                .await?;
+            let sessions = tx.execute(&stmt, &[]).await?;
+            tx.commit().await?;
+            Ok(tokens + sessions)
+        };
+        run.await.map_err(fail("purging expired sessions"))
+    }
+
+    // ---- API tokens ----
+
+    pub(crate) async fn insert_api_token(
+        &self,
+        token: &NewApiToken,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            // Lock the owner so that concurrent inserts for one user count one after the other.
+            // NO KEY UPDATE does not conflict with the KEY SHARE locks of foreign-key checks.
+            let stmt = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+                .await?;
+            tx.query_opt(&stmt, &[&token.user_id]).await?;
+            let stmt = tx
+                .prepare_cached("SELECT count(*) FROM api_tokens WHERE user_id = $1")
+                .await?;
+            let count: i64 = tx.query_one(&stmt, &[&token.user_id]).await?.try_get(0)?;
+            if count >= i64::from(max_per_user) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO api_tokens
+                         (id, user_id, name, prefix, token_hash, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &token.id,
+                    &token.user_id,
+                    &token.name,
+                    &token.prefix,
+                    &token.token_hash.as_slice(),
+                    &token.expires_at,
+                    &token.created_at,
+                ],
+            )
+            .await?;
+            bump_epoch(&tx).await?;
+            tx.commit().await?;
+            Ok(true)
+        };
+        if run.await.map_err(fail("creating an API token"))? {
+            Ok(())
+        } else {
+            Err(StoreError::LimitReached)
+        }
+    }
+
+    pub(crate) async fn list_api_tokens(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<ApiTokenRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT id, user_id, name, prefix,
+                            is_active AND (expires_at IS NULL OR expires_at > $2),
+                            created_at, expires_at, last_used_at
+                     FROM api_tokens
+                     WHERE user_id = $1
+                     ORDER BY created_at DESC, id",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&user_id, &now]).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApiTokenRecord {
+                        id: row.try_get(0)?,
+                        user_id: row.try_get(1)?,
+                        name: row.try_get(2)?,
+                        prefix: row.try_get(3)?,
+                        is_active: row.try_get(4)?,
+                        created_at: row.try_get(5)?,
+                        expires_at: row.try_get(6)?,
+                        last_used_at: row.try_get(7)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing API tokens"))
+    }
+
+    pub(crate) async fn delete_api_token(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached("DELETE FROM api_tokens WHERE id = $2 AND user_id = $1")
+                .await?;
+            let found = tx.execute(&stmt, &[&user_id, &id]).await? > 0;
+            if found {
+                bump_epoch(&tx).await?;
+            }
+            tx.commit().await?;
+            Ok(found)
+        };
+        run.await.map_err(fail("deleting an API token"))
+    }
+
+    pub(crate) async fn live_api_tokens(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<LiveApiToken>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT t.id, t.user_id, t.token_hash, t.expires_at
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.is_active AND u.is_active
+                       AND (t.expires_at IS NULL OR t.expires_at > $1)",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&now]).await?;
+            rows.iter()
+                .map(|row| {
+                    let hash: &[u8] = row.try_get(2)?;
+                    Ok(LiveApiToken {
+                        id: row.try_get(0)?,
+                        user_id: row.try_get(1)?,
+                        // The CHECK constraint makes this impossible; refuse rather than panic.
+                        token_hash: hash
+                            .try_into()
+                            .map_err(|_| Fail::Data("an API token hash is not 32 bytes"))?,
+                        expires_at: row.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("loading live API tokens"))
+    }
+
+    pub(crate) async fn record_token_use(
+        &self,
+        uses: &[(Uuid, OffsetDateTime)],
+    ) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let (ids, ats): (Vec<Uuid>, Vec<OffsetDateTime>) = uses.iter().copied().unzip();
+        let client = self.client().await?;
+        let run = async {
+            // One statement for the whole batch. The same id may appear more than once: group
+            // first, since UPDATE … FROM applies only one of several matching rows. GREATEST
+            // ignores NULL.
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE api_tokens t
+                     SET last_used_at = GREATEST(t.last_used_at, u.at)
+                     FROM (SELECT id, max(at) AS at
+                           FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, at)
+                           GROUP BY id) u
+                     WHERE t.id = u.id",
+                )
+                .await?;
+            client.execute(&stmt, &[&ids, &ats]).await?;
+            Ok(())
+        };
+        run.await.map_err(fail("recording API token use"))
+    }
+
+    pub(crate) async fn registry_epoch(&self) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached("SELECT value FROM registry_epoch WHERE id = 1")
+                .await?;
+            Ok(client.query_one(&stmt, &[]).await?.try_get(0)?)
+        };
+        run.await.map_err(fail("reading the registry epoch"))
+    }
+}
+
+/// Test-only access to rows the interface does not expose.
+#[cfg(test)]
+impl PgStore {
+    pub(crate) async fn insert_skill_for_test(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO skills
+                     (id, user_id, name, description, skill_dir, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'test', $3, $4, $4)",
+                &[&Uuid::new_v4(), &user_id, &name, &now],
+            )
+            .await
+            .map_err(|e| pg_error("inserting a test skill", e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn count_rows_for_test(&self, table: &'static str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map_err(|e| pg_error("counting test rows", e))?;
+        row.try_get(0)
+            .map_err(|e| pg_error("counting test rows", e))
+    }
+}
+
+/// Why an operation's body failed, before it is given the operation's context.
+#[derive(Debug)]
+enum Fail {
+    Db(tokio_postgres::Error),
+    /// A stored value that the model cannot represent.
+    Data(&'static str),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+fn fail(context: &'static str) -> impl FnOnce(Fail) -> StoreError {
+    move |f| match f {
+        Fail::Db(e) => pg_error(context, e),
+        Fail::Data(what) => StoreError::Backend {
+            context,
+            source: what.into(),
+        },
+    }
+}
+
+fn user_from_row(row: &Row) -> Result<UserRecord, Fail> {
+    Ok(UserRecord {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        username: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        is_active: row.try_get(4)?,
+        token_version: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+    })
+}
+
+async fn revoke_all_sessions(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE auth_sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .await?;
+    tx.execute(&stmt, &[&user_id, &now]).await
+}
+
+/// Tells every process that cached API tokens may be stale; runs inside the change's transaction so
+/// that a reader never sees the new epoch without the change.
+async fn bump_epoch(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx
+        .prepare_cached("UPDATE registry_epoch SET value = value + 1 WHERE id = 1")
+        .await?;
+    tx.execute(&stmt, &[]).await?;
+    Ok(())
+}
+
+fn setup(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Setup {
+        context: context.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn pg_error(context: &'static str, e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION {
+            // The unique indexes are named in sql/postgres/V0001__initial.sql.
+            match db.constraint() {
+                Some("users_email_key") => return StoreError::Duplicate(UniqueField::Email),
+                Some("users_username_key") => return StoreError::Duplicate(UniqueField::Username),
+                _ => {}
+            }
+        }
+        // Class 08 is "connection exception"; the others mean the server is going away or full.
+        let unavailable = code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS;
+        return if unavailable {
+            StoreError::Unavailable(Box::new(e))
+        } else {
+            StoreError::Backend {
+                context,
+                source: Box::new(e),
+            }
+        };
+    }
+    // No answer from the server: the connection broke (closed, or an I/O error on the socket).
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Backend {
+            context,
+            source: Box::new(e),
+        }
+    }
+}

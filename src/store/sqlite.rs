@@ -1,0 +1,819 @@
+//! The SQLite back end: one database file, pooled connections (deadpool-sqlite), schema in
+//! `sql/sqlite`.
+//!
+//! rusqlite is blocking, so every operation runs as one closure on a pooled connection's thread
+//! (`interact`). Representation, matching `sql/sqlite/V0001__initial.sql`: UUIDs are 16-byte BLOBs,
+//! times INTEGER microseconds since the Unix epoch, booleans INTEGER 0/1.
+//!
+//! SQLite has one writer at a time. An operation that reads and then writes opens its transaction
+//! with `BEGIN IMMEDIATE`, which takes the write lock up front (waiting up to `busy_timeout`): a
+//! deferred transaction that later tries to upgrade its read lock can fail with `SQLITE_BUSY` at
+//! once, whatever the timeout, when another connection wrote in between.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use rusqlite::types::Type;
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, ffi, params,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
+    RotateOutcome, StoreError, StoreResult, UniqueField, UserRecord,
+};
+use crate::config::DatabaseSettings;
+
+/// The migrations of `sql/sqlite`, compiled in so that the binary needs no files at run time.
+/// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
+mod embedded {
+    refinery::embed_migrations!("sql/sqlite");
+}
+
+/// Run on every new connection. `foreign_keys` is per connection and off by default; `busy_timeout`
+/// makes a writer wait for the lock instead of failing; WAL lets readers run alongside the writer,
+/// and with WAL `synchronous = NORMAL` is still crash-safe (it can only lose the last commits on
+/// power loss).
+const CONNECTION_PRAGMAS: &str = "PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;";
+
+/// Prepared statements kept per connection; more than the number of distinct statements below, so
+/// none is ever re-prepared.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// The columns [`user_from_row`] reads, in its order.
+macro_rules! user_columns {
+    () => {
+        "id, email, username, password_hash, is_active, token_version, created_at, updated_at"
+    };
+}
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: Pool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and its directory; does not migrate.
+    pub(crate) async fn open(path: &Path, settings: &DatabaseSettings) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Setup {
+                    context: format!("creating the database directory {}", dir.display()),
+                    source: Box::new(e),
+                })?;
+        }
+        let acquire = Duration::from_secs(settings.acquire_timeout_secs);
+        let connect = Duration::from_secs(settings.connect_timeout_secs);
+        let pool = Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| setup(path, "configuring the pool for", e))?
+            .max_size(
+                usize::try_from(settings.max_connections)
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+            )
+            .wait_timeout(Some(acquire))
+            .create_timeout(Some(connect))
+            .recycle_timeout(Some(connect))
+            .post_create(Hook::async_fn(|conn, _| {
+                Box::pin(async move {
+                    conn.interact(|c| {
+                        c.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+                        c.execute_batch(CONNECTION_PRAGMAS)
+                    })
+                    .await
+                    .map_err(|e| HookError::message(format!("setting up the connection: {e}")))?
+                    .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(|e| setup(path, "building the pool for", e))?;
+        // Open one connection now: a file that cannot be opened fails start-up with a clear
+        // message, and the switch to WAL (which needs a moment of exclusive access) happens before
+        // there is any concurrency.
+        drop(pool.get().await.map_err(|e| setup(path, "opening", e))?);
+        Ok(SqliteStore {
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `f` on a pooled connection's thread.
+    async fn with_conn<T, F>(&self, context: &'static str, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        match conn.interact(f).await {
+            Ok(result) => result.map_err(|e| sqlite_error(context, e)),
+            // The closure panicked; the pool's recycle check discards the poisoned connection.
+            Err(e) => Err(StoreError::Backend {
+                context,
+                source: format!("connection task failed: {e}").into(),
+            }),
+        }
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction, committed when `f` returns `Ok`.
+    async fn write<T, F>(&self, context: &'static str, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.with_conn(context, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
+    pub(crate) async fn migrate(&self) -> StoreResult<usize> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| setup(&self.path, "opening", e))?;
+        let report = conn
+            .interact(|c| embedded::migrations::runner().run(c))
+            .await
+            .map_err(|e| StoreError::Setup {
+                context: format!(
+                    "migrating {}: the migration task failed",
+                    self.path.display()
+                ),
+                source: e.to_string().into(),
+            })?
+            .map_err(|e| setup(&self.path, "migrating", e))?;
+        Ok(report.applied_migrations().len())
+    }
+
+    /// Time to get a connection and run `SELECT 1` on it, which is what a request would wait for.
+    pub(crate) async fn ping(&self) -> StoreResult<Duration> {
+        let start = Instant::now();
+        self.with_conn("pinging", |c| {
+            c.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+        })
+        .await?;
+        Ok(start.elapsed())
+    }
+
+    // ---- users ----
+
+    pub(crate) async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
+        let user = user.clone();
+        self.with_conn("creating a user", move |c| {
+            let at = micros(user.created_at);
+            c.prepare_cached(concat!(
+                "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 RETURNING ",
+                user_columns!()
+            ))?
+            .query_row(
+                params![user.id, user.email, user.username, user.password_hash, at],
+                user_from_row,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        self.with_conn("reading a user", move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = ?1"
+            ))?
+            .query_row([id], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let email = email.to_owned();
+        // The column's NOCASE collation makes this comparison case-insensitive and lets it use the
+        // unique index.
+        self.with_conn("reading a user by email", move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE email = ?1"
+            ))?
+            .query_row([email], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.with_conn("reading a user by username", move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE username = ?1"
+            ))?
+            .query_row([username], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.with_conn("listing users", |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users ORDER BY created_at, id"
+            ))?
+            .query_map([], user_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn update_profile(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        username: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserRecord>> {
+        if email.is_none() && username.is_none() {
+            // Nothing to change: do not touch updated_at.
+            return self.user_by_id(id).await;
+        }
+        let (email, username) = (email.map(str::to_owned), username.map(str::to_owned));
+        self.with_conn("updating a profile", move |c| {
+            c.prepare_cached(concat!(
+                "UPDATE users
+                 SET email = coalesce(?2, email), username = coalesce(?3, username), updated_at = ?4
+                 WHERE id = ?1
+                 RETURNING ",
+                user_columns!()
+            ))?
+            .query_row(params![id, email, username, micros(now)], user_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn set_password(
+        &self,
+        id: Uuid,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.write("setting a password", move |tx| {
+            let now = micros(now);
+            let found = tx
+                .prepare_cached(
+                    "UPDATE users
+                     SET password_hash = ?2, updated_at = ?3, token_version = token_version + 1
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, hash, now])?
+                > 0;
+            revoke_all_sessions(tx, id, now)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn upgrade_password_hash(
+        &self,
+        id: Uuid,
+        old: &str,
+        new: &str,
+    ) -> StoreResult<bool> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        self.with_conn("upgrading a password hash", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+                )?
+                .execute(params![id, old, new])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.write("changing whether a user is active", move |tx| {
+            let now = micros(now);
+            let found = if active {
+                tx.prepare_cached("UPDATE users SET is_active = 1, updated_at = ?2 WHERE id = ?1")?
+                    .execute(params![id, now])?
+                    > 0
+            } else {
+                let found = tx
+                    .prepare_cached(
+                        "UPDATE users
+                         SET is_active = 0, updated_at = ?2, token_version = token_version + 1
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, now])?
+                    > 0;
+                revoke_all_sessions(tx, id, now)?;
+                found
+            };
+            if found {
+                bump_epoch(tx)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        self.write("deleting a user", move |tx| {
+            // Sessions, refresh tokens, API tokens and skills go with it (ON DELETE CASCADE).
+            let found = tx
+                .prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute([id])?
+                > 0;
+            if found {
+                bump_epoch(tx)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn end_all_sessions(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.write("ending all sessions", move |tx| {
+            let found = tx
+                .prepare_cached("UPDATE users SET token_version = token_version + 1 WHERE id = ?1")?
+                .execute([id])?
+                > 0;
+            revoke_all_sessions(tx, id, micros(now))?;
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn account_counts(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<AccountCounts> {
+        self.with_conn("counting a user's skills and tokens", move |c| {
+            c.prepare_cached(
+                "SELECT
+                    (SELECT count(*) FROM skills WHERE user_id = ?1),
+                    (SELECT count(*) FROM api_tokens
+                     WHERE user_id = ?1 AND is_active = 1
+                       AND (expires_at IS NULL OR expires_at > ?2))",
+            )?
+            .query_row(params![id, micros(now)], |row| {
+                Ok(AccountCounts {
+                    skills: row.get(0)?,
+                    tokens: row.get(1)?,
+                })
+            })
+        })
+        .await
+    }
+
+    // ---- login sessions and refresh tokens ----
+
+    pub(crate) async fn insert_session(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        self.write("starting a session", move |tx| {
+            let now = micros(now);
+            tx.prepare_cached(
+                "INSERT INTO auth_sessions (id, user_id, created_at)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![session_id, user_id, now])?;
+            tx.prepare_cached(
+                "INSERT INTO refresh_tokens (id, session_id, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                refresh.id,
+                session_id,
+                micros(refresh.expires_at),
+                now
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn access_context(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+    ) -> StoreResult<Option<(UserRecord, bool)>> {
+        self.with_conn("reading a user and session", move |c| {
+            // Column order as in user_columns!, so user_from_row can read the first eight.
+            c.prepare_cached(
+                "SELECT u.id, u.email, u.username, u.password_hash, u.is_active, u.token_version,
+                        u.created_at, u.updated_at,
+                        s.id IS NULL OR s.revoked_at IS NOT NULL
+                 FROM users u
+                 LEFT JOIN auth_sessions s ON s.id = ?2 AND s.user_id = u.id
+                 WHERE u.id = ?1",
+            )?
+            .query_row(params![user_id, session_id], |row| {
+                Ok((user_from_row(row)?, row.get(8)?))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn rotate_refresh(
+        &self,
+        old: Uuid,
+        new: NewRefreshToken,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        // BEGIN IMMEDIATE makes the read and the writes below one critical section: a second
+        // rotation of the same token waits, then sees used_at set.
+        self.write("rotating a refresh token", move |tx| {
+            let now = micros(now);
+            let found = tx
+                .prepare_cached(
+                    "SELECT r.session_id, s.user_id, r.expires_at, r.used_at IS NOT NULL,
+                            s.revoked_at IS NOT NULL
+                     FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id
+                     WHERE r.id = ?1",
+                )?
+                .query_row([old], |row| {
+                    Ok((
+                        row.get::<_, Uuid>(0)?,
+                        row.get::<_, Uuid>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, bool>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((session_id, user_id, expires_at, used, revoked)) = found else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            if revoked {
+                return Ok(RotateOutcome::SessionRevoked);
+            }
+            if expires_at <= now {
+                return Ok(RotateOutcome::Unknown);
+            }
+            if used {
+                // A used token presented again: it was copied. End the whole family.
+                tx.prepare_cached(
+                    "UPDATE auth_sessions SET revoked_at = ?2
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![session_id, now])?;
+                return Ok(RotateOutcome::Reused {
+                    session_id,
+                    user_id,
+                });
+            }
+            tx.prepare_cached("UPDATE refresh_tokens SET used_at = ?2 WHERE id = ?1")?
+                .execute(params![old, now])?;
+            tx.prepare_cached(
+                "INSERT INTO refresh_tokens (id, session_id, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![new.id, session_id, micros(new.expires_at), now])?;
+            Ok(RotateOutcome::Rotated {
+                session_id,
+                user_id,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.with_conn("revoking a session", move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE auth_sessions SET revoked_at = ?3
+                     WHERE id = ?2 AND user_id = ?1 AND revoked_at IS NULL",
+                )?
+                .execute(params![user_id, session_id, micros(now)])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        self.write("purging expired sessions", move |tx| {
+            let tokens = tx
+                .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at <= ?1")?
+                .execute([micros(now)])?;
+            let sessions = tx
+                .prepare_cached(
+                    "DELETE FROM auth_sessions
+                     WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r
+                                       WHERE r.session_id = auth_sessions.id)",
+                )?
+                .execute([])?;
+            Ok((tokens + sessions) as u64)
+        })
+        .await
+    }
+
+    // ---- API tokens ----
+
+    pub(crate) async fn insert_api_token(
+        &self,
+        token: &NewApiToken,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
+        let token = token.clone();
+        let inserted = self
+            .write("creating an API token", move |tx| {
+                // The write lock taken by BEGIN IMMEDIATE keeps the count true until the insert.
+                let count: i64 = tx
+                    .prepare_cached("SELECT count(*) FROM api_tokens WHERE user_id = ?1")?
+                    .query_row([token.user_id], |row| row.get(0))?;
+                if count >= i64::from(max_per_user) {
+                    return Ok(false);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO api_tokens
+                         (id, user_id, name, prefix, token_hash, expires_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    token.id,
+                    token.user_id,
+                    token.name,
+                    token.prefix,
+                    token.token_hash,
+                    token.expires_at.map(micros),
+                    micros(token.created_at),
+                ])?;
+                bump_epoch(tx)?;
+                Ok(true)
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::LimitReached)
+        }
+    }
+
+    pub(crate) async fn list_api_tokens(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.with_conn("listing API tokens", move |c| {
+            c.prepare_cached(
+                "SELECT id, user_id, name, prefix,
+                        is_active = 1 AND (expires_at IS NULL OR expires_at > ?2),
+                        created_at, expires_at, last_used_at
+                 FROM api_tokens
+                 WHERE user_id = ?1
+                 ORDER BY created_at DESC, id",
+            )?
+            .query_map(params![user_id, micros(now)], |row| {
+                Ok(ApiTokenRecord {
+                    id: row.get(0)?,
+                    user_id: row.get(1)?,
+                    name: row.get(2)?,
+                    prefix: row.get(3)?,
+                    is_active: row.get(4)?,
+                    created_at: time_at(row, 5)?,
+                    expires_at: opt_time_at(row, 6)?,
+                    last_used_at: opt_time_at(row, 7)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_api_token(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.write("deleting an API token", move |tx| {
+            let found = tx
+                .prepare_cached("DELETE FROM api_tokens WHERE id = ?2 AND user_id = ?1")?
+                .execute(params![user_id, id])?
+                > 0;
+            if found {
+                bump_epoch(tx)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn live_api_tokens(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<LiveApiToken>> {
+        self.with_conn("loading live API tokens", move |c| {
+            c.prepare_cached(
+                "SELECT t.id, t.user_id, t.token_hash, t.expires_at
+                 FROM api_tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.is_active = 1 AND u.is_active = 1
+                   AND (t.expires_at IS NULL OR t.expires_at > ?1)",
+            )?
+            .query_map([micros(now)], |row| {
+                Ok(LiveApiToken {
+                    id: row.get(0)?,
+                    user_id: row.get(1)?,
+                    // rusqlite refuses a BLOB that is not exactly 32 bytes.
+                    token_hash: row.get(2)?,
+                    expires_at: opt_time_at(row, 3)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn record_token_use(
+        &self,
+        uses: &[(Uuid, OffsetDateTime)],
+    ) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let uses: Vec<(Uuid, i64)> = uses.iter().map(|&(id, at)| (id, micros(at))).collect();
+        self.write("recording API token use", move |tx| {
+            // Two-argument max() is SQLite's scalar maximum; coalesce covers a first use.
+            let mut update = tx.prepare_cached(
+                "UPDATE api_tokens SET last_used_at = max(coalesce(last_used_at, ?2), ?2)
+                 WHERE id = ?1",
+            )?;
+            for (id, at) in uses {
+                update.execute(params![id, at])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn registry_epoch(&self) -> StoreResult<i64> {
+        self.with_conn("reading the registry epoch", |c| {
+            c.prepare_cached("SELECT value FROM registry_epoch WHERE id = 1")?
+                .query_row([], |row| row.get(0))
+        })
+        .await
+    }
+}
+
+/// Test-only access to rows the interface does not expose.
+#[cfg(test)]
+impl SqliteStore {
+    pub(crate) async fn insert_skill_for_test(
+        &self,
+        user_id: Uuid,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.with_conn("inserting a test skill", move |c| {
+            c.execute(
+                "INSERT INTO skills
+                     (id, user_id, name, description, skill_dir, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'test', ?3, ?4, ?4)",
+                params![Uuid::new_v4(), user_id, name, micros(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn count_rows_for_test(&self, table: &'static str) -> StoreResult<i64> {
+        self.with_conn("counting test rows", move |c| {
+            c.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+        })
+        .await
+    }
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        username: row.get(2)?,
+        password_hash: row.get(3)?,
+        is_active: row.get(4)?,
+        token_version: row.get(5)?,
+        created_at: time_at(row, 6)?,
+        updated_at: time_at(row, 7)?,
+    })
+}
+
+fn revoke_all_sessions(tx: &Transaction<'_>, user_id: Uuid, now: i64) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
+        "UPDATE auth_sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+    )?
+    .execute(params![user_id, now])
+}
+
+/// Tells every process that cached API tokens may be stale; runs inside the change's transaction so
+/// that a reader never sees the new epoch without the change.
+fn bump_epoch(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE registry_epoch SET value = value + 1 WHERE id = 1")?
+        .execute([])?;
+    Ok(())
+}
+
+/// Microseconds since the Unix epoch; finer digits are dropped (rounding towards the past).
+fn micros(t: OffsetDateTime) -> i64 {
+    let us = t.unix_timestamp_nanos().div_euclid(1_000);
+    // Always in range: the `time` crate's dates span ±9999 years, i64 microseconds ±292,000.
+    i64::try_from(us).unwrap_or(if us < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn from_micros(us: i64) -> Result<OffsetDateTime, time::error::ComponentRange> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+}
+
+fn time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<OffsetDateTime> {
+    from_micros(row.get(idx)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(e)))
+}
+
+fn opt_time_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<OffsetDateTime>> {
+    row.get::<_, Option<i64>>(idx)?
+        .map(|us| {
+            from_micros(us).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(e))
+            })
+        })
+        .transpose()
+}
+
+fn setup(path: &Path, what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Setup {
+        context: format!("{what} the SQLite database {}", path.display()),
+        source: Box::new(e),
+    }
+}
+
+fn sqlite_error(context: &'static str, e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(code, message) = &e {
+        if code.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE {
+            // SQLite names the column, not the index: "UNIQUE constraint failed: users.email".
+            match message.as_deref() {
+                Some("UNIQUE constraint failed: users.email") => {
+                    return StoreError::Duplicate(UniqueField::Email);
+                }
+                Some("UNIQUE constraint failed: users.username") => {
+                    return StoreError::Duplicate(UniqueField::Username);
+                }
+                _ => {}
+            }
+        }
+        // Still locked after busy_timeout: another writer holds the database; worth retrying later.
+        if matches!(
+            code.code,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+        ) {
+            return StoreError::Unavailable(Box::new(e));
+        }
+    }
+    StoreError::Backend {
+        context,
+        source: Box::new(e),
+    }
+}

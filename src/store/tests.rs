@@ -1,0 +1,972 @@
+//! Behaviour tests of both back ends, through [`Store`].
+//!
+//! Each test is an `async fn(Store)` run twice by `on_both_backends!`: on SQLite in a temporary
+//! directory, and on PostgreSQL in a fresh database created for it when `TEST_DATABASE_URL` names a
+//! server it may create databases on (without that variable the PostgreSQL variants pass at once).
+
+use std::future::Future;
+use std::path::Path;
+
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use super::*;
+
+/// A fixed, deliberately non-round instant, so that every test is deterministic and a lost
+/// microsecond would show.
+const T0: OffsetDateTime = datetime!(2031-05-17 08:09:10.123_456 UTC);
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_are_idempotent,
+    duplicate_email_and_username_are_reported_by_field,
+    users_are_found_regardless_of_case_and_listed_oldest_first,
+    timestamps_round_trip_exactly,
+    delete_user_cascades_to_everything_the_user_owns,
+    rotate_refresh_covers_every_outcome,
+    concurrent_rotation_of_one_token_rotates_once,
+    set_password_revokes_sessions_and_bumps_version,
+    end_all_sessions_and_deactivation_revoke_sessions,
+    access_context_and_revoke_session,
+    purge_expired_removes_expired_tokens_and_empty_sessions,
+    live_api_tokens_exclude_expired_tokens_and_inactive_users,
+    api_token_limit_is_enforced,
+    concurrent_api_token_inserts_respect_the_limit,
+    registry_epoch_bumps_on_every_token_relevant_change,
+    record_token_use_never_moves_backwards,
+);
+
+fn settings(url: String) -> DatabaseSettings {
+    DatabaseSettings {
+        url: Some(url),
+        max_connections: 8,
+        connect_timeout_secs: 5,
+        acquire_timeout_secs: 10,
+    }
+}
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    // The file's directory does not exist yet: opening must create it.
+    let path = dir.path().join("nested").join("agentskills.db");
+    let store = Store::open(&settings(format!("sqlite:{}", path.display())), dir.path())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    assert!(path.is_file());
+    test(store).await;
+}
+
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        return;
+    };
+    let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let name = format!("store_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+
+    let opened = Store::open(
+        &settings(with_database(&admin_url, &name)),
+        Path::new("unused"),
+    )
+    .await;
+    // On its own task, so that a failed assertion still lets the database be dropped below.
+    let outcome = match opened {
+        Ok(store) => {
+            assert_eq!(store.backend(), Backend::Postgres);
+            Ok(tokio::spawn(test(store)).await)
+        }
+        Err(e) => Err(e),
+    };
+
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    drop(admin);
+    connection.await.unwrap().unwrap();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(e) => panic!("opening the test database: {e:?}"),
+    }
+}
+
+/// `postgres://user@host:port/db?opts` with `db` replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let authority = rest.split(['/', '?']).next().unwrap();
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://u@h:5432/test", "x"),
+        "postgres://u@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/test?sslmode=disable", "x"),
+        "postgres://u@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgresql://h", "x"), "postgresql://h/x");
+}
+
+// ---- fixtures ----
+
+fn new_user(username: &str, created_at: OffsetDateTime) -> NewUser {
+    NewUser {
+        id: Uuid::new_v4(),
+        email: format!("{}@example.com", username.to_lowercase()),
+        username: username.to_owned(),
+        password_hash: format!("$scrypt$ln=4,r=8,p=1$salt${username}"),
+        created_at,
+    }
+}
+
+async fn add_user(store: &Store, username: &str) -> UserRecord {
+    store.insert_user(&new_user(username, T0)).await.unwrap()
+}
+
+/// Starts a session whose first refresh token expires an hour after T0; returns (session, token).
+async fn add_session(store: &Store, user_id: Uuid) -> (Uuid, Uuid) {
+    let (session, token) = (Uuid::new_v4(), Uuid::new_v4());
+    let refresh = NewRefreshToken {
+        id: token,
+        expires_at: T0 + Duration::hours(1),
+    };
+    store
+        .insert_session(session, user_id, refresh, T0)
+        .await
+        .unwrap();
+    (session, token)
+}
+
+fn new_token(
+    user_id: Uuid,
+    created_at: OffsetDateTime,
+    expires_at: Option<OffsetDateTime>,
+) -> NewApiToken {
+    let mut token_hash = [0; 32];
+    token_hash[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    token_hash[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    NewApiToken {
+        id: Uuid::new_v4(),
+        user_id,
+        name: "laptop".to_owned(),
+        prefix: "ask_live_0123".to_owned(),
+        token_hash,
+        created_at,
+        expires_at,
+    }
+}
+
+fn refresh(expires_at: OffsetDateTime) -> NewRefreshToken {
+    NewRefreshToken {
+        id: Uuid::new_v4(),
+        expires_at,
+    }
+}
+
+async fn count_rows(store: &Store, table: &'static str) -> i64 {
+    match store {
+        Store::Sqlite(s) => s.count_rows_for_test(table).await.unwrap(),
+        Store::Postgres(s) => s.count_rows_for_test(table).await.unwrap(),
+    }
+}
+
+async fn add_skill(store: &Store, user_id: Uuid, name: &str) {
+    match store {
+        Store::Sqlite(s) => s.insert_skill_for_test(user_id, name, T0).await.unwrap(),
+        Store::Postgres(s) => s.insert_skill_for_test(user_id, name, T0).await.unwrap(),
+    }
+}
+
+async fn is_revoked(store: &Store, user_id: Uuid, session_id: Uuid) -> bool {
+    store
+        .access_context(user_id, session_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+}
+
+// ---- tests ----
+
+async fn migrations_are_idempotent(store: Store) {
+    assert!(count_rows(&store, "refinery_schema_history").await >= 1);
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    // The seed row of registry_epoch was not inserted twice.
+    assert_eq!(count_rows(&store, "registry_epoch").await, 1);
+    assert_eq!(store.registry_epoch().await.unwrap(), 0);
+    store.ping().await.unwrap();
+}
+
+async fn duplicate_email_and_username_are_reported_by_field(store: Store) {
+    let alice = add_user(&store, "Alice").await;
+
+    let mut same_email = new_user("Alicia", T0);
+    same_email.email = "ALICE@Example.COM".to_owned();
+    let err = store.insert_user(&same_email).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(UniqueField::Email)),
+        "{err:?}"
+    );
+
+    let mut same_name = new_user("aLiCe", T0);
+    same_name.email = "other@example.com".to_owned();
+    let err = store.insert_user(&same_name).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(UniqueField::Username)),
+        "{err:?}"
+    );
+
+    // Renaming onto someone else's name or email is refused the same way.
+    let bob = add_user(&store, "Bob").await;
+    let err = store
+        .update_profile(bob.id, None, Some("ALICE"), T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(UniqueField::Username)),
+        "{err:?}"
+    );
+    let err = store
+        .update_profile(bob.id, Some("alice@example.com"), None, T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(UniqueField::Email)),
+        "{err:?}"
+    );
+
+    // Changing only the case of one's own username is allowed.
+    let renamed = store
+        .update_profile(alice.id, None, Some("ALICE"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.username, "ALICE");
+    assert_eq!(store.list_users().await.unwrap().len(), 2);
+}
+
+async fn users_are_found_regardless_of_case_and_listed_oldest_first(store: Store) {
+    let older = store
+        .insert_user(&new_user("Zed", T0 - Duration::days(1)))
+        .await
+        .unwrap();
+    let newer = add_user(&store, "Amy").await;
+    assert!(newer.is_active);
+    assert_eq!(newer.token_version, 0);
+    assert_eq!(newer.created_at, T0);
+    assert_eq!(newer.updated_at, T0);
+
+    assert_eq!(
+        store.user_by_email("AMY@EXAMPLE.COM").await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        store.user_by_username("amy").await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(
+        store.user_by_id(newer.id).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(store.user_by_id(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store.user_by_email("nobody@example.com").await.unwrap(),
+        None
+    );
+    assert_eq!(store.user_by_username("nobody").await.unwrap(), None);
+
+    let ids: Vec<Uuid> = store
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(ids, vec![older.id, newer.id]);
+
+    let later = T0 + Duration::minutes(5);
+    let updated = store
+        .update_profile(newer.id, Some("amy@new.example"), None, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (updated.email.as_str(), updated.username.as_str()),
+        ("amy@new.example", "Amy")
+    );
+    assert_eq!(updated.updated_at, later);
+    assert_eq!(updated.created_at, T0);
+    // Nothing to change: the row, updated_at included, stays as it was.
+    let same = store
+        .update_profile(newer.id, None, None, later + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(same, Some(updated));
+    assert_eq!(
+        store
+            .update_profile(Uuid::new_v4(), Some("x@example.com"), None, later)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn timestamps_round_trip_exactly(store: Store) {
+    let instants = [
+        T0,
+        datetime!(1969-12-31 23:59:59.999_999 UTC),
+        datetime!(2262-04-11 23:47:16.854_775 UTC),
+        // Another offset: the same instant comes back (in UTC).
+        datetime!(2031-05-17 10:09:10.000_001 +02:00),
+        super::now(),
+    ];
+    for (i, at) in instants.into_iter().enumerate() {
+        let user = store
+            .insert_user(&new_user(&format!("time{i}"), at))
+            .await
+            .unwrap();
+        assert_eq!(user.created_at, at);
+        let read = store.user_by_id(user.id).await.unwrap().unwrap();
+        assert_eq!((read.created_at, read.updated_at), (at, at));
+
+        let token = new_token(user.id, at, Some(at + Duration::microseconds(1)));
+        store.insert_api_token(&token, 10).await.unwrap();
+        store.record_token_use(&[(token.id, at)]).await.unwrap();
+        let listed = store.list_api_tokens(user.id, at).await.unwrap();
+        assert_eq!(listed[0].created_at, at);
+        assert_eq!(listed[0].expires_at, Some(at + Duration::microseconds(1)));
+        assert_eq!(listed[0].last_used_at, Some(at));
+        // Expiry is exact to the microsecond: live just before, dead at the instant.
+        assert!(listed[0].is_active);
+        let at_expiry = store
+            .list_api_tokens(user.id, at + Duration::microseconds(1))
+            .await
+            .unwrap();
+        assert!(!at_expiry[0].is_active);
+    }
+}
+
+async fn delete_user_cascades_to_everything_the_user_owns(store: Store) {
+    let doomed = add_user(&store, "Doomed").await;
+    let kept = add_user(&store, "Kept").await;
+    for user in [&doomed, &kept] {
+        let (_, token) = add_session(&store, user.id).await;
+        let rotated = store
+            .rotate_refresh(token, refresh(T0 + Duration::hours(1)), T0)
+            .await
+            .unwrap();
+        assert!(matches!(rotated, RotateOutcome::Rotated { .. }));
+        add_session(&store, user.id).await;
+        store
+            .insert_api_token(&new_token(user.id, T0, None), 10)
+            .await
+            .unwrap();
+        add_skill(&store, user.id, "pdf").await;
+        add_skill(&store, user.id, "xlsx").await;
+    }
+    let counts = store.account_counts(doomed.id, T0).await.unwrap();
+    assert_eq!(
+        counts,
+        AccountCounts {
+            skills: 2,
+            tokens: 1
+        }
+    );
+    let epoch = store.registry_epoch().await.unwrap();
+
+    assert!(store.delete_user(doomed.id).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), epoch + 1);
+    assert_eq!(store.user_by_id(doomed.id).await.unwrap(), None);
+    // Only the kept user's rows remain: 2 sessions, 3 refresh tokens, 1 API token, 2 skills.
+    assert_eq!(count_rows(&store, "users").await, 1);
+    assert_eq!(count_rows(&store, "auth_sessions").await, 2);
+    assert_eq!(count_rows(&store, "refresh_tokens").await, 3);
+    assert_eq!(count_rows(&store, "api_tokens").await, 1);
+    assert_eq!(count_rows(&store, "skills").await, 2);
+    assert_eq!(
+        store.account_counts(doomed.id, T0).await.unwrap(),
+        AccountCounts {
+            skills: 0,
+            tokens: 0
+        }
+    );
+    assert_eq!(
+        store.account_counts(kept.id, T0).await.unwrap(),
+        AccountCounts {
+            skills: 2,
+            tokens: 1
+        }
+    );
+
+    // Deleting again changes nothing, the epoch included.
+    assert!(!store.delete_user(doomed.id).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), epoch + 1);
+}
+
+async fn rotate_refresh_covers_every_outcome(store: Store) {
+    let user = add_user(&store, "Rita").await;
+    let (session, first) = add_session(&store, user.id).await;
+    let later = T0 + Duration::minutes(1);
+
+    // Never issued.
+    let outcome = store
+        .rotate_refresh(Uuid::new_v4(), refresh(later + Duration::hours(1)), later)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Unknown);
+
+    // Fresh: rotated, and the new token belongs to the same session and can rotate in turn.
+    let second = refresh(later + Duration::hours(1));
+    let outcome = store.rotate_refresh(first, second, later).await.unwrap();
+    assert_eq!(
+        outcome,
+        RotateOutcome::Rotated {
+            session_id: session,
+            user_id: user.id
+        }
+    );
+    let third = refresh(later + Duration::hours(2));
+    let outcome = store.rotate_refresh(second.id, third, later).await.unwrap();
+    assert_eq!(
+        outcome,
+        RotateOutcome::Rotated {
+            session_id: session,
+            user_id: user.id
+        }
+    );
+    assert!(!is_revoked(&store, user.id, session).await);
+
+    // Used before: reuse, and the whole session is revoked; its newest token no longer works.
+    let outcome = store
+        .rotate_refresh(first, refresh(later + Duration::hours(1)), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        RotateOutcome::Reused {
+            session_id: session,
+            user_id: user.id
+        }
+    );
+    assert!(is_revoked(&store, user.id, session).await);
+    let outcome = store
+        .rotate_refresh(third.id, refresh(later + Duration::hours(3)), later)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::SessionRevoked);
+    // The refused attempts wrote nothing: first, second and third only.
+    assert_eq!(count_rows(&store, "refresh_tokens").await, 3);
+
+    // Expired (at exactly expires_at, too): unknown, and the session is left alone.
+    let (session2, token) = add_session(&store, user.id).await;
+    let expiry = T0 + Duration::hours(1);
+    let outcome = store
+        .rotate_refresh(token, refresh(expiry + Duration::hours(1)), expiry)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Unknown);
+    assert!(!is_revoked(&store, user.id, session2).await);
+    let just_before = expiry - Duration::microseconds(1);
+    let outcome = store
+        .rotate_refresh(token, refresh(expiry + Duration::hours(1)), just_before)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        RotateOutcome::Rotated {
+            session_id: session2,
+            user_id: user.id
+        }
+    );
+}
+
+async fn concurrent_rotation_of_one_token_rotates_once(store: Store) {
+    let user = add_user(&store, "Racer").await;
+    for _ in 0..3 {
+        let (session, token) = add_session(&store, user.id).await;
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .rotate_refresh(token, refresh(T0 + Duration::hours(2)), T0)
+                        .await
+                })
+            })
+            .collect();
+        let mut rotated = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap().unwrap() {
+                RotateOutcome::Rotated { session_id, .. } => {
+                    assert_eq!(session_id, session);
+                    rotated += 1;
+                }
+                // The losers saw the token used (and revoked the session) or the session revoked.
+                RotateOutcome::Reused { session_id, .. } => assert_eq!(session_id, session),
+                RotateOutcome::SessionRevoked => {}
+                RotateOutcome::Unknown => panic!("the token exists and is not expired"),
+            }
+        }
+        assert_eq!(rotated, 1);
+        assert!(is_revoked(&store, user.id, session).await);
+    }
+}
+
+async fn set_password_revokes_sessions_and_bumps_version(store: Store) {
+    let user = add_user(&store, "Pat").await;
+    let other = add_user(&store, "Other").await;
+    let (s1, _) = add_session(&store, user.id).await;
+    let (s2, _) = add_session(&store, user.id).await;
+    let (theirs, _) = add_session(&store, other.id).await;
+
+    let later = T0 + Duration::minutes(3);
+    assert!(
+        store
+            .set_password(user.id, "$scrypt$new", later)
+            .await
+            .unwrap()
+    );
+    let read = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(read.password_hash, "$scrypt$new");
+    assert_eq!(read.token_version, user.token_version + 1);
+    assert_eq!(read.updated_at, later);
+    assert!(is_revoked(&store, user.id, s1).await);
+    assert!(is_revoked(&store, user.id, s2).await);
+    assert!(!is_revoked(&store, other.id, theirs).await);
+    assert!(
+        !store
+            .set_password(Uuid::new_v4(), "$scrypt$x", later)
+            .await
+            .unwrap()
+    );
+
+    // Re-hashing: only from the expected old hash, and sessions and version stay as they are.
+    let (s3, _) = add_session(&store, user.id).await;
+    assert!(
+        !store
+            .upgrade_password_hash(user.id, "$scrypt$stale", "$scrypt$v2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upgrade_password_hash(user.id, "$scrypt$new", "$scrypt$v2")
+            .await
+            .unwrap()
+    );
+    let read = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert_eq!(read.password_hash, "$scrypt$v2");
+    assert_eq!(read.token_version, user.token_version + 1);
+    assert!(!is_revoked(&store, user.id, s3).await);
+}
+
+async fn end_all_sessions_and_deactivation_revoke_sessions(store: Store) {
+    let user = add_user(&store, "Eve").await;
+    let (s1, _) = add_session(&store, user.id).await;
+    assert!(store.end_all_sessions(user.id, T0).await.unwrap());
+    assert!(is_revoked(&store, user.id, s1).await);
+    assert_eq!(
+        store
+            .user_by_id(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .token_version,
+        1
+    );
+    assert!(!store.end_all_sessions(Uuid::new_v4(), T0).await.unwrap());
+
+    let (s2, _) = add_session(&store, user.id).await;
+    assert!(store.set_active(user.id, false, T0).await.unwrap());
+    let read = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(!read.is_active);
+    assert_eq!(read.token_version, 2);
+    assert!(is_revoked(&store, user.id, s2).await);
+
+    // Reactivating does not bring sessions back, nor change the version.
+    assert!(store.set_active(user.id, true, T0).await.unwrap());
+    let read = store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(read.is_active);
+    assert_eq!(read.token_version, 2);
+    assert!(is_revoked(&store, user.id, s2).await);
+}
+
+async fn access_context_and_revoke_session(store: Store) {
+    let user = add_user(&store, "Ann").await;
+    let other = add_user(&store, "Ben").await;
+    let (session, _) = add_session(&store, user.id).await;
+    let (theirs, _) = add_session(&store, other.id).await;
+
+    let (read, revoked) = store
+        .access_context(user.id, session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read, revoked), (user.clone(), false));
+    // A session that does not exist, or is someone else's, counts as revoked.
+    assert!(is_revoked(&store, user.id, Uuid::new_v4()).await);
+    assert!(is_revoked(&store, user.id, theirs).await);
+    assert_eq!(
+        store.access_context(Uuid::new_v4(), session).await.unwrap(),
+        None
+    );
+
+    assert!(!store.revoke_session(user.id, theirs, T0).await.unwrap());
+    assert!(!is_revoked(&store, other.id, theirs).await);
+    assert!(store.revoke_session(user.id, session, T0).await.unwrap());
+    assert!(is_revoked(&store, user.id, session).await);
+    assert!(!store.revoke_session(user.id, session, T0).await.unwrap());
+}
+
+async fn purge_expired_removes_expired_tokens_and_empty_sessions(store: Store) {
+    let user = add_user(&store, "Pia").await;
+    // Session A: its first token is used and the second one lives two hours.
+    let (a, first) = add_session(&store, user.id).await;
+    store
+        .rotate_refresh(first, refresh(T0 + Duration::hours(2)), T0)
+        .await
+        .unwrap();
+    // Session B: its only token expires after an hour.
+    let (b, _) = add_session(&store, user.id).await;
+
+    assert_eq!(store.purge_expired(T0).await.unwrap(), 0);
+    // After the hour: A's first token and B's token, then B itself.
+    assert_eq!(
+        store.purge_expired(T0 + Duration::hours(1)).await.unwrap(),
+        3
+    );
+    assert!(!is_revoked(&store, user.id, a).await);
+    assert!(is_revoked(&store, user.id, b).await);
+    assert_eq!(count_rows(&store, "auth_sessions").await, 1);
+    assert_eq!(count_rows(&store, "refresh_tokens").await, 1);
+    assert_eq!(
+        store.purge_expired(T0 + Duration::hours(3)).await.unwrap(),
+        2
+    );
+    assert_eq!(count_rows(&store, "auth_sessions").await, 0);
+}
+
+async fn live_api_tokens_exclude_expired_tokens_and_inactive_users(store: Store) {
+    let active = add_user(&store, "Active").await;
+    let inactive = add_user(&store, "Inactive").await;
+    let forever = new_token(active.id, T0, None);
+    let later = new_token(
+        active.id,
+        T0 + Duration::seconds(1),
+        Some(T0 + Duration::days(1)),
+    );
+    let expired = new_token(active.id, T0 + Duration::seconds(2), Some(T0));
+    let of_inactive = new_token(inactive.id, T0, None);
+    for token in [&forever, &later, &expired, &of_inactive] {
+        store.insert_api_token(token, 10).await.unwrap();
+    }
+    assert!(store.set_active(inactive.id, false, T0).await.unwrap());
+
+    let mut live = store.live_api_tokens(T0).await.unwrap();
+    live.sort_by_key(|t| t.id);
+    let mut expected = vec![
+        LiveApiToken {
+            id: forever.id,
+            user_id: active.id,
+            token_hash: forever.token_hash,
+            expires_at: None,
+        },
+        LiveApiToken {
+            id: later.id,
+            user_id: active.id,
+            token_hash: later.token_hash,
+            expires_at: later.expires_at,
+        },
+    ];
+    expected.sort_by_key(|t| t.id);
+    assert_eq!(live, expected);
+    // A day on, only the token without expiry is left.
+    let live = store.live_api_tokens(T0 + Duration::days(1)).await.unwrap();
+    assert_eq!(
+        live.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![forever.id]
+    );
+
+    // Listing: newest first, expired ones shown as inactive, no hash anywhere.
+    let listed = store.list_api_tokens(active.id, T0).await.unwrap();
+    let summary: Vec<(Uuid, bool)> = listed.iter().map(|t| (t.id, t.is_active)).collect();
+    assert_eq!(
+        summary,
+        vec![(expired.id, false), (later.id, true), (forever.id, true)]
+    );
+    assert_eq!(listed[1].name, "laptop");
+    assert_eq!(listed[1].prefix, "ask_live_0123");
+    assert_eq!(listed[1].user_id, active.id);
+    assert_eq!(listed[1].last_used_at, None);
+    assert_eq!(
+        store.account_counts(active.id, T0).await.unwrap(),
+        AccountCounts {
+            skills: 0,
+            tokens: 2
+        }
+    );
+    assert!(
+        store
+            .list_api_tokens(Uuid::new_v4(), T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Reactivated, the user's token is live again.
+    assert!(store.set_active(inactive.id, true, T0).await.unwrap());
+    assert_eq!(store.live_api_tokens(T0).await.unwrap().len(), 3);
+}
+
+async fn api_token_limit_is_enforced(store: Store) {
+    let user = add_user(&store, "Lim").await;
+    let other = add_user(&store, "Other").await;
+    store
+        .insert_api_token(&new_token(user.id, T0, None), 2)
+        .await
+        .unwrap();
+    let second = new_token(user.id, T0, Some(T0));
+    store.insert_api_token(&second, 2).await.unwrap();
+    let epoch = store.registry_epoch().await.unwrap();
+
+    // Expired tokens still count: they are listed until deleted.
+    let err = store
+        .insert_api_token(&new_token(user.id, T0, None), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LimitReached), "{err:?}");
+    assert_eq!(store.registry_epoch().await.unwrap(), epoch);
+    assert_eq!(store.list_api_tokens(user.id, T0).await.unwrap().len(), 2);
+    // The limit is per user.
+    store
+        .insert_api_token(&new_token(other.id, T0, None), 2)
+        .await
+        .unwrap();
+
+    assert!(store.delete_api_token(user.id, second.id).await.unwrap());
+    store
+        .insert_api_token(&new_token(user.id, T0, None), 2)
+        .await
+        .unwrap();
+    let err = store
+        .insert_api_token(&new_token(user.id, T0, None), 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LimitReached), "{err:?}");
+}
+
+async fn concurrent_api_token_inserts_respect_the_limit(store: Store) {
+    let user = add_user(&store, "Many").await;
+    let inserts: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let token = new_token(user.id, T0, None);
+            tokio::spawn(async move { store.insert_api_token(&token, 3).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for insert in inserts {
+        match insert.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::LimitReached) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 3);
+    assert_eq!(store.list_api_tokens(user.id, T0).await.unwrap().len(), 3);
+    assert_eq!(store.registry_epoch().await.unwrap(), 3);
+}
+
+async fn registry_epoch_bumps_on_every_token_relevant_change(store: Store) {
+    let user = add_user(&store, "Epoch").await;
+    let other = add_user(&store, "Other").await;
+    let missing = Uuid::new_v4();
+    assert_eq!(store.registry_epoch().await.unwrap(), 0);
+
+    let token = new_token(user.id, T0, None);
+    store.insert_api_token(&token, 10).await.unwrap();
+    assert_eq!(store.registry_epoch().await.unwrap(), 1);
+    // Someone else's token, or none: nothing deleted, no bump.
+    assert!(!store.delete_api_token(other.id, token.id).await.unwrap());
+    assert!(!store.delete_api_token(user.id, missing).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 1);
+    assert!(store.delete_api_token(user.id, token.id).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 2);
+
+    assert!(store.set_active(user.id, false, T0).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 3);
+    assert!(store.set_active(user.id, true, T0).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 4);
+    assert!(!store.set_active(missing, false, T0).await.unwrap());
+    assert!(!store.set_active(missing, true, T0).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 4);
+
+    // Changes that cannot affect API tokens leave it alone.
+    store
+        .set_password(user.id, "$scrypt$other", T0)
+        .await
+        .unwrap();
+    store.end_all_sessions(user.id, T0).await.unwrap();
+    store
+        .update_profile(user.id, Some("epoch@new.example"), None, T0)
+        .await
+        .unwrap();
+    assert_eq!(store.registry_epoch().await.unwrap(), 4);
+
+    assert!(store.delete_user(user.id).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 5);
+    assert!(!store.delete_user(user.id).await.unwrap());
+    assert_eq!(store.registry_epoch().await.unwrap(), 5);
+}
+
+async fn record_token_use_never_moves_backwards(store: Store) {
+    let user = add_user(&store, "User").await;
+    let a = new_token(user.id, T0, None);
+    let b = new_token(user.id, T0 + Duration::seconds(1), None);
+    store.insert_api_token(&a, 10).await.unwrap();
+    store.insert_api_token(&b, 10).await.unwrap();
+    let user_id = user.id;
+    let last_used = move |store: Store| async move {
+        let mut listed = store.list_api_tokens(user_id, T0).await.unwrap();
+        listed.sort_by_key(|t| t.created_at);
+        listed.iter().map(|t| t.last_used_at).collect::<Vec<_>>()
+    };
+
+    // Nothing to write: fine, and nothing changes.
+    store.record_token_use(&[]).await.unwrap();
+    assert_eq!(last_used(store.clone()).await, vec![None, None]);
+
+    let t = |secs: i64| T0 + Duration::seconds(secs);
+    // The same token twice in one batch, out of order, and an unknown id: the latest use wins.
+    store
+        .record_token_use(&[
+            (a.id, t(20)),
+            (Uuid::new_v4(), t(99)),
+            (a.id, t(10)),
+            (b.id, t(5)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_used(store.clone()).await,
+        vec![Some(t(20)), Some(t(5))]
+    );
+
+    // An older use arriving late does not move it back; a newer one moves it on.
+    store
+        .record_token_use(&[(a.id, t(15)), (b.id, t(6))])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_used(store.clone()).await,
+        vec![Some(t(20)), Some(t(6))]
+    );
+    store
+        .record_token_use(&[(a.id, t(20) + Duration::microseconds(1))])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_used(store.clone()).await,
+        vec![Some(t(20) + Duration::microseconds(1)), Some(t(6))]
+    );
+}
+
+// ---- failures ----
+
+#[tokio::test]
+async fn opening_what_cannot_be_opened_is_a_setup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    // The database's directory would have to be created inside a regular file.
+    let url = format!("sqlite:{}", file.join("agentskills.db").display());
+    let err = Store::open(&settings(url), dir.path()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Setup { .. }), "{err:?}");
+
+    // Nothing listens on port 1.
+    let err = Store::open(
+        &settings("postgres://postgres@127.0.0.1:1/none".to_owned()),
+        dir.path(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Setup { .. }), "{err:?}");
+    assert!(!err.to_string().contains("postgres://"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_that_went_away_is_unavailable() {
+    let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+        return;
+    };
+    let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let name = format!("store_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let store = Store::open(
+        &settings(with_database(&admin_url, &name)),
+        Path::new("unused"),
+    )
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+
+    // Ends the pooled connections too; new ones are refused since the database no longer exists.
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = store.user_by_id(Uuid::new_v4()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    }
+    drop(admin);
+    connection.await.unwrap().unwrap();
+}
