@@ -21,6 +21,7 @@ backend_tests!(
     refresh_and_access_tokens_are_never_accepted_for_each_other,
     password_change_needs_the_current_password_and_ends_every_session,
     old_password_hashes_are_upgraded_at_login,
+    saturated_password_hashing_answers_503_with_retry_after,
     no_password_or_token_is_logged_or_stored_in_clear,
 );
 
@@ -446,6 +447,83 @@ async fn old_password_hashes_are_upgraded_at_login(backend: Backend) {
             .login("ann@example.com", "password-123")
             .await
             .status(),
+        StatusCode::OK
+    );
+}
+
+async fn saturated_password_hashing_answers_503_with_retry_after(backend: Backend) {
+    // One hashing slot, a cost that takes some milliseconds, and almost no patience.
+    let app = crate::helpers::spawn_app_with(backend, |s| {
+        s.auth.scrypt_log_n = 12;
+        s.auth.hash_concurrency = 1;
+        s.auth.hash_wait_ms = 1;
+    })
+    .await;
+    // The dummy hash made at start-up may hold the one slot for a moment.
+    let mut registered = false;
+    for _ in 0..100 {
+        match app
+            .register("ann@example.com", "ann", "password-123")
+            .await
+            .status()
+        {
+            StatusCode::CREATED => {
+                registered = true;
+                break;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("register answered {other}"),
+        }
+    }
+    assert!(registered);
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let request = app
+            .request(Method::POST, "/api/v1/auth/login")
+            .json(&json!({"email": "ann@example.com", "password": "password-123"}));
+        logins.spawn(async move {
+            let res = request.send().await.unwrap();
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = res.status();
+            let body: Value = res.json().await.unwrap();
+            (
+                status,
+                retry_after,
+                body["code"].as_str().unwrap_or("").to_owned(),
+            )
+        });
+    }
+    let results = logins.join_all().await;
+    let busy: Vec<_> = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!busy.is_empty(), "no login was turned away: {results:?}");
+    assert!(
+        results.iter().any(|(s, _, _)| *s == StatusCode::OK),
+        "{results:?}"
+    );
+    for (status, retry_after, code) in &results {
+        assert!(
+            *status == StatusCode::OK || *status == StatusCode::SERVICE_UNAVAILABLE,
+            "{results:?}"
+        );
+        if *status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(code, "busy");
+            assert!(
+                retry_after
+                    .as_deref()
+                    .is_some_and(|v| v.parse::<u64>().unwrap() >= 1),
+                "{results:?}"
+            );
+        }
+    }
+    // Once the burst is over, logins go through again.
+    assert_eq!(
+        app.login("ann@example.com", "password-123").await.status(),
         StatusCode::OK
     );
 }

@@ -7,6 +7,7 @@ mod helpers;
 
 mod accounts;
 mod api_tokens;
+mod cli;
 mod credentials;
 mod server;
 mod sessions;

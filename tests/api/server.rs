@@ -223,3 +223,51 @@ async fn the_signing_secret_is_generated_once_and_reused(backend: Backend) {
         StatusCode::OK
     );
 }
+
+/// PostgreSQL only: the database vanishes under a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_503_when_the_database_is_gone() {
+    let Some(Backend::Postgres(admin)) = Backend::postgres() else {
+        eprintln!("TEST_DATABASE_URL is not set: not run");
+        return;
+    };
+    let app = spawn_app(Backend::Postgres(admin.clone())).await;
+    assert_eq!(
+        app.request(Method::GET, "/health")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let url = app.settings.database.url.clone().unwrap();
+    let name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    let res = app.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["database"]["status"], "unavailable");
+    // Requests that need the database fail cleanly, not with a hang.
+    let res = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.login("ann@example.com", "password-123"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
