@@ -87,7 +87,7 @@ enum RegistryMessage {
     Create {
         user_id: Uuid,
         name: TokenName,
-        expires_at: Option<OffsetDateTime>,
+        lifetime: Option<time::Duration>,
         reply: RpcReplyPort<Result<CreatedToken, AppError>>,
     },
     List {
@@ -163,17 +163,18 @@ impl TokenRegistry {
         self.live.load().len()
     }
 
+    /// Creates a token that expires `lifetime` after its creation (`None`: never).
     pub async fn create(
         &self,
         user_id: Uuid,
         name: TokenName,
-        expires_at: Option<OffsetDateTime>,
+        lifetime: Option<time::Duration>,
     ) -> Result<CreatedToken, AppError> {
         ask(&self.actor, self.timeout, "token registry", |reply| {
             RegistryMessage::Create {
                 user_id,
                 name,
-                expires_at,
+                lifetime,
                 reply,
             }
         })
@@ -310,9 +311,9 @@ impl Actor for RegistryActor {
             RegistryMessage::Create {
                 user_id,
                 name,
-                expires_at,
+                lifetime,
                 reply: port,
-            } => reply(port, state.create(user_id, name, expires_at).await),
+            } => reply(port, state.create(user_id, name, lifetime).await),
             RegistryMessage::List {
                 user_id,
                 reply: port,
@@ -355,16 +356,18 @@ impl RegistryState {
         &mut self,
         user_id: Uuid,
         name: TokenName,
-        expires_at: Option<OffsetDateTime>,
+        lifetime: Option<time::Duration>,
     ) -> Result<CreatedToken, AppError> {
         let secret = ApiTokenSecret::generate().map_err(AppError::internal)?;
+        let created_at = store::now();
+        let expires_at = lifetime.map(|l| created_at + l);
         let record = NewApiToken {
             id: Uuid::new_v4(),
             user_id,
             name: name.as_str().to_owned(),
             prefix: secret.shown_prefix(),
             token_hash: secret.hash(),
-            created_at: store::now(),
+            created_at,
             expires_at,
         };
         match self

@@ -37,7 +37,8 @@ pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError>
         Ok(Ok(latency)) => DatabaseHealth {
             backend: state.store.backend().as_str(),
             status: "ok",
-            latency_ms: Some(latency.as_secs_f64() * 1000.0),
+            // Microsecond precision is all a health check needs.
+            latency_ms: Some((latency.as_secs_f64() * 1_000_000.0).round() / 1000.0),
             error: None,
         },
         Ok(Err(e)) => DatabaseHealth {

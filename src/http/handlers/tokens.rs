@@ -106,8 +106,8 @@ pub(crate) async fn create(
         },
     );
     let (name, days) = checks.finish(name.zip(days))?;
-    let expires_at = days.map(|d| crate::store::now() + time::Duration::days(i64::from(d)));
-    let created = state.registry.create(me.user.id, name, expires_at).await?;
+    let lifetime = days.map(|d| time::Duration::days(i64::from(d)));
+    let created = state.registry.create(me.user.id, name, lifetime).await?;
     tracing::info!(user_id = %me.user.id, token_id = %created.id, "API token created");
     Ok(json(
         StatusCode::CREATED,
