@@ -158,64 +158,48 @@ impl PgStore {
     }
 
     pub(crate) async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
-        let client = self.client().await?;
-        let run = async {
-            let stmt = client
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    " FROM users WHERE id = $1"
-                ))
-                .await?;
-            client
-                .query_opt(&stmt, &[&id])
-                .await?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        };
-        run.await.map_err(fail("reading a user"))
+        let sql = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        self.one_user(sql, &id, "reading a user").await
     }
 
     pub(crate) async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        let client = self.client().await?;
-        let run = async {
-            // Written as lower(email) so that the unique index users_email_key serves it.
-            let stmt = client
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    " FROM users WHERE lower(email) = lower($1)"
-                ))
-                .await?;
-            client
-                .query_opt(&stmt, &[&email])
-                .await?
-                .as_ref()
-                .map(user_from_row)
-                .transpose()
-        };
-        run.await.map_err(fail("reading a user by email"))
+        // Written as lower(email) so that the unique index users_email_key serves it.
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE lower(email) = lower($1)"
+        );
+        self.one_user(sql, &email, "reading a user by email").await
     }
 
     pub(crate) async fn user_by_username(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let sql = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE lower(username) = lower($1)"
+        );
+        self.one_user(sql, &username, "reading a user by username")
+            .await
+    }
+
+    /// Runs a query for at most one user with one parameter.
+    async fn one_user(
+        &self,
+        sql: &'static str,
+        param: &(dyn tokio_postgres::types::ToSql + Sync),
+        context: &'static str,
+    ) -> StoreResult<Option<UserRecord>> {
         let client = self.client().await?;
         let run = async {
-            let stmt = client
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    " FROM users WHERE lower(username) = lower($1)"
-                ))
-                .await?;
+            let stmt = client.prepare_cached(sql).await?;
             client
-                .query_opt(&stmt, &[&username])
+                .query_opt(&stmt, &[param])
                 .await?
                 .as_ref()
                 .map(user_from_row)
                 .transpose()
         };
-        run.await.map_err(fail("reading a user by username"))
+        run.await.map_err(fail(context))
     }
 
     pub(crate) async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {

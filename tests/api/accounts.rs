@@ -293,12 +293,7 @@ async fn update_me_refuses_duplicates_and_invalid_values(backend: Backend) {
         "validation-error",
     )
     .await;
-    let me: Value = app
-        .get_auth("/api/v1/users/me", &ann.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = app.get_json("/api/v1/users/me", &ann.access).await;
     assert_eq!(
         (me["email"].as_str(), me["username"].as_str()),
         (Some("ann@example.com"), Some("ann"))

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, expect_error, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, expect_error, spawn_app, spawn_app_with};
 
 backend_tests!(
     a_created_token_is_shown_once_and_listed_without_its_secret,
@@ -119,12 +119,7 @@ async fn token_requests_are_validated(backend: Backend) {
         .await
         .unwrap();
     expect_error(res, StatusCode::UNAUTHORIZED, "not-authenticated").await;
-    let listed: Value = app
-        .get_auth("/api/v1/tokens", &ann.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/tokens", &ann.access).await;
     assert_eq!(listed["total"], 0);
 }
 
@@ -146,11 +141,8 @@ async fn tokens_per_user_are_capped(backend: Backend) {
     app.api_token(&bob, "one").await;
     // Deleting one makes room.
     let res = app
-        .request(Method::DELETE, &format!("/api/v1/tokens/{second}"))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap();
+        .delete_auth(&format!("/api/v1/tokens/{second}"), &ann.access)
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     app.api_token(&ann, "three").await;
 }
@@ -191,27 +183,16 @@ async fn a_revoked_token_fails_on_its_next_request(backend: Backend) {
     let (_, kept) = app.api_token(&ann, "desktop").await;
     assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
     let res = app
-        .request(Method::DELETE, &format!("/api/v1/tokens/{id}"))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap();
+        .delete_auth(&format!("/api/v1/tokens/{id}"), &ann.access)
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.mcp_status(&token).await, StatusCode::UNAUTHORIZED);
     assert_eq!(app.mcp_status(&kept).await, StatusCode::NOT_IMPLEMENTED);
     let res = app
-        .request(Method::DELETE, &format!("/api/v1/tokens/{id}"))
-        .bearer_auth(&ann.access)
-        .send()
-        .await
-        .unwrap();
+        .delete_auth(&format!("/api/v1/tokens/{id}"), &ann.access)
+        .await;
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
-    let listed: Value = app
-        .get_auth("/api/v1/tokens", &ann.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/tokens", &ann.access).await;
     assert_eq!(listed["total"], 1);
 }
 
@@ -221,30 +202,17 @@ async fn another_users_token_is_not_found(backend: Backend) {
     let bob = app.user("bob").await;
     let (ann_token_id, ann_token) = app.api_token(&ann, "laptop").await;
     let res = app
-        .request(Method::DELETE, &format!("/api/v1/tokens/{ann_token_id}"))
-        .bearer_auth(&bob.access)
-        .send()
-        .await
-        .unwrap();
+        .delete_auth(&format!("/api/v1/tokens/{ann_token_id}"), &bob.access)
+        .await;
     expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
     for path in [
         format!("/api/v1/tokens/{}", uuid::Uuid::new_v4()),
         "/api/v1/tokens/not-a-uuid".to_owned(),
     ] {
-        let res = app
-            .request(Method::DELETE, &path)
-            .bearer_auth(&bob.access)
-            .send()
-            .await
-            .unwrap();
+        let res = app.delete_auth(&path, &bob.access).await;
         expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
     }
-    let listed: Value = app
-        .get_auth("/api/v1/tokens", &bob.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/tokens", &bob.access).await;
     assert_eq!(listed["total"], 0);
     assert_eq!(
         app.mcp_status(&ann_token).await,
@@ -276,12 +244,7 @@ async fn use_times_are_batched_and_flushed(backend: Backend) {
     // Not written per request (the flush interval is 30 s) ...
     assert_eq!(stored().await, None);
     // ... but shown at once ...
-    let listed: Value = app
-        .get_auth("/api/v1/tokens", &ann.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/tokens", &ann.access).await;
     let shown = listed["items"][0]["last_used_at"]
         .as_str()
         .unwrap()
@@ -337,21 +300,7 @@ async fn changes_made_by_other_processes_are_picked_up(backend: Backend) {
     );
 
     // A token written by another process becomes usable.
-    let secret = format!("ask_live_{}", "ab".repeat(32));
-    let record = NewApiToken {
-        id: uuid::Uuid::new_v4(),
-        user_id,
-        name: "elsewhere".into(),
-        prefix: secret[..17].to_owned(),
-        token_hash: *blake3::hash(secret.as_bytes()).as_bytes(),
-        created_at: store::now(),
-        expires_at: None,
-    };
-    app.state
-        .store
-        .insert_api_token(&record, 100)
-        .await
-        .unwrap();
+    let (record, secret) = insert_directly(&app, user_id, None).await;
     assert!(
         wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
         "new token not picked up"
@@ -374,22 +323,8 @@ async fn expired_tokens_stop_working(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.tokens.sync_interval_secs = 1).await;
     let ann = app.user("ann").await;
     let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
-    let secret = format!("ask_live_{}", "cd".repeat(32));
     let expires_at = store::now() + time::Duration::seconds(4);
-    let record = NewApiToken {
-        id: uuid::Uuid::new_v4(),
-        user_id,
-        name: "short-lived".into(),
-        prefix: secret[..17].to_owned(),
-        token_hash: *blake3::hash(secret.as_bytes()).as_bytes(),
-        created_at: store::now(),
-        expires_at: Some(expires_at),
-    };
-    app.state
-        .store
-        .insert_api_token(&record, 100)
-        .await
-        .unwrap();
+    let (_, secret) = insert_directly(&app, user_id, Some(expires_at)).await;
     assert!(
         wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
         "token never worked"
@@ -400,20 +335,34 @@ async fn expired_tokens_stop_working(backend: Backend) {
     ))
     .await;
     assert_eq!(app.mcp_status(&secret).await, StatusCode::UNAUTHORIZED);
-    let listed: Value = app
-        .get_auth("/api/v1/tokens", &ann.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/tokens", &ann.access).await;
     assert_eq!(listed["items"][0]["is_active"], false);
-    let me: Value = app
-        .get_auth("/api/v1/users/me", &ann.access)
-        .await
-        .json()
+    let me: Value = app.get_json("/api/v1/users/me", &ann.access).await;
+    assert_eq!(me["token_count"], 0);
+}
+
+/// Writes a token straight to the database, as another process would; returns it and its secret.
+async fn insert_directly(
+    app: &TestApp,
+    user_id: uuid::Uuid,
+    expires_at: Option<time::OffsetDateTime>,
+) -> (NewApiToken, String) {
+    let secret = agentskills_mcp::domain::ApiTokenSecret::generate().unwrap();
+    let record = NewApiToken {
+        id: uuid::Uuid::new_v4(),
+        user_id,
+        name: "elsewhere".into(),
+        prefix: secret.shown_prefix(),
+        token_hash: secret.hash(),
+        created_at: store::now(),
+        expires_at,
+    };
+    app.state
+        .store
+        .insert_api_token(&record, 100)
         .await
         .unwrap();
-    assert_eq!(me["token_count"], 0);
+    (record, secret.expose().to_owned())
 }
 
 /// Polls `check` for up to 10 s.

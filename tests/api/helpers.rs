@@ -162,6 +162,19 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn delete_auth(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET` with a bearer token, expecting a JSON body.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get_auth(path, token).await.json().await.unwrap()
+    }
+
     pub async fn register(&self, email: &str, username: &str, password: &str) -> Response {
         self.post_json(
             "/api/v1/auth/register",
