@@ -177,7 +177,6 @@ impl Default for LogSettings {
 enum Kind {
     Str,
     Int,
-    Bool,
 }
 
 /// Every environment variable that overrides a setting: (variable, `section.key`).
@@ -241,7 +240,6 @@ fn kind_of(path: &str) -> Kind {
     match path {
         "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
         | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
-        _ if path.ends_with("_enabled") => Kind::Bool,
         _ => Kind::Int,
     }
 }
@@ -439,13 +437,6 @@ fn env_value(var: &str, path: &str, raw: &str) -> Result<toml::Value, ConfigErro
                 "environment variable {var} (setting `{path}`): expected a whole number, got {raw:?}"
             ))
         }),
-        Kind::Bool => match raw.trim() {
-            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
-            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
-            _ => Err(ConfigError(format!(
-                "environment variable {var} (setting `{path}`): expected true or false, got {raw:?}"
-            ))),
-        },
     }
 }
 
