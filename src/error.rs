@@ -160,8 +160,14 @@ impl From<StoreError> for AppError {
                 code: match field {
                     crate::store::UniqueField::Email => "email-taken",
                     crate::store::UniqueField::Username => "username-taken",
+                    crate::store::UniqueField::SkillName => "skill-exists",
                 },
-                detail: format!("this {} is already registered", field.as_str()),
+                detail: match field {
+                    crate::store::UniqueField::SkillName => {
+                        "you already have a skill of this name".to_owned()
+                    }
+                    _ => format!("this {} is already registered", field.as_str()),
+                },
             },
             other => AppError::Internal(Box::new(other)),
         }

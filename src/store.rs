@@ -36,6 +36,8 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum UniqueField {
     Email,
     Username,
+    /// A user's skill names are unique.
+    SkillName,
 }
 
 impl UniqueField {
@@ -43,6 +45,7 @@ impl UniqueField {
         match self {
             UniqueField::Email => "email",
             UniqueField::Username => "username",
+            UniqueField::SkillName => "skill name",
         }
     }
 }
@@ -179,6 +182,30 @@ pub struct LiveApiToken {
     pub user_id: Uuid,
     pub token_hash: [u8; 32],
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A skill row. The folder `<data_dir>/skills/<user_id>/<name>/` holds its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkillRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: String,
+    /// The folder, relative to `<data_dir>/skills` (`<user_id>/<name>`).
+    pub skill_dir: String,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSkill {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub skill_dir: String,
+    pub created_at: OffsetDateTime,
 }
 
 /// Counts shown on `GET /users/me`.
@@ -371,6 +398,35 @@ impl Store {
     /// Deletes refresh tokens past their expiry and sessions left with none; returns rows removed.
     pub async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
         dispatch!(self.purge_expired(now))
+    }
+
+    // ---- skills ----
+
+    /// Inserts a skill; `Duplicate(SkillName)` if the user already has one of that name.
+    pub async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
+        dispatch!(self.insert_skill(skill))
+    }
+
+    /// Every skill of the user, by name.
+    pub async fn skills_of_user(&self, user_id: Uuid) -> StoreResult<Vec<SkillRecord>> {
+        dispatch!(self.skills_of_user(user_id))
+    }
+
+    /// Changes what is given and sets `updated_at`; `None` if the user has no such skill.
+    pub async fn update_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        description: Option<&str>,
+        is_active: Option<bool>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SkillRecord>> {
+        dispatch!(self.update_skill(user_id, id, description, is_active, now))
+    }
+
+    /// Deletes the user's skill; `false` if they have no such skill.
+    pub async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        dispatch!(self.delete_skill(user_id, id))
     }
 
     // ---- API tokens ----
