@@ -10,9 +10,11 @@
 
 #![allow(clippy::expect_used, clippy::print_stdout, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
+
+use support::{ms, rss_kib, start, summary};
 
 use serde_json::json;
 
@@ -22,95 +24,6 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(run());
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a fresh data dir; returns it with the time until `/health` said 200.
-async fn start(client: &reqwest::Client) -> (Server, Duration) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("AGENTSKILLS_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(url) = line.split("listening on ").nth(1) {
-                let _ = tx.send(url.split_whitespace().next().unwrap_or_default().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server says where it listens");
-    loop {
-        if let Ok(res) = client.get(format!("{base}/health")).send().await
-            && res.status() == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let elapsed = started.elapsed();
-    (
-        Server {
-            child,
-            base,
-            _dir: dir,
-        },
-        elapsed,
-    )
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn summary(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "n={} min {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
-        samples.len(),
-        ms(samples[0]),
-        ms(pick(0.5)),
-        ms(pick(0.9)),
-        ms(samples[samples.len() - 1])
-    )
 }
 
 async fn run() {

@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod token_registry;
+pub mod workspace;
+pub mod workspaces;
 
 use std::time::Duration;
 

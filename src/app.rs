@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::actors::auth::{AuthCore, AuthService};
 use crate::actors::token_registry::TokenRegistry;
+use crate::actors::workspace::{IndexedSkill, staging_root};
+use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
 use crate::store::{Store, StoreError};
@@ -34,7 +36,22 @@ pub struct AppState {
     pub store: Store,
     pub auth: AuthService,
     pub registry: TokenRegistry,
+    pub workspaces: Workspaces,
     pub started: Instant,
+}
+
+impl AppState {
+    /// `<data_dir>/skills`: one folder per user, each holding one folder per skill.
+    pub fn skills_root(&self) -> PathBuf {
+        self.settings.server.data_dir.join("skills")
+    }
+
+    /// The folder of a skill.
+    pub fn skill_dir(&self, skill: &IndexedSkill) -> PathBuf {
+        self.skills_root()
+            .join(skill.record.user_id.to_string())
+            .join(&skill.record.name)
+    }
 }
 
 /// Why the server could not start. Each message names what to fix.
@@ -77,6 +94,25 @@ impl App {
             None => load_or_create_secret(&data_dir)?,
         };
         let store = Store::open(&settings.database, &data_dir).await?;
+        let skills_root = data_dir.join("skills");
+        // Uploads a crash interrupted: staged folders never swapped into place.
+        let staging = staging_root(&skills_root);
+        match tokio::task::spawn_blocking(move || crate::skills::files::clean_staging(&staging))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::warn!(folders = n, "removed uploads left unfinished by a crash"),
+            Ok(Err(e)) => {
+                return Err(StartError::DataDir {
+                    path: skills_root,
+                    source: e,
+                });
+            }
+            Err(e) => return Err(StartError::Actor(e.to_string())),
+        }
+        let workspaces = Workspaces::start(store.clone(), skills_root, settings.skills.clone())
+            .await
+            .map_err(StartError::Actor)?;
         let (registry, _) = TokenRegistry::start(store.clone(), &settings.tokens)
             .await
             .map_err(|e| StartError::Actor(e.to_string()))?;
@@ -87,7 +123,7 @@ impl App {
             hasher,
             jwt: JwtKeys::new(&secret, &settings.auth),
             registry: registry.clone(),
-            data_dir: data_dir.clone(),
+            workspaces: workspaces.clone(),
         };
         let (auth, _) = AuthService::start(core, hash_wait)
             .await
@@ -117,6 +153,7 @@ impl App {
             store,
             auth,
             registry,
+            workspaces,
             started,
         });
         Ok(App { listener, state })

@@ -26,6 +26,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
+    pub skills: SkillSettings,
     pub log: LogSettings,
 }
 
@@ -96,6 +97,24 @@ pub struct TokenSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SkillSettings {
+    /// Largest single file in a skill (bytes).
+    pub max_file_bytes: u64,
+    /// Largest skill, all its files together (bytes).
+    pub max_skill_bytes: u64,
+    /// Most files in one skill.
+    pub max_skill_files: usize,
+    /// Most bytes of skills one user may keep.
+    pub max_user_bytes: u64,
+    /// Largest upload request body (bytes); larger gets 413.
+    pub max_upload_bytes: u64,
+    /// A user's workspace actor stops after this many seconds without use (it is started again on
+    /// demand).
+    pub workspace_idle_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// A tracing filter: `info`, `debug`, `agentskills_mcp=debug,info`, …
     pub level: String,
@@ -158,6 +177,19 @@ impl Default for TokenSettings {
             max_per_user: 100,
             last_used_flush_secs: 30,
             sync_interval_secs: 5,
+        }
+    }
+}
+
+impl Default for SkillSettings {
+    fn default() -> Self {
+        SkillSettings {
+            max_file_bytes: 10 * 1024 * 1024,
+            max_skill_bytes: 16 * 1024 * 1024,
+            max_skill_files: 512,
+            max_user_bytes: 100 * 1024 * 1024,
+            max_upload_bytes: 20 * 1024 * 1024,
+            workspace_idle_secs: 300,
         }
     }
 }
@@ -231,6 +263,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_TOKEN_SYNC_INTERVAL_SECS",
         "tokens.sync_interval_secs",
+    ),
+    ("AGENTSKILLS_MAX_FILE_BYTES", "skills.max_file_bytes"),
+    ("AGENTSKILLS_MAX_SKILL_BYTES", "skills.max_skill_bytes"),
+    ("AGENTSKILLS_MAX_SKILL_FILES", "skills.max_skill_files"),
+    ("AGENTSKILLS_MAX_USER_BYTES", "skills.max_user_bytes"),
+    ("AGENTSKILLS_MAX_UPLOAD_BYTES", "skills.max_upload_bytes"),
+    (
+        "AGENTSKILLS_WORKSPACE_IDLE_SECS",
+        "skills.workspace_idle_secs",
     ),
     ("AGENTSKILLS_LOG", "log.level"),
     ("AGENTSKILLS_LOG_FORMAT", "log.format"),
@@ -405,6 +446,33 @@ impl Settings {
         .is_err()
         {
             return fail("auth.scrypt_*", "these scrypt parameters are out of range");
+        }
+        let sk = &self.skills;
+        for (name, value) in [
+            ("skills.max_file_bytes", sk.max_file_bytes),
+            ("skills.max_skill_bytes", sk.max_skill_bytes),
+            ("skills.max_user_bytes", sk.max_user_bytes),
+            ("skills.max_upload_bytes", sk.max_upload_bytes),
+            ("skills.workspace_idle_secs", sk.workspace_idle_secs),
+        ] {
+            if value == 0 {
+                return fail(name, "must be at least 1");
+            }
+        }
+        if sk.max_skill_files == 0 {
+            return fail("skills.max_skill_files", "must be at least 1");
+        }
+        if sk.max_file_bytes > sk.max_skill_bytes {
+            return fail(
+                "skills.max_file_bytes",
+                "must not exceed skills.max_skill_bytes",
+            );
+        }
+        if sk.max_skill_bytes > sk.max_user_bytes {
+            return fail(
+                "skills.max_skill_bytes",
+                "must not exceed skills.max_user_bytes",
+            );
         }
         if self.tokens.max_per_user == 0 {
             return fail("tokens.max_per_user", "must be at least 1");

@@ -5,6 +5,8 @@
 
 mod account;
 mod api_token;
+mod skill;
 
 pub use account::{Email, Password, Username};
 pub use api_token::{ApiTokenSecret, TOKEN_PREFIX, TokenName};
+pub use skill::{SkillName, SkillPath};

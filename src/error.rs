@@ -39,6 +39,12 @@ pub enum AppError {
     /// 400 with a specific code, for requests that conflict with existing state.
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
+    /// 413 with a specific code: a size or count limit other than the request body's.
+    #[error("{detail}")]
+    TooLarge { code: &'static str, detail: String },
+    /// 422 with a specific code: well-formed input that breaks a rule (a `SKILL.md`, a path).
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     /// 401: no credentials, or credentials that are not (or no longer) valid.
     #[error("{detail}")]
     Unauthorized {
@@ -103,9 +109,9 @@ impl AppError {
             AppError::NotFound(_) | AppError::NoRoute => 404,
             AppError::MethodNotAllowed(_) => 405,
             AppError::BodyTimeout => 408,
-            AppError::PayloadTooLarge(_) => 413,
+            AppError::PayloadTooLarge(_) | AppError::TooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
-            AppError::Validation(_) => 422,
+            AppError::Validation(_) | AppError::Unprocessable { .. } => 422,
             AppError::Internal(_) => 500,
             AppError::NotImplemented(_) => 501,
             AppError::Busy(_) | AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => 503,
@@ -118,6 +124,8 @@ impl AppError {
             AppError::Validation(_) => "validation-error",
             AppError::InvalidJson(_) => "invalid-json",
             AppError::BadRequest { code, .. }
+            | AppError::TooLarge { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::Forbidden { code, .. } => code,
             AppError::NotFound(_) => "not-found",

@@ -11,4 +11,5 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod skills;
 pub mod store;

@@ -13,7 +13,6 @@
 //! session; a per-user token version ends every JWT on logout-everywhere, password change and
 //! deactivation; hashes made with older parameters are upgraded at login.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::token_registry::TokenRegistry;
+use super::workspaces::Workspaces;
 use super::{ask, reply};
 use crate::auth::{HashError, JwtKeys, PasswordHasher, TokenKind, TokenRejected};
 use crate::domain::{Email, Password, Username};
@@ -112,8 +112,7 @@ pub struct AuthCore {
     pub hasher: PasswordHasher,
     pub jwt: JwtKeys,
     pub registry: TokenRegistry,
-    /// Users' skill folders live under `<data_dir>/skills/<user_id>`.
-    pub data_dir: PathBuf,
+    pub workspaces: Workspaces,
 }
 
 impl AuthService {
@@ -465,21 +464,9 @@ impl AuthCore {
             .await?;
         self.store.delete_user(user.user.id).await?;
         self.registry.forget_user(user.user.id).await?;
-        let folder = self.data_dir.join("skills").join(user.user.id.to_string());
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&folder) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await;
         // The account is gone either way; a folder left behind is logged for the operator.
-        match removed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(user_id = %user.user.id, error = %e, "could not remove a deleted user's skill folder")
-            }
-            Err(e) => {
-                tracing::error!(user_id = %user.user.id, error = %e, "skill folder removal did not finish")
-            }
+        if let Err(e) = self.workspaces.remove_user(user.user.id).await {
+            tracing::error!(user_id = %user.user.id, error = %e, "could not remove a deleted user's skill folder");
         }
         tracing::info!(user_id = %user.user.id, "account deleted");
         Ok(())

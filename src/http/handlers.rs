@@ -3,6 +3,7 @@
 pub(crate) mod accounts;
 pub(crate) mod health;
 pub(crate) mod mcp;
+pub(crate) mod skills;
 pub(crate) mod tokens;
 
 use crate::error::{AppError, FieldError};

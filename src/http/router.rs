@@ -12,13 +12,13 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use uuid::Uuid;
 
-use super::handlers::{accounts, health, mcp, tokens};
+use super::handlers::{accounts, health, mcp, skills, tokens};
 use super::{Body, response};
 use crate::app::AppState;
 use crate::error::AppError;
 
 /// Every operation the service answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
     Register,
@@ -32,6 +32,16 @@ pub enum Endpoint {
     ListTokens,
     CreateToken,
     DeleteToken(Uuid),
+    ListSkills,
+    CreateSkill,
+    UploadSkill,
+    GetSkill(Uuid),
+    UpdateSkill(Uuid),
+    DeleteSkill(Uuid),
+    ListSkillFiles(Uuid),
+    /// The skill and the file's path as it appears in the URL (still percent-encoded).
+    GetSkillFile(Uuid, String),
+    ExportSkill(Uuid),
     Mcp,
 }
 
@@ -62,6 +72,28 @@ impl Endpoint {
                     ("GET", Endpoint::ListTokens),
                     ("POST", Endpoint::CreateToken),
                 ],
+                ["skills"] => vec![
+                    ("GET", Endpoint::ListSkills),
+                    ("POST", Endpoint::CreateSkill),
+                ],
+                ["skills", "upload"] => vec![("POST", Endpoint::UploadSkill)],
+                ["skills", id, rest @ ..] => {
+                    // A skill id that is not a UUID names no skill of anyone's.
+                    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("skill"))?;
+                    match rest {
+                        [] => vec![
+                            ("GET", Endpoint::GetSkill(id)),
+                            ("PUT", Endpoint::UpdateSkill(id)),
+                            ("DELETE", Endpoint::DeleteSkill(id)),
+                        ],
+                        ["files"] => vec![("GET", Endpoint::ListSkillFiles(id))],
+                        ["files", path @ ..] => {
+                            vec![("GET", Endpoint::GetSkillFile(id, path.join("/")))]
+                        }
+                        ["export"] => vec![("GET", Endpoint::ExportSkill(id))],
+                        _ => return Err(AppError::NoRoute),
+                    }
+                }
                 ["tokens", id] => {
                     if method != Method::DELETE {
                         return Err(AppError::MethodNotAllowed(vec!["DELETE"]));
@@ -76,7 +108,7 @@ impl Endpoint {
         choices
             .iter()
             .find(|(m, _)| *m == method.as_str())
-            .map(|(_, endpoint)| *endpoint)
+            .map(|(_, endpoint)| endpoint.clone())
             .ok_or_else(|| AppError::MethodNotAllowed(choices.iter().map(|(m, _)| *m).collect()))
     }
 
@@ -95,6 +127,15 @@ impl Endpoint {
             Endpoint::ListTokens => "tokens.list",
             Endpoint::CreateToken => "tokens.create",
             Endpoint::DeleteToken(_) => "tokens.delete",
+            Endpoint::ListSkills => "skills.list",
+            Endpoint::CreateSkill => "skills.create",
+            Endpoint::UploadSkill => "skills.upload",
+            Endpoint::GetSkill(_) => "skills.get",
+            Endpoint::UpdateSkill(_) => "skills.update",
+            Endpoint::DeleteSkill(_) => "skills.delete",
+            Endpoint::ListSkillFiles(_) => "skills.files.list",
+            Endpoint::GetSkillFile(..) => "skills.files.get",
+            Endpoint::ExportSkill(_) => "skills.export",
             Endpoint::Mcp => "mcp",
         }
     }
@@ -154,6 +195,15 @@ async fn dispatch(
         Endpoint::ListTokens => tokens::list(state, req).await,
         Endpoint::CreateToken => tokens::create(state, req).await,
         Endpoint::DeleteToken(id) => tokens::delete(state, req, id).await,
+        Endpoint::ListSkills => skills::list(state, req).await,
+        Endpoint::CreateSkill => skills::create(state, req).await,
+        Endpoint::UploadSkill => skills::upload(state, req).await,
+        Endpoint::GetSkill(id) => skills::get(state, req, id).await,
+        Endpoint::UpdateSkill(id) => skills::update(state, req, id).await,
+        Endpoint::DeleteSkill(id) => skills::delete(state, req, id).await,
+        Endpoint::ListSkillFiles(id) => skills::list_files(state, req, id).await,
+        Endpoint::GetSkillFile(id, path) => skills::get_file(state, req, id, &path).await,
+        Endpoint::ExportSkill(id) => skills::export(state, req, id).await,
         Endpoint::Mcp => mcp::mcp(state, req).await,
     }
 }

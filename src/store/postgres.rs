@@ -17,8 +17,8 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
-    RotateOutcome, StoreError, StoreResult, UniqueField, UserRecord,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
+    RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
 
@@ -37,6 +37,13 @@ const MIGRATION_LOCK_KEY: i64 = 0x6167_736b;
 macro_rules! user_columns {
     () => {
         "id, email, username, password_hash, is_active, token_version, created_at, updated_at"
+    };
+}
+
+/// The columns [`skill_from_row`] reads, in its order.
+macro_rules! skill_columns {
+    () => {
+        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at"
     };
 }
 
@@ -571,6 +578,101 @@ impl PgStore {
         run.await.map_err(fail("purging expired sessions"))
     }
 
+    // ---- skills ----
+
+    pub(crate) async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "INSERT INTO skills
+                         (id, user_id, name, description, skill_dir, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     RETURNING ",
+                    skill_columns!()
+                ))
+                .await?;
+            let row = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &skill.id,
+                        &skill.user_id,
+                        &skill.name,
+                        &skill.description,
+                        &skill.skill_dir,
+                        &skill.created_at,
+                    ],
+                )
+                .await?;
+            skill_from_row(&row)
+        };
+        run.await.map_err(fail("creating a skill"))
+    }
+
+    pub(crate) async fn skills_of_user(&self, user_id: Uuid) -> StoreResult<Vec<SkillRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            // COLLATE "C" orders names by their UTF-8 bytes, as SQLite's BINARY collation does,
+            // whatever the database's collation.
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    skill_columns!(),
+                    " FROM skills WHERE user_id = $1 ORDER BY name COLLATE \"C\", id"
+                ))
+                .await?;
+            client
+                .query(&stmt, &[&user_id])
+                .await?
+                .iter()
+                .map(skill_from_row)
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing skills"))
+    }
+
+    pub(crate) async fn update_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        description: Option<&str>,
+        is_active: Option<bool>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SkillRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "UPDATE skills
+                     SET description = coalesce($3, description),
+                         is_active = coalesce($4, is_active), updated_at = $5
+                     WHERE id = $2 AND user_id = $1
+                     RETURNING ",
+                    skill_columns!()
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&user_id, &id, &description, &is_active, &now])
+                .await?
+                .as_ref()
+                .map(skill_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("updating a skill"))
+    }
+
+    pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached("DELETE FROM skills WHERE id = $2 AND user_id = $1")
+                .await?;
+            Ok(client.execute(&stmt, &[&user_id, &id]).await? > 0)
+        };
+        run.await.map_err(fail("deleting a skill"))
+    }
+
     // ---- API tokens ----
 
     pub(crate) async fn insert_api_token(
@@ -756,25 +858,6 @@ impl PgStore {
 /// Test-only access to rows the interface does not expose.
 #[cfg(test)]
 impl PgStore {
-    pub(crate) async fn insert_skill_for_test(
-        &self,
-        user_id: Uuid,
-        name: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO skills
-                     (id, user_id, name, description, skill_dir, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'test', $3, $4, $4)",
-                &[&Uuid::new_v4(), &user_id, &name, &now],
-            )
-            .await
-            .map_err(|e| pg_error("inserting a test skill", e))?;
-        Ok(())
-    }
-
     pub(crate) async fn count_rows_for_test(&self, table: &'static str) -> StoreResult<i64> {
         let client = self.client().await?;
         let row = client
@@ -823,6 +906,19 @@ fn user_from_row(row: &Row) -> Result<UserRecord, Fail> {
     })
 }
 
+fn skill_from_row(row: &Row) -> Result<SkillRecord, Fail> {
+    Ok(SkillRecord {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        description: row.try_get(3)?,
+        skill_dir: row.try_get(4)?,
+        is_active: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+    })
+}
+
 async fn revoke_all_sessions(
     tx: &deadpool_postgres::Transaction<'_>,
     user_id: Uuid,
@@ -857,10 +953,14 @@ fn pg_error(context: &'static str, e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         if *code == SqlState::UNIQUE_VIOLATION {
-            // The unique indexes are named in sql/postgres/V0001__initial.sql.
+            // The users' unique indexes are named in sql/postgres/V0001__initial.sql; the skills'
+            // UNIQUE (user_id, name) gets PostgreSQL's default name, <table>_<columns>_key.
             match db.constraint() {
                 Some("users_email_key") => return StoreError::Duplicate(UniqueField::Email),
                 Some("users_username_key") => return StoreError::Duplicate(UniqueField::Username),
+                Some("skills_user_id_name_key") => {
+                    return StoreError::Duplicate(UniqueField::SkillName);
+                }
                 _ => {}
             }
         }

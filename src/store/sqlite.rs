@@ -22,8 +22,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
-    RotateOutcome, StoreError, StoreResult, UniqueField, UserRecord,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
+    RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
 
@@ -52,6 +52,14 @@ macro_rules! user_columns {
         "id, email, username, password_hash, is_active, token_version, created_at, updated_at"
     };
 }
+
+/// The columns [`skill_from_row`] reads, in its order.
+macro_rules! skill_columns {
+    () => {
+        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at"
+    };
+}
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: Pool,
@@ -554,6 +562,86 @@ impl SqliteStore {
         .await
     }
 
+    // ---- skills ----
+
+    pub(crate) async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
+        let skill = skill.clone();
+        self.with_conn("creating a skill", move |c| {
+            let at = micros(skill.created_at);
+            c.prepare_cached(concat!(
+                "INSERT INTO skills
+                     (id, user_id, name, description, skill_dir, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 RETURNING ",
+                skill_columns!()
+            ))?
+            .query_row(
+                params![
+                    skill.id,
+                    skill.user_id,
+                    skill.name,
+                    skill.description,
+                    skill.skill_dir,
+                    at
+                ],
+                skill_from_row,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn skills_of_user(&self, user_id: Uuid) -> StoreResult<Vec<SkillRecord>> {
+        // The column's default BINARY collation orders names by their UTF-8 bytes, like the
+        // PostgreSQL back end's COLLATE "C".
+        self.with_conn("listing skills", move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                skill_columns!(),
+                " FROM skills WHERE user_id = ?1 ORDER BY name, id"
+            ))?
+            .query_map([user_id], skill_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn update_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        description: Option<&str>,
+        is_active: Option<bool>,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<SkillRecord>> {
+        let description = description.map(str::to_owned);
+        self.with_conn("updating a skill", move |c| {
+            c.prepare_cached(concat!(
+                "UPDATE skills
+                 SET description = coalesce(?3, description), is_active = coalesce(?4, is_active),
+                     updated_at = ?5
+                 WHERE id = ?2 AND user_id = ?1
+                 RETURNING ",
+                skill_columns!()
+            ))?
+            .query_row(
+                params![user_id, id, description, is_active, micros(now)],
+                skill_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.with_conn("deleting a skill", move |c| {
+            let deleted = c
+                .prepare_cached("DELETE FROM skills WHERE id = ?2 AND user_id = ?1")?
+                .execute(params![user_id, id])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
     // ---- API tokens ----
 
     pub(crate) async fn insert_api_token(
@@ -700,25 +788,6 @@ impl SqliteStore {
 /// Test-only access to rows the interface does not expose.
 #[cfg(test)]
 impl SqliteStore {
-    pub(crate) async fn insert_skill_for_test(
-        &self,
-        user_id: Uuid,
-        name: &str,
-        now: OffsetDateTime,
-    ) -> StoreResult<()> {
-        let name = name.to_owned();
-        self.with_conn("inserting a test skill", move |c| {
-            c.execute(
-                "INSERT INTO skills
-                     (id, user_id, name, description, skill_dir, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'test', ?3, ?4, ?4)",
-                params![Uuid::new_v4(), user_id, name, micros(now)],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     pub(crate) async fn count_rows_for_test(&self, table: &'static str) -> StoreResult<i64> {
         self.with_conn("counting test rows", move |c| {
             c.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
@@ -737,6 +806,19 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: row.get(3)?,
         is_active: row.get(4)?,
         token_version: row.get(5)?,
+        created_at: time_at(row, 6)?,
+        updated_at: time_at(row, 7)?,
+    })
+}
+
+fn skill_from_row(row: &Row<'_>) -> rusqlite::Result<SkillRecord> {
+    Ok(SkillRecord {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        skill_dir: row.get(4)?,
+        is_active: row.get(5)?,
         created_at: time_at(row, 6)?,
         updated_at: time_at(row, 7)?,
     })
@@ -800,6 +882,10 @@ fn sqlite_error(context: &'static str, e: rusqlite::Error) -> StoreError {
                 }
                 Some("UNIQUE constraint failed: users.username") => {
                     return StoreError::Duplicate(UniqueField::Username);
+                }
+                // UNIQUE (user_id, name): both columns, in the constraint's order.
+                Some("UNIQUE constraint failed: skills.user_id, skills.name") => {
+                    return StoreError::Duplicate(UniqueField::SkillName);
                 }
                 _ => {}
             }

@@ -56,6 +56,10 @@ on_both_backends!(
     concurrent_api_token_inserts_respect_the_limit,
     registry_epoch_bumps_on_every_token_relevant_change,
     record_token_use_never_moves_backwards,
+    skills_are_listed_by_name_then_id,
+    skill_names_are_unique_per_user,
+    update_skill_changes_only_what_is_given,
+    delete_skill_deletes_only_the_owners_skill,
 );
 
 fn settings(url: String) -> DatabaseSettings {
@@ -213,11 +217,26 @@ async fn count_rows(store: &Store, table: &'static str) -> i64 {
     }
 }
 
-async fn add_skill(store: &Store, user_id: Uuid, name: &str) {
-    match store {
-        Store::Sqlite(s) => s.insert_skill_for_test(user_id, name, T0).await.unwrap(),
-        Store::Postgres(s) => s.insert_skill_for_test(user_id, name, T0).await.unwrap(),
+fn new_skill(user_id: Uuid, name: &str, created_at: OffsetDateTime) -> NewSkill {
+    NewSkill {
+        id: Uuid::new_v4(),
+        user_id,
+        name: name.to_owned(),
+        description: format!("What {name} does"),
+        skill_dir: format!("{user_id}/{name}"),
+        created_at,
     }
+}
+
+async fn add_skill(store: &Store, user_id: Uuid, name: &str) -> SkillRecord {
+    store
+        .insert_skill(&new_skill(user_id, name, T0))
+        .await
+        .unwrap()
+}
+
+fn skill_names(skills: &[SkillRecord]) -> Vec<&str> {
+    skills.iter().map(|s| s.name.as_str()).collect()
 }
 
 async fn is_revoked(store: &Store, user_id: Uuid, session_id: Uuid) -> bool {
@@ -387,6 +406,21 @@ async fn timestamps_round_trip_exactly(store: Store) {
             .await
             .unwrap();
         assert!(!at_expiry[0].is_active);
+
+        let skill = store
+            .insert_skill(&new_skill(user.id, "pdf", at))
+            .await
+            .unwrap();
+        assert_eq!((skill.created_at, skill.updated_at), (at, at));
+        let later = at + Duration::microseconds(1);
+        let updated = store
+            .update_skill(user.id, skill.id, None, None, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((updated.created_at, updated.updated_at), (at, later));
+        let listed = store.skills_of_user(user.id).await.unwrap();
+        assert_eq!(listed, vec![updated]);
     }
 }
 
@@ -427,6 +461,11 @@ async fn delete_user_cascades_to_everything_the_user_owns(store: Store) {
     assert_eq!(count_rows(&store, "refresh_tokens").await, 3);
     assert_eq!(count_rows(&store, "api_tokens").await, 1);
     assert_eq!(count_rows(&store, "skills").await, 2);
+    assert!(store.skills_of_user(doomed.id).await.unwrap().is_empty());
+    assert_eq!(
+        skill_names(&store.skills_of_user(kept.id).await.unwrap()),
+        ["pdf", "xlsx"]
+    );
     assert_eq!(
         store.account_counts(doomed.id, T0).await.unwrap(),
         AccountCounts {
@@ -913,6 +952,193 @@ async fn record_token_use_never_moves_backwards(store: Store) {
         last_used(store.clone()).await,
         vec![Some(t(20) + Duration::microseconds(1)), Some(t(6))]
     );
+}
+
+async fn skills_are_listed_by_name_then_id(store: Store) {
+    let user = add_user(&store, "Sky").await;
+    let other = add_user(&store, "Other").await;
+    assert!(store.skills_of_user(user.id).await.unwrap().is_empty());
+
+    let skill = new_skill(user.id, "xlsx", T0);
+    let inserted = store.insert_skill(&skill).await.unwrap();
+    assert_eq!(
+        inserted,
+        SkillRecord {
+            id: skill.id,
+            user_id: user.id,
+            name: "xlsx".to_owned(),
+            description: "What xlsx does".to_owned(),
+            skill_dir: format!("{}/xlsx", user.id),
+            is_active: true,
+            created_at: T0,
+            updated_at: T0,
+        }
+    );
+    // Inserted out of order and at different times: listed by name, by bytes on both back ends
+    // (upper case before lower case, non-ASCII last), whatever the creation times.
+    for (i, name) in ["pdf", "Zeta", "\u{e9}criture", "alpha", "docx"]
+        .into_iter()
+        .enumerate()
+    {
+        let at = T0 - Duration::minutes(i as i64);
+        store
+            .insert_skill(&new_skill(user.id, name, at))
+            .await
+            .unwrap();
+    }
+    add_skill(&store, other.id, "aaa").await;
+
+    let listed = store.skills_of_user(user.id).await.unwrap();
+    assert_eq!(
+        skill_names(&listed),
+        ["Zeta", "alpha", "docx", "pdf", "xlsx", "\u{e9}criture"]
+    );
+    assert!(listed.iter().all(|s| s.user_id == user.id));
+    assert_eq!(listed[4], inserted);
+    assert_eq!(
+        skill_names(&store.skills_of_user(other.id).await.unwrap()),
+        ["aaa"]
+    );
+    assert!(
+        store
+            .skills_of_user(Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.account_counts(user.id, T0).await.unwrap().skills, 6);
+}
+
+async fn skill_names_are_unique_per_user(store: Store) {
+    let user = add_user(&store, "Una").await;
+    let other = add_user(&store, "Otto").await;
+    let first = add_skill(&store, user.id, "pdf").await;
+
+    // Another id, the same name: refused, and the first row is untouched.
+    let err = store
+        .insert_skill(&new_skill(user.id, "pdf", T0 + Duration::minutes(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Duplicate(UniqueField::SkillName)),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "skill name is already taken");
+    assert_eq!(store.skills_of_user(user.id).await.unwrap(), vec![first]);
+
+    // Another user may use the name.
+    let theirs = add_skill(&store, other.id, "pdf").await;
+    assert_eq!(store.skills_of_user(other.id).await.unwrap(), vec![theirs]);
+    assert_eq!(count_rows(&store, "skills").await, 2);
+}
+
+async fn update_skill_changes_only_what_is_given(store: Store) {
+    let user = add_user(&store, "Upd").await;
+    let other = add_user(&store, "Other").await;
+    let skill = add_skill(&store, user.id, "pdf").await;
+    let neighbour = add_skill(&store, user.id, "xlsx").await;
+    let t = |mins: i64| T0 + Duration::minutes(mins);
+
+    let described = store
+        .update_skill(user.id, skill.id, Some("Reads PDFs"), None, t(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        described,
+        SkillRecord {
+            description: "Reads PDFs".to_owned(),
+            updated_at: t(1),
+            ..skill.clone()
+        }
+    );
+
+    let deactivated = store
+        .update_skill(user.id, skill.id, None, Some(false), t(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        deactivated,
+        SkillRecord {
+            is_active: false,
+            updated_at: t(2),
+            ..described.clone()
+        }
+    );
+
+    let both = store
+        .update_skill(user.id, skill.id, Some(""), Some(true), t(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        both,
+        SkillRecord {
+            description: String::new(),
+            is_active: true,
+            updated_at: t(3),
+            ..skill.clone()
+        }
+    );
+
+    // Nothing given: only updated_at moves.
+    let touched = store
+        .update_skill(user.id, skill.id, None, None, t(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        touched,
+        SkillRecord {
+            updated_at: t(4),
+            ..both.clone()
+        }
+    );
+
+    // Someone else's skill id, or an unknown one: nothing found, nothing changed.
+    assert_eq!(
+        store
+            .update_skill(other.id, skill.id, Some("hijacked"), Some(false), t(5))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .update_skill(user.id, Uuid::new_v4(), Some("x"), None, t(5))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.skills_of_user(user.id).await.unwrap(),
+        vec![touched, neighbour]
+    );
+}
+
+async fn delete_skill_deletes_only_the_owners_skill(store: Store) {
+    let owner = add_user(&store, "Owner").await;
+    let other = add_user(&store, "Other").await;
+    let skill = add_skill(&store, owner.id, "pdf").await;
+    let kept = add_skill(&store, owner.id, "xlsx").await;
+    let theirs = add_skill(&store, other.id, "pdf").await;
+
+    assert!(!store.delete_skill(other.id, skill.id).await.unwrap());
+    assert!(!store.delete_skill(owner.id, theirs.id).await.unwrap());
+    assert!(!store.delete_skill(owner.id, Uuid::new_v4()).await.unwrap());
+    assert_eq!(count_rows(&store, "skills").await, 3);
+
+    assert!(store.delete_skill(owner.id, skill.id).await.unwrap());
+    assert!(!store.delete_skill(owner.id, skill.id).await.unwrap());
+    assert_eq!(store.skills_of_user(owner.id).await.unwrap(), vec![kept]);
+    assert_eq!(store.skills_of_user(other.id).await.unwrap(), vec![theirs]);
+    assert_eq!(store.account_counts(owner.id, T0).await.unwrap().skills, 1);
+
+    // The name is free again.
+    add_skill(&store, owner.id, "pdf").await;
+    // Deleting a skill is not a token-relevant change.
+    assert_eq!(store.registry_epoch().await.unwrap(), 0);
 }
 
 // ---- failures ----

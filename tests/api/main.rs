@@ -11,3 +11,4 @@ mod cli;
 mod credentials;
 mod server;
 mod sessions;
+mod skills;

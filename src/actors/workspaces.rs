@@ -1,0 +1,506 @@
+//! The workspace supervisor: user → skill-workspace actor.
+//!
+//! [`Workspaces`] is the handle the rest of the service uses. Looking up a user's workspace reads
+//! an `ArcSwap`ed map and takes no lock; the first request for a user starts their actor (loading
+//! the index from the database and the disk), and a per-user `OnceCell` makes sure concurrent
+//! first requests start exactly one. Actors are linked to the [`WorkspaceSupervisor`] actor:
+//! when one stops (idle) or fails (a panic in a handler), the supervisor drops it from the map,
+//! and the next request for that user starts a fresh one from the database and the disk, which
+//! are consistent after every step (see [`super::workspace`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ractor::rpc::CallResult;
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
+};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::workspace::{
+    IndexedSkill, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded, WorkspaceActor,
+    WorkspaceArgs, WorkspaceMessage, load_index,
+};
+use crate::config::SkillSettings;
+use crate::domain::SkillName;
+use crate::error::AppError;
+use crate::store::Store;
+
+/// How long a change to a user's skills may take (an upload unpacks, hashes and syncs files).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running workspace: its actor and the index it publishes.
+#[derive(Clone)]
+struct Workspace {
+    actor: ActorRef<WorkspaceMessage>,
+    shared: Arc<Shared>,
+}
+
+impl Workspace {
+    /// Starting or running: messages sent now will be handled.
+    fn is_alive(&self) -> bool {
+        ractor::ACTIVE_STATES.contains(&self.actor.get_status())
+    }
+}
+
+/// One user's entry; the cell is filled by whichever request starts the actor.
+#[derive(Default)]
+struct Slot {
+    workspace: OnceCell<Workspace>,
+}
+
+type SlotMap = HashMap<Uuid, Arc<Slot>>;
+
+/// The handle: cheap to clone.
+#[derive(Clone)]
+pub struct Workspaces {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slots: ArcSwap<SlotMap>,
+    /// Serializes changes to `slots` (never held across an await).
+    writers: Mutex<()>,
+    supervisor: ActorRef<SupervisorMessage>,
+    store: Store,
+    skills_root: PathBuf,
+    settings: SkillSettings,
+}
+
+impl std::fmt::Debug for Workspaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspaces")
+            .field("live", &self.live_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workspaces {
+    /// Starts the supervisor. `skills_root` is `<data_dir>/skills`.
+    pub async fn start(
+        store: Store,
+        skills_root: PathBuf,
+        settings: SkillSettings,
+    ) -> Result<Workspaces, String> {
+        let (supervisor, _) = Actor::spawn(None, WorkspaceSupervisor, ())
+            .await
+            .map_err(|e| e.to_string())?;
+        let inner = Arc::new(Inner {
+            slots: ArcSwap::from_pointee(SlotMap::new()),
+            writers: Mutex::new(()),
+            supervisor,
+            store,
+            skills_root,
+            settings,
+        });
+        // The supervisor holds the map weakly: it must not keep a shut-down service alive.
+        inner
+            .supervisor
+            .cast(SupervisorMessage::Attach(Arc::downgrade(&inner)))
+            .map_err(|e| e.to_string())?;
+        Ok(Workspaces { inner })
+    }
+
+    /// Workspace actors alive now.
+    pub fn live_count(&self) -> usize {
+        self.inner
+            .slots
+            .load()
+            .values()
+            .filter(|s| {
+                s.workspace
+                    .get()
+                    .is_some_and(|w| w.actor.get_status() == ActorStatus::Running)
+            })
+            .count()
+    }
+
+    /// The user's skills as they are now. Starts the workspace if it is not running.
+    pub async fn index(&self, user_id: Uuid) -> Result<Arc<SkillIndex>, AppError> {
+        let workspace = self.workspace(user_id).await?;
+        workspace.shared.touch();
+        Ok(workspace.shared.index.load_full())
+    }
+
+    pub async fn create(
+        &self,
+        user_id: Uuid,
+        name: SkillName,
+        description: String,
+    ) -> Result<Arc<IndexedSkill>, AppError> {
+        self.call(user_id, |reply| WorkspaceMessage::Create {
+            name: name.clone(),
+            description: description.clone(),
+            reply,
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        description: Option<String>,
+        is_active: Option<bool>,
+    ) -> Result<Arc<IndexedSkill>, AppError> {
+        self.call(user_id, |reply| WorkspaceMessage::Update {
+            id,
+            description: description.clone(),
+            is_active,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), AppError> {
+        self.call(user_id, |reply| WorkspaceMessage::Delete { id, reply })
+            .await
+    }
+
+    pub async fn upload(
+        &self,
+        user_id: Uuid,
+        target: UploadTarget,
+        payload: UploadPayload,
+    ) -> Result<Uploaded, AppError> {
+        self.call(user_id, |reply| WorkspaceMessage::Upload {
+            target: target.clone(),
+            payload: payload.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Stops the user's workspace and removes their folder (their account was deleted). The actor
+    /// is stopped and waited for first, so no change of theirs can be writing meanwhile.
+    pub async fn remove_user(&self, user_id: Uuid) -> Result<(), AppError> {
+        let slot = self.inner.slots.load().get(&user_id).cloned();
+        if let Some(workspace) = slot.as_ref().and_then(|s| s.workspace.get())
+            && let Err(e) = workspace
+                .actor
+                .stop_and_wait(Some("account deleted".to_owned()), Some(CALL_TIMEOUT))
+                .await
+        {
+            tracing::warn!(%user_id, error = %e, "workspace did not stop in time");
+        }
+        self.inner.remove_slot(user_id, slot.as_ref());
+        let folder = self.inner.skills_root.join(user_id.to_string());
+        tokio::task::spawn_blocking(move || crate::skills::files::remove_skill_dir(&folder))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)
+    }
+
+    /// Sends a change to the user's actor. A message that could not be delivered (the actor
+    /// stopped for being idle a moment ago) is sent again to a fresh actor; the change itself is
+    /// never run twice.
+    async fn call<T: Send + 'static>(
+        &self,
+        user_id: Uuid,
+        build: impl Fn(RpcReplyPort<Result<T, AppError>>) -> WorkspaceMessage,
+    ) -> Result<T, AppError> {
+        for _ in 0..3 {
+            let workspace = self.workspace(user_id).await?;
+            workspace.shared.touch();
+            match workspace.actor.call(&build, Some(CALL_TIMEOUT)).await {
+                Ok(CallResult::Success(result)) => return result,
+                Ok(CallResult::Timeout) => return Err(AppError::Timeout("skill workspace")),
+                // The actor dropped the request while handling it: it failed (the supervisor has
+                // logged why); the change may be half done on disk, which the next load repairs.
+                Ok(CallResult::SenderError) => {
+                    return Err(AppError::internal(
+                        "the skill workspace stopped while handling the request",
+                    ));
+                }
+                Err(_) => self.inner.remove_slot_of(user_id, &workspace),
+            }
+        }
+        Err(AppError::Timeout("skill workspace"))
+    }
+
+    /// The user's running workspace, started if need be.
+    async fn workspace(&self, user_id: Uuid) -> Result<Workspace, AppError> {
+        for _ in 0..3 {
+            let slot = self.inner.slot(user_id);
+            let workspace = slot
+                .workspace
+                .get_or_try_init(|| self.inner.spawn(user_id))
+                .await?
+                .clone();
+            if workspace.is_alive() {
+                return Ok(workspace);
+            }
+            // Stopped but not yet dropped by the supervisor.
+            self.inner.remove_slot_of(user_id, &workspace);
+        }
+        Err(AppError::Timeout("skill workspace"))
+    }
+
+    /// Makes the workspace's handler panic, for the supervision test.
+    #[cfg(test)]
+    async fn crash(&self, user_id: Uuid) -> Result<(), AppError> {
+        let workspace = self.workspace(user_id).await?;
+        workspace
+            .actor
+            .cast(WorkspaceMessage::Panic)
+            .map_err(|e| AppError::internal(e.to_string()))
+    }
+}
+
+impl Inner {
+    fn slot(&self, user_id: Uuid) -> Arc<Slot> {
+        if let Some(slot) = self.slots.load().get(&user_id) {
+            return Arc::clone(slot);
+        }
+        let _guard = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.slots.load_full();
+        if let Some(slot) = current.get(&user_id) {
+            return Arc::clone(slot);
+        }
+        let slot = Arc::new(Slot::default());
+        let mut next = (*current).clone();
+        next.insert(user_id, Arc::clone(&slot));
+        self.slots.store(Arc::new(next));
+        slot
+    }
+
+    /// Drops the user's slot if it still holds `workspace`.
+    fn remove_slot_of(&self, user_id: Uuid, workspace: &Workspace) {
+        let slot = self.slots.load().get(&user_id).cloned();
+        let same = slot
+            .as_ref()
+            .and_then(|s| s.workspace.get())
+            .is_some_and(|w| w.actor.get_id() == workspace.actor.get_id());
+        if same {
+            self.remove_slot(user_id, slot.as_ref());
+        }
+    }
+
+    /// Drops the user's slot if it is still `expected`.
+    fn remove_slot(&self, user_id: Uuid, expected: Option<&Arc<Slot>>) {
+        let Some(expected) = expected else { return };
+        let _guard = self
+            .writers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.slots.load_full();
+        if current
+            .get(&user_id)
+            .is_some_and(|s| Arc::ptr_eq(s, expected))
+        {
+            let mut next = (*current).clone();
+            next.remove(&user_id);
+            self.slots.store(Arc::new(next));
+        }
+    }
+
+    /// Drops the slot whose actor is `actor` (called by the supervisor).
+    fn remove_actor(&self, actor: &ActorCell) -> Option<Uuid> {
+        let found = self.slots.load().iter().find_map(|(user, slot)| {
+            slot.workspace
+                .get()
+                .filter(|w| w.actor.get_id() == actor.get_id())
+                .map(|_| (*user, Arc::clone(slot)))
+        });
+        let (user, slot) = found?;
+        self.remove_slot(user, Some(&slot));
+        Some(user)
+    }
+
+    async fn spawn(&self, user_id: Uuid) -> Result<Workspace, AppError> {
+        let index = load_index(&self.store, user_id, &self.skills_root, &self.settings).await?;
+        let shared = Arc::new(Shared {
+            index: ArcSwap::from_pointee(index),
+            last_used: AtomicI64::new(0),
+        });
+        shared.touch();
+        let args = WorkspaceArgs {
+            user_id,
+            store: self.store.clone(),
+            skills_root: self.skills_root.clone(),
+            settings: self.settings.clone(),
+            shared: Arc::clone(&shared),
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, WorkspaceActor, args, self.supervisor.get_cell())
+                .await
+                .map_err(|e| AppError::internal(e.to_string()))?;
+        tracing::debug!(%user_id, "workspace started");
+        Ok(Workspace { actor, shared })
+    }
+}
+
+/// Watches the workspace actors and forgets those that stop or fail.
+struct WorkspaceSupervisor;
+
+enum SupervisorMessage {
+    Attach(std::sync::Weak<Inner>),
+}
+
+struct SupervisorState {
+    inner: Option<std::sync::Weak<Inner>>,
+}
+
+impl Actor for WorkspaceSupervisor {
+    type Msg = SupervisorMessage;
+    type State = SupervisorState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState { inner: None })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: SupervisorMessage,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMessage::Attach(inner) => state.inner = Some(inner),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(inner) = state.inner.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return Ok(());
+        };
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(user_id) = inner.remove_actor(&cell) {
+                    tracing::debug!(%user_id, reason = reason.as_deref().unwrap_or(""), "workspace stopped");
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let user_id = inner.remove_actor(&cell);
+                tracing::error!(user_id = ?user_id, error = %error, "a workspace actor failed; it is started afresh on the next request");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseSettings;
+    use crate::store::NewUser;
+
+    async fn setup() -> (tempfile::TempDir, Store, Workspaces) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&DatabaseSettings::default(), dir.path())
+            .await
+            .unwrap();
+        let workspaces = Workspaces::start(
+            store.clone(),
+            dir.path().join("skills"),
+            SkillSettings::default(),
+        )
+        .await
+        .unwrap();
+        (dir, store, workspaces)
+    }
+
+    async fn user(store: &Store, name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        store
+            .insert_user(&NewUser {
+                id,
+                email: format!("{name}@example.com"),
+                username: name.to_owned(),
+                password_hash: "$scrypt$x".to_owned(),
+                created_at: crate::store::now(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    fn name(s: &str) -> SkillName {
+        SkillName::parse(s).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_start_one_actor() {
+        let (_dir, store, workspaces) = setup().await;
+        let ann = user(&store, "ann").await;
+        let mut firsts = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let workspaces = workspaces.clone();
+            firsts.spawn(async move { workspaces.workspace(ann).await.unwrap().actor.get_id() });
+        }
+        let ids = firsts.join_all().await;
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "more than one actor for one user"
+        );
+        assert_eq!(workspaces.live_count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_workspace_is_replaced_and_loses_nothing() {
+        let (_dir, store, workspaces) = setup().await;
+        let ann = user(&store, "ann").await;
+        let bob = user(&store, "bob").await;
+        let pdf = workspaces
+            .create(ann, name("pdf"), "PDF.".into())
+            .await
+            .unwrap();
+        workspaces
+            .create(bob, name("notes"), "Notes.".into())
+            .await
+            .unwrap();
+        let bob_actor = workspaces.workspace(bob).await.unwrap().actor.get_id();
+        let crashed = workspaces.workspace(ann).await.unwrap().actor.get_id();
+
+        workspaces.crash(ann).await.unwrap();
+        let mut dropped = false;
+        for _ in 0..100 {
+            if workspaces.live_count() == 1 {
+                dropped = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(dropped, "the supervisor did not drop the failed actor");
+
+        // The next request starts a fresh actor with everything the old one had written.
+        let index = workspaces.index(ann).await.unwrap();
+        assert!(index.get(pdf.record.id).is_some());
+        assert_ne!(
+            workspaces.workspace(ann).await.unwrap().actor.get_id(),
+            crashed
+        );
+        workspaces
+            .create(ann, name("docx"), "Word.".into())
+            .await
+            .unwrap();
+        assert_eq!(workspaces.index(ann).await.unwrap().len(), 2);
+        // Another user's workspace never noticed.
+        assert_eq!(
+            workspaces.workspace(bob).await.unwrap().actor.get_id(),
+            bob_actor
+        );
+        assert_eq!(workspaces.index(bob).await.unwrap().len(), 1);
+        assert_eq!(workspaces.live_count(), 2);
+    }
+}

@@ -1,0 +1,1090 @@
+//! The skill folder on disk: listing it, reading one file without ever following a symlink out of
+//! it, writing a new version in a staging folder and swapping it in atomically, and removing it.
+//!
+//! Skill folders are written only through [`write_staged`], which creates directories and regular
+//! files and nothing else, so a symlink or a special file below a skill folder is never expected.
+//! Readers still refuse them (and never follow them) so that one planted by other means cannot
+//! expose a file outside the skill.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+
+use super::manifest::{self, Manifest, ManifestError};
+use crate::domain::SkillPath;
+
+/// The name of the manifest every skill has at its root.
+pub const SKILL_MD: &str = "SKILL.md";
+
+/// The prefix of the hidden name a skill folder gets just before it is removed.
+const REMOVING_PREFIX: &str = ".removing-";
+
+/// One regular file of a skill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative to the skill folder, `/` between components.
+    pub path: String,
+    pub size: u64,
+    /// SHA-256 of the content, lower-case hex.
+    pub sha256: String,
+}
+
+/// Size and count caps for one skill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_skill_bytes: u64,
+    pub max_skill_files: usize,
+}
+
+/// Why [`read_beneath`] gave no content.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no such file in this skill")]
+    NotFound,
+    #[error("not a regular file")]
+    NotAFile,
+    /// A symlink somewhere on the path (or a path that would leave the skill folder).
+    #[error("the path goes through a symbolic link, which is never followed")]
+    Symlink,
+    #[error("the file is {size} bytes, more than the limit")]
+    TooLarge { size: u64 },
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+/// Why an upload (files or a zip archive) was refused. Every variant but [`UploadError::Io`] is
+/// the client's fault (a 4xx); `Io` is a server-side failure (disk full, permissions) and
+/// should be reported as such.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{path:?} is not an accepted file path: it {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("{path:?} is larger than the limit of {limit} bytes per file")]
+    FileTooLarge { path: String, limit: u64 },
+    #[error("the skill is larger than the limit of {limit} bytes")]
+    SkillTooLarge { limit: u64 },
+    #[error("the skill has more files than the limit of {limit}")]
+    TooManyFiles { limit: usize },
+    #[error("{path:?} is given more than once")]
+    DuplicatePath { path: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "SKILL.md is missing: it must be at the root of the skill (in a zip archive: at its root \
+         or inside its one top folder)"
+    )]
+    MissingSkillMd,
+    #[error("{path:?} is not a regular file (symbolic links and special files are not accepted)")]
+    NotARegularFile { path: String },
+    #[error("the zip archive cannot be read: {0}")]
+    Zip(String),
+    #[error("{path:?} clashes with a folder or file of the same path")]
+    Conflict { path: String },
+    #[error("the skill could not be written: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl UploadError {
+    /// A stable kebab-case code for API responses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UploadError::InvalidPath { .. } => "invalid-path",
+            UploadError::FileTooLarge { .. } => "file-too-large",
+            UploadError::SkillTooLarge { .. } => "skill-too-large",
+            UploadError::TooManyFiles { .. } => "too-many-files",
+            UploadError::DuplicatePath { .. } => "duplicate-path",
+            UploadError::Manifest(_) => "invalid-skill-md",
+            UploadError::MissingSkillMd => "missing-skill-md",
+            UploadError::NotARegularFile { .. } => "not-a-regular-file",
+            UploadError::Zip(_) => "invalid-zip",
+            UploadError::Conflict { .. } => "path-conflict",
+            UploadError::Io(_) => "io-error",
+        }
+    }
+
+    /// False only for [`UploadError::Io`]: the one failure that is the server's, not the upload's.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, UploadError::Io(_))
+    }
+}
+
+/// Every regular file below `skill_dir`, sorted by path. Symlinks (to files or folders) and
+/// special files are skipped, never followed; so are names that are not UTF-8, which no upload
+/// can create.
+pub fn scan(skill_dir: &Path) -> io::Result<Vec<FileEntry>> {
+    let root = open_dir(skill_dir)?;
+    let mut entries = Vec::new();
+    for node in list_tree(root.as_fd())? {
+        if node.is_dir {
+            continue;
+        }
+        let (mut file, _) =
+            match open_beneath(root.as_fd(), &node.path, FILE_FLAGS).and_then(regular_file) {
+                Ok(opened) => opened,
+                // Changed between listing and opening: list what is there now.
+                Err(ReadError::NotFound | ReadError::NotAFile | ReadError::Symlink) => continue,
+                Err(ReadError::TooLarge { .. }) => continue,
+                Err(ReadError::Io(e)) => return Err(e),
+            };
+        let (size, sha256) = hash(&mut file)?;
+        entries.push(FileEntry {
+            path: node.path,
+            size,
+            sha256,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+/// The content of one file of the skill, at most `max_bytes` of it.
+///
+/// The file is opened relative to the skill folder with `openat2(RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS)`, or component by component with `O_NOFOLLOW` where the kernel lacks
+/// openat2, so a symlink anywhere on the path is refused, even one that points inside the skill.
+pub fn read_beneath(
+    skill_dir: &Path,
+    path: &SkillPath,
+    max_bytes: u64,
+) -> Result<Vec<u8>, ReadError> {
+    let root = open_dir(skill_dir).map_err(|e| match read_error_from_io(e) {
+        // `O_DIRECTORY | O_NOFOLLOW` on a symlink reports ENOTDIR.
+        ReadError::NotFound if fs::symlink_metadata(skill_dir).is_ok_and(|m| m.is_symlink()) => {
+            ReadError::Symlink
+        }
+        other => other,
+    })?;
+    let fd = open_beneath(root.as_fd(), path.as_str(), FILE_FLAGS)?;
+    read_capped(fd, max_bytes)
+}
+
+/// A new version of a skill folder, complete and checked, waiting in the staging folder. Dropped
+/// without a commit, it removes itself.
+#[derive(Debug)]
+pub struct Staged {
+    dir: StagingDir,
+    manifest: Manifest,
+}
+
+impl Staged {
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// The checked front matter of the staged `SKILL.md`. Callers check that its `name` is the
+    /// skill's name before they commit.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Moves the staged folder to `target`, which must not exist (`renameat2(RENAME_NOREPLACE)`:
+    /// an existing target gives `AlreadyExists` and is left alone). `target` must be on the same
+    /// file system as the staging folder.
+    pub fn commit_new(mut self, target: &Path) -> io::Result<()> {
+        let parent = parent_of(target)?;
+        fs::create_dir_all(parent)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.dir.path,
+            rustix::fs::CWD,
+            target,
+            RenameFlags::NOREPLACE,
+        )?;
+        self.dir.armed = false;
+        sync_dir(parent)
+    }
+
+    /// Swaps the staged folder with the existing `target` in one step
+    /// (`renameat2(RENAME_EXCHANGE)`), then removes the old version. A reader opening files by
+    /// their path under `target` gets either the old version or the new, never a mix of one
+    /// folder's files with the other's. `target` must exist (`NotFound` otherwise: use
+    /// [`Staged::commit_new`]) and be on the same file system as the staging folder.
+    pub fn commit_replace(self, target: &Path) -> io::Result<()> {
+        let parent = parent_of(target)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.dir.path,
+            rustix::fs::CWD,
+            target,
+            RenameFlags::EXCHANGE,
+        )?;
+        sync_dir(parent)?;
+        // The old version is now at the staging path, still armed: dropping removes it. If that
+        // fails the new version is in place all the same, and `clean_staging` sweeps the rest at
+        // the next start.
+        drop(self);
+        Ok(())
+    }
+}
+
+/// Builds a new version of a skill in a fresh folder under `staging_root`: a copy of `base` (the
+/// current skill folder, when there is one: files not uploaded again are kept), then `files`
+/// written over it. The result is checked against `limits` and must have a valid `SKILL.md` at its
+/// root. `base`, when given, must exist. `staging_root` must be on the same file system as the
+/// skill folders.
+pub fn write_staged(
+    staging_root: &Path,
+    base: Option<&Path>,
+    files: &[(SkillPath, Vec<u8>)],
+    limits: &Limits,
+) -> Result<Staged, UploadError> {
+    // Refuse what can be refused before anything touches the disk.
+    let mut seen = HashSet::with_capacity(files.len());
+    for (path, bytes) in files {
+        if !seen.insert(path.as_str()) {
+            return Err(UploadError::DuplicatePath {
+                path: path.to_string(),
+            });
+        }
+        if bytes.len() as u64 > limits.max_file_bytes {
+            return Err(UploadError::FileTooLarge {
+                path: path.to_string(),
+                limit: limits.max_file_bytes,
+            });
+        }
+    }
+    if files.len() > limits.max_skill_files {
+        return Err(UploadError::TooManyFiles {
+            limit: limits.max_skill_files,
+        });
+    }
+
+    fs::create_dir_all(staging_root)?;
+    let dir = StagingDir::create(staging_root)?;
+    if let Some(base) = base {
+        copy_tree(base, &dir.path)?;
+    }
+    for (path, bytes) in files {
+        write_file(&dir.path, path, bytes)?;
+    }
+    let manifest = check_tree(&dir.path, limits)?;
+    sync_dir(staging_root)?;
+    Ok(Staged { dir, manifest })
+}
+
+/// Removes everything left in `staging_root` (folders of uploads cut short by a crash, old
+/// versions not yet removed). Call it at start-up, before any upload runs. Returns how many
+/// entries were removed.
+pub fn clean_staging(staging_root: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(staging_root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        remove_any(&entry.path())?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Removes a skill folder. It is first renamed to a hidden sibling (`.removing-…`, never a valid
+/// skill name), so a crash midway leaves no half folder under the real name; [`clean_removed`]
+/// sweeps such leftovers. A folder that does not exist is already removed.
+pub fn remove_skill_dir(dir: &Path) -> io::Result<()> {
+    let parent = parent_of(dir)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a skill folder path"))?;
+    let hidden = parent.join(format!("{REMOVING_PREFIX}{name}-{}", random_hex()?));
+    match fs::rename(dir, &hidden) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(parent)?;
+    fs::remove_dir_all(&hidden)
+}
+
+/// Removes the leftovers of [`remove_skill_dir`] interrupted by a crash from `parent` (a folder
+/// holding skill folders). Returns how many were removed.
+pub fn clean_removed(parent: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(REMOVING_PREFIX))
+        {
+            remove_any(&entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// A folder under the staging root, removed on drop while armed.
+#[derive(Debug)]
+struct StagingDir {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl StagingDir {
+    fn create(staging_root: &Path) -> io::Result<StagingDir> {
+        let path = staging_root.join(random_hex()?);
+        fs::create_dir(&path)?;
+        Ok(StagingDir { path, armed: true })
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if self.armed {
+            // Nothing to report to: a leftover is swept by `clean_staging` at the next start.
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// 128 random bits as hex: a name no other upload will pick.
+fn random_hex() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no parent folder"))
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Flushes a folder's entries (new names, renames) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Flags for opening a file to read. `O_NONBLOCK` so that opening a FIFO that slipped in does not
+/// hang (it is refused right after by the regular-file check); it changes nothing for regular
+/// files. `O_NOCTTY` so that a terminal device never becomes our controlling terminal.
+const FILE_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY);
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens a folder given by the caller (a skill folder); its last component must not be a symlink.
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(dir, DIR_FLAGS, Mode::empty())?)
+}
+
+fn read_error_from_io(e: io::Error) -> ReadError {
+    match Errno::from_io_error(&e) {
+        Some(errno) => read_error(errno),
+        None => ReadError::Io(e),
+    }
+}
+
+fn read_error(errno: Errno) -> ReadError {
+    match errno {
+        // ENOTDIR: a component on the way is a file, so the path names nothing.
+        Errno::NOENT | Errno::NOTDIR => ReadError::NotFound,
+        // ELOOP: a symlink met under RESOLVE_NO_SYMLINKS or O_NOFOLLOW. EXDEV: the path would
+        // leave the folder (RESOLVE_BENEATH).
+        Errno::LOOP | Errno::XDEV => ReadError::Symlink,
+        // ENXIO: a socket, or a device with nothing behind it.
+        Errno::NXIO => ReadError::NotAFile,
+        other => ReadError::Io(other.into()),
+    }
+}
+
+/// Opens `path` (relative, `/`-separated, no `.`/`..`) below the folder `root` without following
+/// any symlink.
+fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> Result<OwnedFd, ReadError> {
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
+        Ok(fd) => Ok(fd),
+        // ENOSYS: a kernel before 5.6. EPERM: some container seccomp profiles answer that for
+        // system calls they do not know. The walk below is just as strict, only slower.
+        Err(Errno::NOSYS | Errno::PERM) => open_by_walking(root, path, flags),
+        Err(e) => Err(read_error(e)),
+    }
+}
+
+/// [`open_beneath`] without openat2: one `openat(O_NOFOLLOW)` per component.
+fn open_by_walking(root: BorrowedFd<'_>, path: &str, flags: OFlags) -> Result<OwnedFd, ReadError> {
+    let components: Vec<&str> = path.split('/').collect();
+    let Some((last, folders)) = components.split_last() else {
+        return Err(ReadError::NotFound);
+    };
+    if components
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(ReadError::Symlink);
+    }
+    let mut current: Option<OwnedFd> = None;
+    for folder in folders {
+        let at = current.as_ref().map_or(root, |fd| fd.as_fd());
+        let next = rustix::fs::openat(at, *folder, DIR_FLAGS, Mode::empty())
+            .map_err(|e| walk_error(at, folder, e))?;
+        current = Some(next);
+    }
+    let at = current.as_ref().map_or(root, |fd| fd.as_fd());
+    rustix::fs::openat(at, *last, flags, Mode::empty()).map_err(|e| walk_error(at, last, e))
+}
+
+/// With `O_DIRECTORY | O_NOFOLLOW`, Linux reports a symlink as ENOTDIR or ELOOP depending on the
+/// version; look at the entry itself to tell a symlink from a file in the way.
+fn walk_error(at: BorrowedFd<'_>, name: &str, errno: Errno) -> ReadError {
+    if errno == Errno::NOTDIR
+        && let Ok(stat) = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)
+        && FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
+    {
+        return ReadError::Symlink;
+    }
+    read_error(errno)
+}
+
+/// The opened file if it is a regular file, with its size.
+fn regular_file(fd: OwnedFd) -> Result<(File, u64), ReadError> {
+    let stat = rustix::fs::fstat(&fd).map_err(|e| ReadError::Io(e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(ReadError::NotAFile);
+    }
+    Ok((File::from(fd), u64::try_from(stat.st_size).unwrap_or(0)))
+}
+
+/// Reads a whole regular file, refusing it if it is (or grows while being read to) more than
+/// `max_bytes`.
+fn read_capped(fd: OwnedFd, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    let (file, size) = regular_file(fd)?;
+    if size > max_bytes {
+        return Err(ReadError::TooLarge { size });
+    }
+    let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut content)
+        .map_err(ReadError::Io)?;
+    let read = content.len() as u64;
+    if read > max_bytes {
+        return Err(ReadError::TooLarge { size: read });
+    }
+    Ok(content)
+}
+
+fn hash(file: &mut File) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// A folder or regular file found below a folder.
+struct Node {
+    path: String,
+    is_dir: bool,
+}
+
+/// Every folder and regular file below `root`, parents before their children, never following a
+/// symlink. Symlinks, special files and names that are not UTF-8 are left out.
+fn list_tree(root: BorrowedFd<'_>) -> io::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    // Folders still to read, by path; reopened from `root` when their turn comes so that a wide
+    // tree does not hold one descriptor per pending folder.
+    let mut pending: Vec<Option<String>> = vec![None];
+    while let Some(folder) = pending.pop() {
+        let fd = match &folder {
+            None => None,
+            Some(path) => match open_beneath(root, path, DIR_FLAGS) {
+                Ok(fd) => Some(fd),
+                // Replaced by a symlink or removed since it was listed: skip it.
+                Err(ReadError::NotFound | ReadError::Symlink | ReadError::NotAFile) => continue,
+                Err(ReadError::TooLarge { .. }) => continue,
+                Err(ReadError::Io(e)) => return Err(e),
+            },
+        };
+        let at = fd.as_ref().map_or(root, |fd| fd.as_fd());
+        let mut dir = Dir::read_from(at)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let mut file_type = entry.file_type();
+            if file_type == FileType::Unknown {
+                // Some file systems do not fill d_type.
+                file_type = match rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+            let path = match &folder {
+                None => name.to_owned(),
+                Some(parent) => format!("{parent}/{name}"),
+            };
+            match file_type {
+                FileType::Directory => {
+                    nodes.push(Node {
+                        path: path.clone(),
+                        is_dir: true,
+                    });
+                    pending.push(Some(path));
+                }
+                FileType::RegularFile => nodes.push(Node {
+                    path,
+                    is_dir: false,
+                }),
+                _ => {}
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+/// Copies the folders and regular files of `base` into the empty folder `dest`.
+fn copy_tree(base: &Path, dest: &Path) -> Result<(), UploadError> {
+    let root = open_dir(base)?;
+    for node in list_tree(root.as_fd())? {
+        let target = dest.join(&node.path);
+        if node.is_dir {
+            fs::create_dir(&target)?;
+            continue;
+        }
+        let mut source =
+            match open_beneath(root.as_fd(), &node.path, FILE_FLAGS).and_then(regular_file) {
+                Ok((file, _)) => file,
+                Err(ReadError::Io(e)) => return Err(e.into()),
+                // Not a regular file any more: it is not part of the skill.
+                Err(_) => continue,
+            };
+        let mut copy = File::create_new(&target)?;
+        io::copy(&mut source, &mut copy)?;
+        copy.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes one file into the staging folder `root`, creating its parent folders.
+fn write_file(root: &Path, path: &SkillPath, bytes: &[u8]) -> Result<(), UploadError> {
+    let conflict = || UploadError::Conflict {
+        path: path.to_string(),
+    };
+    let mut current = root.to_path_buf();
+    let components: Vec<&str> = path.components().collect();
+    let Some((name, folders)) = components.split_last() else {
+        return Err(UploadError::InvalidPath {
+            path: path.to_string(),
+            reason: "must not be empty",
+        });
+    };
+    for folder in folders {
+        current.push(folder);
+        // The staging folder holds only what this module wrote (folders and regular files), so
+        // plain path operations cannot be led astray by a symlink here.
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(conflict()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&current)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    current.push(name);
+    match fs::symlink_metadata(&current) {
+        Ok(meta) if meta.is_dir() => return Err(conflict()),
+        Ok(_) => fs::remove_file(&current)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut file = File::create_new(&current)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Checks the staged tree against the limits and reads its `SKILL.md`; flushes its folders.
+fn check_tree(dir: &Path, limits: &Limits) -> Result<Manifest, UploadError> {
+    let root = open_dir(dir)?;
+    let nodes = list_tree(root.as_fd())?;
+    let mut count = 0usize;
+    let mut total = 0u64;
+    let mut has_skill_md = false;
+    for node in &nodes {
+        if node.is_dir {
+            rustix::fs::fsync(open_beneath(root.as_fd(), &node.path, DIR_FLAGS).map_err(io_of)?)
+                .map_err(io::Error::from)?;
+            continue;
+        }
+        count += 1;
+        if count > limits.max_skill_files {
+            return Err(UploadError::TooManyFiles {
+                limit: limits.max_skill_files,
+            });
+        }
+        let size = rustix::fs::statat(root.as_fd(), node.path.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)?
+            .st_size;
+        let size = u64::try_from(size).unwrap_or(0);
+        if size > limits.max_file_bytes {
+            return Err(UploadError::FileTooLarge {
+                path: node.path.clone(),
+                limit: limits.max_file_bytes,
+            });
+        }
+        total = total.saturating_add(size);
+        if total > limits.max_skill_bytes {
+            return Err(UploadError::SkillTooLarge {
+                limit: limits.max_skill_bytes,
+            });
+        }
+        has_skill_md |= node.path == SKILL_MD;
+    }
+    rustix::fs::fsync(&root).map_err(io::Error::from)?;
+    if !has_skill_md {
+        return Err(UploadError::MissingSkillMd);
+    }
+    let fd = open_beneath(root.as_fd(), SKILL_MD, FILE_FLAGS).map_err(io_of)?;
+    let text = read_capped(fd, limits.max_file_bytes).map_err(io_of)?;
+    Ok(manifest::parse_bytes(&text)?)
+}
+
+/// A read failure inside the staging folder, which this module wrote itself: whatever it is, it
+/// is the server's problem.
+fn io_of(e: ReadError) -> UploadError {
+    match e {
+        ReadError::Io(e) => UploadError::Io(e),
+        other => UploadError::Io(io::Error::other(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const SKILL: &[u8] = b"---\nname: demo\ndescription: A demo skill.\n---\n# Demo\n";
+
+    fn limits() -> Limits {
+        Limits {
+            max_file_bytes: 1024 * 1024,
+            max_skill_bytes: 4 * 1024 * 1024,
+            max_skill_files: 100,
+        }
+    }
+
+    fn p(s: &str) -> SkillPath {
+        SkillPath::parse(s).unwrap()
+    }
+
+    fn put(root: &Path, path: &str, content: &[u8]) {
+        let full = root.join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+    }
+
+    /// A skill folder with a file, a nested file, and traps: symlinks and a FIFO.
+    fn skill_with_traps() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let skill = tmp.path().join("skill");
+        put(&skill, "SKILL.md", SKILL);
+        put(&skill, "scripts/run.py", b"print('hi')\n");
+        put(&skill, "docs/a/b.md", b"deep");
+        symlink("/etc/passwd", skill.join("passwd")).unwrap();
+        symlink("SKILL.md", skill.join("inner-link")).unwrap();
+        symlink("/etc", skill.join("etc")).unwrap();
+        symlink("scripts", skill.join("scripts-link")).unwrap();
+        mkfifo(&skill.join("fifo"));
+        tmp
+    }
+
+    #[test]
+    fn scan_lists_regular_files_only_sorted_with_hashes() {
+        let tmp = skill_with_traps();
+        let entries = scan(&tmp.path().join("skill")).unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["SKILL.md", "docs/a/b.md", "scripts/run.py"]);
+        let run = &entries[2];
+        assert_eq!(run.size, 12);
+        assert_eq!(run.sha256, hex::encode(Sha256::digest(b"print('hi')\n")));
+        assert!(scan(&tmp.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn read_beneath_reads_plain_files() {
+        let tmp = skill_with_traps();
+        let skill = tmp.path().join("skill");
+        assert_eq!(
+            read_beneath(&skill, &p("SKILL.md"), 1 << 20).unwrap(),
+            SKILL
+        );
+        assert_eq!(read_beneath(&skill, &p("docs/a/b.md"), 4).unwrap(), b"deep");
+        assert!(matches!(
+            read_beneath(&skill, &p("nope.md"), 1 << 20),
+            Err(ReadError::NotFound)
+        ));
+        assert!(matches!(
+            read_beneath(&skill, &p("SKILL.md/x"), 1 << 20),
+            Err(ReadError::NotFound)
+        ));
+        assert!(matches!(
+            read_beneath(&tmp.path().join("gone"), &p("SKILL.md"), 1 << 20),
+            Err(ReadError::NotFound)
+        ));
+    }
+
+    /// The same refusals whether openat2 or the component walk does the opening.
+    type Content = Result<Vec<u8>, ReadError>;
+
+    fn check_refusals(open: &dyn Fn(&Path, &str) -> Content, skill: &Path) {
+        for (path, what) in [
+            ("passwd", "symlink out of the skill"),
+            ("inner-link", "symlink inside the skill"),
+            ("etc/passwd", "symlinked folder out of the skill"),
+            ("scripts-link/run.py", "symlinked folder inside the skill"),
+        ] {
+            assert!(
+                matches!(open(skill, path), Err(ReadError::Symlink)),
+                "{what}: {:?}",
+                open(skill, path)
+            );
+        }
+        assert!(matches!(open(skill, "scripts"), Err(ReadError::NotAFile)));
+        assert!(matches!(open(skill, "fifo"), Err(ReadError::NotAFile)));
+        assert!(matches!(open(skill, "missing"), Err(ReadError::NotFound)));
+        assert_eq!(open(skill, "scripts/run.py").unwrap(), b"print('hi')\n");
+    }
+
+    #[test]
+    fn read_beneath_never_follows_symlinks_nor_opens_special_files() {
+        let tmp = skill_with_traps();
+        let skill = tmp.path().join("skill");
+        check_refusals(&|dir, path| read_beneath(dir, &p(path), 1 << 20), &skill);
+    }
+
+    #[test]
+    fn the_fallback_walk_refuses_the_same() {
+        let tmp = skill_with_traps();
+        let skill = tmp.path().join("skill");
+        check_refusals(
+            &|dir, path| {
+                let root = open_dir(dir).map_err(ReadError::Io)?;
+                read_capped(open_by_walking(root.as_fd(), path, FILE_FLAGS)?, 1 << 20)
+            },
+            &skill,
+        );
+    }
+
+    #[test]
+    fn the_skill_folder_itself_must_not_be_a_symlink() {
+        let tmp = skill_with_traps();
+        symlink(tmp.path().join("skill"), tmp.path().join("alias")).unwrap();
+        assert!(matches!(
+            read_beneath(&tmp.path().join("alias"), &p("SKILL.md"), 1 << 20),
+            Err(ReadError::Symlink)
+        ));
+    }
+
+    #[test]
+    fn large_files_are_refused_at_the_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        put(tmp.path(), "big.bin", &vec![7u8; 10_000]);
+        assert_eq!(
+            read_beneath(tmp.path(), &p("big.bin"), 10_000)
+                .unwrap()
+                .len(),
+            10_000
+        );
+        assert!(matches!(
+            read_beneath(tmp.path(), &p("big.bin"), 9_999),
+            Err(ReadError::TooLarge { size: 10_000 })
+        ));
+    }
+
+    fn staging(tmp: &tempfile::TempDir) -> PathBuf {
+        tmp.path().join(".staging")
+    }
+
+    fn leftovers(dir: &Path) -> usize {
+        fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_new_skill_is_staged_then_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = vec![
+            (p("SKILL.md"), SKILL.to_vec()),
+            (p("scripts/a/b.sh"), b"echo hi\n".to_vec()),
+        ];
+        let staged = write_staged(&staging(&tmp), None, &files, &limits()).unwrap();
+        assert_eq!(staged.manifest().name, "demo");
+        assert!(staged.dir().join("scripts/a/b.sh").is_file());
+        let target = tmp.path().join("skills/user/demo");
+        staged.commit_new(&target).unwrap();
+        assert_eq!(
+            fs::read(target.join("scripts/a/b.sh")).unwrap(),
+            b"echo hi\n"
+        );
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+
+        // A second new skill under the same name is refused and cleaned up.
+        let staged = write_staged(&staging(&tmp), None, &files[..1], &limits()).unwrap();
+        let err = staged.commit_new(&target).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+        assert!(target.join("scripts/a/b.sh").is_file());
+    }
+
+    #[test]
+    fn an_upload_over_a_skill_replaces_given_files_and_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("skills/demo");
+        put(&target, "SKILL.md", SKILL);
+        put(&target, "keep.txt", b"old");
+        put(&target, "docs/replace.md", b"old");
+        symlink("/etc/passwd", target.join("planted")).unwrap();
+
+        let files = vec![
+            (p("docs/replace.md"), b"new".to_vec()),
+            (p("docs/added.md"), b"added".to_vec()),
+        ];
+        let staged = write_staged(&staging(&tmp), Some(&target), &files, &limits()).unwrap();
+        // Hold a file of the old version open across the swap: it keeps the old content.
+        let mut old = File::open(target.join("docs/replace.md")).unwrap();
+        staged.commit_replace(&target).unwrap();
+
+        let mut was = String::new();
+        old.read_to_string(&mut was).unwrap();
+        assert_eq!(was, "old");
+        assert_eq!(fs::read(target.join("docs/replace.md")).unwrap(), b"new");
+        assert_eq!(fs::read(target.join("docs/added.md")).unwrap(), b"added");
+        assert_eq!(fs::read(target.join("keep.txt")).unwrap(), b"old");
+        assert!(
+            fs::symlink_metadata(target.join("planted")).is_err(),
+            "symlink copied"
+        );
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+    }
+
+    #[test]
+    fn staged_folders_are_removed_when_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staged = write_staged(
+            &staging(&tmp),
+            None,
+            &[(p("SKILL.md"), SKILL.to_vec())],
+            &limits(),
+        )
+        .unwrap();
+        let dir = staged.dir().to_path_buf();
+        assert!(dir.is_dir());
+        drop(staged);
+        assert!(!dir.exists());
+    }
+
+    fn upload_err(files: &[(SkillPath, Vec<u8>)], limits: &Limits) -> UploadError {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = write_staged(&staging(&tmp), None, files, limits).unwrap_err();
+        assert_eq!(
+            leftovers(&staging(&tmp)),
+            0,
+            "staging not cleaned after {err}"
+        );
+        err
+    }
+
+    #[test]
+    fn staging_enforces_the_rules() {
+        let md = || (p("SKILL.md"), SKILL.to_vec());
+
+        let err = upload_err(&[(p("README.md"), b"x".to_vec())], &limits());
+        assert!(matches!(err, UploadError::MissingSkillMd), "{err}");
+        let err = upload_err(&[(p("sub/SKILL.md"), SKILL.to_vec())], &limits());
+        assert!(matches!(err, UploadError::MissingSkillMd), "{err}");
+
+        let err = upload_err(&[(p("SKILL.md"), b"# no front matter".to_vec())], &limits());
+        assert!(matches!(&err, UploadError::Manifest(m) if m.rule == "front-matter-missing"));
+        assert_eq!(err.code(), "invalid-skill-md");
+
+        let err = upload_err(&[md(), md()], &limits());
+        assert!(matches!(err, UploadError::DuplicatePath { .. }), "{err}");
+
+        let err = upload_err(
+            &[md(), (p("a"), b"x".to_vec()), (p("a/b"), b"y".to_vec())],
+            &limits(),
+        );
+        assert!(
+            matches!(&err, UploadError::Conflict { path } if path == "a/b"),
+            "{err}"
+        );
+        let err = upload_err(
+            &[md(), (p("a/b"), b"y".to_vec()), (p("a"), b"x".to_vec())],
+            &limits(),
+        );
+        assert!(
+            matches!(&err, UploadError::Conflict { path } if path == "a"),
+            "{err}"
+        );
+
+        let small = Limits {
+            max_file_bytes: 100,
+            max_skill_bytes: 150,
+            max_skill_files: 3,
+        };
+        let err = upload_err(&[md(), (p("big"), vec![0; 101])], &small);
+        assert!(
+            matches!(err, UploadError::FileTooLarge { limit: 100, .. }),
+            "{err}"
+        );
+        let err = upload_err(
+            &[md(), (p("a"), vec![0; 60]), (p("b"), vec![0; 60])],
+            &small,
+        );
+        assert!(
+            matches!(err, UploadError::SkillTooLarge { limit: 150 }),
+            "{err}"
+        );
+        let err = upload_err(
+            &[md(), (p("a"), vec![]), (p("b"), vec![]), (p("c"), vec![])],
+            &small,
+        );
+        assert!(
+            matches!(err, UploadError::TooManyFiles { limit: 3 }),
+            "{err}"
+        );
+        assert!(err.is_client_error());
+    }
+
+    #[test]
+    fn limits_count_the_files_kept_from_the_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("demo");
+        put(&base, "SKILL.md", SKILL);
+        put(&base, "a", b"");
+        put(&base, "b", b"");
+        let small = Limits {
+            max_skill_files: 3,
+            ..limits()
+        };
+        let err =
+            write_staged(&staging(&tmp), Some(&base), &[(p("c"), vec![])], &small).unwrap_err();
+        assert!(matches!(err, UploadError::TooManyFiles { .. }), "{err}");
+        // An upload that replaces files keeps the count.
+        assert!(write_staged(&staging(&tmp), Some(&base), &[(p("b"), vec![1])], &small).is_ok());
+        // A folder in the base where a file is uploaded is a clash.
+        put(&base, "dir/x", b"");
+        let err = write_staged(
+            &staging(&tmp),
+            Some(&base),
+            &[(p("dir"), vec![])],
+            &limits(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, UploadError::Conflict { .. }), "{err}");
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+    }
+
+    #[test]
+    fn clean_staging_removes_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(clean_staging(&staging(&tmp)).unwrap(), 0);
+        put(&staging(&tmp), "abc/SKILL.md", SKILL);
+        put(&staging(&tmp), "def/x/y", b"");
+        put(&staging(&tmp), "stray-file", b"");
+        assert_eq!(clean_staging(&staging(&tmp)).unwrap(), 3);
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+    }
+
+    #[test]
+    fn remove_skill_dir_removes_and_tolerates_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let skill = tmp.path().join("demo");
+        put(&skill, "SKILL.md", SKILL);
+        put(&skill, "x/y", b"");
+        remove_skill_dir(&skill).unwrap();
+        assert!(!skill.exists());
+        assert_eq!(leftovers(tmp.path()), 0);
+        remove_skill_dir(&skill).unwrap();
+
+        put(tmp.path(), ".removing-demo-0123/x", b"");
+        put(tmp.path(), "other/SKILL.md", SKILL);
+        assert_eq!(clean_removed(tmp.path()).unwrap(), 1);
+        assert_eq!(leftovers(tmp.path()), 1);
+    }
+
+    #[test]
+    fn error_codes_are_stable() {
+        let cases: [(UploadError, &str); 4] = [
+            (
+                UploadError::InvalidPath {
+                    path: "../x".into(),
+                    reason: "must not contain '.' or '..' components",
+                },
+                "invalid-path",
+            ),
+            (UploadError::MissingSkillMd, "missing-skill-md"),
+            (UploadError::Zip("bad".into()), "invalid-zip"),
+            (UploadError::Io(io::Error::other("disk")), "io-error"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code);
+            assert_eq!(err.is_client_error(), code != "io-error");
+        }
+        let err = UploadError::InvalidPath {
+            path: "../x".into(),
+            reason: "must not contain '.' or '..' components",
+        };
+        assert_eq!(
+            err.to_string(),
+            "\"../x\" is not an accepted file path: it must not contain '.' or '..' components"
+        );
+    }
+}

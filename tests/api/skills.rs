@@ -1,0 +1,1336 @@
+//! `/api/v1/skills*`: CRUD, uploads (files and zips), downloads, exports, limits, hostile input,
+//! isolation between users, consistency after crashes.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, TestUser, expect_error, spawn_app, spawn_app_with};
+
+backend_tests!(
+    a_skill_is_created_read_updated_and_deleted,
+    skill_names_and_descriptions_are_checked,
+    skills_are_listed_in_pages_and_searched,
+    files_upload_as_a_new_skill,
+    an_upload_to_a_skill_replaces_the_files_given_and_keeps_the_others,
+    zips_upload_with_skill_md_at_the_root_or_in_one_top_folder,
+    an_export_uploads_again_as_the_same_skill,
+    hostile_paths_are_refused_and_nothing_is_written,
+    hostile_zips_are_refused_and_nothing_is_written,
+    skill_md_is_checked_on_upload,
+    size_and_count_limits_are_enforced,
+    another_users_skills_are_not_found,
+    reads_never_follow_a_symlink,
+    a_restart_repairs_what_a_crash_left,
+    concurrent_uploads_to_one_skill_are_serialized,
+    idle_workspaces_stop_and_come_back,
+);
+
+const SKILL_MD: &str =
+    "---\nname: pdf\ndescription: Work with PDF files.\n---\n# PDF\n\nUse scripts/convert.py.\n";
+
+fn skill_md(name: &str, description: &str) -> String {
+    format!("---\nname: {name}\ndescription: {description}\n---\n# {name}\n")
+}
+
+/// A multipart body: (field name, file name, bytes) parts. Built by hand so that tests can send
+/// what no well-behaved client would.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "XtestBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, file_name, data) in parts {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""
+        )
+        .unwrap();
+        if let Some(file_name) = file_name {
+            write!(body, "; filename=\"{file_name}\"").unwrap();
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(
+    app: &TestApp,
+    user: &TestUser,
+    parts: &[(&str, Option<&str>, &[u8])],
+) -> reqwest::Response {
+    let (content_type, body) = multipart(parts);
+    app.request(Method::POST, "/api/v1/skills/upload")
+        .bearer_auth(&user.access)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A zip of `entries`; a name ending in `/` is a folder entry.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, data) in entries {
+        if name.ends_with('/') {
+            zip.add_directory(*name, options).unwrap();
+            continue;
+        }
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+async fn create(
+    app: &TestApp,
+    user: &TestUser,
+    name: &str,
+    description: &str,
+) -> reqwest::Response {
+    app.request(Method::POST, "/api/v1/skills")
+        .bearer_auth(&user.access)
+        .json(&json!({"name": name, "description": description}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn download(app: &TestApp, user: &TestUser, id: &str, path: &str) -> reqwest::Response {
+    app.get_auth(&format!("/api/v1/skills/{id}/files/{path}"), &user.access)
+        .await
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Every file below `dir`, as relative paths.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else {
+                out.push(
+                    path.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn a_skill_is_created_read_updated_and_deleted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let res = create(
+        &app,
+        &ann,
+        "pdf",
+        "Work with PDF files: split, merge, fill forms.",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "pdf");
+    assert_eq!(created["is_active"], true);
+    assert_eq!(created["skill_dir"], format!("{}/pdf", ann.id));
+    let folder = app.data_dir.join("skills").join(&ann.id).join("pdf");
+    let text = std::fs::read_to_string(folder.join("SKILL.md")).unwrap();
+    assert!(text.starts_with("---\n"), "{text}");
+
+    let skill = app
+        .get_json(&format!("/api/v1/skills/{id}"), &ann.access)
+        .await;
+    assert_eq!(
+        skill["description"],
+        "Work with PDF files: split, merge, fill forms."
+    );
+    assert_eq!(skill["files"][0]["path"], "SKILL.md");
+    assert_eq!(skill["files"][0]["size"], text.len());
+    assert_eq!(skill["files"][0]["sha256"], sha256_hex(text.as_bytes()));
+    let res = download(&app, &ann, &id, "SKILL.md").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.unwrap(), text);
+    let me = app.get_json("/api/v1/users/me", &ann.access).await;
+    assert_eq!(me["skill_count"], 1);
+
+    let res = app
+        .request(Method::PUT, &format!("/api/v1/skills/{id}"))
+        .bearer_auth(&ann.access)
+        .json(&json!({"description": "Read and write PDFs.", "is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let updated: Value = res.json().await.unwrap();
+    assert_eq!(updated["description"], "Read and write PDFs.");
+    assert_eq!(updated["is_active"], false);
+    let text = std::fs::read_to_string(folder.join("SKILL.md")).unwrap();
+    assert!(
+        text.contains("Read and write PDFs."),
+        "SKILL.md not kept in step: {text}"
+    );
+    assert!(text.contains("name: pdf"), "{text}");
+    let listed = app.get_json("/api/v1/skills", &ann.access).await;
+    assert_eq!(
+        listed["items"][0]["is_active"], false,
+        "inactive skills stay listed for their owner"
+    );
+    assert_eq!(listed["items"][0]["file_count"], 1);
+
+    let res = app
+        .delete_auth(&format!("/api/v1/skills/{id}"), &ann.access)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(!folder.exists());
+    expect_error(
+        app.get_auth(&format!("/api/v1/skills/{id}"), &ann.access)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_error(
+        app.delete_auth(&format!("/api/v1/skills/{id}"), &ann.access)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    let me = app.get_json("/api/v1/users/me", &ann.access).await;
+    assert_eq!(me["skill_count"], 0);
+}
+
+async fn skill_names_and_descriptions_are_checked(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    for name in [
+        "PDF",
+        "-pdf",
+        "pdf-",
+        "p--df",
+        "",
+        "p_df",
+        "p df",
+        &"a".repeat(65),
+    ] {
+        let res = create(&app, &ann, name, "A description.").await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+        assert_eq!(body["errors"][0]["field"], "name", "{name:?}: {body}");
+    }
+    for description in ["", "   ", &"d".repeat(1025)] {
+        let res = create(&app, &ann, "pdf", description).await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+        assert_eq!(body["errors"][0]["field"], "description");
+    }
+    assert_eq!(
+        create(&app, &ann, &"a".repeat(64), &"d".repeat(1024))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        create(&app, &ann, "pdf", "First.").await.status(),
+        StatusCode::CREATED
+    );
+    expect_error(
+        create(&app, &ann, "pdf", "Second.").await,
+        StatusCode::BAD_REQUEST,
+        "skill-exists",
+    )
+    .await;
+    // Descriptions YAML would misread come back exactly.
+    let tricky = "Handles: colons, \"quotes\", 'apostrophes', # hashes and - dashes";
+    let res = create(&app, &ann, "tricky", tricky).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["description"], tricky);
+}
+
+async fn skills_are_listed_in_pages_and_searched(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    for i in 0..25 {
+        let description = if i % 5 == 0 {
+            format!("Converts SPREADSHEETS number {i}")
+        } else {
+            format!("Skill number {i}")
+        };
+        assert_eq!(
+            create(&app, &ann, &format!("skill-{i:02}"), &description)
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+    }
+    let page = app.get_json("/api/v1/skills", &ann.access).await;
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["skip"].as_u64(),
+            page["limit"].as_u64()
+        ),
+        (Some(25), Some(0), Some(20))
+    );
+    assert_eq!(page["items"].as_array().unwrap().len(), 20);
+    assert_eq!(page["items"][0]["name"], "skill-00");
+    let page = app
+        .get_json("/api/v1/skills?skip=20&limit=100", &ann.access)
+        .await;
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["skill-20", "skill-21", "skill-22", "skill-23", "skill-24"]
+    );
+    let page = app
+        .get_json("/api/v1/skills?search=spreadsheets", &ann.access)
+        .await;
+    assert_eq!(page["total"], 5);
+    let page = app
+        .get_json("/api/v1/skills?search=skill-1&limit=3", &ann.access)
+        .await;
+    assert_eq!(page["total"], 10);
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    for query in ["limit=101", "limit=0", "skip=-1", "limit=ten"] {
+        let res = app
+            .get_auth(&format!("/api/v1/skills?{query}"), &ann.access)
+            .await;
+        expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+    }
+}
+
+async fn files_upload_as_a_new_skill(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let script = b"print('convert')\n";
+    let guide = "# Guide\n\nÜnïcödé text.\n".as_bytes();
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("scripts/convert.py"), script),
+            ("files", Some("references/guide.md"), guide),
+        ],
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "pdf");
+    assert_eq!(body["description"], "Work with PDF files.");
+    assert_eq!(
+        body["uploaded_files"],
+        json!(["SKILL.md", "scripts/convert.py", "references/guide.md"])
+    );
+    let id = body["id"].as_str().unwrap();
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    assert_eq!(files["total"], 3);
+    let listed: Vec<(String, u64, String)> = files["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["size"].as_u64().unwrap(),
+                f["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "SKILL.md".to_owned(),
+                SKILL_MD.len() as u64,
+                sha256_hex(SKILL_MD.as_bytes())
+            ),
+            (
+                "references/guide.md".to_owned(),
+                guide.len() as u64,
+                sha256_hex(guide)
+            ),
+            (
+                "scripts/convert.py".to_owned(),
+                script.len() as u64,
+                sha256_hex(script)
+            ),
+        ]
+    );
+    let res = download(&app, &ann, id, "scripts/convert.py").await;
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), script);
+    let res = download(&app, &ann, id, "references/guide.md").await;
+    assert_eq!(res.bytes().await.unwrap().as_ref(), guide);
+    expect_error(
+        download(&app, &ann, id, "scripts/missing.py").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    expect_error(
+        download(&app, &ann, id, "scripts").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    // A skill named by `skill_name` with a description and no SKILL.md gets one made for it.
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_name", None, b"notes"),
+            ("description", None, b"Keeps notes."),
+            ("files", Some("notes.txt"), b"hello"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["description"], "Keeps notes.");
+    let id = body["id"].as_str().unwrap();
+    let text = download(&app, &ann, id, "SKILL.md")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("name: notes"), "{text}");
+}
+
+async fn an_upload_to_a_skill_replaces_the_files_given_and_keeps_the_others(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("scripts/a.py"), b"v1"),
+            ("files", Some("scripts/b.py"), b"b"),
+        ],
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some("scripts/a.py"), b"v2"),
+            ("files", Some("c.txt"), b"c"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["uploaded_files"], json!(["scripts/a.py", "c.txt"]));
+    assert_eq!(
+        download(&app, &ann, &id, "scripts/a.py")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "v2"
+    );
+    assert_eq!(
+        download(&app, &ann, &id, "scripts/b.py")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "b"
+    );
+    assert_eq!(
+        download(&app, &ann, &id, "c.txt")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "c"
+    );
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    assert_eq!(files["total"], 4);
+    // By name, with a new description that is written into SKILL.md.
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_name", None, b"pdf"),
+            ("description", None, b"PDF tools, v2."),
+            ("files", Some("d.txt"), b"d"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], id.as_str());
+    let skill = app
+        .get_json(&format!("/api/v1/skills/{id}"), &ann.access)
+        .await;
+    assert_eq!(skill["description"], "PDF tools, v2.");
+    let text = download(&app, &ann, &id, "SKILL.md")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("PDF tools, v2.") && text.contains("# PDF"),
+        "{text}"
+    );
+    let list = app.get_json("/api/v1/skills", &ann.access).await;
+    assert_eq!(list["total"], 1);
+}
+
+async fn zips_upload_with_skill_md_at_the_root_or_in_one_top_folder(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let root = zip_of(&[
+        ("SKILL.md", SKILL_MD.as_bytes()),
+        ("scripts/run.sh", b"echo hi"),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("pdf.zip"), &root)]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let body: Value = res.json().await.unwrap();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(
+        download(&app, &ann, id, "scripts/run.sh")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "echo hi"
+    );
+    let docx = skill_md("docx", "Word documents.");
+    let nested = zip_of(&[
+        ("docx/", b""),
+        ("docx/SKILL.md", docx.as_bytes()),
+        ("docx/ref/a.md", b"a"),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("Docx.ZIP"), &nested)]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "docx");
+    let id = body["id"].as_str().unwrap();
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    let paths: Vec<&str> = files["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["SKILL.md", "ref/a.md"]);
+    let no_skill_md = zip_of(&[("a/x.md", b"x"), ("b/SKILL.md", SKILL_MD.as_bytes())]);
+    let res = upload(&app, &ann, &[("files", Some("bad.zip"), &no_skill_md)]).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let garbage = upload(
+        &app,
+        &ann,
+        &[("files", Some("bad.zip"), b"PK\x03\x04 this is not a zip")],
+    )
+    .await;
+    assert_eq!(garbage.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn an_export_uploads_again_as_the_same_skill(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("scripts/convert.py"), b"print(1)"),
+            ("files", Some("a/b/c/d.txt"), b"deep"),
+        ],
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .get_auth(&format!("/api/v1/skills/{id}/export"), &ann.access)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/zip");
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("pdf.zip")
+    );
+    let archive = res.bytes().await.unwrap().to_vec();
+    let res = upload(&app, &bob, &[("files", Some("pdf.zip"), &archive)]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let bob_id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ann_files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    let bob_files = app
+        .get_json(&format!("/api/v1/skills/{bob_id}/files"), &bob.access)
+        .await;
+    assert_eq!(ann_files, bob_files);
+}
+
+/// Asserts that the user's skills and the staging area hold exactly `expected` (relative paths
+/// below `<data_dir>/skills`), so a refused upload wrote nothing anywhere.
+fn assert_nothing_written(app: &TestApp, before: &[String]) {
+    let now = files_below(&app.data_dir.join("skills"));
+    assert_eq!(now, before, "a refused upload changed the skills folder");
+    let everything = files_below(app.data_dir.parent().unwrap());
+    assert!(
+        !everything.iter().any(|p| p == "x" || p.ends_with("/x")),
+        "a file named x was written: {everything:?}"
+    );
+}
+
+async fn hostile_paths_are_refused_and_nothing_is_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    assert_eq!(
+        create(&app, &ann, "pdf", "PDF.").await.status(),
+        StatusCode::CREATED
+    );
+    let before = files_below(&app.data_dir.join("skills"));
+    let deep = vec!["d"; 17].join("/");
+    for path in [
+        "../x",
+        "a/../../x",
+        "/etc/x",
+        "..\\x",
+        "C:\\x",
+        "C:x",
+        "a\0b",
+        &deep,
+        "a//b",
+        "./x",
+        "a/./b",
+        "",
+    ] {
+        let res = upload(
+            &app,
+            &ann,
+            &[
+                ("skill_name", None, b"pdf"),
+                ("files", Some(path), b"owned"),
+            ],
+        )
+        .await;
+        let status = res.status();
+        assert!(status.is_client_error(), "{path:?} got {status}");
+        assert_nothing_written(&app, &before);
+    }
+    // Exactly 16 levels is fine.
+    let sixteen = vec!["d"; 16].join("/");
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_name", None, b"pdf"),
+            ("files", Some(&sixteen), b"ok"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // A URL path cannot climb out either.
+    let id = app.get_json("/api/v1/skills", &ann.access).await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        "..%2F..%2Fsecret_key",
+        "../../secret_key",
+        "%2Fetc%2Fpasswd",
+    ] {
+        let res = download(&app, &ann, &id, path).await;
+        assert!(res.status().is_client_error(), "{path}: {}", res.status());
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("root:") && text.len() < 1000, "{text}");
+    }
+}
+
+async fn hostile_zips_are_refused_and_nothing_is_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let before = files_below(&app.data_dir.join("skills"));
+    let skill = SKILL_MD.as_bytes();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dot-dot",
+            zip_of(&[("SKILL.md", skill), ("../x", b"owned")]),
+        ),
+        (
+            "nested dot-dot",
+            zip_of(&[("SKILL.md", skill), ("a/../../x", b"owned")]),
+        ),
+        (
+            "absolute",
+            zip_of(&[("SKILL.md", skill), ("/tmp/x", b"owned")]),
+        ),
+        (
+            "backslash",
+            zip_of(&[("SKILL.md", skill), ("..\\x", b"owned")]),
+        ),
+    ];
+    let symlink = {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        zip.start_file("SKILL.md", options).unwrap();
+        zip.write_all(skill).unwrap();
+        zip.add_symlink("link", "/etc/passwd", options).unwrap();
+        zip.finish().unwrap().into_inner()
+    };
+    cases.push(("symlink", symlink));
+    // Two entries with one name: write two names of one length, then make them equal.
+    let mut duplicate = zip_of(&[("SKILL.md", skill), ("a.txt", b"one"), ("b.txt", b"two")]);
+    for i in 0..duplicate.len() - 5 {
+        if &duplicate[i..i + 5] == b"b.txt" {
+            duplicate[i..i + 5].copy_from_slice(b"a.txt");
+        }
+    }
+    cases.push(("duplicate", duplicate));
+    for (what, archive) in &cases {
+        let res = upload(&app, &ann, &[("files", Some("evil.zip"), archive)]).await;
+        assert!(res.status().is_client_error(), "{what}: {}", res.status());
+        assert_nothing_written(&app, &before);
+    }
+    // 200 MiB of zeros deflates to about 200 KiB; unpacking stops at the cap.
+    let bomb = {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("SKILL.md", options).unwrap();
+        zip.write_all(skill).unwrap();
+        zip.start_file("zeros.bin", options).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            zip.write_all(&chunk).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    };
+    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+    let started = std::time::Instant::now();
+    let res = upload(&app, &ann, &[("files", Some("bomb.zip"), &bomb)]).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        res.text().await.unwrap()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_nothing_written(&app, &before);
+}
+
+async fn skill_md_is_checked_on_upload(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let other_name = skill_md("docx", "Word.");
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_name", None, b"pdf"),
+            ("files", Some("SKILL.md"), other_name.as_bytes()),
+        ],
+    )
+    .await;
+    let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "skill-name-mismatch").await;
+    assert!(body["detail"].as_str().unwrap().contains("docx"), "{body}");
+    for (text, rule) in [
+        ("---\nname: pdf\n---\nbody\n", "description"),
+        ("no front matter\n", "front matter"),
+        (
+            "---\nname: pdf\ndescription: x\nauthor: me\n---\n",
+            "author",
+        ),
+        ("---\nname: Bad_Name\ndescription: x\n---\n", "name"),
+        (
+            &format!("---\nname: pdf\ndescription: {}\n---\n", "d".repeat(1025)),
+            "description",
+        ),
+        (
+            &format!(
+                "---\nname: pdf\ndescription: x\ncompatibility: {}\n---\n",
+                "c".repeat(501)
+            ),
+            "compatibility",
+        ),
+        ("---\nname: pdf\ndescription: [unclosed\n---\n", "YAML"),
+    ] {
+        let res = upload(&app, &ann, &[("files", Some("SKILL.md"), text.as_bytes())]).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}: {body}");
+        let detail = body["detail"].as_str().unwrap().to_lowercase();
+        assert!(
+            detail.contains(&rule.to_lowercase()),
+            "{text}: the message does not name the rule: {body}"
+        );
+    }
+    assert_eq!(
+        app.get_json("/api/v1/skills", &ann.access).await["total"],
+        0
+    );
+    // YAML the way people write it: folded and literal blocks, quotes, `---` in the body.
+    let folded = "---\nname: \"pdf\"\ndescription: >\n  Work with PDF\n  files.\nlicense: MIT\ncompatibility: 'Python 3.11+'\nmetadata:\n  version: \"1.2\"\nallowed-tools: Bash Read\n---\n# PDF\n\n---\n\nMore body.\n";
+    let res = upload(
+        &app,
+        &ann,
+        &[("files", Some("SKILL.md"), folded.as_bytes())],
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let literal = "---\nname: docx\ndescription: |\n  Line one.\n  Line two.\n---\n";
+    let res = upload(
+        &app,
+        &ann,
+        &[("files", Some("SKILL.md"), literal.as_bytes())],
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let list = app.get_json("/api/v1/skills", &ann.access).await;
+    let descriptions: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["description"].as_str().unwrap())
+        .collect();
+    assert!(
+        descriptions[0].starts_with("Line one.\nLine two."),
+        "{descriptions:?}"
+    );
+    assert!(
+        descriptions[1].starts_with("Work with PDF files."),
+        "{descriptions:?}"
+    );
+}
+
+async fn size_and_count_limits_are_enforced(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.skills.max_file_bytes = 1000;
+        s.skills.max_skill_bytes = 3000;
+        s.skills.max_skill_files = 5;
+        s.skills.max_user_bytes = 5000;
+        s.skills.max_upload_bytes = 2_000_000;
+    })
+    .await;
+    let ann = app.user("ann").await;
+    let skill = SKILL_MD.as_bytes();
+    let big = vec![b'x'; 1001];
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), skill),
+            ("files", Some("big.bin"), &big),
+        ],
+    )
+    .await;
+    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "file-too-large").await;
+    let kb = vec![b'x'; 900];
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), skill),
+            ("files", Some("1"), &kb),
+            ("files", Some("2"), &kb),
+            ("files", Some("3"), &kb),
+            ("files", Some("4"), &kb),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let one = b"1".as_slice();
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), skill),
+            ("files", Some("1"), one),
+            ("files", Some("2"), one),
+            ("files", Some("3"), one),
+            ("files", Some("4"), one),
+            ("files", Some("5"), one),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The same limits inside a zip.
+    let archive = zip_of(&[("SKILL.md", skill), ("big.bin", &big)]);
+    let res = upload(&app, &ann, &[("files", Some("a.zip"), &archive)]).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The account's quota across skills.
+    for name in ["one", "two"] {
+        let text = skill_md(name, "Quota test.");
+        let res = upload(
+            &app,
+            &ann,
+            &[
+                ("files", Some("SKILL.md"), text.as_bytes()),
+                ("files", Some("a"), &kb),
+                ("files", Some("b"), &kb),
+            ],
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let text = skill_md("three", "Quota test.");
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), text.as_bytes()),
+            ("files", Some("a"), &kb),
+            ("files", Some("b"), &kb),
+        ],
+    )
+    .await;
+    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "quota-exceeded").await;
+    // A body of 10,000 fields: refused for its number of parts.
+    let fields: Vec<(&str, Option<&str>, &[u8])> = (0..10_000)
+        .map(|_| ("description", None, b"x".as_slice()))
+        .collect();
+    let res = upload(&app, &ann, &fields).await;
+    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-many-parts").await;
+    // A body over the limit, refused from its Content-Length before it is sent.
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/skills/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 2000001\r\n\r\n",
+        ann.access
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // And one that does not say its length: read up to the limit, then refused.
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/skills/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        ann.access, 2_000_001
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes())
+        .await
+        .unwrap();
+    // Exactly one byte too many and nothing after it, so the server has read everything sent.
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &vec![b'-'; 2_000_001])
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    let res = upload(
+        &app,
+        &ann,
+        &[("files", Some("SKILL.md"), skill), ("surprise", None, b"x")],
+    )
+    .await;
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+    let res = app
+        .request(Method::POST, "/api/v1/skills/upload")
+        .bearer_auth(&ann.access)
+        .json(&json!({"files": []}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "multipart-expected").await;
+    assert_eq!(
+        app.get_json("/api/v1/skills", &ann.access).await["total"],
+        2
+    );
+}
+
+async fn another_users_skills_are_not_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("secret.txt"), b"ann's"),
+        ],
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/api/v1/skills/{id}"),
+        format!("/api/v1/skills/{id}/files"),
+        format!("/api/v1/skills/{id}/files/secret.txt"),
+        format!("/api/v1/skills/{id}/export"),
+    ] {
+        expect_error(
+            app.get_auth(&path, &bob.access).await,
+            StatusCode::NOT_FOUND,
+            "not-found",
+        )
+        .await;
+    }
+    let res = app
+        .request(Method::PUT, &format!("/api/v1/skills/{id}"))
+        .bearer_auth(&bob.access)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
+    expect_error(
+        app.delete_auth(&format!("/api/v1/skills/{id}"), &bob.access)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    let res = upload(
+        &app,
+        &bob,
+        &[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some("secret.txt"), b"bob's"),
+        ],
+    )
+    .await;
+    expect_error(res, StatusCode::NOT_FOUND, "not-found").await;
+    // Bob's own skill of the same name is his own.
+    let res = upload(
+        &app,
+        &bob,
+        &[("files", Some("SKILL.md"), SKILL_MD.as_bytes())],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_ne!(res.json::<Value>().await.unwrap()["id"], id.as_str());
+    assert_eq!(
+        download(&app, &ann, &id, "secret.txt")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "ann's"
+    );
+    assert_eq!(
+        app.get_json("/api/v1/skills", &bob.access).await["total"],
+        1
+    );
+    assert_eq!(
+        app.get_json("/api/v1/skills", &ann.access).await["total"],
+        1
+    );
+}
+
+async fn reads_never_follow_a_symlink(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("scripts/ok.py"), b"ok"),
+        ],
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = upload(
+        &app,
+        &bob,
+        &[
+            ("files", Some("SKILL.md"), SKILL_MD.as_bytes()),
+            ("files", Some("private.txt"), b"bob's secret"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // What a shell command could plant later.
+    let folder = app.data_dir.join("skills").join(&ann.id).join("pdf");
+    let bob_file = app
+        .data_dir
+        .join("skills")
+        .join(&bob.id)
+        .join("pdf")
+        .join("private.txt");
+    std::os::unix::fs::symlink("/etc/passwd", folder.join("passwd")).unwrap();
+    std::os::unix::fs::symlink(&bob_file, folder.join("bob.txt")).unwrap();
+    std::os::unix::fs::symlink(app.data_dir.join("secret_key"), folder.join("scripts/key"))
+        .unwrap();
+    std::os::unix::fs::symlink(
+        app.data_dir.join("skills").join(&bob.id),
+        folder.join("bobdir"),
+    )
+    .unwrap();
+    for path in ["passwd", "bob.txt", "scripts/key", "bobdir/pdf/private.txt"] {
+        let res = download(&app, &ann, &id, path).await;
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {text}");
+        assert!(
+            !text.contains("root:") && !text.contains("bob's secret"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        download(&app, &ann, &id, "scripts/ok.py")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    let archive = app
+        .get_auth(&format!("/api/v1/skills/{id}/export"), &ann.access)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive.to_vec())).unwrap();
+    let names: Vec<String> = (0..zip.len())
+        .map(|i| zip.by_index(i).unwrap().name().to_owned())
+        .collect();
+    assert_eq!(names, ["pdf/SKILL.md", "pdf/scripts/ok.py"]);
+}
+
+async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
+    let mut app = spawn_app(backend.clone()).await;
+    let ann = app.user("ann").await;
+    let user_id = uuid::Uuid::parse_str(&ann.id).unwrap();
+    assert_eq!(
+        create(&app, &ann, "kept", "Stays.").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        create(&app, &ann, "lost", "Folder goes.").await.status(),
+        StatusCode::CREATED
+    );
+    app.stop().await;
+    let skills = app.data_dir.join("skills");
+    let user_root = skills.join(&ann.id);
+    // A crash after the row, before the folder: a row without a folder.
+    std::fs::remove_dir_all(user_root.join("lost")).unwrap();
+    // A crash after the folder, before the row: a folder without a row.
+    std::fs::create_dir_all(user_root.join("orphan")).unwrap();
+    std::fs::write(
+        user_root.join("orphan/SKILL.md"),
+        skill_md("orphan", "No row."),
+    )
+    .unwrap();
+    // A crash during an upload: a staged folder never swapped in.
+    std::fs::create_dir_all(skills.join(".staging/abandoned/scripts")).unwrap();
+    std::fs::write(skills.join(".staging/abandoned/scripts/x.py"), "x").unwrap();
+    // SKILL.md edited behind the server's back (by a script): the row follows the file.
+    std::fs::write(
+        user_root.join("kept/SKILL.md"),
+        skill_md("kept", "Edited on disk."),
+    )
+    .unwrap();
+
+    let data_dir = app.data_dir.clone();
+    let url = app.settings.database.url.clone();
+    let again = spawn_app_with(backend, |s| {
+        s.server.data_dir = data_dir;
+        s.database.url = url;
+    })
+    .await;
+    let list = again.get_json("/api/v1/skills", &ann.access).await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(list["items"][0]["description"], "Edited on disk.");
+    assert!(
+        !user_root.join("orphan").exists(),
+        "the orphan folder is still there"
+    );
+    assert!(
+        files_below(&skills.join(".staging")).is_empty(),
+        "staging not cleaned"
+    );
+    let rows = again.state.store.skills_of_user(user_id).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+    assert_eq!(rows[0].description, "Edited on disk.");
+}
+
+async fn concurrent_uploads_to_one_skill_are_serialized(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let res = upload(
+        &app,
+        &ann,
+        &[("files", Some("SKILL.md"), SKILL_MD.as_bytes())],
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut uploads = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let version = format!("version {i} ").repeat(1000);
+        let (content_type, body) = multipart(&[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some("data.txt"), version.as_bytes()),
+            ("files", Some(&format!("f{i}.txt")), b"x"),
+        ]);
+        let request = app
+            .request(Method::POST, "/api/v1/skills/upload")
+            .bearer_auth(&ann.access)
+            .header("content-type", content_type)
+            .body(body);
+        uploads.spawn(async move { request.send().await.unwrap().status() });
+    }
+    for status in uploads.join_all().await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    assert_eq!(files["total"], 10, "{files}");
+    // What the index says is what is on disk, file by file.
+    let folder = app.data_dir.join("skills").join(&ann.id).join("pdf");
+    for file in files["items"].as_array().unwrap() {
+        let bytes = std::fs::read(folder.join(file["path"].as_str().unwrap())).unwrap();
+        assert_eq!(file["sha256"], sha256_hex(&bytes));
+    }
+    let data = download(&app, &ann, &id, "data.txt")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        data.starts_with("version ") && data.len() == "version 0 ".len() * 1000,
+        "a mix of uploads: {}",
+        &data[..40]
+    );
+    assert!(files_below(&app.data_dir.join("skills/.staging")).is_empty());
+}
+
+async fn idle_workspaces_stop_and_come_back(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.skills.workspace_idle_secs = 1).await;
+    let ann = app.user("ann").await;
+    assert_eq!(
+        create(&app, &ann, "pdf", "PDF.").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(app.state.workspaces.live_count(), 1);
+    let mut stopped = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if app.state.workspaces.live_count() == 0 {
+            stopped = true;
+            break;
+        }
+    }
+    assert!(stopped, "the idle workspace never stopped");
+    // The next request loads it again from the database and the disk.
+    let list = app.get_json("/api/v1/skills", &ann.access).await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["file_count"], 1);
+    assert_eq!(
+        create(&app, &ann, "docx", "Word.").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.get_json("/api/v1/skills", &ann.access).await["total"],
+        2
+    );
+}
