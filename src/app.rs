@@ -95,13 +95,19 @@ impl App {
         };
         let store = Store::open(&settings.database, &data_dir).await?;
         let skills_root = data_dir.join("skills");
-        // Uploads a crash interrupted: staged folders never swapped into place.
+        // What a crash cut short: uploads staged but never swapped in, and folders of deleted
+        // accounts not yet removed.
         let staging = staging_root(&skills_root);
-        match tokio::task::spawn_blocking(move || crate::skills::files::clean_staging(&staging))
-            .await
-        {
+        let root = skills_root.clone();
+        let cleanup = move || {
+            Ok::<_, std::io::Error>(
+                crate::skills::files::clean_staging(&staging)?
+                    + crate::skills::files::clean_removed(&root)?,
+            )
+        };
+        match tokio::task::spawn_blocking(cleanup).await {
             Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::warn!(folders = n, "removed uploads left unfinished by a crash"),
+            Ok(Ok(n)) => tracing::warn!(folders = n, "removed what a crash left unfinished"),
             Ok(Err(e)) => {
                 return Err(StartError::DataDir {
                     path: skills_root,

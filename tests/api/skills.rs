@@ -1211,6 +1211,9 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
     // A crash during an upload: a staged folder never swapped in.
     std::fs::create_dir_all(skills.join(".staging/abandoned/scripts")).unwrap();
     std::fs::write(skills.join(".staging/abandoned/scripts/x.py"), "x").unwrap();
+    // A crash while removing a deleted account's folder.
+    std::fs::create_dir_all(skills.join(".removing-gone-1234/pdf")).unwrap();
+    std::fs::write(skills.join(".removing-gone-1234/pdf/SKILL.md"), "x").unwrap();
     // SKILL.md edited behind the server's back (by a script): the row follows the file.
     std::fs::write(
         user_root.join("kept/SKILL.md"),
@@ -1241,6 +1244,10 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
     assert!(
         files_below(&skills.join(".staging")).is_empty(),
         "staging not cleaned"
+    );
+    assert!(
+        !skills.join(".removing-gone-1234").exists(),
+        "a half-removed folder is still there"
     );
     let rows = again.state.store.skills_of_user(user_id).await.unwrap();
     assert_eq!(
