@@ -62,6 +62,25 @@ fn skill_files(name: &str) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+async fn post_upload(
+    client: &reqwest::Client,
+    base: &str,
+    access: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/v1/skills/upload"))
+        .bearer_auth(access)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn run() {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -92,17 +111,7 @@ async fn run() {
     for i in 0..100 {
         let body = multipart(&skill_files(&format!("skill-{i:03}")));
         let t = Instant::now();
-        let res = client
-            .post(format!("{base}/api/v1/skills/upload"))
-            .bearer_auth(&access)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let res = post_upload(&client, base, &access, body).await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         uploads.push(t.elapsed());
     }
@@ -125,17 +134,7 @@ async fn run() {
     for _ in 0..20 {
         let body = multipart(&[("zipped.zip".to_owned(), zip.clone())]);
         let t = Instant::now();
-        let res = client
-            .post(format!("{base}/api/v1/skills/upload"))
-            .bearer_auth(&access)
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={BOUNDARY}"),
-            )
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let res = post_upload(&client, base, &access, body).await;
         assert_eq!(res.status(), 201);
         zipped.push(t.elapsed());
     }
