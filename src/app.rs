@@ -23,10 +23,11 @@ use tokio::net::TcpListener;
 
 use crate::actors::auth::{AuthCore, AuthService};
 use crate::actors::token_registry::TokenRegistry;
-use crate::actors::workspace::{IndexedSkill, staging_root};
+use crate::actors::workspace::staging_root;
 use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
+use crate::mcp::{McpServer, Sessions};
 use crate::store::{Store, StoreError};
 
 /// What every request handler can reach.
@@ -37,21 +38,9 @@ pub struct AppState {
     pub auth: AuthService,
     pub registry: TokenRegistry,
     pub workspaces: Workspaces,
+    pub mcp: McpServer,
+    pub sessions: Arc<Sessions>,
     pub started: Instant,
-}
-
-impl AppState {
-    /// `<data_dir>/skills`: one folder per user, each holding one folder per skill.
-    pub fn skills_root(&self) -> PathBuf {
-        self.settings.server.data_dir.join("skills")
-    }
-
-    /// The folder of a skill.
-    pub fn skill_dir(&self, skill: &IndexedSkill) -> PathBuf {
-        self.skills_root()
-            .join(skill.record.user_id.to_string())
-            .join(&skill.record.name)
-    }
 }
 
 /// Why the server could not start. Each message names what to fix.
@@ -154,12 +143,23 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        let mcp = McpServer::new(workspaces.clone(), settings.skills.max_file_bytes);
+        let sessions = Arc::new(Sessions::new(
+            Duration::from_secs(settings.mcp.session_idle_secs),
+            settings.mcp.max_sessions_per_token,
+        ));
+        spawn_session_reaper(
+            &sessions,
+            Duration::from_secs(settings.mcp.session_idle_secs),
+        );
         let state = Arc::new(AppState {
             settings,
             store,
             auth,
             registry,
             workspaces,
+            mcp,
+            sessions,
             started,
         });
         Ok(App { listener, state })
@@ -189,6 +189,26 @@ impl App {
         state.auth.stop();
         tracing::info!("stopped");
     }
+}
+
+/// Ends idle MCP sessions now and then; stops when the sessions are dropped.
+fn spawn_session_reaper(sessions: &Arc<Sessions>, idle: Duration) {
+    let sessions = Arc::downgrade(sessions);
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(sessions) = sessions.upgrade() else {
+                break;
+            };
+            let reaped = sessions.reap();
+            if reaped > 0 {
+                tracing::debug!(reaped, "ended idle MCP sessions");
+            }
+        }
+    });
 }
 
 /// The password hasher the settings describe (also used by the admin commands).

@@ -27,6 +27,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
     pub skills: SkillSettings,
+    pub mcp: McpSettings,
     pub log: LogSettings,
 }
 
@@ -115,6 +116,18 @@ pub struct SkillSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    /// Origins (`https://app.example.com`) whose browser pages may call `/mcp`. A request with any
+    /// other `Origin` header gets 403; requests without one (MCP clients outside browsers) pass.
+    pub allowed_origins: Vec<String>,
+    /// A session unused for this long is ended.
+    pub session_idle_secs: u64,
+    /// Sessions one API token may hold open.
+    pub max_sessions_per_token: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// A tracing filter: `info`, `debug`, `agentskills_mcp=debug,info`, …
     pub level: String,
@@ -194,6 +207,16 @@ impl Default for SkillSettings {
     }
 }
 
+impl Default for McpSettings {
+    fn default() -> Self {
+        McpSettings {
+            allowed_origins: Vec::new(),
+            session_idle_secs: 1800,
+            max_sessions_per_token: 64,
+        }
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
@@ -209,6 +232,8 @@ impl Default for LogSettings {
 enum Kind {
     Str,
     Int,
+    /// Comma-separated strings.
+    List,
 }
 
 /// Every environment variable that overrides a setting: (variable, `section.key`).
@@ -273,6 +298,12 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_WORKSPACE_IDLE_SECS",
         "skills.workspace_idle_secs",
     ),
+    ("AGENTSKILLS_MCP_ALLOWED_ORIGINS", "mcp.allowed_origins"),
+    ("AGENTSKILLS_MCP_SESSION_IDLE_SECS", "mcp.session_idle_secs"),
+    (
+        "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
+        "mcp.max_sessions_per_token",
+    ),
     ("AGENTSKILLS_LOG", "log.level"),
     ("AGENTSKILLS_LOG_FORMAT", "log.format"),
 ];
@@ -281,6 +312,7 @@ fn kind_of(path: &str) -> Kind {
     match path {
         "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
         | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
+        "mcp.allowed_origins" => Kind::List,
         _ => Kind::Int,
     }
 }
@@ -474,6 +506,23 @@ impl Settings {
                 "must not exceed skills.max_user_bytes",
             );
         }
+        if self.mcp.session_idle_secs == 0 {
+            return fail("mcp.session_idle_secs", "must be at least 1");
+        }
+        if self.mcp.max_sessions_per_token == 0 {
+            return fail("mcp.max_sessions_per_token", "must be at least 1");
+        }
+        for origin in &self.mcp.allowed_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && !origin.contains(char::is_whitespace);
+            if !ok {
+                return fail(
+                    "mcp.allowed_origins",
+                    "each origin is a scheme and host (and port), like https://app.example.com, without a path",
+                );
+            }
+        }
         if self.tokens.max_per_user == 0 {
             return fail("tokens.max_per_user", "must be at least 1");
         }
@@ -500,6 +549,13 @@ impl Settings {
 fn env_value(var: &str, path: &str, raw: &str) -> Result<toml::Value, ConfigError> {
     match kind_of(path) {
         Kind::Str => Ok(toml::Value::String(raw.to_owned())),
+        Kind::List => Ok(toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        )),
         Kind::Int => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| {
             ConfigError(format!(
                 "environment variable {var} (setting `{path}`): expected a whole number, got {raw:?}"
@@ -593,6 +649,25 @@ mod tests {
         .unwrap();
         assert_eq!(s.database.url.as_deref(), Some("postgres://u@h/db"));
         assert_eq!(s.configured_secret(), Some(secret.as_str()));
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_comma_separated() {
+        let s = Settings::from_toml_str(
+            "",
+            &env(&[(
+                "AGENTSKILLS_MCP_ALLOWED_ORIGINS",
+                "https://a.example, http://localhost:3000",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.mcp.allowed_origins,
+            ["https://a.example", "http://localhost:3000"]
+        );
+        let err =
+            Settings::from_toml_str("[mcp]\nallowed_origins = [\"a.example\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("mcp.allowed_origins"), "{err}");
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod skills;
 pub mod store;

@@ -106,6 +106,14 @@ impl Workspaces {
         Ok(Workspaces { inner })
     }
 
+    /// The folder of a skill: `<data_dir>/skills/<user_id>/<name>`.
+    pub fn skill_dir(&self, skill: &crate::store::SkillRecord) -> PathBuf {
+        self.inner
+            .skills_root
+            .join(skill.user_id.to_string())
+            .join(&skill.name)
+    }
+
     /// Workspace actors alive now.
     pub fn live_count(&self) -> usize {
         self.inner

@@ -54,6 +54,15 @@ pub(crate) async fn optional_json_body<T: DeserializeOwned + Default>(
     parse_json(&bytes)
 }
 
+/// The raw bytes of a JSON body, with the same checks as [`json_body`] (for callers that parse it
+/// themselves).
+pub(crate) async fn read_json_bytes(
+    req: Request<Incoming>,
+    limits: &ServerSettings,
+) -> Result<bytes::Bytes, AppError> {
+    read_body(req, limits).await
+}
+
 async fn read_body(
     req: Request<Incoming>,
     limits: &ServerSettings,

@@ -173,7 +173,7 @@ async fn mcp_needs_a_valid_api_token(backend: Backend) {
             .unwrap();
         expect_error(res, StatusCode::UNAUTHORIZED, "invalid-token").await;
     }
-    assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(app.mcp_status(&token).await, StatusCode::OK);
 }
 
 async fn a_revoked_token_fails_on_its_next_request(backend: Backend) {
@@ -181,13 +181,13 @@ async fn a_revoked_token_fails_on_its_next_request(backend: Backend) {
     let ann = app.user("ann").await;
     let (id, token) = app.api_token(&ann, "laptop").await;
     let (_, kept) = app.api_token(&ann, "desktop").await;
-    assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(app.mcp_status(&token).await, StatusCode::OK);
     let res = app
         .delete_auth(&format!("/api/v1/tokens/{id}"), &ann.access)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.mcp_status(&token).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.mcp_status(&kept).await, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(app.mcp_status(&kept).await, StatusCode::OK);
     let res = app
         .delete_auth(&format!("/api/v1/tokens/{id}"), &ann.access)
         .await;
@@ -214,10 +214,7 @@ async fn another_users_token_is_not_found(backend: Backend) {
     }
     let listed: Value = app.get_json("/api/v1/tokens", &bob.access).await;
     assert_eq!(listed["total"], 0);
-    assert_eq!(
-        app.mcp_status(&ann_token).await,
-        StatusCode::NOT_IMPLEMENTED
-    );
+    assert_eq!(app.mcp_status(&ann_token).await, StatusCode::OK);
 }
 
 async fn use_times_are_batched_and_flushed(backend: Backend) {
@@ -291,7 +288,7 @@ async fn changes_made_by_other_processes_are_picked_up(backend: Backend) {
             .unwrap()
     );
     assert!(
-        wait_for(|| async { app.mcp_status(&token).await == StatusCode::NOT_IMPLEMENTED }).await,
+        wait_for(|| async { app.mcp_status(&token).await == StatusCode::OK }).await,
         "reactivation not picked up"
     );
     assert_eq!(
@@ -302,7 +299,7 @@ async fn changes_made_by_other_processes_are_picked_up(backend: Backend) {
     // A token written by another process becomes usable.
     let (record, secret) = insert_directly(&app, user_id, None).await;
     assert!(
-        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
+        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::OK }).await,
         "new token not picked up"
     );
     // And one deleted by another process stops.
@@ -326,7 +323,7 @@ async fn expired_tokens_stop_working(backend: Backend) {
     let expires_at = store::now() + time::Duration::seconds(4);
     let (_, secret) = insert_directly(&app, user_id, Some(expires_at)).await;
     assert!(
-        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::NOT_IMPLEMENTED }).await,
+        wait_for(|| async { app.mcp_status(&secret).await == StatusCode::OK }).await,
         "token never worked"
     );
     let left = expires_at - time::OffsetDateTime::now_utc();

@@ -295,7 +295,7 @@ async fn user_commands_create_list_deactivate_and_activate() {
         .unwrap();
     let token: serde_json::Value = created.json().await.unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
-    assert_eq!(app.mcp_status(&token).await, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(app.mcp_status(&token).await, StatusCode::OK);
 
     let out = user(&["deactivate", "OPS@example.com"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));

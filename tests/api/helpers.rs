@@ -232,12 +232,13 @@ impl TestApp {
         )
     }
 
-    /// The status of `POST /mcp` with `token` (401 for a bad token; 501 for a good one until MCP lands).
+    /// The status of an MCP `initialize` with `token`: 200 for a good token, 401 for a bad one.
     pub async fn mcp_status(&self, token: &str) -> StatusCode {
         self.request(Method::POST, "/mcp")
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#)
             .send()
             .await
             .unwrap()

@@ -9,6 +9,7 @@ mod accounts;
 mod api_tokens;
 mod cli;
 mod credentials;
+mod mcp;
 mod server;
 mod sessions;
 mod skills;

@@ -243,7 +243,9 @@ pub(crate) async fn delete_me(
         },
     );
     let (password, ()) = checks.finish(password.zip(confirmed))?;
+    let user_id = me.user.id;
     state.auth.delete_account(me, password).await?;
+    state.sessions.close_where(|s| s.user_id == user_id);
     Ok(no_content())
 }
 

@@ -1,20 +1,42 @@
-//! `/mcp`: authentication of MCP clients by API token.
+//! `/mcp`: MCP over Streamable HTTP.
 //!
-//! Until the MCP protocol itself is served, a request with a valid token gets 501; one without a
-//! valid token gets 401 with `WWW-Authenticate: Bearer`, exactly as it will then.
+//! - `POST` carries JSON-RPC messages (one, or a batch). `initialize` opens a session and its
+//!   answer carries `Mcp-Session-Id`; every other message needs that header (400 without it, 404
+//!   for a session that is unknown, ended, or opened with another token). Notifications and
+//!   responses get 202 with no body. Requests are answered as `application/json`, or as one
+//!   `text/event-stream` event when the client accepts only that.
+//! - `DELETE` ends the session.
+//! - `GET` (a stream the server could push on) answers 405: this server sends nothing unasked yet,
+//!   which the transport allows.
+//!
+//! Every request needs `Authorization: Bearer <API token>`, checked against the token registry
+//! (no database); a present `Origin` must be in `mcp.allowed_origins` (403 otherwise).
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde_json::Value;
 
+use crate::actors::token_registry::Principal;
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::http::Body;
-use crate::http::request::require_bearer;
+use crate::http::request::{read_json_bytes, require_bearer};
+use crate::http::response::{full, no_content, with_body};
+use crate::mcp::SUPPORTED_VERSIONS;
+use crate::mcp::codes;
+use crate::mcp::dispatch::{Message, RpcError, classify, error_response};
+use crate::mcp::sessions::OpenError;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
 
 pub(crate) async fn mcp(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
+    check_origin(state, req.headers())?;
     let token = require_bearer(req.headers())?;
     let principal = state
         .registry
@@ -23,8 +45,276 @@ pub(crate) async fn mcp(
             code: "invalid-token",
             detail: "the API token is unknown, revoked or expired",
         })?;
-    tracing::debug!(user_id = %principal.user_id, token_id = %principal.token_id, "MCP request authenticated");
-    Err(AppError::NotImplemented(
-        "the MCP protocol is not served by this build yet",
-    ))
+    match *req.method() {
+        Method::POST => post(state, principal, req).await,
+        Method::DELETE => Ok(delete(state, principal, req.headers())),
+        _ => Err(AppError::MethodNotAllowed(vec!["POST", "DELETE"])),
+    }
+}
+
+/// A present `Origin` must be allowed: a browser page on another site must not reach a server
+/// on this machine through DNS rebinding.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let allowed = origin.to_str().is_ok_and(|o| {
+        state
+            .settings
+            .mcp
+            .allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(o))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden {
+            code: "origin-not-allowed",
+            detail: "requests from this Origin are not allowed (see mcp.allowed_origins)",
+        })
+    }
+}
+
+/// A transport-level refusal with a JSON-RPC error body (no id).
+fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Response<Body> {
+    let body = error_response(None, &RpcError::new(code, message));
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    with_body(status, "application/json", full(bytes))
+}
+
+/// How the client wants answers framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Json,
+    EventStream,
+}
+
+fn framing(headers: &HeaderMap) -> Option<Framing> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(Framing::Json);
+    };
+    let types: Vec<String> = accept
+        .split(',')
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    let has = |t: &str| types.iter().any(|x| x == t);
+    if has("application/json") || has("*/*") || has("application/*") {
+        Some(Framing::Json)
+    } else if has("text/event-stream") || has("text/*") {
+        Some(Framing::EventStream)
+    } else {
+        None
+    }
+}
+
+fn answer(framing: Framing, body: &Value) -> Response<Body> {
+    match framing {
+        Framing::Json => json_response(StatusCode::OK, body),
+        Framing::EventStream => {
+            let data = serde_json::to_string(body).unwrap_or_default();
+            let mut response = with_body(
+                StatusCode::OK,
+                "text/event-stream",
+                full(Bytes::from(format!("event: message\ndata: {data}\n\n"))),
+            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+    }
+}
+
+async fn post(
+    state: &AppState,
+    principal: Principal,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    if let Some(version) = req.headers().get(VERSION_HEADER) {
+        let known = version
+            .to_str()
+            .is_ok_and(|v| SUPPORTED_VERSIONS.contains(&v));
+        if !known {
+            return Ok(rpc_refusal(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                &format!(
+                    "unsupported MCP-Protocol-Version; this server speaks {}",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+    }
+    let Some(framing) = framing(req.headers()) else {
+        return Ok(rpc_refusal(
+            StatusCode::NOT_ACCEPTABLE,
+            codes::INVALID_REQUEST,
+            "accept application/json or text/event-stream",
+        ));
+    };
+    let session_id = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = read_json_bytes(req, &state.settings.server).await?;
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::PARSE_ERROR,
+            "parse error: the body is not JSON",
+        ));
+    };
+    let (messages, batch) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Ok(rpc_refusal(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                "invalid request: an empty batch",
+            ));
+        }
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
+    };
+
+    // `initialize` opens a session; sent within one, it is refused like any repeat (-32600).
+    let initialize = !batch
+        && session_id.is_none()
+        && messages[0].get("method").and_then(Value::as_str) == Some("initialize");
+    if initialize {
+        return Ok(open_session(state, principal, &messages[0], framing));
+    }
+
+    let Some(session_id) = session_id else {
+        return Ok(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "the Mcp-Session-Id header is required (initialize first)",
+        ));
+    };
+    let Some(session) = state.sessions.get(&session_id, principal.token_id) else {
+        return Ok(rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "session not found; initialize a new one",
+        ));
+    };
+    let mut responses = Vec::new();
+    for message in &messages {
+        match classify(message) {
+            Ok(Message::Request { id, method, params }) => {
+                responses.push(state.mcp.request(session.user_id, id, method, params).await);
+            }
+            Ok(Message::Notification { .. } | Message::Response) => {}
+            Err((_, error)) if !batch => {
+                return Ok(rpc_refusal(
+                    StatusCode::BAD_REQUEST,
+                    error.code,
+                    &error.message,
+                ));
+            }
+            Err((id, error)) => responses.push(error_response(id, &error)),
+        }
+    }
+    if responses.is_empty() {
+        let mut accepted = no_content();
+        *accepted.status_mut() = StatusCode::ACCEPTED;
+        return Ok(accepted);
+    }
+    let body = if batch {
+        Value::Array(responses)
+    } else {
+        responses.pop().unwrap_or(Value::Null)
+    };
+    Ok(answer(framing, &body))
+}
+
+/// Answers `initialize` and, when it succeeds, opens a session.
+fn open_session(
+    state: &AppState,
+    principal: Principal,
+    message: &Value,
+    framing: Framing,
+) -> Response<Body> {
+    let (id, params) = match classify(message) {
+        Ok(Message::Request { id, params, .. }) => (id, params),
+        Ok(_) => {
+            return rpc_refusal(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                "initialize must be a request (with an id)",
+            );
+        }
+        Err((_, error)) => return rpc_refusal(StatusCode::BAD_REQUEST, error.code, &error.message),
+    };
+    let negotiated = match state.mcp.initialize(params) {
+        Ok(negotiated) => negotiated,
+        Err(error) => return answer(framing, &error_response(Some(id), &error)),
+    };
+    let session =
+        match state
+            .sessions
+            .open(principal.user_id, principal.token_id, negotiated.version)
+        {
+            Ok(session) => session,
+            Err(OpenError::TooMany(_)) => {
+                let refusal = RpcError::new(
+                    codes::INVALID_REQUEST,
+                    "too many open sessions for this API token",
+                );
+                let mut response = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &error_response(Some(id), &refusal),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return response;
+            }
+            Err(e @ OpenError::Random(_)) => {
+                tracing::error!(error = %e, "could not open an MCP session");
+                return rpc_refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::INTERNAL_ERROR,
+                    "internal error",
+                );
+            }
+        };
+    tracing::info!(user_id = %principal.user_id, version = negotiated.version, "MCP session opened");
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": negotiated.result});
+    let mut response = answer(framing, &body);
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    response
+}
+
+fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "the Mcp-Session-Id header is required",
+        );
+    };
+    if state.sessions.close(id, principal.token_id) {
+        no_content()
+    } else {
+        rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "session not found",
+        )
+    }
 }

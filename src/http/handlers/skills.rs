@@ -315,7 +315,7 @@ pub(crate) async fn get_file(
     let me = authenticated(state, &req).await?;
     let path = parse_path_param(raw_path)?;
     let skill = owned(state, me.user.id, id).await?;
-    let dir = state.skill_dir(&skill);
+    let dir = state.workspaces.skill_dir(&skill.record);
     let max = state.settings.skills.max_skill_bytes;
     let shown = path.as_str().to_owned();
     let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))
@@ -364,7 +364,7 @@ pub(crate) async fn export(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let skill = owned(state, me.user.id, id).await?;
-    let dir = state.skill_dir(&skill);
+    let dir = state.workspaces.skill_dir(&skill.record);
     let max = state.settings.skills.max_skill_bytes;
     let name = skill.record.name.clone();
     let disposition = format!("attachment; filename=\"{name}.zip\"");

@@ -131,6 +131,7 @@ pub(crate) async fn delete(
     if !state.registry.revoke(me.user.id, id).await? {
         return Err(AppError::NotFound("token"));
     }
+    state.sessions.close_where(|s| s.token_id == id);
     tracing::info!(user_id = %me.user.id, token_id = %id, "API token revoked");
     Ok(no_content())
 }

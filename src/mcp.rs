@@ -1,0 +1,35 @@
+//! MCP: the protocol, apart from any transport.
+//!
+//! - [`dispatch`]: JSON-RPC messages in, responses out: lifecycle, `ping`, tools, resources,
+//!   logging, with the JSON-RPC error codes (-32700, -32600, -32601, -32602, -32002).
+//! - [`tools`]: the four tools of the original server, with its names, arguments and text.
+//! - [`resources`]: each file of each active skill as `skill://<skill_name>/<path>`.
+//! - [`sessions`]: the sessions `initialize` opens, bound to the API token that opened them.
+//!
+//! Transports (Streamable HTTP in `http/handlers/mcp.rs`) parse bytes into messages and frame the
+//! answers; everything they share is here, so every transport behaves the same.
+
+pub mod dispatch;
+pub mod resources;
+pub mod sessions;
+pub mod tools;
+
+pub use dispatch::{McpServer, Negotiated};
+pub use sessions::{Session, Sessions};
+
+/// Protocol versions this server speaks through `initialize`, newest first.
+pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// The version offered to a client that asks for one this server does not speak.
+pub const LATEST_VERSION: &str = SUPPORTED_VERSIONS[0];
+
+/// JSON-RPC and MCP error codes.
+pub mod codes {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL_ERROR: i32 = -32603;
+    /// MCP: the resource does not exist.
+    pub const RESOURCE_NOT_FOUND: i32 = -32002;
+}

@@ -1,0 +1,171 @@
+//! MCP sessions: opened by `initialize`, named by a random `Mcp-Session-Id`, bound to the API
+//! token that opened them, ended by `DELETE`, by their token's revocation, or by idleness.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+/// One session.
+#[derive(Debug)]
+pub struct Session {
+    /// 256 random bits, hex: visible ASCII as the transport requires, and unguessable.
+    pub id: String,
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+    /// The version agreed at `initialize`.
+    pub protocol_version: String,
+    /// Unix seconds of the last request.
+    last_seen: AtomicI64,
+}
+
+impl Session {
+    fn touch(&self) {
+        self.last_seen.store(unix_now(), Ordering::Relaxed);
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "this API token already has {0} open MCP sessions; close one (DELETE /mcp) or wait for it to expire"
+    )]
+    TooMany(usize),
+    #[error("no random session id: {0}")]
+    Random(getrandom::Error),
+}
+
+/// Every open session. Lookups are a short lock on a map (sessions change rarely and requests
+/// find theirs in one hash lookup).
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    idle: Duration,
+    max_per_token: usize,
+}
+
+impl Sessions {
+    pub fn new(idle: Duration, max_per_token: usize) -> Sessions {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            idle,
+            max_per_token,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn open(
+        &self,
+        user_id: Uuid,
+        token_id: Uuid,
+        protocol_version: &str,
+    ) -> Result<Arc<Session>, OpenError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
+        let session = Arc::new(Session {
+            id: hex::encode(bytes),
+            user_id,
+            token_id,
+            protocol_version: protocol_version.to_owned(),
+            last_seen: AtomicI64::new(unix_now()),
+        });
+        let mut map = self.lock();
+        let held = map.values().filter(|s| s.token_id == token_id).count();
+        if held >= self.max_per_token {
+            return Err(OpenError::TooMany(self.max_per_token));
+        }
+        map.insert(session.id.clone(), Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// The session `id` if it exists and was opened with `token_id`.
+    pub fn get(&self, id: &str, token_id: Uuid) -> Option<Arc<Session>> {
+        let session = self.lock().get(id).cloned()?;
+        if session.token_id != token_id {
+            return None;
+        }
+        session.touch();
+        Some(session)
+    }
+
+    /// Ends the session `id` of `token_id`; `false` if there is none.
+    pub fn close(&self, id: &str, token_id: Uuid) -> bool {
+        let mut map = self.lock();
+        match map.get(id) {
+            Some(s) if s.token_id == token_id => map.remove(id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Ends every session of a token (revoked) or of a user (deactivated, deleted).
+    pub fn close_where(&self, doomed: impl Fn(&Session) -> bool) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| !doomed(s));
+        before - map.len()
+    }
+
+    /// Ends sessions idle for longer than the idle time; returns how many.
+    pub fn reap(&self) -> usize {
+        let cutoff = unix_now() - i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX);
+        self.close_where(|s| s.last_seen.load(Ordering::Relaxed) < cutoff)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_belong_to_their_token_and_are_capped() {
+        let sessions = Sessions::new(Duration::from_secs(60), 2);
+        let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let a = sessions.open(user, token, "2025-06-18").unwrap();
+        assert_eq!(a.id.len(), 64);
+        assert!(sessions.get(&a.id, token).is_some());
+        assert!(
+            sessions.get(&a.id, other).is_none(),
+            "another token must not reach it"
+        );
+        sessions.open(user, token, "2025-06-18").unwrap();
+        assert!(matches!(
+            sessions.open(user, token, "2025-06-18"),
+            Err(OpenError::TooMany(2))
+        ));
+        sessions.open(user, other, "2025-06-18").unwrap();
+        assert!(!sessions.close(&a.id, other));
+        assert!(sessions.close(&a.id, token));
+        assert!(sessions.get(&a.id, token).is_none());
+        assert_eq!(sessions.close_where(|s| s.token_id == token), 1);
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn idle_sessions_are_reaped() {
+        let sessions = Sessions::new(Duration::from_secs(0), 10);
+        let s = sessions
+            .open(Uuid::new_v4(), Uuid::new_v4(), "2025-06-18")
+            .unwrap();
+        s.last_seen.store(unix_now() - 5, Ordering::Relaxed);
+        assert_eq!(sessions.reap(), 1);
+        assert!(sessions.is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! The four tools of the original AgentSkills MCP server, with its names, arguments and text.
+//!
+//! Failures are results with `isError: true` and a sentence saying what is wrong, never an empty
+//! string and never a JSON-RPC error (an unknown tool name is the one JSON-RPC error: -32602).
+//! Only the user's active skills are visible.
+
+use std::sync::Arc;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool};
+use serde_json::{Value, json};
+
+use super::McpServer;
+use super::dispatch::RpcError;
+use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
+use crate::domain::SkillPath;
+use crate::skills::files::{self, ReadError};
+
+/// Given to clients at `initialize`.
+pub const INSTRUCTIONS: &str = "This server holds your Agent Skills. Call load_skill_metadata to see \
+which skills exist, load_skill to read one skill's instructions (SKILL.md), read_reference_file to \
+read the other files it mentions, and run_shell_command to run its scripts.";
+
+const METADATA_HEADER: &str =
+    "Available skills (each line is \"- <skill_name>: <skill_description>\"):";
+
+fn schema(value: Value) -> Arc<JsonObject> {
+    match value {
+        Value::Object(map) => Arc::new(map),
+        _ => Arc::new(JsonObject::new()),
+    }
+}
+
+/// What `tools/list` returns.
+pub fn definitions() -> Vec<Tool> {
+    let skill_name = json!({"type": "string", "description": "The skill's name, as load_skill_metadata lists it."});
+    let mut run = Tool::new(
+        "run_shell_command",
+        "Run a shell command (sh -c) in the skill's folder, in a sandbox, to run the skill's scripts. \
+         Returns stdout, stderr and the exit code.",
+        schema(json!({
+            "type": "object",
+            "properties": {
+                "skill_name": skill_name,
+                "command": {"type": "string", "description": "The command line, run with sh -c in the skill's folder."}
+            },
+            "required": ["skill_name", "command"]
+        })),
+    );
+    run.output_schema = Some(schema(json!({
+        "type": "object",
+        "properties": {
+            "exit_code": {"type": ["integer", "null"], "description": "The exit code; null if a signal ended the command."},
+            "stdout": {"type": "string"},
+            "stderr": {"type": "string"},
+            "timed_out": {"type": "boolean"},
+            "truncated": {"type": "boolean", "description": "Whether stdout or stderr was cut at its size limit."}
+        },
+        "required": ["exit_code", "stdout", "stderr", "timed_out", "truncated"]
+    })));
+    vec![
+        Tool::new(
+            "load_skill_metadata",
+            "List the available skills, one line each: the skill's name and its description. Call this first to see which skills exist.",
+            schema(json!({"type": "object", "properties": {}})),
+        ),
+        Tool::new(
+            "load_skill",
+            "Load a skill's full instructions: the whole SKILL.md of the skill.",
+            schema(json!({
+                "type": "object",
+                "properties": {"skill_name": skill_name},
+                "required": ["skill_name"]
+            })),
+        ),
+        Tool::new(
+            "read_reference_file",
+            "Read a file of a skill (a reference document, a script, a template) by its path inside the skill.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "skill_name": skill_name,
+                    "file_name": {"type": "string", "description": "The file's path inside the skill, such as references/guide.md."}
+                },
+                "required": ["skill_name", "file_name"]
+            })),
+        ),
+        run,
+    ]
+}
+
+fn text(result: String) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(result)])
+}
+
+fn failure(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+/// A string argument, or the sentence saying it is missing.
+fn argument<'a>(call: &'a CallToolRequestParams, name: &str) -> Result<&'a str, CallToolResult> {
+    match call.arguments.as_ref().and_then(|a| a.get(name)) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(failure(format!("The argument `{name}` must be a string."))),
+        None => Err(failure(format!("The argument `{name}` is required."))),
+    }
+}
+
+fn active_skill<'a>(
+    index: &'a SkillIndex,
+    name: &str,
+) -> Result<&'a Arc<IndexedSkill>, CallToolResult> {
+    index
+        .by_name(name)
+        .filter(|s| s.record.is_active)
+        .ok_or_else(|| {
+            failure(format!(
+                "Skill '{name}' not found. Call load_skill_metadata to see the available skills."
+            ))
+        })
+}
+
+/// Runs a tool. An unknown tool is a JSON-RPC error (-32602); everything else is a result.
+pub async fn call(
+    index: &SkillIndex,
+    server: &McpServer,
+    call: &CallToolRequestParams,
+) -> Result<CallToolResult, RpcError> {
+    let result = match call.name.as_ref() {
+        "load_skill_metadata" => load_skill_metadata(index),
+        "load_skill" => load_skill(index, server, call).await,
+        "read_reference_file" => read_reference_file(index, server, call).await,
+        "run_shell_command" => run_shell_command(index, call),
+        other => {
+            return Err(RpcError::new(
+                super::codes::INVALID_PARAMS,
+                format!("unknown tool: {other}"),
+            ));
+        }
+    };
+    Ok(result.unwrap_or_else(|failure| failure))
+}
+
+fn load_skill_metadata(index: &SkillIndex) -> Result<CallToolResult, CallToolResult> {
+    let mut out = String::from(METADATA_HEADER);
+    for skill in index.skills().filter(|s| s.record.is_active) {
+        out.push_str("\n- ");
+        out.push_str(&skill.record.name);
+        out.push_str(": ");
+        out.push_str(&skill.record.description);
+    }
+    Ok(text(out))
+}
+
+async fn load_skill(
+    index: &SkillIndex,
+    server: &McpServer,
+    call: &CallToolRequestParams,
+) -> Result<CallToolResult, CallToolResult> {
+    let name = argument(call, "skill_name")?;
+    let skill = active_skill(index, name)?;
+    if let Some(text_md) = &skill.skill_md {
+        return Ok(text(text_md.to_string()));
+    }
+    // Not cached as text (not UTF-8, or changed on disk): read it and say what is wrong.
+    read_text(server, skill, SKILL_MD).await.map(text)
+}
+
+async fn read_reference_file(
+    index: &SkillIndex,
+    server: &McpServer,
+    call: &CallToolRequestParams,
+) -> Result<CallToolResult, CallToolResult> {
+    let name = argument(call, "skill_name")?;
+    let file = argument(call, "file_name")?;
+    let skill = active_skill(index, name)?;
+    read_text(server, skill, file).await.map(text)
+}
+
+/// A file of the skill as UTF-8 text, or the sentence saying why not.
+async fn read_text(
+    server: &McpServer,
+    skill: &IndexedSkill,
+    file: &str,
+) -> Result<String, CallToolResult> {
+    let name = skill.record.name.clone();
+    let path = SkillPath::parse(file).map_err(|why| {
+        failure(format!(
+            "The path '{file}' is not allowed: it {why}; give a path inside the skill '{name}'."
+        ))
+    })?;
+    let dir = server.workspaces().skill_dir(&skill.record);
+    let max = server.max_read_bytes();
+    let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))
+        .await
+        .map_err(|e| failure(format!("Reading '{file}' failed: {e}")))?
+        .map_err(|e| match e {
+            ReadError::NotFound => failure(format!("File '{file}' not found in skill '{name}'.")),
+            ReadError::NotAFile => failure(format!("'{file}' in skill '{name}' is not a regular file.")),
+            ReadError::Symlink => failure(format!("'{file}' in skill '{name}' is a symbolic link, which is not followed.")),
+            ReadError::TooLarge { size } => {
+                failure(format!("File '{file}' in skill '{name}' is {size} bytes, more than the {max} bytes that can be read."))
+            }
+            ReadError::Io(io) => failure(format!("Reading '{file}' in skill '{name}' failed: {io}")),
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        failure(format!(
+            "File '{file}' in skill '{name}' is not UTF-8 text."
+        ))
+    })
+}
+
+fn run_shell_command(
+    index: &SkillIndex,
+    call: &CallToolRequestParams,
+) -> Result<CallToolResult, CallToolResult> {
+    let name = argument(call, "skill_name")?;
+    argument(call, "command")?;
+    active_skill(index, name)?;
+    // Strict mode refuses to run anything without the sandbox, which this build does not have yet.
+    Err(failure(
+        "Sandbox unavailable: this server runs commands only inside its sandbox, which is not available \
+         on this server, so the command was not run."
+            .to_owned(),
+    ))
+}

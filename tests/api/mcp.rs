@@ -1,0 +1,711 @@
+//! MCP over Streamable HTTP at `/mcp`: lifecycle and sessions, transport rules, JSON-RPC errors,
+//! the four tools, resources, and isolation between tokens and users.
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, TestUser, spawn_app, spawn_app_with};
+
+backend_tests!(
+    initialize_opens_a_session_in_every_supported_version,
+    sessions_are_required_and_end_on_delete,
+    the_transport_checks_versions_accept_headers_and_origins,
+    json_rpc_errors_have_the_right_codes,
+    batches_are_answered_together,
+    tools_are_listed_with_their_schemas,
+    the_tools_answer_like_the_original_server,
+    tool_failures_are_results_that_say_what_is_wrong,
+    skill_files_are_resources,
+    a_token_reaches_only_its_own_users_skills,
+    revoking_a_token_or_deleting_the_account_ends_its_sessions,
+);
+
+const ACCEPT: &str = "application/json, text/event-stream";
+
+/// An MCP client speaking raw HTTP, so tests can send what real clients would not.
+struct Mcp<'a> {
+    app: &'a TestApp,
+    token: String,
+    session: Option<String>,
+    next_id: i64,
+}
+
+impl<'a> Mcp<'a> {
+    fn new(app: &'a TestApp, token: &str) -> Mcp<'a> {
+        Mcp {
+            app,
+            token: token.to_owned(),
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    /// Initializes (with `version`) and sends `notifications/initialized`.
+    async fn connect(app: &'a TestApp, token: &str, version: &str) -> Mcp<'a> {
+        let mut mcp = Mcp::new(app, token);
+        let (status, headers, body) = mcp.raw(&initialize(version), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        mcp.session = Some(headers["mcp-session-id"].to_str().unwrap().to_owned());
+        let (status, _, _) = mcp
+            .raw(
+                &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        mcp
+    }
+
+    async fn raw(&self, body: &Value, extra: &[(&str, &str)]) -> (StatusCode, HeaderMap, Value) {
+        self.raw_bytes(body.to_string().into_bytes(), extra).await
+    }
+
+    async fn raw_bytes(
+        &self,
+        body: Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = self
+            .app
+            .request(Method::POST, "/mcp")
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json");
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            req = req.header("accept", ACCEPT);
+        }
+        if let Some(session) = &self.session {
+            req = req.header("mcp-session-id", session);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let res = req.body(body).send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, value)
+    }
+
+    /// Sends a request and returns its whole JSON-RPC response.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (status, _, body) = self
+            .raw(
+                &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{method}: {body}");
+        assert_eq!(body["id"], id, "{body}");
+        body
+    }
+
+    /// The text of a tool's result, and whether it is an error.
+    async fn tool(&mut self, name: &str, arguments: Value) -> (String, bool) {
+        let body = self
+            .call("tools/call", json!({"name": name, "arguments": arguments}))
+            .await;
+        let result = &body["result"];
+        assert!(result.is_object(), "{body}");
+        let text = result["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text: {body}"))
+            .to_owned();
+        assert!(!text.is_empty(), "an empty tool result: {body}");
+        (text, result["isError"] == true)
+    }
+}
+
+fn initialize(version: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "tests", "version": "1.0"}}
+    })
+}
+
+async fn upload(app: &TestApp, user: &TestUser, files: &[(&str, &[u8])]) -> String {
+    let boundary = "mcpTestBoundary";
+    let mut body = Vec::new();
+    for (path, data) in files {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let res = app
+        .request(Method::POST, "/api/v1/skills/upload")
+        .bearer_auth(&user.access)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const PDF_MD: &str =
+    "---\nname: pdf\ndescription: Work with PDF files.\n---\n# PDF\n\nRun scripts/convert.py.\n";
+const DOCX_MD: &str =
+    "---\nname: docx\ndescription: >\n  Word documents:\n  read and write.\n---\n# DOCX\n";
+
+/// Ann with two skills (one with a subfolder) and an API token.
+async fn ann_with_skills(app: &TestApp) -> (TestUser, String) {
+    let ann = app.user("ann").await;
+    upload(
+        app,
+        &ann,
+        &[
+            ("SKILL.md", PDF_MD.as_bytes()),
+            ("scripts/convert.py", b"print('pdf')\n"),
+            ("reference.md", b"# Ref\n"),
+            ("logo.bin", &[0xff, 0x00, 0xfe]),
+        ],
+    )
+    .await;
+    upload(app, &ann, &[("SKILL.md", DOCX_MD.as_bytes())]).await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    (ann, token)
+}
+
+async fn initialize_opens_a_session_in_every_supported_version(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut seen = Vec::new();
+    for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mcp = Mcp::new(&app, &token);
+        let (status, headers, body) = mcp.raw(&initialize(version), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["content-type"], "application/json");
+        let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+        assert!(
+            session.len() >= 32 && session.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "{session}"
+        );
+        assert!(!seen.contains(&session));
+        seen.push(session);
+        assert_eq!(body["id"], 0);
+        assert_eq!(body["result"]["protocolVersion"], version);
+        assert_eq!(body["result"]["serverInfo"]["name"], "agentskills-mcp");
+        assert!(body["result"]["capabilities"]["tools"].is_object());
+        assert!(body["result"]["capabilities"]["resources"].is_object());
+    }
+    // A version this server does not speak: it offers its newest.
+    let (status, _, body) = Mcp::new(&app, &token)
+        .raw(&initialize("1999-01-01"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"]["protocolVersion"], "2025-11-25");
+    // initialize without what it needs.
+    let bad =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}});
+    let (status, headers, body) = Mcp::new(&app, &token).raw(&bad, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("mcp-session-id").is_none());
+    assert_eq!(body["error"]["code"], -32602);
+}
+
+async fn sessions_are_required_and_end_on_delete(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let pong = mcp.call("ping", json!({})).await;
+    assert_eq!(pong["result"], json!({}));
+    // A request with no session.
+    let anonymous = Mcp::new(&app, &token);
+    let (status, _, body) = anonymous
+        .raw(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // An unknown session.
+    let mut stranger = Mcp::new(&app, &token);
+    stranger.session = Some("0".repeat(64));
+    let (status, _, _) = stranger
+        .raw(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A notification or a response gets 202 and no body.
+    let (status, _, body) = mcp.raw(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}), &[]).await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
+    let (status, _, body) = mcp
+        .raw(&json!({"jsonrpc": "2.0", "id": "s1", "result": {}}), &[])
+        .await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
+    // DELETE ends it; afterwards it is unknown.
+    let session = mcp.session.clone().unwrap();
+    let res = app
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (status, _, _) = mcp
+        .raw(&json!({"jsonrpc": "2.0", "id": 6, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let res = app
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // This server pushes nothing unasked: no GET stream.
+    let res = app
+        .request(Method::GET, "/mcp")
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "POST, DELETE");
+}
+
+async fn the_transport_checks_versions_accept_headers_and_origins(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.mcp.allowed_origins = vec!["https://app.example.com".to_owned()]
+    })
+    .await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let (status, _, _) = mcp
+        .raw(&ping, &[("mcp-protocol-version", "2025-06-18")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = mcp
+        .raw(&ping, &[("mcp-protocol-version", "2099-01-01")])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Only an event stream accepted: the answer comes as one SSE event.
+    let res = app
+        .request(Method::POST, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-session-id", mcp.session.as_deref().unwrap())
+        .header("accept", "text/event-stream")
+        .header("content-type", "application/json")
+        .body(ping.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let text = res.text().await.unwrap();
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(data).unwrap()["result"],
+        json!({})
+    );
+    let (status, _, _) = mcp.raw(&ping, &[("accept", "text/html")]).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+    // Origins: absent passes, listed passes, anything else is 403.
+    let (status, _, _) = mcp
+        .raw(&ping, &[("origin", "https://app.example.com")])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for origin in ["https://evil.example", "http://app.example.com", "null"] {
+        let (status, _, _) = mcp.raw(&ping, &[("origin", origin)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
+    }
+    // No token: 401 with WWW-Authenticate, before anything else is looked at.
+    let res = app
+        .request(Method::POST, "/mcp")
+        .body(ping.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+}
+
+async fn json_rpc_errors_have_the_right_codes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let (status, _, body) = mcp
+        .raw_bytes(
+            b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], -32700);
+    assert_eq!(body["id"], Value::Null);
+    let (status, _, body) = mcp
+        .raw(&json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], -32600);
+    let body = mcp.call("no/such/method", json!({})).await;
+    assert_eq!(body["error"]["code"], -32601);
+    let body = mcp.call("tools/call", json!({"arguments": {}})).await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp
+        .call(
+            "tools/call",
+            json!({"name": "no_such_tool", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp.call("resources/read", json!({})).await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp
+        .call("resources/list", json!({"cursor": "not-a-cursor"}))
+        .await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp.call("logging/setLevel", json!({"level": "loud"})).await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp
+        .call("logging/setLevel", json!({"level": "warning"}))
+        .await;
+    assert_eq!(body["result"], json!({}));
+    let body = mcp
+        .call("initialize", initialize("2025-06-18")["params"].clone())
+        .await;
+    assert_eq!(
+        body["error"]["code"], -32600,
+        "a second initialize in one session"
+    );
+    // Every error says something.
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+async fn batches_are_answered_together(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mcp = Mcp::connect(&app, &token, "2025-03-26").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}},
+        {"jsonrpc": "2.0", "id": "b", "method": "nope"},
+        {"jsonrpc": "1.0", "id": "c", "method": "ping"}
+    ]);
+    let (status, _, body) = mcp.raw(&batch, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let answers = body.as_array().unwrap();
+    assert_eq!(answers.len(), 3, "{body}");
+    assert_eq!(answers[0]["id"], "a");
+    assert_eq!(answers[1]["error"]["code"], -32601);
+    assert_eq!(answers[2]["error"]["code"], -32600);
+    let (status, _, body) = mcp
+        .raw(
+            &json!([{"jsonrpc": "2.0", "method": "notifications/initialized"}]),
+            &[],
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, Value::Null));
+    let (status, _, _) = mcp.raw(&json!([]), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn tools_are_listed_with_their_schemas(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let body = mcp.call("tools/list", json!({})).await;
+    let tools = body["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "load_skill_metadata",
+            "load_skill",
+            "read_reference_file",
+            "run_shell_command"
+        ]
+    );
+    for tool in tools {
+        assert!(
+            tool["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{tool}"
+        );
+        assert_eq!(tool["inputSchema"]["type"], "object");
+    }
+    assert_eq!(tools[1]["inputSchema"]["required"], json!(["skill_name"]));
+    assert_eq!(
+        tools[2]["inputSchema"]["required"],
+        json!(["skill_name", "file_name"])
+    );
+    assert_eq!(
+        tools[3]["inputSchema"]["required"],
+        json!(["skill_name", "command"])
+    );
+    let output = &tools[3]["outputSchema"];
+    for field in ["exit_code", "stdout", "stderr", "timed_out", "truncated"] {
+        assert!(output["properties"][field].is_object(), "{output}");
+    }
+}
+
+async fn the_tools_answer_like_the_original_server(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ann, token) = ann_with_skills(&app).await;
+    upload(
+        &app,
+        &ann,
+        &[(
+            "SKILL.md",
+            b"---\nname: archived\ndescription: Hidden when inactive.\n---\n",
+        )],
+    )
+    .await;
+    let list = app
+        .get_json("/api/v1/skills?search=archived", &ann.access)
+        .await;
+    let archived = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let res = app
+        .request(Method::PUT, &format!("/api/v1/skills/{archived}"))
+        .bearer_auth(&ann.access)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let (text, error) = mcp.tool("load_skill_metadata", json!({})).await;
+    assert!(!error);
+    assert_eq!(
+        text,
+        "Available skills (each line is \"- <skill_name>: <skill_description>\"):\n- docx: Word documents: read and write.\n- pdf: Work with PDF files."
+    );
+    let (text, error) = mcp.tool("load_skill", json!({"skill_name": "pdf"})).await;
+    assert!(!error);
+    assert_eq!(text, PDF_MD);
+    let (text, error) = mcp
+        .tool(
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "scripts/convert.py"}),
+        )
+        .await;
+    assert!(!error);
+    assert_eq!(text, "print('pdf')\n");
+    let (text, error) = mcp
+        .tool("load_skill", json!({"skill_name": "archived"}))
+        .await;
+    assert!(error, "an inactive skill is hidden: {text}");
+}
+
+async fn tool_failures_are_results_that_say_what_is_wrong(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    for (tool, arguments, words) in [
+        ("load_skill", json!({"skill_name": "nope"}), "not found"),
+        ("load_skill", json!({}), "skill_name"),
+        ("load_skill", json!({"skill_name": 5}), "skill_name"),
+        (
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "missing.md"}),
+            "not found",
+        ),
+        (
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "../docx/SKILL.md"}),
+            "not allowed",
+        ),
+        (
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "/etc/passwd"}),
+            "not allowed",
+        ),
+        (
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "logo.bin"}),
+            "not UTF-8",
+        ),
+        (
+            "read_reference_file",
+            json!({"skill_name": "pdf", "file_name": "scripts"}),
+            "not a regular file",
+        ),
+        (
+            "run_shell_command",
+            json!({"skill_name": "pdf", "command": "echo hi"}),
+            "Sandbox unavailable",
+        ),
+        (
+            "run_shell_command",
+            json!({"skill_name": "nope", "command": "echo hi"}),
+            "not found",
+        ),
+    ] {
+        let (text, error) = mcp.tool(tool, arguments.clone()).await;
+        assert!(error, "{tool} {arguments}: {text}");
+        assert!(text.contains(words), "{tool} {arguments}: {text}");
+    }
+}
+
+async fn skill_files_are_resources(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let body = mcp.call("resources/list", json!({})).await;
+    let resources = body["result"]["resources"].as_array().unwrap();
+    let uris: Vec<&str> = resources
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "skill://docx/SKILL.md",
+            "skill://pdf/SKILL.md",
+            "skill://pdf/logo.bin",
+            "skill://pdf/reference.md",
+            "skill://pdf/scripts/convert.py"
+        ]
+    );
+    assert_eq!(resources[1]["mimeType"], "text/markdown");
+    assert_eq!(resources[1]["name"], "pdf");
+    assert_eq!(resources[1]["description"], "Work with PDF files.");
+    assert!(body["result"].get("nextCursor").is_none());
+    let body = mcp
+        .call("resources/read", json!({"uri": "skill://pdf/SKILL.md"}))
+        .await;
+    let contents = &body["result"]["contents"][0];
+    assert_eq!(contents["uri"], "skill://pdf/SKILL.md");
+    assert_eq!(contents["mimeType"], "text/markdown");
+    assert_eq!(contents["text"], PDF_MD);
+    let body = mcp
+        .call("resources/read", json!({"uri": "skill://pdf/logo.bin"}))
+        .await;
+    assert_eq!(body["result"]["contents"][0]["blob"], "/wD+");
+    for uri in [
+        "skill://pdf/missing",
+        "skill://nope/SKILL.md",
+        "skill://pdf/../docx/SKILL.md",
+        "file:///etc/passwd",
+        "skill://pdf",
+    ] {
+        let body = mcp.call("resources/read", json!({"uri": uri})).await;
+        assert_eq!(body["error"]["code"], -32002, "{uri}: {body}");
+    }
+    let body = mcp.call("resources/templates/list", json!({})).await;
+    assert_eq!(
+        body["result"]["resourceTemplates"][0]["uriTemplate"],
+        "skill://{skill_name}/{path}"
+    );
+}
+
+async fn a_token_reaches_only_its_own_users_skills(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, ann_token) = ann_with_skills(&app).await;
+    let bob = app.user("bob").await;
+    upload(
+        &app,
+        &bob,
+        &[(
+            "SKILL.md",
+            b"---\nname: bobs\ndescription: Bob's own.\n---\n",
+        )],
+    )
+    .await;
+    let (_, bob_token) = app.api_token(&bob, "agent").await;
+    let ann = Mcp::connect(&app, &ann_token, "2025-06-18").await;
+    let mut bob_mcp = Mcp::connect(&app, &bob_token, "2025-06-18").await;
+    let (text, _) = bob_mcp.tool("load_skill_metadata", json!({})).await;
+    assert!(text.contains("bobs") && !text.contains("pdf"), "{text}");
+    let (text, error) = bob_mcp
+        .tool("load_skill", json!({"skill_name": "pdf"}))
+        .await;
+    assert!(error && !text.contains("Run scripts"), "{text}");
+    let body = bob_mcp
+        .call("resources/read", json!({"uri": "skill://pdf/SKILL.md"}))
+        .await;
+    assert_eq!(body["error"]["code"], -32002);
+    let body = bob_mcp.call("resources/list", json!({})).await;
+    assert_eq!(body["result"]["resources"].as_array().unwrap().len(), 1);
+    // Bob's token on Ann's session: that session does not exist for him.
+    let mut hijack = Mcp::new(&app, &bob_token);
+    hijack.session = ann.session.clone();
+    let (status, _, _) = hijack.raw(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "load_skill", "arguments": {"skill_name": "pdf"}}}), &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let res = app
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&bob_token)
+        .header("mcp-session-id", ann.session.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+async fn revoking_a_token_or_deleting_the_account_ends_its_sessions(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ann, token) = ann_with_skills(&app).await;
+    let (_, second) = app.api_token(&ann, "second").await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let mut other = Mcp::connect(&app, &second, "2025-06-18").await;
+    mcp.call("ping", json!({})).await;
+    let tokens = app.get_json("/api/v1/tokens", &ann.access).await;
+    let id = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "agent")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .delete_auth(&format!("/api/v1/tokens/{id}"), &ann.access)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (status, headers, _) = mcp
+        .raw(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(
+        app.state.sessions.len(),
+        1,
+        "the revoked token's session is still open"
+    );
+    other.call("ping", json!({})).await;
+    let res = app
+        .request(Method::DELETE, "/api/v1/users/me")
+        .bearer_auth(&ann.access)
+        .json(&json!({"password": ann.password, "confirm": "DELETE MY ACCOUNT"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (status, _, _) = other
+        .raw(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.state.sessions.len(), 0);
+}
