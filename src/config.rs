@@ -117,9 +117,14 @@ pub struct SkillSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpSettings {
-    /// Origins (`https://app.example.com`) whose browser pages may call `/mcp`. A request with any
+    /// Origins (`https://app.example.com`) whose browser pages may call `/mcp`, besides loopback
+    /// ones (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`). A request with any
     /// other `Origin` header gets 403; requests without one (MCP clients outside browsers) pass.
     pub allowed_origins: Vec<String>,
+    /// Host names (`mcp.example.com`, port optional) `/mcp` answers to, besides loopback ones. With
+    /// the list empty, a server bound to a loopback address answers only loopback names (DNS-rebinding
+    /// protection) and one bound elsewhere answers any.
+    pub allowed_hosts: Vec<String>,
     /// A session unused for this long is ended.
     pub session_idle_secs: u64,
     /// Sessions one API token may hold open.
@@ -211,6 +216,7 @@ impl Default for McpSettings {
     fn default() -> Self {
         McpSettings {
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             session_idle_secs: 1800,
             max_sessions_per_token: 64,
         }
@@ -299,6 +305,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "skills.workspace_idle_secs",
     ),
     ("AGENTSKILLS_MCP_ALLOWED_ORIGINS", "mcp.allowed_origins"),
+    ("AGENTSKILLS_MCP_ALLOWED_HOSTS", "mcp.allowed_hosts"),
     ("AGENTSKILLS_MCP_SESSION_IDLE_SECS", "mcp.session_idle_secs"),
     (
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
@@ -312,7 +319,7 @@ fn kind_of(path: &str) -> Kind {
     match path {
         "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
         | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
-        "mcp.allowed_origins" => Kind::List,
+        "mcp.allowed_origins" | "mcp.allowed_hosts" => Kind::List,
         _ => Kind::Int,
     }
 }

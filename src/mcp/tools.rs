@@ -32,7 +32,9 @@ fn schema(value: Value) -> Arc<JsonObject> {
 
 /// What `tools/list` returns.
 pub fn definitions() -> Vec<Tool> {
-    let skill_name = json!({"type": "string", "description": "The skill's name, as load_skill_metadata lists it."});
+    // Names, descriptions and argument descriptions as the original server (mcp-agentskills 0.1.2)
+    // gives them, except run_shell_command's, which here runs in the skill's folder by itself.
+    let skill_name = json!({"type": "string", "description": "skill name"});
     let mut run = Tool::new(
         "run_shell_command",
         "Run a shell command (sh -c) in the skill's folder, in a sandbox, to run the skill's scripts. \
@@ -41,7 +43,7 @@ pub fn definitions() -> Vec<Tool> {
             "type": "object",
             "properties": {
                 "skill_name": skill_name,
-                "command": {"type": "string", "description": "The command line, run with sh -c in the skill's folder."}
+                "command": {"type": "string", "description": "shell command, run with sh -c in the skill's folder"}
             },
             "required": ["skill_name", "command"]
         })),
@@ -60,12 +62,12 @@ pub fn definitions() -> Vec<Tool> {
     vec![
         Tool::new(
             "load_skill_metadata",
-            "List the available skills, one line each: the skill's name and its description. Call this first to see which skills exist.",
+            "Load metadata (name and description) for all available skills from the skills directory.",
             schema(json!({"type": "object", "properties": {}})),
         ),
         Tool::new(
             "load_skill",
-            "Load a skill's full instructions: the whole SKILL.md of the skill.",
+            "Load one skill's instructions from the SKILL.md.",
             schema(json!({
                 "type": "object",
                 "properties": {"skill_name": skill_name},
@@ -74,12 +76,12 @@ pub fn definitions() -> Vec<Tool> {
         ),
         Tool::new(
             "read_reference_file",
-            "Read a file of a skill (a reference document, a script, a template) by its path inside the skill.",
+            "Read a reference file from a skill (e.g., forms.md, reference.md, ooxml.md)",
             schema(json!({
                 "type": "object",
                 "properties": {
                     "skill_name": skill_name,
-                    "file_name": {"type": "string", "description": "The file's path inside the skill, such as references/guide.md."}
+                    "file_name": {"type": "string", "description": "reference file name or file path"}
                 },
                 "required": ["skill_name", "file_name"]
             })),
@@ -112,11 +114,7 @@ fn active_skill<'a>(
     index
         .by_name(name)
         .filter(|s| s.record.is_active)
-        .ok_or_else(|| {
-            failure(format!(
-                "Skill '{name}' not found. Call load_skill_metadata to see the available skills."
-            ))
-        })
+        .ok_or_else(|| failure(format!("❌ Skill '{name}' not found")))
 }
 
 /// Runs a tool. An unknown tool is a JSON-RPC error (-32602); everything else is a result.
@@ -194,7 +192,7 @@ async fn read_text(
         .await
         .map_err(|e| failure(format!("Reading '{file}' failed: {e}")))?
         .map_err(|e| match e {
-            ReadError::NotFound => failure(format!("File '{file}' not found in skill '{name}'.")),
+            ReadError::NotFound => failure(format!("File '{file}' not found in skill '{name}'")),
             ReadError::NotAFile => failure(format!("'{file}' in skill '{name}' is not a regular file.")),
             ReadError::Symlink => failure(format!("'{file}' in skill '{name}' is a symbolic link, which is not followed.")),
             ReadError::TooLarge { size } => {

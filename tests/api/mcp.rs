@@ -328,11 +328,25 @@ async fn the_transport_checks_versions_accept_headers_and_origins(backend: Backe
         .raw(&ping, &[("origin", "https://app.example.com")])
         .await;
     assert_eq!(status, StatusCode::OK);
-    for origin in ["https://evil.example", "http://app.example.com", "null"] {
+    let (status, _, _) = mcp.raw(&ping, &[("origin", "http://localhost:3000")]).await;
+    assert_eq!(status, StatusCode::OK, "a loopback origin");
+    for origin in [
+        "https://evil.example",
+        "http://app.example.com",
+        "null",
+        "http://localhost.evil.example",
+    ] {
         let (status, _, _) = mcp.raw(&ping, &[("origin", origin)]).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
     }
-    // No token: 401 with WWW-Authenticate, before anything else is looked at.
+    // A server on loopback answers only loopback host names (the test server listens on 127.0.0.1).
+    for host in ["evil.example", "evil.example:80", "localhost.evil.example"] {
+        let (status, _, _) = mcp.raw(&ping, &[("host", host)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+    }
+    let (status, _, _) = mcp.raw(&ping, &[("host", "localhost:1234")]).await;
+    assert_eq!(status, StatusCode::OK);
+    // No token: 401 with WWW-Authenticate.
     let res = app
         .request(Method::POST, "/mcp")
         .body(ping.to_string())
@@ -523,13 +537,17 @@ async fn tool_failures_are_results_that_say_what_is_wrong(backend: Backend) {
     let (_, token) = ann_with_skills(&app).await;
     let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
     for (tool, arguments, words) in [
-        ("load_skill", json!({"skill_name": "nope"}), "not found"),
+        (
+            "load_skill",
+            json!({"skill_name": "nope"}),
+            "❌ Skill 'nope' not found",
+        ),
         ("load_skill", json!({}), "skill_name"),
         ("load_skill", json!({"skill_name": 5}), "skill_name"),
         (
             "read_reference_file",
             json!({"skill_name": "pdf", "file_name": "missing.md"}),
-            "not found",
+            "File 'missing.md' not found in skill 'pdf'",
         ),
         (
             "read_reference_file",

@@ -10,7 +10,7 @@
 //!   which the transport allows.
 //!
 //! Every request needs `Authorization: Bearer <API token>`, checked against the token registry
-//! (no database); a present `Origin` must be in `mcp.allowed_origins` (403 otherwise).
+//! (no database). `Origin` and `Host` are checked against DNS rebinding (403).
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -36,7 +36,7 @@ pub(crate) async fn mcp(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    check_origin(state, req.headers())?;
+    check_origin(state, &req)?;
     let token = require_bearer(req.headers())?;
     let principal = state
         .registry
@@ -52,28 +52,77 @@ pub(crate) async fn mcp(
     }
 }
 
-/// A present `Origin` must be allowed: a browser page on another site must not reach a server
-/// on this machine through DNS rebinding.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let allowed = origin.to_str().is_ok_and(|o| {
-        state
-            .settings
-            .mcp
-            .allowed_origins
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(o))
-    });
-    if allowed {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden {
-            code: "origin-not-allowed",
-            detail: "requests from this Origin are not allowed (see mcp.allowed_origins)",
-        })
+/// DNS-rebinding protection: a present `Origin` must be loopback or listed, and the `Host` a
+/// loopback name or listed (checked when the list is set or the server listens on loopback).
+fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<(), AppError> {
+    let mcp = &state.settings.mcp;
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let allowed = origin.to_str().is_ok_and(|o| {
+            origin_host(o).is_some_and(is_loopback_host)
+                || mcp
+                    .allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+        });
+        if !allowed {
+            return Err(AppError::Forbidden {
+                code: "origin-not-allowed",
+                detail: "requests from this Origin are not allowed (see mcp.allowed_origins)",
+            });
+        }
     }
+    let check_host = !mcp.allowed_hosts.is_empty() || state.settings.server.bind.ip().is_loopback();
+    if check_host {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let allowed = host.as_deref().is_some_and(|h| {
+            is_loopback_host(h)
+                || mcp
+                    .allowed_hosts
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(h) || a.eq_ignore_ascii_case(strip_port(h)))
+        });
+        if !allowed {
+            return Err(AppError::Forbidden {
+                code: "host-not-allowed",
+                detail: "this server does not answer to that Host (see mcp.allowed_hosts)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` of `scheme://host[:port]`.
+fn origin_host(origin: &str) -> Option<&str> {
+    let (_, rest) = origin.split_once("://")?;
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
+/// `host` of `host[:port]` (IPv6 literals keep their brackets).
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &authority[..=h.len()]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn is_loopback_host(authority: &str) -> bool {
+    let host = strip_port(authority);
+    host.eq_ignore_ascii_case("localhost")
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A transport-level refusal with a JSON-RPC error body (no id).
@@ -316,5 +365,40 @@ fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Respon
             codes::INVALID_REQUEST,
             "session not found",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:8000",
+            "LOCALHOST:1",
+            "127.0.0.1",
+            "127.0.0.1:8765",
+            "127.1.2.3:9",
+            "[::1]",
+            "[::1]:8000",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.com",
+            "evil.com:80",
+            "localhost.evil.com",
+            "10.0.0.1:80",
+            "[::2]:1",
+            "127.0.0.1.evil.com",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+        assert_eq!(origin_host("http://localhost:3000"), Some("localhost:3000"));
+        assert_eq!(origin_host("null"), None);
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("a.example:80"), "a.example");
     }
 }
