@@ -27,7 +27,7 @@ use crate::actors::workspace::staging_root;
 use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
-use crate::mcp::{McpServer, Sessions};
+use crate::mcp::{McpServer, Sessions, SkillSource};
 use crate::store::{Store, StoreError};
 
 /// What every request handler can reach.
@@ -143,7 +143,10 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
-        let mcp = McpServer::new(workspaces.clone(), settings.skills.max_file_bytes);
+        let mcp = McpServer::new(
+            SkillSource::Accounts(workspaces.clone()),
+            settings.skills.max_file_bytes,
+        );
         let sessions = Arc::new(Sessions::new(
             Duration::from_secs(settings.mcp.session_idle_secs),
             settings.mcp.max_sessions_per_token,

@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use agentskills_mcp::actors::workspaces::Workspaces;
 use agentskills_mcp::app::{App, password_hasher};
 use agentskills_mcp::config::{LogFormat, Settings};
-use agentskills_mcp::domain::{Email, Password, Username};
+use agentskills_mcp::domain::{ApiTokenSecret, Email, Password, Username};
+use agentskills_mcp::mcp::{FolderSource, McpServer, SkillSource};
 use agentskills_mcp::store::{self, NewUser, Store, UserRecord};
 
 #[derive(Parser)]
@@ -46,6 +48,17 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Serve MCP over standard input and output: a user's skills (`--token`, using the configured
+    /// database), or a plain folder of skills with no database (`--skills-dir`).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["token", "skills_dir"])))]
+    Stdio {
+        /// An API token (ask_live_…); also read from AGENTSKILLS_TOKEN, which keeps it out of `ps`.
+        #[arg(long, env = "AGENTSKILLS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// A folder holding one folder per skill, each with its SKILL.md.
+        #[arg(long, value_name = "DIR")]
+        skills_dir: Option<PathBuf>,
+    },
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -104,6 +117,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve { bind: None }) {
             Command::Serve { .. } => serve(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::Stdio { token, skills_dir } => stdio(settings, token, skills_dir).await,
             Command::User(command) => user(settings, command).await,
         }
     });
@@ -162,6 +176,48 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         () = terminated => tracing::info!("SIGTERM received"),
     }
+}
+
+async fn stdio(
+    settings: Settings,
+    token: Option<String>,
+    skills_dir: Option<PathBuf>,
+) -> CliResult {
+    let max_read = settings.skills.max_file_bytes;
+    let (source, user_id) = match (token, skills_dir) {
+        (_, Some(dir)) => {
+            if !dir.is_dir() {
+                return Err(format!("--skills-dir {}: not a folder", dir.display()).into());
+            }
+            let folder = FolderSource::new(dir, max_read);
+            (
+                SkillSource::Folder(std::sync::Arc::new(folder)),
+                uuid::Uuid::nil(),
+            )
+        }
+        (Some(token), None) => {
+            let secret = ApiTokenSecret::parse(token.trim())
+                .ok_or("--token: not an API token (they look like ask_live_ and 64 hex digits)")?;
+            let store = open_store(&settings).await?;
+            let hash = secret.hash();
+            let user_id = store
+                .live_api_tokens(store::now())
+                .await?
+                .into_iter()
+                .find(|t| t.token_hash == hash)
+                .map(|t| t.user_id)
+                .ok_or("--token: the API token is unknown, revoked or expired")?;
+            let skills_root = settings.server.data_dir.join("skills");
+            let workspaces =
+                Workspaces::start_reader(store, skills_root, settings.skills.clone()).await?;
+            (SkillSource::Accounts(workspaces), user_id)
+        }
+        (None, None) => return Err("give --token or --skills-dir".into()),
+    };
+    let server = McpServer::new(source, max_read);
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;
+    Ok(())
 }
 
 async fn open_store(settings: &Settings) -> Result<Store, Box<dyn std::error::Error>> {

@@ -5,17 +5,22 @@
 //! - [`tools`]: the four tools of the original server, with its names, arguments and text.
 //! - [`resources`]: each file of each active skill as `skill://<skill_name>/<path>`.
 //! - [`sessions`]: the sessions `initialize` opens, bound to the API token that opened them.
+//! - [`source`]: where skills come from: the accounts' workspaces, or one plain folder.
+//! - [`stdio`]: MCP over standard input and output, one JSON-RPC message per line.
 //!
-//! Transports (Streamable HTTP in `http/handlers/mcp.rs`) parse bytes into messages and frame the
-//! answers; everything they share is here, so every transport behaves the same.
+//! Transports (Streamable HTTP in `http/handlers/mcp.rs`, stdio here) parse bytes into messages and
+//! frame the answers; everything they share is here, so every transport behaves the same.
 
 pub mod dispatch;
 pub mod resources;
 pub mod sessions;
+pub mod source;
+pub mod stdio;
 pub mod tools;
 
 pub use dispatch::{McpServer, Negotiated};
 pub use sessions::{Session, Sessions};
+pub use source::{FolderSource, SkillSource};
 
 /// Protocol versions this server speaks through `initialize`, newest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];

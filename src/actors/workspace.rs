@@ -62,7 +62,7 @@ pub struct SkillIndex {
 }
 
 impl SkillIndex {
-    fn from_skills(skills: impl IntoIterator<Item = IndexedSkill>) -> SkillIndex {
+    pub(crate) fn from_skills(skills: impl IntoIterator<Item = IndexedSkill>) -> SkillIndex {
         let mut index = SkillIndex::default();
         for skill in skills {
             index.insert(Arc::new(skill));
@@ -631,30 +631,44 @@ impl StagedSkill {
     }
 }
 
-/// Builds a user's index from the database and the disk, repairing any disagreement a crash left.
+/// Whether loading an index may change the disk and the database to make them agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// The serving process: it owns the folders and repairs what a crash left.
+    Yes,
+    /// A reader beside a running server (`stdio --token`): it must not touch what the server is
+    /// in the middle of writing, so it only leaves out what does not agree.
+    No,
+}
+
+/// Builds a user's index from the database and the disk, repairing any disagreement a crash left
+/// (with [`Repair::Yes`]).
 pub(crate) async fn load_index(
     store: &Store,
     user_id: Uuid,
     skills_root: &Path,
     settings: &SkillSettings,
+    repair: Repair,
 ) -> Result<SkillIndex, AppError> {
     let rows = store.skills_of_user(user_id).await?;
     let user_root = skills_root.join(user_id.to_string());
     let max_read = settings.max_file_bytes;
     let Folders { found, orphans } =
-        blocking(move || read_folders(&user_root, rows, max_read)).await??;
+        blocking(move || read_folders(&user_root, rows, max_read, repair)).await??;
     for orphan in orphans {
         tracing::warn!(%user_id, folder = %orphan, "removed a skill folder that had no database row");
     }
     let mut skills = Vec::with_capacity(found.len());
     for (record, folder) in found {
         let Some(folder) = folder else {
-            tracing::warn!(%user_id, skill = %record.name, "removed a skill row whose folder is missing");
-            store.delete_skill(user_id, record.id).await?;
+            if repair == Repair::Yes {
+                tracing::warn!(%user_id, skill = %record.name, "removed a skill row whose folder is missing");
+                store.delete_skill(user_id, record.id).await?;
+            }
             continue;
         };
         let record = match &folder.manifest {
-            Some(m) if m.description != record.description => store
+            Some(m) if repair == Repair::Yes && m.description != record.description => store
                 .update_skill(user_id, record.id, Some(&m.description), None, store::now())
                 .await?
                 .unwrap_or(record),
@@ -688,9 +702,11 @@ fn read_folders(
     user_root: &Path,
     rows: Vec<SkillRecord>,
     max_read: u64,
+    repair: Repair,
 ) -> Result<Folders, AppError> {
     let mut orphans = Vec::new();
     match std::fs::read_dir(user_root) {
+        Ok(_) if repair == Repair::No => {}
         Ok(entries) => {
             for entry in entries {
                 let entry = entry.map_err(AppError::internal)?;

@@ -23,8 +23,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::workspace::{
-    IndexedSkill, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded, WorkspaceActor,
-    WorkspaceArgs, WorkspaceMessage, load_index,
+    IndexedSkill, Repair, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded,
+    WorkspaceActor, WorkspaceArgs, WorkspaceMessage, load_index,
 };
 use crate::config::SkillSettings;
 use crate::domain::SkillName;
@@ -70,6 +70,7 @@ struct Inner {
     store: Store,
     skills_root: PathBuf,
     settings: SkillSettings,
+    repair: Repair,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -81,11 +82,31 @@ impl std::fmt::Debug for Workspaces {
 }
 
 impl Workspaces {
-    /// Starts the supervisor. `skills_root` is `<data_dir>/skills`.
+    /// Starts the supervisor of the serving process, which owns the skill folders. `skills_root`
+    /// is `<data_dir>/skills`.
     pub async fn start(
         store: Store,
         skills_root: PathBuf,
         settings: SkillSettings,
+    ) -> Result<Workspaces, String> {
+        Self::start_with(store, skills_root, settings, Repair::Yes).await
+    }
+
+    /// Starts a supervisor for a process that only reads beside a running server (`stdio
+    /// --token`): loading a workspace repairs nothing.
+    pub async fn start_reader(
+        store: Store,
+        skills_root: PathBuf,
+        settings: SkillSettings,
+    ) -> Result<Workspaces, String> {
+        Self::start_with(store, skills_root, settings, Repair::No).await
+    }
+
+    async fn start_with(
+        store: Store,
+        skills_root: PathBuf,
+        settings: SkillSettings,
+        repair: Repair,
     ) -> Result<Workspaces, String> {
         let (supervisor, _) = Actor::spawn(None, WorkspaceSupervisor, ())
             .await
@@ -97,6 +118,7 @@ impl Workspaces {
             store,
             skills_root,
             settings,
+            repair,
         });
         // The supervisor holds the map weakly: it must not keep a shut-down service alive.
         inner
@@ -324,7 +346,14 @@ impl Inner {
     }
 
     async fn spawn(&self, user_id: Uuid) -> Result<Workspace, AppError> {
-        let index = load_index(&self.store, user_id, &self.skills_root, &self.settings).await?;
+        let index = load_index(
+            &self.store,
+            user_id,
+            &self.skills_root,
+            &self.settings,
+            self.repair,
+        )
+        .await?;
         let shared = Arc::new(Shared {
             index: ArcSwap::from_pointee(index),
             last_used: AtomicI64::new(0),

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::codes;
+use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, tools};
-use crate::actors::workspaces::Workspaces;
 use crate::error::AppError;
 
 /// The levels of `logging/setLevel` (RFC 5424 severities).
@@ -69,7 +69,7 @@ pub fn error_response(id: Option<&Value>, error: &RpcError) -> Value {
     })
 }
 
-fn result_response(id: &Value, result: Value) -> Value {
+pub fn result_response(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
@@ -137,15 +137,15 @@ pub struct Negotiated {
 /// The protocol itself, shared by every transport.
 #[derive(Clone, Debug)]
 pub struct McpServer {
-    workspaces: Workspaces,
+    skills: SkillSource,
     /// Largest file `read_reference_file` and `resources/read` return.
     max_read_bytes: u64,
 }
 
 impl McpServer {
-    pub fn new(workspaces: Workspaces, max_read_bytes: u64) -> McpServer {
+    pub fn new(skills: SkillSource, max_read_bytes: u64) -> McpServer {
         McpServer {
-            workspaces,
+            skills,
             max_read_bytes,
         }
     }
@@ -214,13 +214,13 @@ impl McpServer {
             "tools/list" => to_value(&ListToolsResult::with_all_items(tools::definitions())),
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
-                let index = self.workspaces.index(user_id).await?;
+                let index = self.skills.index(user_id).await?;
                 let result = tools::call(&index, self, &call).await?;
                 to_value(&result)
             }
             "resources/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
-                let index = self.workspaces.index(user_id).await?;
+                let index = self.skills.index(user_id).await?;
                 let (items, next) = resources::list(&index, cursor)?;
                 let mut result = ListResourcesResult::with_all_items(items);
                 result.next_cursor = next;
@@ -231,7 +231,7 @@ impl McpServer {
             )),
             "resources/read" => {
                 let read: ReadResourceRequestParams = parse_params(params)?;
-                let index = self.workspaces.index(user_id).await?;
+                let index = self.skills.index(user_id).await?;
                 let result = resources::read(&index, self, &read.uri).await?;
                 to_value(&result)
             }
@@ -253,8 +253,8 @@ impl McpServer {
         }
     }
 
-    pub(crate) fn workspaces(&self) -> &Workspaces {
-        &self.workspaces
+    pub(crate) fn skills(&self) -> &SkillSource {
+        &self.skills
     }
 
     pub(crate) fn max_read_bytes(&self) -> u64 {

@@ -186,7 +186,7 @@ async fn read_text(
             "The path '{file}' is not allowed: it {why}; give a path inside the skill '{name}'."
         ))
     })?;
-    let dir = server.workspaces().skill_dir(&skill.record);
+    let dir = server.skills().skill_dir(&skill.record);
     let max = server.max_read_bytes();
     let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))
         .await

@@ -13,3 +13,4 @@ mod mcp;
 mod server;
 mod sessions;
 mod skills;
+mod stdio;

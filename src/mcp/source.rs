@@ -1,0 +1,173 @@
+//! Where the MCP server finds a user's skills: the accounts' workspaces, or one plain folder
+//! (`agentskills-mcp stdio --skills-dir DIR`, the original single-user server's way, no database).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
+use crate::actors::workspaces::Workspaces;
+use crate::domain::{SkillName, SkillPath};
+use crate::error::AppError;
+use crate::skills::files;
+use crate::skills::manifest;
+use crate::store::{self, SkillRecord};
+
+/// How long a folder's index is reused before the folder is read again: the folder is edited by
+/// hand, so changes should show up, but not cost a scan per request.
+const FOLDER_RESCAN: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub enum SkillSource {
+    /// Each user's skills from their workspace actor.
+    Accounts(Workspaces),
+    /// Every skill in one folder, for whoever connects.
+    Folder(Arc<FolderSource>),
+}
+
+impl SkillSource {
+    pub async fn index(&self, user_id: Uuid) -> Result<Arc<SkillIndex>, AppError> {
+        match self {
+            SkillSource::Accounts(workspaces) => workspaces.index(user_id).await,
+            SkillSource::Folder(folder) => folder.index().await,
+        }
+    }
+
+    pub fn skill_dir(&self, skill: &SkillRecord) -> PathBuf {
+        match self {
+            SkillSource::Accounts(workspaces) => workspaces.skill_dir(skill),
+            SkillSource::Folder(folder) => folder.root.join(&skill.name),
+        }
+    }
+}
+
+/// A plain folder of skills: `<root>/<skill_name>/SKILL.md`.
+#[derive(Debug)]
+pub struct FolderSource {
+    root: PathBuf,
+    max_read: u64,
+    cached: Mutex<Option<(Instant, Arc<SkillIndex>)>>,
+}
+
+impl FolderSource {
+    pub fn new(root: PathBuf, max_read: u64) -> FolderSource {
+        FolderSource {
+            root,
+            max_read,
+            cached: Mutex::new(None),
+        }
+    }
+
+    async fn index(&self) -> Result<Arc<SkillIndex>, AppError> {
+        if let Some((at, index)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && at.elapsed() < FOLDER_RESCAN
+        {
+            return Ok(Arc::clone(index));
+        }
+        let root = self.root.clone();
+        let max_read = self.max_read;
+        let index = tokio::task::spawn_blocking(move || read_folder(&root, max_read))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)?;
+        let index = Arc::new(index);
+        *self.cached.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), Arc::clone(&index)));
+        Ok(index)
+    }
+}
+
+/// Every sub-folder of `root` named like a skill, with a `SKILL.md` that follows the rules, is a
+/// skill; anything else is left out (and said so in the log).
+fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
+    let mut skills = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_dir() || SkillName::parse(&name).is_err() {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(skill_md_path) = SkillPath::parse(SKILL_MD) else {
+            continue;
+        };
+        let text = match files::read_beneath(&dir, &skill_md_path, max_read) {
+            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Err(_) => None,
+        };
+        let Some(text) = text else {
+            tracing::warn!(skill = %name, "left out: no readable UTF-8 SKILL.md");
+            continue;
+        };
+        let manifest = match manifest::parse(&text) {
+            Ok(m) if m.name == name => m,
+            Ok(m) => {
+                tracing::warn!(skill = %name, front_matter_name = %m.name, "left out: SKILL.md's name differs from the folder's");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(skill = %name, error = %e, "left out: SKILL.md breaks the rules");
+                continue;
+            }
+        };
+        let entries = files::scan(&dir)?;
+        let now = store::now();
+        skills.push(IndexedSkill {
+            record: SkillRecord {
+                id: Uuid::new_v4(),
+                user_id: Uuid::nil(),
+                name: name.clone(),
+                description: manifest.description.clone(),
+                skill_dir: name,
+                is_active: true,
+                created_at: now,
+                updated_at: now,
+            },
+            bytes: entries.iter().map(|f| f.size).sum(),
+            files: entries,
+            skill_md: Some(Arc::from(text)),
+            manifest: Some(manifest),
+        });
+    }
+    Ok(SkillIndex::from_skills(skills))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_folder_of_skills_is_indexed_and_rescanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("pdf/SKILL.md", "---\nname: pdf\ndescription: PDFs.\n---\n");
+        write("pdf/docs/a.md", "a");
+        write("wrong/SKILL.md", "---\nname: other\ndescription: x\n---\n");
+        write("broken/SKILL.md", "no front matter");
+        write("Not_A_Name/SKILL.md", "---\nname: x\ndescription: x\n---\n");
+        write("loose.md", "a file at the top");
+        let source = FolderSource::new(dir.path().to_owned(), 1 << 20);
+        let index = source.index().await.unwrap();
+        let names: Vec<&str> = index.skills().map(|s| s.record.name.as_str()).collect();
+        assert_eq!(names, ["pdf"]);
+        let pdf = index.by_name("pdf").unwrap();
+        assert_eq!(
+            pdf.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            ["SKILL.md", "docs/a.md"]
+        );
+        assert_eq!(pdf.record.description, "PDFs.");
+    }
+}

@@ -1,0 +1,203 @@
+//! `agentskills-mcp stdio`: MCP over standard input and output, for a plain folder and for a user.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, spawn_app_with};
+
+/// The binary in stdio mode, talking lines.
+struct StdioServer {
+    child: Child,
+    reader: BufReader<std::process::ChildStdout>,
+}
+
+impl StdioServer {
+    fn start(args: &[&str], data_dir: Option<&std::path::Path>) -> StdioServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"));
+        cmd.env_clear().arg("stdio").args(args);
+        if let Some(dir) = data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        StdioServer { child, reader }
+    }
+
+    fn send(&mut self, message: &Value) -> Value {
+        self.send_raw(&message.to_string())
+    }
+
+    fn send_raw(&mut self, line: &str) -> Value {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {reply:?}"))
+    }
+
+    fn notify(&mut self, message: &Value) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin and waits: the server ends when its input does.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+}
+
+fn call(id: i64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+}
+
+#[test]
+fn a_plain_folder_is_served_with_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let skills = dir.path();
+    std::fs::create_dir_all(skills.join("pdf/docs")).unwrap();
+    std::fs::write(
+        skills.join("pdf/SKILL.md"),
+        "---\nname: pdf\ndescription: PDFs.\n---\n# PDF\n",
+    )
+    .unwrap();
+    std::fs::write(skills.join("pdf/docs/guide.md"), "guide\n").unwrap();
+    std::fs::create_dir_all(skills.join("alpha")).unwrap();
+    std::fs::write(
+        skills.join("alpha/SKILL.md"),
+        "---\nname: alpha\ndescription: First.\n---\n",
+    )
+    .unwrap();
+    let mut server = StdioServer::start(&["--skills-dir", skills.to_str().unwrap()], None);
+    let init = server.send(&initialize());
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    server.notify(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let reply = server.send(&call(1, "load_skill_metadata", json!({})));
+    assert_eq!(
+        reply["result"]["content"][0]["text"],
+        "Available skills (each line is \"- <skill_name>: <skill_description>\"):\n- alpha: First.\n- pdf: PDFs."
+    );
+    let reply = server.send(&call(
+        2,
+        "read_reference_file",
+        json!({"skill_name": "pdf", "file_name": "docs/guide.md"}),
+    ));
+    assert_eq!(reply["result"]["content"][0]["text"], "guide\n");
+    let reply = server.send(&call(
+        3,
+        "read_reference_file",
+        json!({"skill_name": "pdf", "file_name": "../alpha/SKILL.md"}),
+    ));
+    assert_eq!(reply["result"]["isError"], true);
+    let reply = server.send_raw("{not json");
+    assert_eq!(reply["error"]["code"], -32700);
+    let reply = server.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "nope"}));
+    assert_eq!(reply["error"]["code"], -32601);
+    let reply = server.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}));
+    assert_eq!(reply["result"], json!({}));
+    // A skill added while it runs shows up.
+    std::fs::create_dir_all(skills.join("zeta")).unwrap();
+    std::fs::write(
+        skills.join("zeta/SKILL.md"),
+        "---\nname: zeta\ndescription: Late.\n---\n",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let reply = server.send(&call(6, "load_skill_metadata", json!({})));
+    assert!(
+        reply["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("- zeta: Late."),
+        "{reply}"
+    );
+    server.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_serves_its_users_skills() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.data_dir = data.clone()).await;
+    let ann = app.user("ann").await;
+    let res = app
+        .request(reqwest::Method::POST, "/api/v1/skills")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "pdf", "description": "Ann's PDFs."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let (_, token) = app.api_token(&ann, "stdio").await;
+    let bob = app.user("bob").await;
+    let (_, bob_token) = app.api_token(&bob, "stdio").await;
+
+    let data_dir = data.clone();
+    let (ann_text, bob_text) = tokio::task::spawn_blocking(move || {
+        let mut ann = StdioServer::start(&["--token", &token], Some(&data_dir));
+        ann.send(&initialize());
+        let ann_text = ann.send(&call(1, "load_skill_metadata", json!({})))["result"]["content"][0]
+            ["text"]
+            .clone();
+        ann.finish();
+        let mut bob = StdioServer::start(&["--token", &bob_token], Some(&data_dir));
+        bob.send(&initialize());
+        let bob_text =
+            bob.send(&call(1, "load_skill", json!({"skill_name": "pdf"})))["result"]["content"][0]
+                ["text"]
+                .clone();
+        bob.finish();
+        (ann_text, bob_text)
+    })
+    .await
+    .unwrap();
+    assert!(
+        ann_text.as_str().unwrap().ends_with("- pdf: Ann's PDFs."),
+        "{ann_text}"
+    );
+    assert_eq!(bob_text, "❌ Skill 'pdf' not found");
+
+    // A token that is not one, or not any more.
+    for bad in [
+        format!("ask_live_{}", "0".repeat(64)),
+        "nonsense".to_owned(),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"))
+            .env_clear()
+            .args(["stdio", "--token", &bad, "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "nothing but protocol on stdout");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--token"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"))
+        .env_clear()
+        .arg("stdio")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "stdio needs --token or --skills-dir");
+}
