@@ -19,6 +19,9 @@ use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, tools};
 use crate::error::AppError;
 
+/// The first protocol version without `initialize`, whose results carry `resultType`.
+const STATELESS_VERSION: &str = "2026-07-28";
+
 /// The levels of `logging/setLevel` (RFC 5424 severities).
 const LOG_LEVELS: [&str; 8] = [
     "debug",
@@ -185,16 +188,27 @@ impl McpServer {
         Ok(Negotiated { version, result })
     }
 
-    /// Answers one request of `user_id`'s session (anything but `initialize`).
+    /// Answers one request of `user_id`'s session (anything but `initialize`), in the session's
+    /// protocol `version`.
     pub async fn request(
         &self,
         user_id: Uuid,
+        version: &str,
         id: &Value,
         method: &str,
         params: Option<&Value>,
     ) -> Value {
         match self.route(user_id, method, params).await {
-            Ok(result) => result_response(id, result),
+            Ok(mut result) => {
+                // `resultType` (rmcp sets it) exists from 2026-07-28 on; older peers must not get
+                // a field their schema does not have.
+                if version < STATELESS_VERSION
+                    && let Value::Object(map) = &mut result
+                {
+                    map.remove("resultType");
+                }
+                result_response(id, result)
+            }
             Err(error) => error_response(Some(id), &error),
         }
     }

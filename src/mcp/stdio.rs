@@ -21,12 +21,13 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut lines = input.lines();
-    let mut initialized = false;
+    // The version agreed at `initialize`; none yet.
+    let mut version: Option<&'static str> = None;
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
         }
-        for reply in handle_line(server, user_id, &line, &mut initialized).await {
+        for reply in handle_line(server, user_id, &line, &mut version).await {
             let mut bytes = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
             bytes.push(b'\n');
             output.write_all(&bytes).await?;
@@ -40,7 +41,7 @@ async fn handle_line(
     server: &McpServer,
     user_id: Uuid,
     line: &str,
-    initialized: &mut bool,
+    version: &mut Option<&'static str>,
 ) -> Vec<Value> {
     let Ok(value) = serde_json::from_str::<Value>(line) else {
         return vec![error_response(
@@ -65,15 +66,25 @@ async fn handle_line(
                 id,
                 method: "initialize",
                 params,
-            }) if !*initialized => match server.initialize(params) {
+            }) if version.is_none() => match server.initialize(params) {
                 Ok(negotiated) => {
-                    *initialized = true;
+                    *version = Some(negotiated.version);
                     replies.push(result_response(id, negotiated.result));
                 }
                 Err(error) => replies.push(error_response(Some(id), &error)),
             },
             Ok(Message::Request { id, method, params }) => {
-                replies.push(server.request(user_id, id, method, params).await);
+                replies.push(
+                    server
+                        .request(
+                            user_id,
+                            version.unwrap_or(super::LATEST_VERSION),
+                            id,
+                            method,
+                            params,
+                        )
+                        .await,
+                );
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
             Err((id, error)) => replies.push(error_response(id, &error)),

@@ -105,6 +105,8 @@ impl<'a> Mcp<'a> {
             .await;
         assert_eq!(status, StatusCode::OK, "{method}: {body}");
         assert_eq!(body["id"], id, "{body}");
+        // No version this server speaks has `resultType` in its results.
+        assert!(body["result"].get("resultType").is_none(), "{body}");
         body
     }
 

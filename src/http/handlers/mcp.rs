@@ -263,7 +263,18 @@ async fn post(
     for message in &messages {
         match classify(message) {
             Ok(Message::Request { id, method, params }) => {
-                responses.push(state.mcp.request(session.user_id, id, method, params).await);
+                responses.push(
+                    state
+                        .mcp
+                        .request(
+                            session.user_id,
+                            &session.protocol_version,
+                            id,
+                            method,
+                            params,
+                        )
+                        .await,
+                );
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
             Err((_, error)) if !batch => {
