@@ -4,6 +4,7 @@ pub(crate) mod accounts;
 pub(crate) mod health;
 pub(crate) mod mcp;
 pub(crate) mod skills;
+pub(crate) mod sse;
 pub(crate) mod tokens;
 
 use crate::error::{AppError, FieldError};

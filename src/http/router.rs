@@ -12,7 +12,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use uuid::Uuid;
 
-use super::handlers::{accounts, health, mcp, skills, tokens};
+use super::handlers::{accounts, health, mcp, skills, sse, tokens};
 use super::{Body, response};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -43,6 +43,10 @@ pub enum Endpoint {
     GetSkillFile(Uuid, String),
     ExportSkill(Uuid),
     Mcp,
+    /// The legacy HTTP+SSE transport's stream.
+    Sse,
+    /// The legacy HTTP+SSE transport's message endpoint.
+    SseMessage,
 }
 
 impl Endpoint {
@@ -57,6 +61,8 @@ impl Endpoint {
                 ("GET", Endpoint::Mcp),
                 ("DELETE", Endpoint::Mcp),
             ],
+            ["sse"] => vec![("GET", Endpoint::Sse)],
+            ["messages"] => vec![("POST", Endpoint::SseMessage)],
             ["api", "v1", rest @ ..] => match rest {
                 ["auth", "register"] => vec![("POST", Endpoint::Register)],
                 ["auth", "login"] => vec![("POST", Endpoint::Login)],
@@ -137,6 +143,8 @@ impl Endpoint {
             Endpoint::GetSkillFile(..) => "skills.files.get",
             Endpoint::ExportSkill(_) => "skills.export",
             Endpoint::Mcp => "mcp",
+            Endpoint::Sse => "sse",
+            Endpoint::SseMessage => "sse.message",
         }
     }
 }
@@ -205,6 +213,8 @@ async fn dispatch(
         Endpoint::GetSkillFile(id, path) => skills::get_file(state, req, id, &path).await,
         Endpoint::ExportSkill(id) => skills::export(state, req, id).await,
         Endpoint::Mcp => mcp::mcp(state, req).await,
+        Endpoint::Sse => sse::open(state, req).await,
+        Endpoint::SseMessage => sse::message(state, req).await,
     }
 }
 

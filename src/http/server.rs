@@ -75,6 +75,12 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Long-lived event streams would hold their connections open for the whole grace period:
+    // ending every session ends them, and clients reconnect to whichever server comes next.
+    let ended = state.sessions.close_where(|_| true);
+    if ended > 0 {
+        tracing::info!(sessions = ended, "ended MCP sessions for shutdown");
+    }
     tracing::info!(
         connections = graceful.count(),
         "shutting down: draining connections"

@@ -6,7 +6,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde_json::Value;
+use tokio::sync::mpsc;
 use uuid::Uuid;
+
+/// Answers a legacy SSE stream may have queued before its client reads them.
+const OUTBOUND_QUEUE: usize = 64;
 
 /// One session.
 #[derive(Debug)]
@@ -19,9 +24,25 @@ pub struct Session {
     pub protocol_version: String,
     /// Unix seconds of the last request.
     last_seen: AtomicI64,
+    /// Where answers go for a legacy HTTP+SSE session (its `GET /sse` stream); `None` for
+    /// Streamable HTTP, which answers each POST itself. Dropping the session drops this sender,
+    /// which ends the stream.
+    outbound: Option<mpsc::Sender<Value>>,
 }
 
 impl Session {
+    /// Queues a message on the session's SSE stream; `false` if it has none or it is gone.
+    pub async fn push(&self, message: Value) -> bool {
+        match &self.outbound {
+            Some(tx) => tx.send(message).await.is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn is_legacy(&self) -> bool {
+        self.outbound.is_some()
+    }
+
     fn touch(&self) {
         self.last_seen.store(unix_now(), Ordering::Relaxed);
     }
@@ -70,6 +91,27 @@ impl Sessions {
         token_id: Uuid,
         protocol_version: &str,
     ) -> Result<Arc<Session>, OpenError> {
+        self.insert(user_id, token_id, protocol_version, None)
+    }
+
+    /// Opens a session of the legacy HTTP+SSE transport: its answers go to the returned receiver.
+    pub fn open_legacy(
+        &self,
+        user_id: Uuid,
+        token_id: Uuid,
+    ) -> Result<(Arc<Session>, mpsc::Receiver<Value>), OpenError> {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let session = self.insert(user_id, token_id, "2024-11-05", Some(tx))?;
+        Ok((session, rx))
+    }
+
+    fn insert(
+        &self,
+        user_id: Uuid,
+        token_id: Uuid,
+        protocol_version: &str,
+        outbound: Option<mpsc::Sender<Value>>,
+    ) -> Result<Arc<Session>, OpenError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
         let session = Arc::new(Session {
@@ -78,6 +120,7 @@ impl Sessions {
             token_id,
             protocol_version: protocol_version.to_owned(),
             last_seen: AtomicI64::new(unix_now()),
+            outbound,
         });
         let mut map = self.lock();
         let held = map.values().filter(|s| s.token_id == token_id).count();

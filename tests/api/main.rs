@@ -13,4 +13,5 @@ mod mcp;
 mod server;
 mod sessions;
 mod skills;
+mod sse;
 mod stdio;

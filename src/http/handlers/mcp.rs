@@ -37,14 +37,7 @@ pub(crate) async fn mcp(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let token = require_bearer(req.headers())?;
-    let principal = state
-        .registry
-        .authenticate(token)
-        .ok_or(AppError::Unauthorized {
-            code: "invalid-token",
-            detail: "the API token is unknown, revoked or expired",
-        })?;
+    let principal = authenticate(state, &req)?;
     match *req.method() {
         Method::POST => post(state, principal, req).await,
         Method::DELETE => Ok(delete(state, principal, req.headers())),
@@ -52,9 +45,24 @@ pub(crate) async fn mcp(
     }
 }
 
+/// The owner of the request's API token (401 without a valid one).
+pub(crate) fn authenticate(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Result<Principal, AppError> {
+    let token = require_bearer(req.headers())?;
+    state
+        .registry
+        .authenticate(token)
+        .ok_or(AppError::Unauthorized {
+            code: "invalid-token",
+            detail: "the API token is unknown, revoked or expired",
+        })
+}
+
 /// DNS-rebinding protection: a present `Origin` must be loopback or listed, and the `Host` a
 /// loopback name or listed (checked when the list is set or the server listens on loopback).
-fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<(), AppError> {
+pub(crate) fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<(), AppError> {
     let mcp = &state.settings.mcp;
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| {
@@ -126,7 +134,7 @@ fn is_loopback_host(authority: &str) -> bool {
 }
 
 /// A transport-level refusal with a JSON-RPC error body (no id).
-fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Response<Body> {
+pub(crate) fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Response<Body> {
     let body = error_response(None, &RpcError::new(code, message));
     json_response(status, &body)
 }

@@ -1,0 +1,205 @@
+//! The legacy HTTP+SSE transport (protocol 2024-11-05): `GET /sse` opens a session and a stream
+//! whose first event, `endpoint`, names the URL to POST messages to (`/messages?session_id=…`);
+//! each POST there gets 202 and its answers come back on the stream as `message` events.
+//!
+//! Same authentication, Origin/Host checks and limits as `/mcp`. The stream sends a keep-alive
+//! comment every 15 s; it ends when the client goes away (which ends the session), when the session
+//! ends (its token revoked, its account deleted, idle), or when the server shuts down.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::mcp::{authenticate, check_origin, rpc_refusal};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::http::Body;
+use crate::http::request::read_json_bytes;
+use crate::http::response::no_content;
+use crate::mcp::codes;
+use crate::mcp::dispatch::{Message, classify, error_response, result_response};
+use crate::mcp::sessions::{OpenError, Sessions};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /sse`.
+pub(crate) async fn open(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    check_origin(state, &req)?;
+    let principal = authenticate(state, &req)?;
+    let (session, outbound) = match state
+        .sessions
+        .open_legacy(principal.user_id, principal.token_id)
+    {
+        Ok(opened) => opened,
+        Err(OpenError::TooMany(_)) => {
+            return Ok(rpc_refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::INVALID_REQUEST,
+                "too many open sessions for this API token",
+            ));
+        }
+        Err(e @ OpenError::Random(_)) => return Err(AppError::internal(e)),
+    };
+    tracing::info!(user_id = %principal.user_id, "legacy SSE session opened");
+    let stream = EventStream {
+        endpoint: Some(format!("/messages?session_id={}", session.id)),
+        outbound,
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+        guard: SessionGuard {
+            sessions: Arc::clone(&state.sessions),
+            id: session.id.clone(),
+            token_id: principal.token_id,
+        },
+    };
+    // The stream must not hold the session itself: dropping the session from the registry must
+    // drop its sender and so end the stream.
+    drop(session);
+    let frames = futures_util::stream::unfold(stream, |mut stream| async move {
+        let bytes = stream.next_event().await?;
+        Some((Ok::<_, Infallible>(Frame::data(bytes)), stream))
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Ends the session when the stream is dropped (the client went away, or the server stopped).
+struct SessionGuard {
+    sessions: Arc<Sessions>,
+    id: String,
+    token_id: Uuid,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.sessions.close(&self.id, self.token_id);
+    }
+}
+
+struct EventStream {
+    endpoint: Option<String>,
+    outbound: mpsc::Receiver<Value>,
+    keep_alive: tokio::time::Interval,
+    guard: SessionGuard,
+}
+
+impl EventStream {
+    /// The next bytes to send, or `None` when the stream is over.
+    async fn next_event(&mut self) -> Option<Bytes> {
+        if let Some(endpoint) = self.endpoint.take() {
+            return Some(Bytes::from(format!(
+                "event: endpoint\ndata: {endpoint}\n\n"
+            )));
+        }
+        tokio::select! {
+            message = self.outbound.recv() => {
+                let message = message?;
+                let data = serde_json::to_string(&message).ok()?;
+                Some(Bytes::from(format!("event: message\ndata: {data}\n\n")))
+            }
+            _ = self.keep_alive.tick() => {
+                // Also keeps the session from being reaped while its stream is open, and notices
+                // a session ended elsewhere.
+                self.guard.sessions.get(&self.guard.id, self.guard.token_id)?;
+                Some(Bytes::from_static(b": keep-alive\n\n"))
+            }
+        }
+    }
+}
+
+/// `POST /messages?session_id=…`.
+pub(crate) async fn message(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    check_origin(state, &req)?;
+    let principal = authenticate(state, &req)?;
+    let session_id = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "session_id")
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(session_id) = session_id else {
+        return Ok(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "the session_id query parameter is required",
+        ));
+    };
+    let Some(session) = state
+        .sessions
+        .get(&session_id, principal.token_id)
+        .filter(|s| s.is_legacy())
+    else {
+        return Ok(rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "session not found; open a new one with GET /sse",
+        ));
+    };
+    let bytes = read_json_bytes(req, &state.settings.server).await?;
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::PARSE_ERROR,
+            "parse error: the body is not JSON",
+        ));
+    };
+    let messages = match value {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    for message in &messages {
+        let reply = match classify(message) {
+            Ok(Message::Request {
+                id,
+                method: "initialize",
+                params,
+            }) => match state.mcp.initialize(params) {
+                Ok(negotiated) => result_response(id, negotiated.result),
+                Err(error) => error_response(Some(id), &error),
+            },
+            Ok(Message::Request { id, method, params }) => {
+                state
+                    .mcp
+                    .request(
+                        session.user_id,
+                        &session.protocol_version,
+                        id,
+                        method,
+                        params,
+                    )
+                    .await
+            }
+            Ok(Message::Notification { .. } | Message::Response) => continue,
+            Err((id, error)) => error_response(id, &error),
+        };
+        if !session.push(reply).await {
+            return Ok(rpc_refusal(
+                StatusCode::NOT_FOUND,
+                codes::INVALID_REQUEST,
+                "the session's stream is closed",
+            ));
+        }
+    }
+    let mut accepted = no_content();
+    *accepted.status_mut() = StatusCode::ACCEPTED;
+    Ok(accepted)
+}
