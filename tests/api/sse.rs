@@ -14,6 +14,7 @@ backend_tests!(
     messages_need_their_session_and_token,
     revoking_the_token_closes_the_stream,
     a_client_that_goes_away_ends_its_session,
+    shutdown_ends_open_streams_at_once,
 );
 
 /// An open `/sse` stream, read event by event.
@@ -268,4 +269,23 @@ async fn a_client_that_goes_away_ends_its_session(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn shutdown_ends_open_streams_at_once(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let (_, token) = user_with_token(&app, "ann").await;
+    let mut stream = Stream::open(&app, &token).await;
+    stream.next().await.unwrap();
+    let started = std::time::Instant::now();
+    let stopped = app.begin_stop();
+    assert!(
+        stream.next().await.is_none(),
+        "the stream outlived the shutdown"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+    // Well inside the 30 s grace period a stream would otherwise have held it.
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
