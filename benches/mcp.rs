@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{rss_kib, start, summary};
+use support::{register_and_login, rss_kib, start, summary};
 
 const WINDOW: Duration = Duration::from_secs(5);
 
@@ -28,23 +28,7 @@ fn main() {
 }
 
 async fn setup(client: &reqwest::Client, base: &str) -> String {
-    let res = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"email": "bench@example.com", "username": "bench", "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "bench@example.com", "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = login["access_token"].as_str().unwrap().to_owned();
+    let access = register_and_login(client, base).await;
     for i in 0..100 {
         let name = format!("skill-{i:03}");
         let skill_md = format!(

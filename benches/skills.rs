@@ -12,8 +12,8 @@ mod support;
 use std::io::Write as _;
 use std::time::Instant;
 
-use serde_json::{Value, json};
-use support::{ms, rss_kib, start, summary};
+use serde_json::Value;
+use support::{ms, register_and_login, rss_kib, start, summary};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,23 +88,7 @@ async fn run() {
         .expect("a client");
     let (server, _) = start(&client).await;
     let base = &server.base;
-    let res = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"email": "bench@example.com", "username": "bench", "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "bench@example.com", "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = login["access_token"].as_str().unwrap().to_owned();
+    let access = register_and_login(&client, base).await;
 
     let mut uploads = Vec::new();
     let total = Instant::now();

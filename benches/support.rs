@@ -94,3 +94,27 @@ pub(crate) fn summary(mut samples: Vec<Duration>) -> String {
         ms(samples[samples.len() - 1])
     )
 }
+
+/// Registers the bench user and logs in; returns the access token.
+pub(crate) async fn register_and_login(client: &reqwest::Client, base: &str) -> String {
+    let res = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "bench@example.com", "username": "bench", "password": "bench-password-1"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), 201);
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "bench@example.com", "password": "bench-password-1"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("a token pair");
+    login["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
