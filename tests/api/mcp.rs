@@ -233,6 +233,7 @@ async fn sessions_are_required_and_end_on_delete(backend: Backend) {
         .raw(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}), &[])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["id"], 5);
     // An unknown session.
     let mut stranger = Mcp::new(&app, &token);
     stranger.session = Some("0".repeat(64));
@@ -304,6 +305,7 @@ async fn the_transport_checks_versions_accept_headers_and_origins(backend: Backe
         .raw(&ping, &[("mcp-protocol-version", "2099-01-01")])
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["id"], 1, "the refusal names the request: {body}");
     // Only an event stream accepted: the answer comes as one SSE event.
     let res = app
         .request(Method::POST, "/mcp")

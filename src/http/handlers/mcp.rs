@@ -198,33 +198,7 @@ async fn post(
     principal: Principal,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    if let Some(version) = req.headers().get(VERSION_HEADER) {
-        let known = version
-            .to_str()
-            .is_ok_and(|v| SUPPORTED_VERSIONS.contains(&v));
-        if !known {
-            return Ok(rpc_refusal(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_REQUEST,
-                &format!(
-                    "unsupported MCP-Protocol-Version; this server speaks {}",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
-            ));
-        }
-    }
-    let Some(framing) = framing(req.headers()) else {
-        return Ok(rpc_refusal(
-            StatusCode::NOT_ACCEPTABLE,
-            codes::INVALID_REQUEST,
-            "accept application/json or text/event-stream",
-        ));
-    };
-    let session_id = req
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let headers = req.headers().clone();
     let bytes = read_json_bytes(req, &state.settings.server).await?;
     let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(rpc_refusal(
@@ -244,6 +218,38 @@ async fn post(
         Value::Array(items) => (items, true),
         other => (vec![other], false),
     };
+    // Refusals of the whole request name the request's id when there is exactly one.
+    let refuse = |status: StatusCode, code: i32, message: &str| {
+        let id = (!batch).then(|| messages[0].get("id")).flatten();
+        let body = error_response(id, &RpcError::new(code, message));
+        json_response(status, &body)
+    };
+    if let Some(version) = headers.get(VERSION_HEADER) {
+        let known = version
+            .to_str()
+            .is_ok_and(|v| SUPPORTED_VERSIONS.contains(&v.trim()));
+        if !known {
+            return Ok(refuse(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                &format!(
+                    "unsupported MCP-Protocol-Version; this server speaks {}",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+    }
+    let Some(framing) = framing(&headers) else {
+        return Ok(refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            codes::INVALID_REQUEST,
+            "accept application/json or text/event-stream",
+        ));
+    };
+    let session_id = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
 
     // `initialize` opens a session; sent within one, it is refused like any repeat (-32600).
     let initialize = !batch
@@ -254,14 +260,14 @@ async fn post(
     }
 
     let Some(session_id) = session_id else {
-        return Ok(rpc_refusal(
+        return Ok(refuse(
             StatusCode::BAD_REQUEST,
             codes::INVALID_REQUEST,
             "the Mcp-Session-Id header is required (initialize first)",
         ));
     };
     let Some(session) = state.sessions.get(&session_id, principal.token_id) else {
-        return Ok(rpc_refusal(
+        return Ok(refuse(
             StatusCode::NOT_FOUND,
             codes::INVALID_REQUEST,
             "session not found; initialize a new one",
