@@ -219,6 +219,7 @@ pub(crate) struct WorkspaceArgs {
     pub(crate) skills_root: PathBuf,
     pub(crate) settings: SkillSettings,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) listener: Arc<std::sync::OnceLock<super::workspaces::ChangeListener>>,
 }
 
 pub(crate) struct WorkspaceState {
@@ -230,6 +231,7 @@ pub(crate) struct WorkspaceState {
     staging: PathBuf,
     settings: SkillSettings,
     shared: Arc<Shared>,
+    listener: Arc<std::sync::OnceLock<super::workspaces::ChangeListener>>,
     timer: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
@@ -250,6 +252,7 @@ impl Actor for WorkspaceActor {
             staging: staging_root(&args.skills_root),
             settings: args.settings,
             shared: args.shared,
+            listener: args.listener,
             timer: None,
         })
     }
@@ -341,6 +344,9 @@ impl WorkspaceState {
         };
         change(&mut next);
         self.shared.index.store(Arc::new(next));
+        if let Some(listener) = self.listener.get() {
+            listener(self.user_id);
+        }
     }
 
     fn check_quota(&self, replacing: u64, new_bytes: u64) -> Result<(), AppError> {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -71,7 +71,12 @@ struct Inner {
     skills_root: PathBuf,
     settings: SkillSettings,
     repair: Repair,
+    /// Told of every change to a user's skills (open MCP sessions are notified).
+    listener: Arc<OnceLock<ChangeListener>>,
 }
+
+/// Called with the user whose skills just changed.
+pub type ChangeListener = Arc<dyn Fn(Uuid) + Send + Sync>;
 
 impl std::fmt::Debug for Workspaces {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +124,7 @@ impl Workspaces {
             skills_root,
             settings,
             repair,
+            listener: Arc::new(OnceLock::new()),
         });
         // The supervisor holds the map weakly: it must not keep a shut-down service alive.
         inner
@@ -126,6 +132,13 @@ impl Workspaces {
             .cast(SupervisorMessage::Attach(Arc::downgrade(&inner)))
             .map_err(|e| e.to_string())?;
         Ok(Workspaces { inner })
+    }
+
+    /// Sets what is told of every change to a user's skills (once; later calls are ignored).
+    pub fn on_change(&self, listener: ChangeListener) {
+        if self.inner.listener.set(listener).is_err() {
+            tracing::warn!("a second skill-change listener was ignored");
+        }
     }
 
     /// The folder of a skill: `<data_dir>/skills/<user_id>/<name>`.
@@ -365,6 +378,7 @@ impl Inner {
             skills_root: self.skills_root.clone(),
             settings: self.settings.clone(),
             shared: Arc::clone(&shared),
+            listener: Arc::clone(&self.listener),
         };
         let (actor, _) =
             Actor::spawn_linked(None, WorkspaceActor, args, self.supervisor.get_cell())

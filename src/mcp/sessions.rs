@@ -24,23 +24,61 @@ pub struct Session {
     pub protocol_version: String,
     /// Unix seconds of the last request.
     last_seen: AtomicI64,
-    /// Where answers go for a legacy HTTP+SSE session (its `GET /sse` stream); `None` for
-    /// Streamable HTTP, which answers each POST itself. Dropping the session drops this sender,
-    /// which ends the stream.
-    outbound: Option<mpsc::Sender<Value>>,
+    /// The session's event stream, if one is open: `GET /sse` for a legacy session (all its
+    /// answers), `GET /mcp` for a Streamable HTTP one (notifications). Dropping the session drops
+    /// this sender, which ends the stream.
+    outbound: Mutex<Option<mpsc::Sender<Value>>>,
+    /// Opened by `GET /sse` (HTTP+SSE, 2024-11-05), whose answers all go to its stream.
+    legacy: bool,
 }
 
 impl Session {
-    /// Queues a message on the session's SSE stream; `false` if it has none or it is gone.
+    fn sender(&self) -> Option<mpsc::Sender<Value>> {
+        self.outbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Queues a message on the session's stream, waiting for room; `false` if it has no open
+    /// stream.
     pub async fn push(&self, message: Value) -> bool {
-        match &self.outbound {
+        match self.sender() {
             Some(tx) => tx.send(message).await.is_ok(),
             None => false,
         }
     }
 
+    /// Queues a notification if there is room: notifications are hints, and a client too slow to
+    /// read them must not hold up the change that caused them.
+    fn notify(&self, message: &Value) {
+        if let Some(tx) = self.sender() {
+            let _ = tx.try_send(message.clone());
+        }
+    }
+
     pub fn is_legacy(&self) -> bool {
-        self.outbound.is_some()
+        self.legacy
+    }
+
+    /// Opens the session's stream (`GET /mcp`); `None` if one is already open.
+    pub fn attach_stream(&self) -> Option<mpsc::Receiver<Value>> {
+        let mut outbound = self.outbound.lock().unwrap_or_else(PoisonError::into_inner);
+        if outbound.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        *outbound = Some(tx);
+        Some(rx)
+    }
+
+    /// Forgets a stream whose client went away; the session goes on. A stream opened since is
+    /// left alone.
+    pub fn detach_closed_stream(&self) {
+        let mut outbound = self.outbound.lock().unwrap_or_else(PoisonError::into_inner);
+        if outbound.as_ref().is_some_and(mpsc::Sender::is_closed) {
+            *outbound = None;
+        }
     }
 
     fn touch(&self) {
@@ -120,7 +158,8 @@ impl Sessions {
             token_id,
             protocol_version: protocol_version.to_owned(),
             last_seen: AtomicI64::new(unix_now()),
-            outbound,
+            legacy: outbound.is_some(),
+            outbound: Mutex::new(outbound),
         });
         let mut map = self.lock();
         let held = map.values().filter(|s| s.token_id == token_id).count();
@@ -156,6 +195,19 @@ impl Sessions {
         let before = map.len();
         map.retain(|_, s| !doomed(s));
         before - map.len()
+    }
+
+    /// Sends a notification to every open stream of the user's sessions.
+    pub fn notify_user(&self, user_id: Uuid, message: &Value) {
+        let sessions: Vec<Arc<Session>> = self
+            .lock()
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .cloned()
+            .collect();
+        for session in sessions {
+            session.notify(message);
+        }
     }
 
     /// Ends sessions idle for longer than the idle time; returns how many.

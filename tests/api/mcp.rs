@@ -277,7 +277,7 @@ async fn sessions_are_required_and_end_on_delete(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    // This server pushes nothing unasked: no GET stream.
+    // A stream needs a session (the one just deleted is gone) and an event-stream Accept.
     let res = app
         .request(Method::GET, "/mcp")
         .bearer_auth(&token)
@@ -285,8 +285,24 @@ async fn sessions_are_required_and_end_on_delete(backend: Backend) {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = app
+        .request(Method::GET, "/mcp")
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = app
+        .request(Method::PUT, "/mcp")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(res.headers()["allow"], "POST, DELETE");
+    assert_eq!(res.headers()["allow"], "POST, GET, DELETE");
 }
 
 async fn the_transport_checks_versions_accept_headers_and_origins(backend: Backend) {

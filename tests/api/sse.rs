@@ -15,6 +15,7 @@ backend_tests!(
     revoking_the_token_closes_the_stream,
     a_client_that_goes_away_ends_its_session,
     shutdown_ends_open_streams_at_once,
+    skill_changes_reach_open_streams,
 );
 
 /// An open `/sse` stream, read event by event.
@@ -32,6 +33,10 @@ impl Stream {
             .send()
             .await
             .unwrap();
+        Stream::from_response(res)
+    }
+
+    fn from_response(res: reqwest::Response) -> Stream {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
         Stream {
@@ -288,4 +293,74 @@ async fn shutdown_ends_open_streams_at_once(backend: Backend) {
         .unwrap();
     // Well inside the 30 s grace period a stream would otherwise have held it.
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+async fn skill_changes_reach_open_streams(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ann, token) = user_with_token(&app, "ann").await;
+    let (_, bob_token) = user_with_token(&app, "bob").await;
+    // A Streamable HTTP session and its GET stream.
+    let res = app
+        .request(Method::POST, "/mcp")
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}))
+        .send()
+        .await
+        .unwrap();
+    let session = res.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let get = || {
+        app.request(Method::GET, "/mcp")
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .send()
+    };
+    let mut modern = Stream::from_response(get().await.unwrap());
+    assert_eq!(
+        get().await.unwrap().status(),
+        StatusCode::CONFLICT,
+        "one stream per session"
+    );
+    // A legacy session of the same user, and one of another user.
+    let mut legacy = Stream::open(&app, &token).await;
+    legacy.next().await.unwrap();
+    let mut bobs = Stream::open(&app, &bob_token).await;
+    let (_, bob_endpoint) = bobs.next().await.unwrap();
+
+    let res = app
+        .request(Method::POST, "/api/v1/skills")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "docx", "description": "Word."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for stream in [&mut modern, &mut legacy] {
+        let note = stream.message().await;
+        assert_eq!(
+            note["method"], "notifications/resources/list_changed",
+            "{note}"
+        );
+        assert!(note.get("id").is_none());
+    }
+    // Bob hears nothing of Ann's change: the next thing on his stream is his own answer.
+    let ping = json!({"jsonrpc": "2.0", "id": 7, "method": "ping"});
+    assert_eq!(
+        post(&app, &bob_token, &bob_endpoint, &ping).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(bobs.message().await["id"], 7);
+
+    // Ending the session ends its stream; a new session may open one again.
+    let res = app
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(modern.next().await.is_none());
 }

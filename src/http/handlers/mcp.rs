@@ -6,8 +6,8 @@
 //!   responses get 202 with no body. Requests are answered as `application/json`, or as one
 //!   `text/event-stream` event when the client accepts only that.
 //! - `DELETE` ends the session.
-//! - `GET` (a stream the server could push on) answers 405: this server sends nothing unasked yet,
-//!   which the transport allows.
+//! - `GET` opens the session's stream, on which the server sends notifications (such as
+//!   `notifications/resources/list_changed` when the user's skills change); one per session.
 //!
 //! Every request needs `Authorization: Bearer <API token>`, checked against the token registry
 //! (no database). `Origin` and `Host` are checked against DNS rebinding (403).
@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use super::sse;
 use crate::actors::token_registry::Principal;
 use crate::app::AppState;
 use crate::error::AppError;
@@ -41,7 +42,8 @@ pub(crate) async fn mcp(
     match *req.method() {
         Method::POST => post(state, principal, req).await,
         Method::DELETE => Ok(delete(state, principal, req.headers())),
-        _ => Err(AppError::MethodNotAllowed(vec!["POST", "DELETE"])),
+        Method::GET => Ok(open_stream(state, principal, req.headers())),
+        _ => Err(AppError::MethodNotAllowed(vec!["POST", "GET", "DELETE"])),
     }
 }
 
@@ -372,6 +374,62 @@ fn open_session(
         response.headers_mut().insert(SESSION_HEADER, value);
     }
     response
+}
+
+/// `GET /mcp`: the session's stream of notifications (one at a time per session).
+fn open_stream(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {
+    let accepts_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("text/event-stream")
+            })
+        });
+    if !accepts_events {
+        return rpc_refusal(
+            StatusCode::NOT_ACCEPTABLE,
+            codes::INVALID_REQUEST,
+            "a stream needs Accept: text/event-stream",
+        );
+    }
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "the Mcp-Session-Id header is required",
+        );
+    };
+    let Some(session) = state
+        .sessions
+        .get(id, principal.token_id)
+        .filter(|s| !s.is_legacy())
+    else {
+        return rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "session not found; initialize a new one",
+        );
+    };
+    let Some(outbound) = session.attach_stream() else {
+        return rpc_refusal(
+            StatusCode::CONFLICT,
+            codes::INVALID_REQUEST,
+            "this session already has an open stream",
+        );
+    };
+    let guard = sse::SessionGuard {
+        sessions: std::sync::Arc::clone(&state.sessions),
+        id: session.id.clone(),
+        token_id: principal.token_id,
+        on_end: sse::OnEnd::DetachStream,
+    };
+    drop(session);
+    sse::event_stream(None, outbound, guard)
 }
 
 fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {

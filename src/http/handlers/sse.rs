@@ -53,19 +53,31 @@ pub(crate) async fn open(
         Err(e @ OpenError::Random(_)) => return Err(AppError::internal(e)),
     };
     tracing::info!(user_id = %principal.user_id, "legacy SSE session opened");
-    let stream = EventStream {
-        endpoint: Some(format!("/messages?session_id={}", session.id)),
-        outbound,
-        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
-        guard: SessionGuard {
-            sessions: Arc::clone(&state.sessions),
-            id: session.id.clone(),
-            token_id: principal.token_id,
-        },
+    let endpoint = format!("/messages?session_id={}", session.id);
+    let guard = SessionGuard {
+        sessions: Arc::clone(&state.sessions),
+        id: session.id.clone(),
+        token_id: principal.token_id,
+        on_end: OnEnd::CloseSession,
     };
     // The stream must not hold the session itself: dropping the session from the registry must
     // drop its sender and so end the stream.
     drop(session);
+    Ok(event_stream(Some(endpoint), outbound, guard))
+}
+
+/// A `text/event-stream` response carrying `outbound`, after an `endpoint` event if one is given.
+pub(crate) fn event_stream(
+    endpoint: Option<String>,
+    outbound: mpsc::Receiver<Value>,
+    guard: SessionGuard,
+) -> Response<Body> {
+    let stream = EventStream {
+        endpoint,
+        outbound,
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+        guard,
+    };
     let frames = futures_util::stream::unfold(stream, |mut stream| async move {
         let bytes = stream.next_event().await?;
         Some((Ok::<_, Infallible>(Frame::data(bytes)), stream))
@@ -77,19 +89,36 @@ pub(crate) async fn open(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
 }
 
-/// Ends the session when the stream is dropped (the client went away, or the server stopped).
-struct SessionGuard {
-    sessions: Arc<Sessions>,
-    id: String,
-    token_id: Uuid,
+/// What ending a stream (its client went away, or the server stopped) does to its session.
+pub(crate) enum OnEnd {
+    /// A legacy session lives as long as its stream.
+    CloseSession,
+    /// A Streamable HTTP session goes on; it may open another stream.
+    DetachStream,
+}
+
+pub(crate) struct SessionGuard {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) id: String,
+    pub(crate) token_id: Uuid,
+    pub(crate) on_end: OnEnd,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.sessions.close(&self.id, self.token_id);
+        match self.on_end {
+            OnEnd::CloseSession => {
+                self.sessions.close(&self.id, self.token_id);
+            }
+            OnEnd::DetachStream => {
+                if let Some(session) = self.sessions.get(&self.id, self.token_id) {
+                    session.detach_closed_stream();
+                }
+            }
+        }
     }
 }
 
