@@ -181,6 +181,7 @@ impl McpServer {
                 "tools": {"listChanged": true},
                 "resources": {"listChanged": true},
                 "logging": {},
+                "completions": {},
             },
             "serverInfo": {"name": "agentskills-mcp", "version": env!("CARGO_PKG_VERSION")},
             "instructions": tools::INSTRUCTIONS,
@@ -248,6 +249,10 @@ impl McpServer {
                 let index = self.skills.index(user_id).await?;
                 let result = resources::read(&index, self, &read.uri).await?;
                 to_value(&result)
+            }
+            "completion/complete" => {
+                let index = self.skills.index(user_id).await?;
+                resources::complete(&index, params)
             }
             "logging/setLevel" => {
                 // This server sends no log messages; the level is checked and accepted.

@@ -108,12 +108,75 @@ pub fn list(
     Ok((page, next))
 }
 
+/// The one resource template.
+const TEMPLATE: &str = "skill://{skill_name}/{path}";
+
 pub fn templates() -> Vec<ResourceTemplate> {
     vec![
-        ResourceTemplate::new(format!("{SCHEME}{{skill_name}}/{{path}}"), "skill-file")
+        ResourceTemplate::new(TEMPLATE, "skill-file")
             .with_title("A file of a skill")
             .with_description("Any file of one of your skills; SKILL.md holds its instructions."),
     ]
+}
+
+/// Most completions returned at once (the protocol's cap).
+const MAX_COMPLETIONS: usize = 100;
+
+/// `completion/complete` for the `skill://{skill_name}/{path}` template: skill names, or the
+/// paths of the skill named in `context.arguments.skill_name`, that start with what was typed.
+pub fn complete(
+    index: &SkillIndex,
+    params: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, RpcError> {
+    let invalid =
+        |why: &str| RpcError::new(codes::INVALID_PARAMS, format!("invalid params: {why}"));
+    let params = params.ok_or_else(|| invalid("`ref` and `argument` are required"))?;
+    let reference = params
+        .get("ref")
+        .ok_or_else(|| invalid("`ref` is required"))?;
+    let argument = params
+        .get("argument")
+        .ok_or_else(|| invalid("`argument` is required"))?;
+    let name = argument
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| invalid("`argument.name` is required"))?;
+    let typed = argument
+        .get("value")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let candidates: Vec<String> = match (
+        reference.get("type").and_then(serde_json::Value::as_str),
+        reference.get("uri").and_then(serde_json::Value::as_str),
+    ) {
+        (Some("ref/resource"), Some(uri)) if uri == TEMPLATE => match name {
+            "skill_name" => active(index).map(|s| s.record.name.clone()).collect(),
+            "path" => {
+                let skill = params
+                    .get("context")
+                    .and_then(|c| c.get("arguments"))
+                    .and_then(|a| a.get("skill_name"))
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|n| index.by_name(n))
+                    .filter(|s| s.record.is_active);
+                skill
+                    .map(|s| s.files.iter().map(|f| f.path.clone()).collect())
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        },
+        (Some("ref/resource" | "ref/prompt"), _) => Vec::new(),
+        _ => return Err(invalid("`ref` must be a ref/resource or ref/prompt")),
+    };
+    let matching: Vec<String> = candidates
+        .into_iter()
+        .filter(|c| c.starts_with(typed))
+        .collect();
+    let total = matching.len();
+    let values: Vec<String> = matching.into_iter().take(MAX_COMPLETIONS).collect();
+    Ok(
+        serde_json::json!({"completion": {"values": values, "total": total, "hasMore": total > MAX_COMPLETIONS}}),
+    )
 }
 
 fn not_found(uri: &str) -> RpcError {

@@ -18,6 +18,7 @@ backend_tests!(
     the_tools_answer_like_the_original_server,
     tool_failures_are_results_that_say_what_is_wrong,
     skill_files_are_resources,
+    skill_names_and_paths_complete,
     a_token_reaches_only_its_own_users_skills,
     revoking_a_token_or_deleting_the_account_ends_its_sessions,
 );
@@ -746,4 +747,59 @@ async fn revoking_a_token_or_deleting_the_account_ends_its_sessions(backend: Bac
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.state.sessions.len(), 0);
+}
+
+async fn skill_names_and_paths_complete(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, token) = ann_with_skills(&app).await;
+    let mut mcp = Mcp::connect(&app, &token, "2025-06-18").await;
+    let template = json!({"type": "ref/resource", "uri": "skill://{skill_name}/{path}"});
+    let body = mcp
+        .call(
+            "completion/complete",
+            json!({"ref": template, "argument": {"name": "skill_name", "value": "p"}}),
+        )
+        .await;
+    assert_eq!(body["result"]["completion"]["values"], json!(["pdf"]));
+    let body = mcp
+        .call(
+            "completion/complete",
+            json!({"ref": template, "argument": {"name": "skill_name", "value": ""}}),
+        )
+        .await;
+    assert_eq!(
+        body["result"]["completion"]["values"],
+        json!(["docx", "pdf"])
+    );
+    assert_eq!(body["result"]["completion"]["hasMore"], false);
+    let body = mcp
+        .call(
+            "completion/complete",
+            json!({"ref": template, "argument": {"name": "path", "value": "s"}, "context": {"arguments": {"skill_name": "pdf"}}}),
+        )
+        .await;
+    assert_eq!(
+        body["result"]["completion"]["values"],
+        json!(["scripts/convert.py"])
+    );
+    let body = mcp
+        .call(
+            "completion/complete",
+            json!({"ref": template, "argument": {"name": "path", "value": ""}}),
+        )
+        .await;
+    assert_eq!(
+        body["result"]["completion"]["values"],
+        json!([]),
+        "no skill named, no paths"
+    );
+    let body = mcp
+        .call(
+            "completion/complete",
+            json!({"ref": {"type": "ref/nothing"}, "argument": {"name": "x", "value": ""}}),
+        )
+        .await;
+    assert_eq!(body["error"]["code"], -32602);
+    let body = mcp.call("completion/complete", json!({})).await;
+    assert_eq!(body["error"]["code"], -32602);
 }
