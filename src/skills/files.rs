@@ -273,7 +273,12 @@ pub fn write_staged(
 /// versions not yet removed). Call it at start-up, before any upload runs. Returns how many
 /// entries were removed.
 pub fn clean_staging(staging_root: &Path) -> io::Result<usize> {
-    let entries = match fs::read_dir(staging_root) {
+    remove_entries_where(staging_root, |_| true)
+}
+
+/// Removes the entries of `dir` whose names `doomed` picks; a missing `dir` has none.
+fn remove_entries_where(dir: &Path, doomed: impl Fn(&str) -> bool) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
@@ -281,8 +286,10 @@ pub fn clean_staging(staging_root: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let entry = entry?;
-        remove_any(&entry.path())?;
-        removed += 1;
+        if doomed(&entry.file_name().to_string_lossy()) {
+            remove_any(&entry.path())?;
+            removed += 1;
+        }
     }
     Ok(removed)
 }
@@ -309,24 +316,7 @@ pub fn remove_skill_dir(dir: &Path) -> io::Result<()> {
 /// Removes the leftovers of [`remove_skill_dir`] interrupted by a crash from `parent` (a folder
 /// holding skill folders). Returns how many were removed.
 pub fn clean_removed(parent: &Path) -> io::Result<usize> {
-    let entries = match fs::read_dir(parent) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(REMOVING_PREFIX))
-        {
-            remove_any(&entry.path())?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    remove_entries_where(parent, |name| name.starts_with(REMOVING_PREFIX))
 }
 
 /// A folder under the staging root, removed on drop while armed.

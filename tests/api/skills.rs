@@ -73,6 +73,20 @@ async fn upload(
         .unwrap()
 }
 
+/// Uploads and returns the skill's id, failing the test if the upload is refused.
+async fn upload_id(
+    app: &TestApp,
+    user: &TestUser,
+    parts: &[(&str, Option<&str>, &[u8])],
+) -> String {
+    let res = upload(app, user, parts).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// A zip of `entries`; a name ending in `/` is a folder entry.
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -432,7 +446,7 @@ async fn files_upload_as_a_new_skill(backend: Backend) {
 async fn an_upload_to_a_skill_replaces_the_files_given_and_keeps_the_others(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let res = upload(
+    let id = upload_id(
         &app,
         &ann,
         &[
@@ -442,10 +456,6 @@ async fn an_upload_to_a_skill_replaces_the_files_given_and_keeps_the_others(back
         ],
     )
     .await;
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let res = upload(
         &app,
         &ann,
@@ -584,7 +594,7 @@ async fn an_export_uploads_again_as_the_same_skill(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
-    let res = upload(
+    let id = upload_id(
         &app,
         &ann,
         &[
@@ -594,10 +604,6 @@ async fn an_export_uploads_again_as_the_same_skill(backend: Backend) {
         ],
     )
     .await;
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let res = app
         .get_auth(&format!("/api/v1/skills/{id}/export"), &ann.access)
         .await;
@@ -1031,7 +1037,7 @@ async fn another_users_skills_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
-    let res = upload(
+    let id = upload_id(
         &app,
         &ann,
         &[
@@ -1040,10 +1046,6 @@ async fn another_users_skills_are_not_found(backend: Backend) {
         ],
     )
     .await;
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     for path in [
         format!("/api/v1/skills/{id}"),
         format!("/api/v1/skills/{id}/files"),
@@ -1113,7 +1115,7 @@ async fn reads_never_follow_a_symlink(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
     let bob = app.user("bob").await;
-    let res = upload(
+    let id = upload_id(
         &app,
         &ann,
         &[
@@ -1122,10 +1124,6 @@ async fn reads_never_follow_a_symlink(backend: Backend) {
         ],
     )
     .await;
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let res = upload(
         &app,
         &bob,
@@ -1260,16 +1258,12 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
 async fn concurrent_uploads_to_one_skill_are_serialized(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let res = upload(
+    let id = upload_id(
         &app,
         &ann,
         &[("files", Some("SKILL.md"), SKILL_MD.as_bytes())],
     )
     .await;
-    let id = res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let mut uploads = tokio::task::JoinSet::new();
     for i in 0..8 {
         let version = format!("version {i} ").repeat(1000);
