@@ -6,6 +6,7 @@
 //! out of `handle()` (which would stop the actor).
 
 pub mod auth;
+pub mod session;
 pub mod token_registry;
 pub mod workspace;
 pub mod workspaces;

@@ -12,6 +12,7 @@
 //! frame the answers; everything they share is here, so every transport behaves the same.
 
 pub mod dispatch;
+pub mod inflight;
 pub mod resources;
 pub mod sessions;
 pub mod source;
@@ -35,6 +36,8 @@ pub mod codes {
     pub const METHOD_NOT_FOUND: i32 = -32601;
     pub const INVALID_PARAMS: i32 = -32602;
     pub const INTERNAL_ERROR: i32 = -32603;
+    /// The request was cancelled by its client (the code JSON-RPC peers such as LSP use).
+    pub const REQUEST_CANCELLED: i32 = -32800;
     /// MCP: the resource does not exist.
     pub const RESOURCE_NOT_FOUND: i32 = -32002;
 }

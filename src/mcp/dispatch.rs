@@ -72,6 +72,18 @@ pub fn error_response(id: Option<&Value>, error: &RpcError) -> Value {
     })
 }
 
+/// What a cancelled request is answered with where an answer cannot be left out (a plain JSON
+/// reply to an HTTP POST); everywhere else a cancelled request gets no response.
+pub fn cancelled_response(id: &Value) -> Value {
+    error_response(
+        Some(id),
+        &RpcError::new(codes::REQUEST_CANCELLED, "request cancelled"),
+    )
+}
+
+/// The notification that cancels a request.
+pub const CANCELLED: &str = "notifications/cancelled";
+
 pub fn result_response(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
@@ -86,6 +98,7 @@ pub enum Message<'a> {
     },
     Notification {
         method: &'a str,
+        params: Option<&'a Value>,
     },
     /// A response to a request of ours (this server sends none yet); accepted and ignored.
     Response,
@@ -118,7 +131,10 @@ pub fn classify(value: &Value) -> Result<Message<'_>, (Option<&Value>, RpcError)
                 params: params.filter(|p| p.is_object()),
             })
         }
-        (Some(Value::String(method)), None) => Ok(Message::Notification { method }),
+        (Some(Value::String(method)), None) => Ok(Message::Notification {
+            method,
+            params: object.get("params").filter(|p| p.is_object()),
+        }),
         (Some(_), _) => Err((id, invalid("`method` must be a string"))),
         (None, Some(_)) if object.contains_key("result") || object.contains_key("error") => {
             Ok(Message::Response)

@@ -1,17 +1,24 @@
-//! MCP sessions: opened by `initialize`, named by a random `Mcp-Session-Id`, bound to the API
-//! token that opened them, ended by `DELETE`, by their token's revocation, or by idleness.
+//! MCP sessions: opened by `initialize` (or `GET /sse`), named by a random `Mcp-Session-Id`, bound
+//! to the API token that opened them, ended by `DELETE`, by their token's revocation, or by
+//! idleness. Each session has its actor ([`crate::actors::session`]), which owns its event stream;
+//! this registry finds sessions by id and stops their actors when they end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Answers a legacy SSE stream may have queued before its client reads them.
-const OUTBOUND_QUEUE: usize = 64;
+use super::inflight::InFlight;
+use crate::actors::session::{OUTBOUND_QUEUE, SessionActor, SessionMessage};
+
+/// How long a request waits for its session's actor.
+const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One session.
 #[derive(Debug)]
@@ -21,40 +28,34 @@ pub struct Session {
     pub user_id: Uuid,
     pub token_id: Uuid,
     /// The version agreed at `initialize`.
-    pub protocol_version: String,
+    pub protocol_version: &'static str,
+    /// Its requests in progress, which `notifications/cancelled` may stop.
+    pub inflight: InFlight,
     /// Unix seconds of the last request.
     last_seen: AtomicI64,
-    /// The session's event stream, if one is open: `GET /sse` for a legacy session (all its
-    /// answers), `GET /mcp` for a Streamable HTTP one (notifications). Dropping the session drops
-    /// this sender, which ends the stream.
-    outbound: Mutex<Option<mpsc::Sender<Value>>>,
     /// Opened by `GET /sse` (HTTP+SSE, 2024-11-05), whose answers all go to its stream.
     legacy: bool,
+    /// Owns the session's stream; stopped when the session ends.
+    actor: ActorRef<SessionMessage>,
 }
 
 impl Session {
-    fn sender(&self) -> Option<mpsc::Sender<Value>> {
-        self.outbound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// Queues a message on the session's stream, waiting for room; `false` if it has no open
     /// stream.
     pub async fn push(&self, message: Value) -> bool {
-        match self.sender() {
-            Some(tx) => tx.send(message).await.is_ok(),
-            None => false,
+        let sender = self
+            .actor
+            .call(SessionMessage::Outbound, Some(ACTOR_TIMEOUT))
+            .await;
+        match sender {
+            Ok(CallResult::Success(Some(tx))) => tx.send(message).await.is_ok(),
+            _ => false,
         }
     }
 
-    /// Queues a notification if there is room: notifications are hints, and a client too slow to
-    /// read them must not hold up the change that caused them.
+    /// Queues a notification on the session's stream if it has one with room.
     fn notify(&self, message: &Value) {
-        if let Some(tx) = self.sender() {
-            let _ = tx.try_send(message.clone());
-        }
+        let _ = self.actor.cast(SessionMessage::Notify(message.clone()));
     }
 
     pub fn is_legacy(&self) -> bool {
@@ -62,27 +63,29 @@ impl Session {
     }
 
     /// Opens the session's stream (`GET /mcp`); `None` if one is already open.
-    pub fn attach_stream(&self) -> Option<mpsc::Receiver<Value>> {
-        let mut outbound = self.outbound.lock().unwrap_or_else(PoisonError::into_inner);
-        if outbound.as_ref().is_some_and(|tx| !tx.is_closed()) {
-            return None;
+    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Value>> {
+        match self
+            .actor
+            .call(SessionMessage::Attach, Some(ACTOR_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(receiver)) => receiver,
+            _ => None,
         }
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        *outbound = Some(tx);
-        Some(rx)
     }
 
     /// Forgets a stream whose client went away; the session goes on. A stream opened since is
     /// left alone.
     pub fn detach_closed_stream(&self) {
-        let mut outbound = self.outbound.lock().unwrap_or_else(PoisonError::into_inner);
-        if outbound.as_ref().is_some_and(mpsc::Sender::is_closed) {
-            *outbound = None;
-        }
+        let _ = self.actor.cast(SessionMessage::Detach);
     }
 
     fn touch(&self) {
         self.last_seen.store(unix_now(), Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.actor.stop(None);
     }
 }
 
@@ -99,6 +102,8 @@ pub enum OpenError {
     TooMany(usize),
     #[error("no random session id: {0}")]
     Random(getrandom::Error),
+    #[error("the session's actor did not start: {0}")]
+    Actor(String),
 }
 
 /// Every open session. Lookups are a short lock on a map (sessions change rarely and requests
@@ -123,47 +128,54 @@ impl Sessions {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn open(
+    pub async fn open(
         &self,
         user_id: Uuid,
         token_id: Uuid,
-        protocol_version: &str,
+        protocol_version: &'static str,
     ) -> Result<Arc<Session>, OpenError> {
-        self.insert(user_id, token_id, protocol_version, None)
+        self.insert(user_id, token_id, protocol_version, None).await
     }
 
     /// Opens a session of the legacy HTTP+SSE transport: its answers go to the returned receiver.
-    pub fn open_legacy(
+    pub async fn open_legacy(
         &self,
         user_id: Uuid,
         token_id: Uuid,
     ) -> Result<(Arc<Session>, mpsc::Receiver<Value>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let session = self.insert(user_id, token_id, "2024-11-05", Some(tx))?;
+        let session = self.insert(user_id, token_id, "2024-11-05", Some(tx)).await?;
         Ok((session, rx))
     }
 
-    fn insert(
+    async fn insert(
         &self,
         user_id: Uuid,
         token_id: Uuid,
-        protocol_version: &str,
+        protocol_version: &'static str,
         outbound: Option<mpsc::Sender<Value>>,
     ) -> Result<Arc<Session>, OpenError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
+        let legacy = outbound.is_some();
+        let (actor, _) = Actor::spawn(None, SessionActor, outbound)
+            .await
+            .map_err(|e| OpenError::Actor(e.to_string()))?;
         let session = Arc::new(Session {
             id: hex::encode(bytes),
             user_id,
             token_id,
-            protocol_version: protocol_version.to_owned(),
+            protocol_version,
+            inflight: InFlight::default(),
             last_seen: AtomicI64::new(unix_now()),
-            legacy: outbound.is_some(),
-            outbound: Mutex::new(outbound),
+            legacy,
+            actor,
         });
         let mut map = self.lock();
         let held = map.values().filter(|s| s.token_id == token_id).count();
         if held >= self.max_per_token {
+            drop(map);
+            session.end();
             return Err(OpenError::TooMany(self.max_per_token));
         }
         map.insert(session.id.clone(), Arc::clone(&session));
@@ -182,19 +194,30 @@ impl Sessions {
 
     /// Ends the session `id` of `token_id`; `false` if there is none.
     pub fn close(&self, id: &str, token_id: Uuid) -> bool {
-        let mut map = self.lock();
-        match map.get(id) {
-            Some(s) if s.token_id == token_id => map.remove(id).is_some(),
-            _ => false,
-        }
+        let removed = {
+            let mut map = self.lock();
+            match map.get(id) {
+                Some(s) if s.token_id == token_id => map.remove(id),
+                _ => None,
+            }
+        };
+        removed.map(|s| s.end()).is_some()
     }
 
     /// Ends every session of a token (revoked) or of a user (deactivated, deleted).
     pub fn close_where(&self, doomed: impl Fn(&Session) -> bool) -> usize {
-        let mut map = self.lock();
-        let before = map.len();
-        map.retain(|_, s| !doomed(s));
-        before - map.len()
+        let mut ended = Vec::new();
+        self.lock().retain(|_, s| {
+            let keep = !doomed(s);
+            if !keep {
+                ended.push(Arc::clone(s));
+            }
+            keep
+        });
+        for session in &ended {
+            session.end();
+        }
+        ended.len()
     }
 
     /// Sends a notification to every open stream of the user's sessions.
@@ -229,23 +252,23 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_belong_to_their_token_and_are_capped() {
+    #[tokio::test]
+    async fn sessions_belong_to_their_token_and_are_capped() {
         let sessions = Sessions::new(Duration::from_secs(60), 2);
         let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let a = sessions.open(user, token, "2025-06-18").unwrap();
+        let a = sessions.open(user, token, "2025-06-18").await.unwrap();
         assert_eq!(a.id.len(), 64);
         assert!(sessions.get(&a.id, token).is_some());
         assert!(
             sessions.get(&a.id, other).is_none(),
             "another token must not reach it"
         );
-        sessions.open(user, token, "2025-06-18").unwrap();
+        sessions.open(user, token, "2025-06-18").await.unwrap();
         assert!(matches!(
-            sessions.open(user, token, "2025-06-18"),
+            sessions.open(user, token, "2025-06-18").await,
             Err(OpenError::TooMany(2))
         ));
-        sessions.open(user, other, "2025-06-18").unwrap();
+        sessions.open(user, other, "2025-06-18").await.unwrap();
         assert!(!sessions.close(&a.id, other));
         assert!(sessions.close(&a.id, token));
         assert!(sessions.get(&a.id, token).is_none());
@@ -253,11 +276,33 @@ mod tests {
         assert_eq!(sessions.len(), 1);
     }
 
-    #[test]
-    fn idle_sessions_are_reaped() {
+    #[tokio::test]
+    async fn ending_a_session_ends_its_stream() {
+        let sessions = Sessions::new(Duration::from_secs(60), 5);
+        let (user, token) = (Uuid::new_v4(), Uuid::new_v4());
+        let (legacy, mut legacy_stream) = sessions.open_legacy(user, token).await.unwrap();
+        let modern = sessions.open(user, token, "2025-11-25").await.unwrap();
+        let mut modern_stream = modern.attach_stream().await.unwrap();
+        assert!(modern.attach_stream().await.is_none(), "one stream per session");
+
+        assert!(legacy.push(serde_json::json!("answer")).await);
+        assert_eq!(legacy_stream.recv().await, Some(serde_json::json!("answer")));
+        sessions.notify_user(user, &serde_json::json!("changed"));
+        assert_eq!(modern_stream.recv().await, Some(serde_json::json!("changed")));
+        assert_eq!(legacy_stream.recv().await, Some(serde_json::json!("changed")));
+
+        assert_eq!(sessions.close_where(|s| s.user_id == user), 2);
+        assert_eq!(legacy_stream.recv().await, None);
+        assert_eq!(modern_stream.recv().await, None);
+        assert!(!legacy.push(serde_json::json!("late")).await);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_are_reaped() {
         let sessions = Sessions::new(Duration::from_secs(0), 10);
         let s = sessions
             .open(Uuid::new_v4(), Uuid::new_v4(), "2025-06-18")
+            .await
             .unwrap();
         s.last_seen.store(unix_now() - 5, Ordering::Relaxed);
         assert_eq!(sessions.reap(), 1);

@@ -1,13 +1,26 @@
 //! MCP over standard input and output: one JSON-RPC message (or batch) per line in, one per line
 //! out. Logs go to standard error, so nothing but protocol reaches standard output.
+//!
+//! `initialize` and batches are answered in order as they arrive; every other request runs on its
+//! own task, so a slow request does not hold up the next one and `notifications/cancelled` can
+//! stop it (a cancelled request gets no response). When the input ends, the requests still
+//! running are finished and answered before `serve` returns.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::McpServer;
 use super::codes;
-use super::dispatch::{Message, RpcError, classify, error_response, result_response};
+use super::dispatch::{CANCELLED, Message, RpcError, classify, error_response, result_response};
+use super::inflight::InFlight;
+
+/// Answers waiting for the writer.
+const OUTPUT_QUEUE: usize = 64;
 
 /// Serves `user_id` until `input` ends.
 pub async fn serve<R, W>(
@@ -20,79 +33,130 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut lines = input.lines();
-    // The version agreed at `initialize`; none yet.
-    let mut version: Option<&'static str> = None;
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        for reply in handle_line(server, user_id, &line, &mut version).await {
+    let (tx, mut rx) = mpsc::channel::<Value>(OUTPUT_QUEUE);
+    let writer = async move {
+        while let Some(reply) = rx.recv().await {
             let mut bytes = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
             bytes.push(b'\n');
             output.write_all(&bytes).await?;
+            output.flush().await?;
         }
-        output.flush().await?;
-    }
-    Ok(())
+        Ok::<(), std::io::Error>(())
+    };
+    let reader = async move {
+        let mut connection = Connection {
+            server: server.clone(),
+            user_id,
+            version: None,
+            inflight: Arc::new(InFlight::default()),
+            running: JoinSet::new(),
+            out: tx,
+        };
+        let mut lines = input.lines();
+        while let Some(line) = lines.next_line().await? {
+            if !line.trim().is_empty() {
+                connection.line(&line).await;
+            }
+        }
+        while connection.running.join_next().await.is_some() {}
+        Ok::<(), std::io::Error>(())
+    };
+    // The writer ends when the reader has ended and every answer is written.
+    let (read, written) = tokio::join!(reader, writer);
+    read.and(written)
 }
 
-async fn handle_line(
-    server: &McpServer,
+/// One client's state.
+struct Connection {
+    server: McpServer,
     user_id: Uuid,
-    line: &str,
-    version: &mut Option<&'static str>,
-) -> Vec<Value> {
-    let Ok(value) = serde_json::from_str::<Value>(line) else {
-        return vec![error_response(
-            None,
-            &RpcError::new(codes::PARSE_ERROR, "parse error: the line is not JSON"),
-        )];
-    };
-    let (messages, batch) = match value {
-        Value::Array(items) if items.is_empty() => {
-            return vec![error_response(
-                None,
-                &RpcError::new(codes::INVALID_REQUEST, "invalid request: an empty batch"),
-            )];
+    /// The version agreed at `initialize`; none yet.
+    version: Option<&'static str>,
+    inflight: Arc<InFlight>,
+    running: JoinSet<()>,
+    out: mpsc::Sender<Value>,
+}
+
+impl Connection {
+    async fn send(&self, reply: Value) {
+        // The writer only stops on an output error, which `serve` reports.
+        let _ = self.out.send(reply).await;
+    }
+
+    async fn line(&mut self, line: &str) {
+        let Ok(value) = serde_json::from_str::<Value>(line) else {
+            let error = RpcError::new(codes::PARSE_ERROR, "parse error: the line is not JSON");
+            return self.send(error_response(None, &error)).await;
+        };
+        match value {
+            Value::Array(items) if items.is_empty() => {
+                let error = RpcError::new(codes::INVALID_REQUEST, "invalid request: an empty batch");
+                self.send(error_response(None, &error)).await;
+            }
+            Value::Array(items) => {
+                let mut replies = Vec::new();
+                for item in &items {
+                    replies.extend(self.message(item, false).await);
+                }
+                if !replies.is_empty() {
+                    self.send(Value::Array(replies)).await;
+                }
+            }
+            single => {
+                if let Some(reply) = self.message(&single, true).await {
+                    self.send(reply).await;
+                }
+            }
         }
-        Value::Array(items) => (items, true),
-        other => (vec![other], false),
-    };
-    let mut replies = Vec::new();
-    for message in &messages {
+    }
+
+    /// Handles one message: its reply now, or `None` (a notification, or a request that answers
+    /// later on its own task when `spawn` is set).
+    async fn message(&mut self, message: &Value, spawn: bool) -> Option<Value> {
         match classify(message) {
             Ok(Message::Request {
                 id,
                 method: "initialize",
                 params,
-            }) if version.is_none() => match server.initialize(params) {
+            }) if self.version.is_none() => Some(match self.server.initialize(params) {
                 Ok(negotiated) => {
-                    *version = Some(negotiated.version);
-                    replies.push(result_response(id, negotiated.result));
+                    self.version = Some(negotiated.version);
+                    result_response(id, negotiated.result)
                 }
-                Err(error) => replies.push(error_response(Some(id), &error)),
-            },
+                Err(error) => error_response(Some(id), &error),
+            }),
             Ok(Message::Request { id, method, params }) => {
-                replies.push(
-                    server
-                        .request(
-                            user_id,
-                            version.unwrap_or(super::LATEST_VERSION),
-                            id,
-                            method,
-                            params,
-                        )
-                        .await,
-                );
+                let (id, method, params) = (id.clone(), method.to_owned(), params.cloned());
+                let server = self.server.clone();
+                let inflight = Arc::clone(&self.inflight);
+                let (user_id, version) = (self.user_id, self.version.unwrap_or(super::LATEST_VERSION));
+                let work = async move {
+                    let answer =
+                        server.request(user_id, version, &id, &method, params.as_ref());
+                    inflight.run(&id, answer).await
+                };
+                if !spawn {
+                    return work.await;
+                }
+                let out = self.out.clone();
+                self.running.spawn(async move {
+                    if let Some(reply) = work.await {
+                        let _ = out.send(reply).await;
+                    }
+                });
+                // Reap finished tasks so a long session does not accumulate them.
+                while self.running.try_join_next().is_some() {}
+                None
             }
-            Ok(Message::Notification { .. } | Message::Response) => {}
-            Err((id, error)) => replies.push(error_response(id, &error)),
+            Ok(Message::Notification {
+                method: CANCELLED,
+                params,
+            }) => {
+                self.inflight.cancel(params);
+                None
+            }
+            Ok(Message::Notification { .. } | Message::Response) => None,
+            Err((id, error)) => Some(error_response(id, &error)),
         }
-    }
-    if batch && !replies.is_empty() {
-        vec![Value::Array(replies)]
-    } else {
-        replies
     }
 }

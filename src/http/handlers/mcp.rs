@@ -27,7 +27,9 @@ use crate::http::request::{read_json_bytes, require_bearer};
 use crate::http::response::{full, no_content, with_body};
 use crate::mcp::SUPPORTED_VERSIONS;
 use crate::mcp::codes;
-use crate::mcp::dispatch::{Message, RpcError, classify, error_response};
+use crate::mcp::dispatch::{
+    CANCELLED, Message, RpcError, cancelled_response, classify, error_response,
+};
 use crate::mcp::sessions::OpenError;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -42,7 +44,7 @@ pub(crate) async fn mcp(
     match *req.method() {
         Method::POST => post(state, principal, req).await,
         Method::DELETE => Ok(delete(state, principal, req.headers())),
-        Method::GET => Ok(open_stream(state, principal, req.headers())),
+        Method::GET => Ok(open_stream(state, principal, req.headers()).await),
         _ => Err(AppError::MethodNotAllowed(vec!["POST", "GET", "DELETE"])),
     }
 }
@@ -258,7 +260,7 @@ async fn post(
         && session_id.is_none()
         && messages[0].get("method").and_then(Value::as_str) == Some("initialize");
     if initialize {
-        return Ok(open_session(state, principal, &messages[0], framing));
+        return Ok(open_session(state, principal, &messages[0], framing).await);
     }
 
     let Some(session_id) = session_id else {
@@ -279,18 +281,18 @@ async fn post(
     for message in &messages {
         match classify(message) {
             Ok(Message::Request { id, method, params }) => {
-                responses.push(
+                let work =
                     state
                         .mcp
-                        .request(
-                            session.user_id,
-                            &session.protocol_version,
-                            id,
-                            method,
-                            params,
-                        )
-                        .await,
-                );
+                        .request(session.user_id, session.protocol_version, id, method, params);
+                let response = session.inflight.run(id, work).await;
+                responses.push(response.unwrap_or_else(|| cancelled_response(id)));
+            }
+            Ok(Message::Notification {
+                method: CANCELLED,
+                params,
+            }) => {
+                session.inflight.cancel(params);
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
             Err((_, error)) if !batch => {
@@ -317,7 +319,7 @@ async fn post(
 }
 
 /// Answers `initialize` and, when it succeeds, opens a session.
-fn open_session(
+async fn open_session(
     state: &AppState,
     principal: Principal,
     message: &Value,
@@ -342,6 +344,7 @@ fn open_session(
         match state
             .sessions
             .open(principal.user_id, principal.token_id, negotiated.version)
+            .await
         {
             Ok(session) => session,
             Err(OpenError::TooMany(_)) => {
@@ -358,7 +361,7 @@ fn open_session(
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
                 return response;
             }
-            Err(e @ OpenError::Random(_)) => {
+            Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
                 tracing::error!(error = %e, "could not open an MCP session");
                 return rpc_refusal(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -377,7 +380,11 @@ fn open_session(
 }
 
 /// `GET /mcp`: the session's stream of notifications (one at a time per session).
-fn open_stream(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {
+async fn open_stream(
+    state: &AppState,
+    principal: Principal,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let accepts_events = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -415,7 +422,7 @@ fn open_stream(state: &AppState, principal: Principal, headers: &HeaderMap) -> R
             "session not found; initialize a new one",
         );
     };
-    let Some(outbound) = session.attach_stream() else {
+    let Some(outbound) = session.attach_stream().await else {
         return rpc_refusal(
             StatusCode::CONFLICT,
             codes::INVALID_REQUEST,

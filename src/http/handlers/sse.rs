@@ -26,7 +26,7 @@ use crate::http::Body;
 use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
-use crate::mcp::dispatch::{Message, classify, error_response, result_response};
+use crate::mcp::dispatch::{CANCELLED, Message, classify, error_response, result_response};
 use crate::mcp::sessions::{OpenError, Sessions};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -41,6 +41,7 @@ pub(crate) async fn open(
     let (session, outbound) = match state
         .sessions
         .open_legacy(principal.user_id, principal.token_id)
+        .await
     {
         Ok(opened) => opened,
         Err(OpenError::TooMany(_)) => {
@@ -50,7 +51,9 @@ pub(crate) async fn open(
                 "too many open sessions for this API token",
             ));
         }
-        Err(e @ OpenError::Random(_)) => return Err(AppError::internal(e)),
+        Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
+            return Err(AppError::internal(e));
+        }
     };
     tracing::info!(user_id = %principal.user_id, "legacy SSE session opened");
     let endpoint = format!("/messages?session_id={}", session.id);
@@ -206,16 +209,22 @@ pub(crate) async fn message(
                 Err(error) => error_response(Some(id), &error),
             },
             Ok(Message::Request { id, method, params }) => {
-                state
-                    .mcp
-                    .request(
-                        session.user_id,
-                        &session.protocol_version,
-                        id,
-                        method,
-                        params,
-                    )
-                    .await
+                let work =
+                    state
+                        .mcp
+                        .request(session.user_id, session.protocol_version, id, method, params);
+                match session.inflight.run(id, work).await {
+                    Some(response) => response,
+                    // Cancelled: no response, as the protocol asks.
+                    None => continue,
+                }
+            }
+            Ok(Message::Notification {
+                method: CANCELLED,
+                params,
+            }) => {
+                session.inflight.cancel(params);
+                continue;
             }
             Ok(Message::Notification { .. } | Message::Response) => continue,
             Err((id, error)) => error_response(id, &error),
