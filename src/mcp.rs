@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod inflight;
 pub mod resources;
 pub mod sessions;
+pub mod skills_extension;
 pub mod source;
 pub mod stdio;
 pub mod tools;
@@ -38,6 +39,10 @@ pub mod codes {
     pub const INTERNAL_ERROR: i32 = -32603;
     /// The request was cancelled by its client (the code JSON-RPC peers such as LSP use).
     pub const REQUEST_CANCELLED: i32 = -32800;
-    /// MCP: the resource does not exist.
+    /// MCP: the resource does not exist (before 2026-07-28; -32602 since).
     pub const RESOURCE_NOT_FOUND: i32 = -32002;
+    /// MCP 2026-07-28: a routing header disagrees with the body.
+    pub const HEADER_MISMATCH: i32 = -32020;
+    /// MCP 2026-07-28: the request's protocol version is not served.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
 }

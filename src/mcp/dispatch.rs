@@ -16,11 +16,87 @@ use uuid::Uuid;
 
 use super::codes;
 use super::source::SkillSource;
-use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, tools};
+use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
 use crate::error::AppError;
 
-/// The first protocol version without `initialize`, whose results carry `resultType`.
-const STATELESS_VERSION: &str = "2026-07-28";
+/// The first protocol version without `initialize`: each request carries its version and the
+/// client's capabilities in `_meta`, and results carry `resultType` (and cache hints).
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
+/// The `_meta` keys of a stateless request.
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+/// Methods of the handshake era that stateless requests no longer have.
+const REMOVED_METHODS: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Results a client may cache, and for how long (milliseconds) and for whom. What every user
+/// gets alike (the tools, the template) is public and stable; anything drawn from a user's skills
+/// is private and may change at any upload, so it is not to be reused.
+fn cache_hints(method: &str) -> Option<(u64, &'static str)> {
+    match method {
+        "server/discover" | "tools/list" | "prompts/list" | "resources/templates/list" => {
+            Some((3_600_000, "public"))
+        }
+        "resources/list"
+        | "resources/read"
+        | "skills/list"
+        | "skills/get"
+        | "resources/directory/read" => Some((0, "private")),
+        _ => None,
+    }
+}
+
+/// The protocol version a stateless request names in its `_meta`; -32602 when `_meta` or one of
+/// its required keys is missing.
+pub fn stateless_version(params: Option<&Value>) -> Result<&str, RpcError> {
+    let meta = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "invalid params: a request without a session needs `_meta` with `{META_VERSION}` and `{META_CAPABILITIES}`"
+            ))
+        })?;
+    if !meta.get(META_CAPABILITIES).is_some_and(Value::is_object) {
+        return Err(RpcError::invalid_params(format!(
+            "invalid params: `_meta` needs `{META_CAPABILITIES}` (an object)"
+        )));
+    }
+    meta.get(META_VERSION)
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "invalid params: `_meta` needs `{META_VERSION}` (a string)"
+            ))
+        })
+}
+
+/// Whether a request names a protocol version in `_meta` (and so asks to be served statelessly).
+pub fn names_stateless_version(params: Option<&Value>) -> bool {
+    params
+        .and_then(|p| p.get("_meta"))
+        .is_some_and(|m| m.get(META_VERSION).is_some())
+}
+
+/// -32022 unless `version` is served statelessly.
+pub fn check_stateless_version(version: &str) -> Result<(), RpcError> {
+    if version == STATELESS_VERSION {
+        return Ok(());
+    }
+    Err(RpcError::new(
+        codes::UNSUPPORTED_PROTOCOL_VERSION,
+        format!("unsupported protocol version {version:?}; requests without a session speak {STATELESS_VERSION}"),
+    )
+    .with_data(json!({"supported": [STATELESS_VERSION], "requested": version})))
+}
 
 /// The levels of `logging/setLevel` (RFC 5424 severities).
 const LOG_LEVELS: [&str; 8] = [
@@ -39,6 +115,8 @@ const LOG_LEVELS: [&str; 8] = [
 pub struct RpcError {
     pub code: i32,
     pub message: String,
+    /// The error's `data`, where the protocol defines one.
+    pub data: Option<Value>,
 }
 
 impl RpcError {
@@ -46,7 +124,13 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
+            data: None,
         }
+    }
+
+    pub fn with_data(mut self, data: Value) -> RpcError {
+        self.data = Some(data);
+        self
     }
 
     fn invalid_params(message: impl Into<String>) -> RpcError {
@@ -65,10 +149,14 @@ impl From<AppError> for RpcError {
 
 /// A JSON-RPC error response (`id` is null when the request's id could not be read).
 pub fn error_response(id: Option<&Value>, error: &RpcError) -> Value {
+    let mut body = json!({"code": error.code, "message": error.message});
+    if let Some(data) = &error.data {
+        body["data"] = data.clone();
+    }
     json!({
         "jsonrpc": "2.0",
         "id": id.cloned().unwrap_or(Value::Null),
-        "error": {"code": error.code, "message": error.message},
+        "error": body,
     })
 }
 
@@ -193,16 +281,24 @@ impl McpServer {
         // it is written out here.
         let result = json!({
             "protocolVersion": version,
-            "capabilities": {
-                "tools": {"listChanged": true},
-                "resources": {"listChanged": true},
-                "logging": {},
-                "completions": {},
-            },
-            "serverInfo": {"name": "agentskills-mcp", "version": env!("CARGO_PKG_VERSION")},
+            "capabilities": capabilities(true),
+            "serverInfo": server_info(),
             "instructions": tools::INSTRUCTIONS,
         });
         Ok(Negotiated { version, result })
+    }
+
+    /// Answers `server/discover`: every version this endpoint speaks and what it offers to
+    /// requests without a session.
+    fn discover() -> Value {
+        let mut versions = vec![STATELESS_VERSION];
+        versions.extend(SUPPORTED_VERSIONS);
+        json!({
+            "supportedVersions": versions,
+            "capabilities": capabilities(false),
+            "instructions": tools::INSTRUCTIONS,
+            "_meta": {META_SERVER_INFO: server_info()},
+        })
     }
 
     /// Answers one request of `user_id`'s session (anything but `initialize`), in the session's
@@ -215,33 +311,74 @@ impl McpServer {
         method: &str,
         params: Option<&Value>,
     ) -> Value {
-        match self.route(user_id, method, params).await {
+        let stateless = version >= STATELESS_VERSION;
+        match self.route(user_id, stateless, method, params).await {
             Ok(mut result) => {
-                // `resultType` (rmcp sets it) exists from 2026-07-28 on; older peers must not get
-                // a field their schema does not have.
-                if version < STATELESS_VERSION
-                    && let Value::Object(map) = &mut result
-                {
-                    map.remove("resultType");
+                if let Value::Object(map) = &mut result {
+                    if stateless {
+                        map.entry("resultType").or_insert_with(|| json!("complete"));
+                        if let Some((ttl, scope)) = cache_hints(method) {
+                            map.entry("ttlMs").or_insert_with(|| json!(ttl));
+                            map.entry("cacheScope").or_insert_with(|| json!(scope));
+                        }
+                    } else {
+                        // These exist from 2026-07-28 on; older peers must not get fields their
+                        // schema does not have.
+                        map.remove("resultType");
+                        map.remove("ttlMs");
+                        map.remove("cacheScope");
+                    }
                 }
                 result_response(id, result)
             }
-            Err(error) => error_response(Some(id), &error),
+            Err(mut error) => {
+                // An unknown resource is -32602 from 2026-07-28 on (SEP-2164), -32002 before.
+                if stateless && error.code == codes::RESOURCE_NOT_FOUND {
+                    error.code = codes::INVALID_PARAMS;
+                }
+                error_response(Some(id), &error)
+            }
         }
     }
 
     async fn route(
         &self,
         user_id: Uuid,
+        stateless: bool,
         method: &str,
         params: Option<&Value>,
     ) -> Result<Value, RpcError> {
+        if stateless && REMOVED_METHODS.contains(&method) {
+            return Err(RpcError::new(
+                codes::METHOD_NOT_FOUND,
+                format!("method not found: {method} (not part of protocol {STATELESS_VERSION})"),
+            ));
+        }
         match method {
             "ping" => Ok(json!({})),
             "initialize" => Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 "this session is already initialized; open a new session to initialize again",
             )),
+            "server/discover" if stateless => Ok(Self::discover()),
+            "prompts/list" => Ok(json!({"prompts": []})),
+            "prompts/get" => Err(RpcError::invalid_params("this server has no prompts")),
+            "skills/list" => {
+                let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+                let index = self.skills.index(user_id).await?;
+                skills_extension::list(&index, cursor)
+            }
+            "skills/get" => {
+                let uri = string_param(params, "uri")?;
+                let index = self.skills.index(user_id).await?;
+                skills_extension::get(&index, uri)
+            }
+            "resources/directory/read" => {
+                let uri = string_param(params, "uri")?;
+                let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+                let index = self.skills.index(user_id).await?;
+                skills_extension::directory(&index, uri, cursor)
+            }
             "tools/list" => to_value(&ListToolsResult::with_all_items(tools::definitions())),
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
@@ -295,6 +432,38 @@ impl McpServer {
     pub(crate) fn max_read_bytes(&self) -> u64 {
         self.max_read_bytes
     }
+}
+
+/// What the server offers: the same in both eras, except that list-change notifications and
+/// log levels need a session.
+fn capabilities(session: bool) -> Value {
+    let mut capabilities = json!({
+        "tools": {},
+        "resources": {},
+        "prompts": {},
+        "completions": {},
+        "extensions": {skills_extension::ID: skills_extension::capability()},
+    });
+    if session {
+        capabilities["tools"] = json!({"listChanged": true});
+        capabilities["resources"] = json!({"listChanged": true});
+        capabilities["logging"] = json!({});
+    }
+    capabilities
+}
+
+fn server_info() -> Value {
+    json!({"name": "agentskills-mcp", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// A required string parameter (-32602 without it).
+fn string_param<'a>(params: Option<&'a Value>, name: &str) -> Result<&'a str, RpcError> {
+    params
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!("invalid params: `{name}` (a string) is required"))
+        })
 }
 
 fn parse_params<T: DeserializeOwned>(params: Option<&Value>) -> Result<T, RpcError> {

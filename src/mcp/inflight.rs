@@ -44,7 +44,10 @@ struct Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         let mut map = self.inflight.lock();
-        if map.get(&self.key).is_some_and(|(g, _)| *g == self.generation) {
+        if map
+            .get(&self.key)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
             map.remove(&self.key);
         }
     }
@@ -137,7 +140,10 @@ mod tests {
     #[tokio::test]
     async fn ids_keep_their_json_type_and_finished_runs_leave_nothing() {
         let inflight = InFlight::default();
-        assert_eq!(inflight.run(&json!(1), async { "done" }).await, Some("done"));
+        assert_eq!(
+            inflight.run(&json!(1), async { "done" }).await,
+            Some("done")
+        );
         assert!(inflight.is_empty());
         assert!(!inflight.cancel(Some(&json!({"requestId": 1}))));
         assert!(!inflight.cancel(None));
@@ -150,7 +156,10 @@ mod tests {
         let spawn = |inflight: Arc<InFlight>| {
             tokio::spawn(async move {
                 inflight
-                    .run(&json!(5), tokio::time::sleep(std::time::Duration::from_millis(200)))
+                    .run(
+                        &json!(5),
+                        tokio::time::sleep(std::time::Duration::from_millis(200)),
+                    )
                     .await
             })
         };
@@ -159,12 +168,20 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let second = spawn(Arc::clone(&inflight));
-        while inflight.generation.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+        while inflight
+            .generation
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 2
+        {
             tokio::task::yield_now().await;
         }
         tokio::task::yield_now().await;
         assert!(inflight.cancel(Some(&json!({"requestId": 5}))));
         assert_eq!(second.await.ok(), Some(None), "the newest is cancelled");
-        assert_eq!(first.await.ok(), Some(Some(())), "the older one runs to its end");
+        assert_eq!(
+            first.await.ok(),
+            Some(Some(())),
+            "the older one runs to its end"
+        );
     }
 }

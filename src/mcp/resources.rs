@@ -184,6 +184,7 @@ fn not_found(uri: &str) -> RpcError {
         codes::RESOURCE_NOT_FOUND,
         format!("resource not found: {uri}"),
     )
+    .with_data(serde_json::json!({"uri": uri}))
 }
 
 /// Reads `skill://<skill>/<path>` from the user's active skills.

@@ -144,7 +144,9 @@ impl Sessions {
         token_id: Uuid,
     ) -> Result<(Arc<Session>, mpsc::Receiver<Value>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let session = self.insert(user_id, token_id, "2024-11-05", Some(tx)).await?;
+        let session = self
+            .insert(user_id, token_id, "2024-11-05", Some(tx))
+            .await?;
         Ok((session, rx))
     }
 
@@ -283,13 +285,25 @@ mod tests {
         let (legacy, mut legacy_stream) = sessions.open_legacy(user, token).await.unwrap();
         let modern = sessions.open(user, token, "2025-11-25").await.unwrap();
         let mut modern_stream = modern.attach_stream().await.unwrap();
-        assert!(modern.attach_stream().await.is_none(), "one stream per session");
+        assert!(
+            modern.attach_stream().await.is_none(),
+            "one stream per session"
+        );
 
         assert!(legacy.push(serde_json::json!("answer")).await);
-        assert_eq!(legacy_stream.recv().await, Some(serde_json::json!("answer")));
+        assert_eq!(
+            legacy_stream.recv().await,
+            Some(serde_json::json!("answer"))
+        );
         sessions.notify_user(user, &serde_json::json!("changed"));
-        assert_eq!(modern_stream.recv().await, Some(serde_json::json!("changed")));
-        assert_eq!(legacy_stream.recv().await, Some(serde_json::json!("changed")));
+        assert_eq!(
+            modern_stream.recv().await,
+            Some(serde_json::json!("changed"))
+        );
+        assert_eq!(
+            legacy_stream.recv().await,
+            Some(serde_json::json!("changed"))
+        );
 
         assert_eq!(sessions.close_where(|s| s.user_id == user), 2);
         assert_eq!(legacy_stream.recv().await, None);

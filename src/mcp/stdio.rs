@@ -16,7 +16,10 @@ use uuid::Uuid;
 
 use super::McpServer;
 use super::codes;
-use super::dispatch::{CANCELLED, Message, RpcError, classify, error_response, result_response};
+use super::dispatch::{
+    CANCELLED, Message, RpcError, STATELESS_VERSION, check_stateless_version, classify,
+    error_response, names_stateless_version, result_response, stateless_version,
+};
 use super::inflight::InFlight;
 
 /// Answers waiting for the writer.
@@ -90,7 +93,8 @@ impl Connection {
         };
         match value {
             Value::Array(items) if items.is_empty() => {
-                let error = RpcError::new(codes::INVALID_REQUEST, "invalid request: an empty batch");
+                let error =
+                    RpcError::new(codes::INVALID_REQUEST, "invalid request: an empty batch");
                 self.send(error_response(None, &error)).await;
             }
             Value::Array(items) => {
@@ -126,13 +130,22 @@ impl Connection {
                 Err(error) => error_response(Some(id), &error),
             }),
             Ok(Message::Request { id, method, params }) => {
+                // A request naming its version in `_meta` is served statelessly (2026-07-28).
+                let version = if names_stateless_version(params) {
+                    let checked = stateless_version(params).and_then(check_stateless_version);
+                    if let Err(error) = checked {
+                        return Some(error_response(Some(id), &error));
+                    }
+                    STATELESS_VERSION
+                } else {
+                    self.version.unwrap_or(super::LATEST_VERSION)
+                };
                 let (id, method, params) = (id.clone(), method.to_owned(), params.cloned());
                 let server = self.server.clone();
                 let inflight = Arc::clone(&self.inflight);
-                let (user_id, version) = (self.user_id, self.version.unwrap_or(super::LATEST_VERSION));
+                let user_id = self.user_id;
                 let work = async move {
-                    let answer =
-                        server.request(user_id, version, &id, &method, params.as_ref());
+                    let answer = server.request(user_id, version, &id, &method, params.as_ref());
                     inflight.run(&id, answer).await
                 };
                 if !spawn {

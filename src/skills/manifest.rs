@@ -45,6 +45,9 @@ pub struct Manifest {
     pub metadata: BTreeMap<String, String>,
     /// Space-separated tool names; a YAML list of strings is joined with spaces.
     pub allowed_tools: Option<String>,
+    /// The front matter as written, as JSON (every field, untrimmed): what the Skills extension
+    /// of MCP serves as a skill's `frontmatter`.
+    pub front_matter: serde_json::Value,
 }
 
 /// Why a `SKILL.md` was refused. `rule` is stable (for tests and logs); `message` is meant for the
@@ -450,6 +453,10 @@ fn check(mapping: &Mapping) -> Result<Manifest, ManifestError> {
     }
     .filter(|s| !s.is_empty());
 
+    // Every key is a known string and every value plain YAML, so this conversion holds; the
+    // fallback keeps the two fields every reader needs should it ever not.
+    let front_matter = serde_json::to_value(mapping)
+        .unwrap_or_else(|_| serde_json::json!({"name": name.as_str(), "description": description}));
     Ok(Manifest {
         name: name.as_str().to_owned(),
         description: description.to_owned(),
@@ -457,6 +464,7 @@ fn check(mapping: &Mapping) -> Result<Manifest, ManifestError> {
         compatibility,
         metadata,
         allowed_tools,
+        front_matter,
     })
 }
 

@@ -10,6 +10,7 @@ mod api_tokens;
 mod cli;
 mod credentials;
 mod mcp;
+mod mcp_stateless;
 mod server;
 mod sessions;
 mod skills;

@@ -110,8 +110,10 @@ fn a_plain_folder_is_served_with_no_database() {
     let reply = server.send(&json!({"jsonrpc": "2.0", "id": 4, "method": "nope"}));
     assert_eq!(reply["error"]["code"], -32601);
     // Cancelling a request that is not running is ignored: nothing is written for it.
-    server.notify(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": {"requestId": 99, "reason": "changed my mind"}}));
+    server.notify(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 99, "reason": "changed my mind"}}),
+    );
     let reply = server.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}));
     assert_eq!(reply, json!({"jsonrpc": "2.0", "id": 5, "result": {}}));
     // A skill added while it runs shows up.

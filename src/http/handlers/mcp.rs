@@ -28,12 +28,15 @@ use crate::http::response::{full, no_content, with_body};
 use crate::mcp::SUPPORTED_VERSIONS;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{
-    CANCELLED, Message, RpcError, cancelled_response, classify, error_response,
+    CANCELLED, Message, RpcError, STATELESS_VERSION, cancelled_response, check_stateless_version,
+    classify, error_response, names_stateless_version, stateless_version,
 };
 use crate::mcp::sessions::OpenError;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
 
 pub(crate) async fn mcp(
     state: &AppState,
@@ -228,21 +231,6 @@ async fn post(
         let body = error_response(id, &RpcError::new(code, message));
         json_response(status, &body)
     };
-    if let Some(version) = headers.get(VERSION_HEADER) {
-        let known = version
-            .to_str()
-            .is_ok_and(|v| SUPPORTED_VERSIONS.contains(&v.trim()));
-        if !known {
-            return Ok(refuse(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_REQUEST,
-                &format!(
-                    "unsupported MCP-Protocol-Version; this server speaks {}",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
-            ));
-        }
-    }
     let Some(framing) = framing(&headers) else {
         return Ok(refuse(
             StatusCode::NOT_ACCEPTABLE,
@@ -254,6 +242,21 @@ async fn post(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+
+    // A version header of the handshake era, or none, keeps to sessions; any other version, or a
+    // request without a session that names its version in `_meta`, is served statelessly (and an
+    // unknown version is refused there with the versions this server speaks).
+    let handshake_era = match headers.get(VERSION_HEADER) {
+        Some(v) => v
+            .to_str()
+            .is_ok_and(|v| SUPPORTED_VERSIONS.contains(&v.trim())),
+        None => {
+            session_id.is_some() || batch || !names_stateless_version(messages[0].get("params"))
+        }
+    };
+    if !handshake_era {
+        return Ok(stateless(state, principal, &headers, &messages, batch, framing).await);
+    }
 
     // `initialize` opens a session; sent within one, it is refused like any repeat (-32600).
     let initialize = !batch
@@ -281,10 +284,13 @@ async fn post(
     for message in &messages {
         match classify(message) {
             Ok(Message::Request { id, method, params }) => {
-                let work =
-                    state
-                        .mcp
-                        .request(session.user_id, session.protocol_version, id, method, params);
+                let work = state.mcp.request(
+                    session.user_id,
+                    session.protocol_version,
+                    id,
+                    method,
+                    params,
+                );
                 let response = session.inflight.run(id, work).await;
                 responses.push(response.unwrap_or_else(|| cancelled_response(id)));
             }
@@ -306,9 +312,7 @@ async fn post(
         }
     }
     if responses.is_empty() {
-        let mut accepted = no_content();
-        *accepted.status_mut() = StatusCode::ACCEPTED;
-        return Ok(accepted);
+        return Ok(accepted());
     }
     let body = if batch {
         Value::Array(responses)
@@ -316,6 +320,141 @@ async fn post(
         responses.pop().unwrap_or(Value::Null)
     };
     Ok(answer(framing, &body))
+}
+
+/// Serves a request of protocol 2026-07-28, which carries its version and capabilities in
+/// `_meta` and needs no session. The checks go in the protocol's order: `_meta` (-32602), the
+/// routing headers against the body (-32020), the version (-32022), then the method (-32601 is
+/// HTTP 404). Errors are JSON whatever the client accepts, so that every client can read them.
+async fn stateless(
+    state: &AppState,
+    principal: Principal,
+    headers: &HeaderMap,
+    messages: &[Value],
+    batch: bool,
+    framing: Framing,
+) -> Response<Body> {
+    let (id, method, params) = match messages {
+        [message] if !batch => match classify(message) {
+            Ok(Message::Request { id, method, params }) => (id, method, params),
+            // Notifications and responses need no session either.
+            Ok(Message::Notification { .. } | Message::Response) => return accepted(),
+            Err((id, error)) => return refusal_for(id, &error),
+        },
+        _ => {
+            let error = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!("invalid request: protocol {STATELESS_VERSION} has no batches"),
+            );
+            return refusal_for(None, &error);
+        }
+    };
+    let checked = stateless_version(params).and_then(|version| {
+        check_routing_headers(headers, version, method, params)?;
+        check_stateless_version(version)
+    });
+    if let Err(error) = checked {
+        return refusal_for(Some(id), &error);
+    }
+    let response = state
+        .mcp
+        .request(principal.user_id, STATELESS_VERSION, id, method, params)
+        .await;
+    match response
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64)
+    {
+        Some(code) => json_response(status_for(code), &response),
+        None => answer(framing, &response),
+    }
+}
+
+/// A stateless error, with the HTTP status the protocol gives its code.
+fn refusal_for(id: Option<&Value>, error: &RpcError) -> Response<Body> {
+    json_response(
+        status_for(i64::from(error.code)),
+        &error_response(id, error),
+    )
+}
+
+fn status_for(code: i64) -> StatusCode {
+    match i32::try_from(code) {
+        Ok(codes::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        Ok(
+            codes::PARSE_ERROR
+            | codes::INVALID_REQUEST
+            | codes::INVALID_PARAMS
+            | codes::HEADER_MISMATCH
+            | codes::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn accepted() -> Response<Body> {
+    let mut accepted = no_content();
+    *accepted.status_mut() = StatusCode::ACCEPTED;
+    accepted
+}
+
+/// The routing headers of 2026-07-28 must repeat the body: `MCP-Protocol-Version` its `_meta`
+/// version, `Mcp-Method` its method, and `Mcp-Name` the tool, prompt or resource it names. Each
+/// may appear once; values are compared exactly, after trimming spaces and tabs, and `Mcp-Name`
+/// may be sent as `=?base64?…?=`.
+fn check_routing_headers(
+    headers: &HeaderMap,
+    version: &str,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<(), RpcError> {
+    let mismatch = |what: &str| {
+        RpcError::new(
+            codes::HEADER_MISMATCH,
+            format!("header mismatch: {what} must be present once and match the request body"),
+        )
+    };
+    let single = |name: &str| -> Option<String> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        first
+            .to_str()
+            .ok()
+            .map(|v| v.trim_matches([' ', '\t']).to_owned())
+    };
+    if single(VERSION_HEADER).as_deref() != Some(version) {
+        return Err(mismatch("MCP-Protocol-Version"));
+    }
+    if single(METHOD_HEADER).as_deref() != Some(method) {
+        return Err(mismatch("Mcp-Method"));
+    }
+    let named = match method {
+        "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
+        "resources/read" => params.and_then(|p| p.get("uri")),
+        _ => None,
+    };
+    if let Some(Value::String(expected)) = named {
+        let given = single(NAME_HEADER).map(|v| decode_header_value(&v));
+        if given.as_deref() != Some(expected.as_str()) {
+            return Err(mismatch("Mcp-Name"));
+        }
+    }
+    Ok(())
+}
+
+/// A header value as sent: plain, or `=?base64?<base64 of UTF-8>?=` for text a header cannot
+/// carry as it is.
+fn decode_header_value(value: &str) -> String {
+    use base64::Engine as _;
+    value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| value.to_owned())
 }
 
 /// Answers `initialize` and, when it succeeds, opens a session.
@@ -340,36 +479,35 @@ async fn open_session(
         Ok(negotiated) => negotiated,
         Err(error) => return answer(framing, &error_response(Some(id), &error)),
     };
-    let session =
-        match state
-            .sessions
-            .open(principal.user_id, principal.token_id, negotiated.version)
-            .await
-        {
-            Ok(session) => session,
-            Err(OpenError::TooMany(_)) => {
-                let refusal = RpcError::new(
-                    codes::INVALID_REQUEST,
-                    "too many open sessions for this API token",
-                );
-                let mut response = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &error_response(Some(id), &refusal),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-                return response;
-            }
-            Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
-                tracing::error!(error = %e, "could not open an MCP session");
-                return rpc_refusal(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    codes::INTERNAL_ERROR,
-                    "internal error",
-                );
-            }
-        };
+    let session = match state
+        .sessions
+        .open(principal.user_id, principal.token_id, negotiated.version)
+        .await
+    {
+        Ok(session) => session,
+        Err(OpenError::TooMany(_)) => {
+            let refusal = RpcError::new(
+                codes::INVALID_REQUEST,
+                "too many open sessions for this API token",
+            );
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &error_response(Some(id), &refusal),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return response;
+        }
+        Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
+            tracing::error!(error = %e, "could not open an MCP session");
+            return rpc_refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL_ERROR,
+                "internal error",
+            );
+        }
+    };
     tracing::info!(user_id = %principal.user_id, version = negotiated.version, "MCP session opened");
     let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": negotiated.result});
     let mut response = answer(framing, &body);

@@ -209,10 +209,13 @@ pub(crate) async fn message(
                 Err(error) => error_response(Some(id), &error),
             },
             Ok(Message::Request { id, method, params }) => {
-                let work =
-                    state
-                        .mcp
-                        .request(session.user_id, session.protocol_version, id, method, params);
+                let work = state.mcp.request(
+                    session.user_id,
+                    session.protocol_version,
+                    id,
+                    method,
+                    params,
+                );
                 match session.inflight.run(id, work).await {
                     Some(response) => response,
                     // Cancelled: no response, as the protocol asks.

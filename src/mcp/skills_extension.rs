@@ -1,0 +1,170 @@
+//! The MCP Skills extension (SEP-2640, `io.modelcontextprotocol/skills`): `skills/list`,
+//! `skills/get` and `resources/directory/read` over the user's active skills.
+//!
+//! A skill is named by the URI of its `SKILL.md` (`skill://<name>/SKILL.md`); its entry carries
+//! the front matter as written and every file with its `sha256:` digest and size, so a client can
+//! fetch the files with `resources/read` and check them. The index already holds each file's
+//! digest and size, so none of this touches the disk.
+
+use std::collections::BTreeMap;
+
+use rmcp::model::{DIRECTORY_MIME_TYPE, Resource};
+use serde_json::{Value, json};
+
+use super::codes;
+use super::dispatch::RpcError;
+use super::resources::{self, SCHEME};
+use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
+
+/// The extension's identifier, the key of its entry in `capabilities.extensions`.
+pub const ID: &str = "io.modelcontextprotocol/skills";
+
+/// Skills per `skills/list` page.
+const SKILLS_PAGE: usize = 50;
+/// Children per `resources/directory/read` page.
+const DIRECTORY_PAGE: usize = 100;
+
+/// The extension's settings as the server declares them.
+pub fn capability() -> Value {
+    json!({"directoryRead": true})
+}
+
+fn active(index: &SkillIndex) -> impl Iterator<Item = &std::sync::Arc<IndexedSkill>> {
+    index.skills().filter(|s| s.record.is_active)
+}
+
+fn invalid(message: impl Into<String>) -> RpcError {
+    RpcError::new(codes::INVALID_PARAMS, message)
+}
+
+/// A cursor of ours: `<prefix><offset>`; anything else is -32602.
+fn offset(cursor: Option<&str>, prefix: &str) -> Result<usize, RpcError> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => c
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| invalid("invalid cursor")),
+    }
+}
+
+/// One skill's entry: its `SKILL.md` URI, front matter and files.
+fn entry(skill: &IndexedSkill) -> Value {
+    let name = &skill.record.name;
+    let front_matter = skill.manifest.as_ref().map_or_else(
+        || json!({"name": name, "description": skill.record.description}),
+        |m| m.front_matter.clone(),
+    );
+    let files: Vec<Value> = skill
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "uri": resources::uri(name, &f.path),
+                "digest": format!("sha256:{}", f.sha256),
+                "size": f.size,
+            })
+        })
+        .collect();
+    json!({
+        "uri": resources::uri(name, SKILL_MD),
+        "frontmatter": front_matter,
+        "resources": files,
+    })
+}
+
+/// `skills/list`: a page of skills by name.
+pub fn list(index: &SkillIndex, cursor: Option<&str>) -> Result<Value, RpcError> {
+    let start = offset(cursor, "s")?;
+    let mut all = active(index).skip(start);
+    let page: Vec<Value> = all.by_ref().take(SKILLS_PAGE).map(|s| entry(s)).collect();
+    let mut result = json!({"skills": page});
+    if all.next().is_some() {
+        result["nextCursor"] = json!(format!("s{}", start + SKILLS_PAGE));
+    }
+    Ok(result)
+}
+
+/// `skills/get`: the skill whose `SKILL.md` is `uri`.
+pub fn get(index: &SkillIndex, uri: &str) -> Result<Value, RpcError> {
+    let unknown = || invalid(format!("no skill has the URI {uri}"));
+    let name = uri
+        .strip_prefix(SCHEME)
+        .and_then(|rest| rest.strip_suffix(SKILL_MD))
+        .and_then(|rest| rest.strip_suffix('/'))
+        .ok_or_else(unknown)?;
+    let skill = index
+        .by_name(name)
+        .filter(|s| s.record.is_active)
+        .ok_or_else(unknown)?;
+    Ok(json!({"skill": entry(skill)}))
+}
+
+/// `resources/directory/read`: the direct children of `skill://<name>` or of a folder in it;
+/// folders have the MIME type `inode/directory`. A file or an unknown URI is -32602.
+pub fn directory(index: &SkillIndex, uri: &str, cursor: Option<&str>) -> Result<Value, RpcError> {
+    let not_directory = || invalid(format!("{uri} is not a directory of one of your skills"));
+    let rest = uri
+        .strip_prefix(SCHEME)
+        .ok_or_else(not_directory)?
+        .trim_end_matches('/');
+    let (name, folder) = match rest.split_once('/') {
+        Some((name, encoded)) => {
+            let folder = percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .map_err(|_| not_directory())?;
+            (name, folder.into_owned())
+        }
+        None => (rest, String::new()),
+    };
+    let skill = index
+        .by_name(name)
+        .filter(|s| s.record.is_active)
+        .ok_or_else(not_directory)?;
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    // Direct children: files right here, and the first component of anything deeper. Sorted by
+    // path, so the listing (and its pages) is stable.
+    let mut children: BTreeMap<String, Option<&crate::skills::files::FileEntry>> = BTreeMap::new();
+    for file in &skill.files {
+        let Some(below) = file.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        match below.split_once('/') {
+            Some((sub, _)) => {
+                children.entry(format!("{prefix}{sub}")).or_insert(None);
+            }
+            None => {
+                children.insert(file.path.clone(), Some(file));
+            }
+        }
+    }
+    if children.is_empty() {
+        // No file lies below it: a file's path, or nothing at all.
+        return Err(not_directory());
+    }
+    let start = offset(cursor, "d")?;
+    let page: Vec<Resource> = children
+        .iter()
+        .skip(start)
+        .take(DIRECTORY_PAGE)
+        .map(|(path, file)| {
+            let child = path.rsplit('/').next().unwrap_or(path).to_owned();
+            match file {
+                Some(file) => Resource::new(resources::uri(name, path), child)
+                    .with_mime_type(resources::mime_type(path))
+                    .with_size(file.size),
+                None => Resource::new(resources::uri(name, path), child)
+                    .with_mime_type(DIRECTORY_MIME_TYPE),
+            }
+        })
+        .collect();
+    let mut result = json!({"resources": page});
+    if children.len() > start + DIRECTORY_PAGE {
+        result["nextCursor"] = json!(format!("d{}", start + DIRECTORY_PAGE));
+    }
+    Ok(result)
+}
