@@ -8,7 +8,9 @@
 # 2. builds the release binary (unless --bin), serves it on a free 127.0.0.1 port with a fresh SQLite
 #    data dir, and gives a new user the skills in tests/interop/skills/ through the REST API;
 # 3. runs client.py (Python SDK) and client.mjs (TypeScript SDK) over Streamable HTTP, legacy SSE and
-#    stdio, and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs.
+#    stdio, compare_original.py (the tools' text against the original server, mcp-agentskills
+#    0.1.2, on the same folder), and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp
+#    through auth-proxy.mjs.
 # Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
 # check fails its scenario unless the runner could not try it because the server lacks the suite's own
 # diagnostic test_* tools (those print as "n/a").
@@ -87,6 +89,15 @@ install_deps() {
     python3 -m venv "$DEPS/venv"
     "$PYTHON" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
     echo "$want" >"$DEPS/.venv-installed"
+  fi
+  # The original server (mcp-agentskills 0.1.2), to compare the tools' text with.
+  want="$(sha256sum <"$HERE/original-requirements.txt" | cut -c1-64)"
+  ORIGINAL="$DEPS/original/bin/agentskills-mcp"
+  if [ ! -x "$ORIGINAL" ] || [ "$(cat "$DEPS/.original-installed" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$DEPS/original"
+    python3 -m venv "$DEPS/original"
+    "$DEPS/original/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/original-requirements.txt"
+    echo "$want" >"$DEPS/.original-installed"
   fi
   echo "node $("$NODE" -v) ($NODE); $("$PYTHON" -m pip show mcp 2>/dev/null | sed -n 's/^Version: /python mcp /p')"
   for p in @modelcontextprotocol/sdk @modelcontextprotocol/conformance conformance-next; do
@@ -172,6 +183,14 @@ step "typescript sdk: streamable http /mcp" ts --url "$BASE/mcp"
 step "typescript sdk: legacy sse /sse, 2024-11-05" ts --url "$BASE/sse" --transport sse --protocol-version 2024-11-05
 step "typescript sdk: stdio --token" ts --transport stdio -- "${STDIO_TOKEN[@]}"
 step "typescript sdk: stdio --skills-dir" ts --transport stdio -- "${STDIO_DIR[@]}"
+# The same folder through the original server and this one: the same text from every tool (stdout
+# of the original also carries its log lines, which the SDK skips; stderr is dropped).
+compare() {
+  timeout 180 "$PYTHON" "$HERE/compare_original.py" --skills "$SKILLS" \
+    --original "$ORIGINAL config=default mcp.transport=stdio metadata.skill_dir=$SKILLS" \
+    --ours "$BIN stdio --skills-dir $SKILLS" 2>"$WORK/compare.err"
+}
+step "same text as mcp-agentskills 0.1.2 (stdio, one folder)" compare
 
 # --- 4. the conformance suite ----------------------------------------------------------------------
 "$NODE" "$HERE/auth-proxy.mjs" "$BASE" >"$WORK/proxy.out" 2>&1 &

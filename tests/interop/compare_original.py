@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Compares agentskills-mcp with the original server, mcp-agentskills 0.1.2, tool by tool.
+
+Both serve the same skill folder over stdio; the official Python SDK calls load_skill_metadata,
+load_skill for every skill and read_reference_file for every other file of every skill, plus the
+error cases, on both, and compares the texts. The original lists skills in file-system order and
+this server by name, so metadata lines are compared as a set after the identical first line. Every
+other text must be equal byte for byte, except the differences the README lists, which are checked
+here to be exactly those. Exits 1 on any other difference.
+
+  compare_original.py --skills DIR --original "agentskills-mcp config=default ..." \\
+      --ours "target/release/agentskills-mcp stdio --skills-dir DIR"
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+
+async def texts(command: str, calls: list[tuple[str, dict]]) -> list[tuple[str, bool]]:
+    """The text and isError of each call, in order."""
+    argv = shlex.split(command)
+    params = StdioServerParameters(command=argv[0], args=argv[1:])
+    answers = []
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            for name, arguments in calls:
+                result = await session.call_tool(name, arguments)
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                answers.append((text, bool(result.is_error)))
+    return answers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--skills", required=True, type=Path)
+    parser.add_argument("--original", required=True)
+    parser.add_argument("--ours", required=True)
+    args = parser.parse_args()
+
+    skills = sorted(p for p in args.skills.iterdir() if (p / "SKILL.md").is_file())
+    calls: list[tuple[str, dict]] = [("load_skill_metadata", {})]
+    for skill in skills:
+        calls.append(("load_skill", {"skill_name": skill.name}))
+        for f in sorted(p for p in skill.rglob("*") if p.is_file() and p.name != "SKILL.md"):
+            calls.append(("read_reference_file",
+                          {"skill_name": skill.name, "file_name": f.relative_to(skill).as_posix()}))
+    # Errors: an unknown skill, and a file a skill does not have.
+    errors = len(calls)
+    calls.append(("load_skill", {"skill_name": "no-such-skill"}))
+    calls.append(("read_reference_file", {"skill_name": skills[0].name, "file_name": "missing.md"}))
+
+    original = asyncio.run(texts(args.original, calls))
+    ours = asyncio.run(texts(args.ours, calls))
+
+    failed = 0
+    for n, ((name, arguments), (theirs, their_error), (mine, my_error)) in enumerate(
+            zip(calls, original, ours, strict=True)):
+        what = f"{name} {arguments}"
+        if name == "load_skill_metadata":
+            their_lines, my_lines = theirs.split("\n"), mine.split("\n")
+            same = their_lines[0] == my_lines[0] and sorted(their_lines[1:]) == sorted(my_lines[1:])
+            sorted_here = my_lines[1:] == sorted(my_lines[1:])
+            ok = same and sorted_here
+        elif n >= errors:
+            # The original answers errors as ordinary text; this server says the same words in a
+            # result marked isError (README: differences).
+            ok = my_error and not their_error and mine == theirs
+        else:
+            ok = not my_error and mine == theirs
+        if not ok:
+            failed += 1
+            print(f"  FAIL {what}\n       original: {theirs!r} (isError {their_error})\n"
+                  f"       ours:     {mine!r} (isError {my_error})")
+        else:
+            print(f"  ok   {what}")
+    print(f"{len(calls) - failed} of {len(calls)} calls answer as mcp-agentskills 0.1.2 does")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
