@@ -28,6 +28,7 @@ use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
 use crate::mcp::{McpServer, Sessions, SkillSource};
+use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError};
 
 /// What every request handler can reach.
@@ -40,6 +41,7 @@ pub struct AppState {
     pub workspaces: Workspaces,
     pub mcp: McpServer,
     pub sessions: Arc<Sessions>,
+    pub sandbox: Sandbox,
     pub started: Instant,
 }
 
@@ -143,9 +145,11 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
+        let sandbox = Sandbox::start(&settings.sandbox).await;
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
             settings.skills.max_file_bytes,
+            sandbox.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             Duration::from_secs(settings.mcp.session_idle_secs),
@@ -173,6 +177,7 @@ impl App {
             workspaces,
             mcp,
             sessions,
+            sandbox,
             started,
         });
         Ok(App { listener, state })
@@ -245,10 +250,16 @@ fn create_data_dir(dir: &Path) -> Result<(), StartError> {
     };
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(fail)?;
-        // The data dir holds the secret and every user's files: owner only.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
     }
-    std::fs::create_dir_all(dir.join("skills")).map_err(fail)
+    let skills = dir.join("skills");
+    std::fs::create_dir_all(&skills).map_err(fail)?;
+    // The data dir holds the secret and every user's files. Others may pass through it but not
+    // list it: the sandbox's own user must reach a skill's folder to mount it. What is secret in
+    // it (the signing secret, the SQLite database) is the owner's alone (0600).
+    for dir in [dir, skills.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(fail)?;
+    }
+    Ok(())
 }
 
 const SECRET_FILE: &str = "secret_key";

@@ -28,6 +28,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub skills: SkillSettings,
     pub mcp: McpSettings,
+    pub sandbox: SandboxSettings,
     pub log: LogSettings,
 }
 
@@ -129,6 +130,78 @@ pub struct McpSettings {
     pub session_idle_secs: u64,
     /// Sessions one API token may hold open.
     pub max_sessions_per_token: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// `strict` runs commands only when the file system, the network, processes and signals are
+    /// isolated (bubblewrap works); `degraded` runs with whatever layers are there, warning on every
+    /// run; `off` runs commands unconfined, for single-user development only.
+    pub mode: SandboxMode,
+    /// bubblewrap: a path, or a name looked up in `PATH`; empty: do not use it.
+    pub bwrap: String,
+    /// Whether to apply Landlock inside the sandbox when the kernel has it (ABI 6 or later).
+    pub landlock: bool,
+    /// The `agentskills-mcp` executable that applies Landlock inside the sandbox; empty: this one.
+    pub helper: String,
+    /// The user id commands run as when the server runs as root (the process limit does not bind
+    /// root); the skill's folder is handed to it before each run.
+    pub run_as_uid: u32,
+    /// Wall-clock limit of one command; it is killed, with everything it started, after it.
+    pub timeout_secs: u64,
+    /// stdout and stderr are each cut at this many bytes, and the command killed.
+    pub max_output_bytes: usize,
+    /// CPU seconds (RLIMIT_CPU).
+    pub cpu_secs: u64,
+    /// Heap and data of each process (RLIMIT_DATA; not RLIMIT_AS, which breaks node and java).
+    pub memory_bytes: u64,
+    /// Largest file a command may write (RLIMIT_FSIZE).
+    pub file_size_bytes: u64,
+    /// Open files per process (RLIMIT_NOFILE).
+    pub open_files: u64,
+    /// Processes and threads of one command (RLIMIT_NPROC, counted in the sandbox's own user
+    /// namespace).
+    pub processes: u64,
+    /// Size of the private `/tmp`.
+    pub tmp_bytes: u64,
+    /// Commands of one user running at once.
+    pub per_user: usize,
+    /// Commands running at once in all; 0: the number of cores.
+    pub global: usize,
+    /// Commands waiting for a slot; more get "busy, retry".
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    Strict,
+    Degraded,
+    Off,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            mode: SandboxMode::Strict,
+            bwrap: "bwrap".to_owned(),
+            landlock: true,
+            helper: String::new(),
+            run_as_uid: 65534,
+            timeout_secs: 30,
+            max_output_bytes: 1024 * 1024,
+            cpu_secs: 30,
+            memory_bytes: 1024 * 1024 * 1024,
+            file_size_bytes: 64 * 1024 * 1024,
+            open_files: 256,
+            processes: 64,
+            tmp_bytes: 64 * 1024 * 1024,
+            per_user: 2,
+            global: 0,
+            queue: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +313,8 @@ enum Kind {
     Int,
     /// Comma-separated strings.
     List,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// Every environment variable that overrides a setting: (variable, `section.key`).
@@ -311,6 +386,28 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
         "mcp.max_sessions_per_token",
     ),
+    ("AGENTSKILLS_SANDBOX", "sandbox.mode"),
+    ("AGENTSKILLS_SANDBOX_BWRAP", "sandbox.bwrap"),
+    ("AGENTSKILLS_SANDBOX_LANDLOCK", "sandbox.landlock"),
+    ("AGENTSKILLS_SANDBOX_HELPER", "sandbox.helper"),
+    ("AGENTSKILLS_SANDBOX_RUN_AS_UID", "sandbox.run_as_uid"),
+    ("AGENTSKILLS_SANDBOX_TIMEOUT_SECS", "sandbox.timeout_secs"),
+    (
+        "AGENTSKILLS_SANDBOX_MAX_OUTPUT_BYTES",
+        "sandbox.max_output_bytes",
+    ),
+    ("AGENTSKILLS_SANDBOX_CPU_SECS", "sandbox.cpu_secs"),
+    ("AGENTSKILLS_SANDBOX_MEMORY_BYTES", "sandbox.memory_bytes"),
+    (
+        "AGENTSKILLS_SANDBOX_FILE_SIZE_BYTES",
+        "sandbox.file_size_bytes",
+    ),
+    ("AGENTSKILLS_SANDBOX_OPEN_FILES", "sandbox.open_files"),
+    ("AGENTSKILLS_SANDBOX_PROCESSES", "sandbox.processes"),
+    ("AGENTSKILLS_SANDBOX_TMP_BYTES", "sandbox.tmp_bytes"),
+    ("AGENTSKILLS_SANDBOX_PER_USER", "sandbox.per_user"),
+    ("AGENTSKILLS_SANDBOX_GLOBAL", "sandbox.global"),
+    ("AGENTSKILLS_SANDBOX_QUEUE", "sandbox.queue"),
     ("AGENTSKILLS_LOG", "log.level"),
     ("AGENTSKILLS_LOG_FORMAT", "log.format"),
 ];
@@ -318,7 +415,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 fn kind_of(path: &str) -> Kind {
     match path {
         "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
-        | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" => Kind::Str,
+        | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" | "sandbox.mode"
+        | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
+        "sandbox.landlock" => Kind::Bool,
         "mcp.allowed_origins" | "mcp.allowed_hosts" => Kind::List,
         _ => Kind::Int,
     }
@@ -423,6 +522,11 @@ impl Settings {
                 self.tokens.last_used_flush_secs,
             ),
             ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
+            ("sandbox.timeout_secs", self.sandbox.timeout_secs),
+            ("sandbox.cpu_secs", self.sandbox.cpu_secs),
+            ("sandbox.open_files", self.sandbox.open_files),
+            ("sandbox.processes", self.sandbox.processes),
+            ("sandbox.per_user", self.sandbox.per_user as u64),
         ] {
             if value == 0 {
                 return fail(name, "must be at least 1");
@@ -568,6 +672,13 @@ fn env_value(var: &str, path: &str, raw: &str) -> Result<toml::Value, ConfigErro
                 "environment variable {var} (setting `{path}`): expected a whole number, got {raw:?}"
             ))
         }),
+        Kind::Bool => match raw.trim() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err(ConfigError(format!(
+                "environment variable {var} (setting `{path}`): expected true or false, got {raw:?}"
+            ))),
+        },
     }
 }
 

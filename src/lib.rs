@@ -12,5 +12,6 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod mcp;
+pub mod sandbox;
 pub mod skills;
 pub mod store;

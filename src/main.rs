@@ -88,6 +88,17 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's own step (see `sandbox::init`): before anything else, with no configuration,
+    // logging or runtime, since it only restricts itself and becomes the command.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "sandbox-init") {
+        let why = match agentskills_mcp::sandbox::init::InitArgs::parse(args) {
+            Ok(init) => agentskills_mcp::sandbox::init::run(&init),
+            Err(e) => format!("sandbox-init: {e}"),
+        };
+        eprintln!("{why}");
+        return ExitCode::from(126);
+    }
     let cli = Cli::parse();
     let mut settings = match Settings::load(cli.common.config.as_deref()) {
         Ok(settings) => settings,
@@ -214,7 +225,8 @@ async fn stdio(
         }
         (None, None) => return Err("give --token or --skills-dir".into()),
     };
-    let server = McpServer::new(source, max_read);
+    let sandbox = agentskills_mcp::sandbox::Sandbox::start(&settings.sandbox).await;
+    let server = McpServer::new(source, max_read, sandbox);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;
     Ok(())

@@ -78,6 +78,8 @@ pub async fn serve(
     // Long-lived event streams would hold their connections open for the whole grace period:
     // ending every session ends them, and clients reconnect to whichever server comes next.
     let ended = state.sessions.close_where(|_| true);
+    // Commands still running in the sandbox are killed; their calls answer at once.
+    state.sandbox.shutdown();
     if ended > 0 {
         tracing::info!(sessions = ended, "ended MCP sessions for shutdown");
     }

@@ -18,6 +18,7 @@ use super::codes;
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
 use crate::error::AppError;
+use crate::sandbox::Sandbox;
 
 /// The first protocol version without `initialize`: each request carries its version and the
 /// client's capabilities in `_meta`, and results carry `resultType` (and cache hints).
@@ -247,13 +248,16 @@ pub struct McpServer {
     skills: SkillSource,
     /// Largest file `read_reference_file` and `resources/read` return.
     max_read_bytes: u64,
+    /// Where `run_shell_command` runs commands.
+    sandbox: Sandbox,
 }
 
 impl McpServer {
-    pub fn new(skills: SkillSource, max_read_bytes: u64) -> McpServer {
+    pub fn new(skills: SkillSource, max_read_bytes: u64, sandbox: Sandbox) -> McpServer {
         McpServer {
             skills,
             max_read_bytes,
+            sandbox,
         }
     }
 
@@ -383,7 +387,7 @@ impl McpServer {
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
                 let index = self.skills.index(user_id).await?;
-                let result = tools::call(&index, self, &call).await?;
+                let result = tools::call(&index, self, user_id, &call).await?;
                 to_value(&result)
             }
             "resources/list" => {
@@ -431,6 +435,10 @@ impl McpServer {
 
     pub(crate) fn max_read_bytes(&self) -> u64 {
         self.max_read_bytes
+    }
+
+    pub(crate) fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
     }
 }
 

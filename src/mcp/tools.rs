@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::McpServer;
 use super::dispatch::RpcError;
 use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
 use crate::domain::SkillPath;
+use crate::sandbox::Outcome;
 use crate::skills::files::{self, ReadError};
 
 /// Given to clients at `initialize`.
@@ -121,13 +123,14 @@ fn active_skill<'a>(
 pub async fn call(
     index: &SkillIndex,
     server: &McpServer,
+    user_id: Uuid,
     call: &CallToolRequestParams,
 ) -> Result<CallToolResult, RpcError> {
     let result = match call.name.as_ref() {
         "load_skill_metadata" => load_skill_metadata(index),
         "load_skill" => load_skill(index, server, call).await,
         "read_reference_file" => read_reference_file(index, server, call).await,
-        "run_shell_command" => run_shell_command(index, call),
+        "run_shell_command" => run_shell_command(index, server, user_id, call).await,
         other => {
             return Err(RpcError::new(
                 super::codes::INVALID_PARAMS,
@@ -207,17 +210,69 @@ async fn read_text(
     })
 }
 
-fn run_shell_command(
+async fn run_shell_command(
     index: &SkillIndex,
+    server: &McpServer,
+    user_id: Uuid,
     call: &CallToolRequestParams,
 ) -> Result<CallToolResult, CallToolResult> {
     let name = argument(call, "skill_name")?;
-    argument(call, "command")?;
-    active_skill(index, name)?;
-    // Strict mode refuses to run anything without the sandbox, which this build does not have yet.
-    Err(failure(
-        "Sandbox unavailable: this server runs commands only inside its sandbox, which is not available \
-         on this server, so the command was not run."
-            .to_owned(),
-    ))
+    let command = argument(call, "command")?;
+    let skill = active_skill(index, name)?;
+    let dir = server.skills().skill_dir(&skill.record);
+    let sandbox = server.sandbox();
+    let outcome = sandbox
+        .run(user_id, &dir, command)
+        .await
+        .map_err(|refusal| failure(format!("{refusal}")))?;
+    if let Some(warning) = &outcome.warning {
+        tracing::warn!(
+            skill = name,
+            warning = warning.as_str(),
+            "command run in a degraded sandbox"
+        );
+    }
+    Ok(shell_result(&outcome, sandbox.timeout()))
+}
+
+/// The original's text (stdout, a line break, stderr), then how the command ended; the same as
+/// `structuredContent`. A command cut short (timed out, too much output, shutdown) is an error; a
+/// command that ran and failed is not: its exit code says so.
+fn shell_result(outcome: &Outcome, timeout: std::time::Duration) -> CallToolResult {
+    let mut text = format!("{}\n{}", outcome.stdout, outcome.stderr);
+    let ending = if outcome.timed_out {
+        format!(
+            "[timed out after {} s; the command was killed]",
+            timeout.as_secs()
+        )
+    } else if outcome.killed_at_shutdown {
+        "[the server shut down; the command was killed]".to_owned()
+    } else if outcome.truncated {
+        "[output cut at its size limit; the command was killed]".to_owned()
+    } else if let Some(code) = outcome.exit_code {
+        format!("[exit code: {code}]")
+    } else {
+        format!("[killed by signal {}]", outcome.signal.unwrap_or_default())
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&ending);
+    if let Some(warning) = &outcome.warning {
+        text.push_str(&format!("\n[warning: degraded sandbox: {warning}]"));
+    }
+    let structured = json!({
+        "exit_code": outcome.exit_code,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "timed_out": outcome.timed_out,
+        "truncated": outcome.truncated,
+    });
+    let mut result = if outcome.timed_out || outcome.truncated || outcome.killed_at_shutdown {
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    } else {
+        CallToolResult::success(vec![ContentBlock::text(text)])
+    };
+    result.structured_content = Some(structured);
+    result
 }

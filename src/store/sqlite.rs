@@ -79,6 +79,23 @@ impl SqliteStore {
                     source: Box::new(e),
                 })?;
         }
+        // The database is the server's alone (owner read and write): the data dir lets the
+        // sandbox's user pass through. SQLite gives its -wal and -shm files the same mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            let private = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|_| {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                });
+            private.map_err(|e| StoreError::Setup {
+                context: format!("creating the database file {}", path.display()),
+                source: Box::new(e),
+            })?;
+        }
         let acquire = Duration::from_secs(settings.acquire_timeout_secs);
         let connect = Duration::from_secs(settings.connect_timeout_secs);
         let pool = Config::new(path)

@@ -74,6 +74,8 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     settings.server.data_dir = data_dir;
     settings.auth.scrypt_log_n = 4;
     settings.log.level = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into());
+    // The test binary is not agentskills-mcp: the sandbox's helper is the real one.
+    settings.sandbox.helper = env!("CARGO_BIN_EXE_agentskills-mcp").to_owned();
     settings
 }
 
@@ -84,6 +86,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
+    // As a data dir's parents are in a real deployment: searchable by the sandbox's user.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let data_dir = dir.path().join("data");
     let mut settings = test_settings(data_dir.clone());
     let database = match backend {

@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod mcp;
 mod mcp_stateless;
+mod sandbox;
 mod server;
 mod sessions;
 mod skills;

@@ -1,4 +1,4 @@
-//! `GET /health`: is the process up and can it reach its database?
+//! `GET /health`: is the process up, can it reach its database, and what can its sandbox do?
 
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ struct Health {
     version: &'static str,
     uptime_secs: u64,
     database: DatabaseHealth,
+    /// What `run_shell_command` runs in: the mode, whether it runs commands, why not, the layers
+    /// found at start.
+    sandbox: crate::sandbox::Status,
 }
 
 #[derive(Serialize)]
@@ -60,6 +63,7 @@ pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError>
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.started.elapsed().as_secs(),
         database,
+        sandbox: state.sandbox.status(),
     };
     let status = if ok {
         StatusCode::OK

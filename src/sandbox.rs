@@ -1,0 +1,261 @@
+//! The sandbox `run_shell_command` runs in.
+//!
+//! A command runs as `sh -c <command>` in the skill's folder, through these layers, each probed at
+//! start ([`probe`]) and shown on `/health`:
+//! - **bubblewrap**: new mount, PID, network, IPC and UTS namespaces (and a user namespace), all
+//!   capabilities dropped, a new session, killed with the server; only the system directories a
+//!   shell needs, read-only; the skill folder read-write at `/skill`; a small private `/tmp`; a
+//!   private `/proc` and a minimal `/dev`. No network at all, not even loopback.
+//! - **Landlock** (ABI 6, hard requirement) applied inside by [`init`]: read-only system paths,
+//!   read-write skill folder and `/tmp`, no TCP, signals and abstract sockets scoped.
+//! - **rlimits**: CPU, data (`RLIMIT_DATA`), file size, open files, processes, no core dumps; the
+//!   process limit binds because commands of a root server run as another user id.
+//! - inherited file descriptors closed; the environment cleared to `PATH`, `HOME`, `LANG`.
+//! - a wall-clock timeout and capped stdout and stderr; killing the sandbox's first process ends
+//!   its PID namespace, so nothing it started (`setsid` included) survives.
+//!
+//! Policy ([`SandboxMode`]): `strict` runs only when the file system, network, processes and
+//! signals are isolated (bubblewrap works); `degraded` runs with what is there and warns on every
+//! run; `off` runs unconfined. Capacity: a per-user cap, a global cap and a bounded queue; a full
+//! queue answers "busy" at once. [`Sandbox::shutdown`] kills every running command.
+
+pub mod init;
+mod probe;
+mod run;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
+
+pub use probe::Layers;
+pub use run::Outcome;
+
+use crate::config::{SandboxMode, SandboxSettings};
+
+/// Why a command was not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Sandbox unavailable: {0}. The command was not run.")]
+    Unavailable(String),
+    #[error("Busy, retry: too many commands are running or waiting. The command was not run.")]
+    Busy,
+    #[error("The server is shutting down. The command was not run.")]
+    ShuttingDown,
+    #[error("The command could not be run: {0}")]
+    Failed(String),
+}
+
+/// What `/health` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub mode: SandboxMode,
+    /// Whether `run_shell_command` runs commands.
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub layers: Layers,
+    pub running: usize,
+    pub waiting: usize,
+}
+
+/// The handle: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: SandboxSettings,
+    layers: Layers,
+    global: Arc<Semaphore>,
+    global_slots: usize,
+    per_user: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    waiting: AtomicUsize,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Sandbox {
+    /// Probes the layers and logs what was found.
+    pub async fn start(settings: &SandboxSettings) -> Sandbox {
+        let layers = probe::probe(settings).await;
+        let sandbox = Sandbox::with_layers(settings, layers);
+        let status = sandbox.status();
+        match (status.mode, status.ready) {
+            (SandboxMode::Strict, true) => {
+                tracing::info!(layers = ?status.layers, "sandbox ready (strict)");
+            }
+            (SandboxMode::Strict, false) => tracing::warn!(
+                reason = status.reason.as_deref().unwrap_or_default(),
+                "sandbox unavailable: run_shell_command will refuse to run commands (sandbox.mode = strict)"
+            ),
+            (SandboxMode::Degraded, _) => tracing::warn!(
+                layers = ?status.layers,
+                "sandbox degraded: commands run with only the layers found"
+            ),
+            (SandboxMode::Off, _) => tracing::warn!(
+                "SANDBOX OFF: run_shell_command runs commands unconfined, as this server's user, with \
+                 access to everything it can reach; use this only for single-user development"
+            ),
+        }
+        sandbox
+    }
+
+    fn with_layers(settings: &SandboxSettings, layers: Layers) -> Sandbox {
+        let global_slots = if settings.global == 0 {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        } else {
+            settings.global
+        };
+        Sandbox {
+            inner: Arc::new(Inner {
+                settings: settings.clone(),
+                layers,
+                global: Arc::new(Semaphore::new(global_slots)),
+                global_slots,
+                per_user: Mutex::new(HashMap::new()),
+                waiting: AtomicUsize::new(0),
+                shutdown: watch::channel(false).0,
+            }),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let inner = &self.inner;
+        let (ready, reason) = match inner.settings.mode {
+            SandboxMode::Strict => match inner.layers.missing() {
+                None => (true, None),
+                Some(why) => (false, Some(why)),
+            },
+            SandboxMode::Degraded => (true, inner.layers.missing()),
+            SandboxMode::Off => (
+                true,
+                Some("sandbox.mode = off: commands run unconfined".into()),
+            ),
+        };
+        Status {
+            mode: inner.settings.mode,
+            ready,
+            reason,
+            layers: inner.layers.clone(),
+            running: inner.global_slots - inner.global.available_permits(),
+            waiting: inner.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `command` with `sh -c` in `skill_dir` for `user`, within the limits.
+    pub async fn run(
+        &self,
+        user: Uuid,
+        skill_dir: &Path,
+        command: &str,
+    ) -> Result<Outcome, Refusal> {
+        let inner = &self.inner;
+        let status = self.status();
+        if !status.ready {
+            return Err(Refusal::Unavailable(status.reason.unwrap_or_default()));
+        }
+        if *inner.shutdown.borrow() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let user_slots = {
+            let mut map = inner
+                .per_user
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                map.entry(user)
+                    .or_insert_with(|| Arc::new(Semaphore::new(inner.settings.per_user))),
+            )
+        };
+        // Slots at once when free; otherwise a place in the bounded queue, or "busy" at once.
+        let permits = match (
+            Arc::clone(&user_slots).try_acquire_owned(),
+            Arc::clone(&inner.global).try_acquire_owned(),
+        ) {
+            (Ok(user_permit), Ok(global_permit)) => (user_permit, global_permit),
+            (user_permit, global_permit) => {
+                let queued = inner.waiting.fetch_add(1, Ordering::AcqRel);
+                let _leave = Waiting(&inner.waiting);
+                if queued >= inner.settings.queue {
+                    return Err(Refusal::Busy);
+                }
+                let mut shutdown = inner.shutdown.subscribe();
+                let acquire = async {
+                    let user_permit = match user_permit {
+                        Ok(p) => p,
+                        Err(_) => Arc::clone(&user_slots).acquire_owned().await.ok()?,
+                    };
+                    let global_permit = match global_permit {
+                        Ok(p) => p,
+                        Err(_) => Arc::clone(&inner.global).acquire_owned().await.ok()?,
+                    };
+                    Some((user_permit, global_permit))
+                };
+                tokio::select! {
+                    permits = acquire => permits.ok_or(Refusal::ShuttingDown)?,
+                    _ = shutdown.wait_for(|stop| *stop) => return Err(Refusal::ShuttingDown),
+                }
+            }
+        };
+        let mut shutdown = inner.shutdown.subscribe();
+        let outcome = run::run(
+            &inner.settings,
+            &inner.layers,
+            skill_dir,
+            command,
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+        )
+        .await;
+        drop(permits);
+        drop(user_slots);
+        self.forget_idle_user(user);
+        outcome.map_err(Refusal::Failed)
+    }
+
+    /// Drops a user's slot counter when nobody is using it, so the map does not grow forever.
+    fn forget_idle_user(&self, user: Uuid) {
+        let mut map = self
+            .inner
+            .per_user
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.get(&user).is_some_and(|s| {
+            Arc::strong_count(s) == 1 && s.available_permits() == self.inner.settings.per_user
+        }) {
+            map.remove(&user);
+        }
+    }
+
+    /// Kills every running command and refuses new ones.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        self.inner.global.close();
+    }
+
+    /// The time limit of one command.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.inner.settings.timeout_secs)
+    }
+
+    pub fn mode(&self) -> SandboxMode {
+        self.inner.settings.mode
+    }
+}
+
+/// Leaves the queue when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,503 @@
+//! `run_shell_command` in the sandbox: what a command can do (run its skill's scripts, write in its
+//! skill, use the system's tools) and what it cannot (reach other skills, the data folder, the
+//! server's processes and environment, the network; outlive its timeout; exhaust memory, disk,
+//! processes or output), the refusal in strict mode without isolation, and the queue.
+//!
+//! These need bubblewrap and user namespaces. Where the sandbox is unavailable they say so and
+//! pass, unless `TEST_REQUIRE_SANDBOX` is set, as `.ci/run` sets it: CI always runs them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, TestUser, spawn_app_with};
+
+const SKILL_MD: &str = "---\nname: tools\ndescription: Scripts.\n---\n# Tools\n";
+
+/// A server with the sandbox (`tweak` on top of the defaults), Ann with the skill `tools`, her API
+/// token; `None` when the sandbox is unavailable here and not required.
+async fn sandboxed(
+    tweak: impl FnOnce(&mut agentskills_mcp::config::Settings),
+) -> Option<(TestApp, TestUser, String)> {
+    let app = spawn_app_with(Backend::Sqlite, tweak).await;
+    let health: Value = app
+        .request(Method::GET, "/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if health["sandbox"]["ready"] != true {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_SANDBOX").is_none(),
+            "the sandbox is required (TEST_REQUIRE_SANDBOX) but unavailable: {}",
+            health["sandbox"]
+        );
+        eprintln!(
+            "sandbox unavailable here, test not run: {}",
+            health["sandbox"]["reason"]
+        );
+        return None;
+    }
+    assert_eq!(health["sandbox"]["layers"]["rlimits"], true, "{health}");
+    let ann = app.user("ann").await;
+    upload(
+        &app,
+        &ann,
+        &[
+            ("SKILL.md", SKILL_MD.as_bytes()),
+            (
+                "scripts/hello.sh",
+                b"echo \"hello from $(pwd)\"\necho oops >&2\nexit 3\n",
+            ),
+        ],
+    )
+    .await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    Some((app, ann, token))
+}
+
+async fn upload(app: &TestApp, user: &TestUser, files: &[(&str, &[u8])]) {
+    let boundary = "sandboxBoundary";
+    let mut body = Vec::new();
+    for (path, data) in files {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let res = app
+        .request(Method::POST, "/api/v1/skills/upload")
+        .bearer_auth(&user.access)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
+
+/// What one `run_shell_command` call answered.
+#[derive(Debug)]
+struct Run {
+    text: String,
+    is_error: bool,
+    stdout: String,
+    stderr: String,
+    exit_code: Value,
+    timed_out: bool,
+    truncated: bool,
+}
+
+async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "run_shell_command", "arguments": {"skill_name": skill, "command": command},
+        "_meta": meta}});
+    let res = app
+        .request(Method::POST, "/mcp")
+        .bearer_auth(token)
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "run_shell_command")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let result = &body["result"];
+    let structured = &result["structuredContent"];
+    Run {
+        text: result["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        is_error: result["isError"] == true,
+        stdout: structured["stdout"].as_str().unwrap_or_default().to_owned(),
+        stderr: structured["stderr"].as_str().unwrap_or_default().to_owned(),
+        exit_code: structured["exit_code"].clone(),
+        timed_out: structured["timed_out"] == true,
+        truncated: structured["truncated"] == true,
+    }
+}
+
+/// Every file named `name` under `dir`.
+fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if entry.file_name() == name {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Host processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn commands_run_in_their_skill_with_the_systems_tools() {
+    let Some((app, _, token)) = sandboxed(|_| {}).await else {
+        return;
+    };
+    let out = run(&app, &token, "tools", "sh scripts/hello.sh").await;
+    assert_eq!(out.stdout, "hello from /skill\n", "{out:?}");
+    assert_eq!(out.stderr, "oops\n");
+    assert_eq!(out.exit_code, 3);
+    assert!(!out.is_error && !out.timed_out && !out.truncated, "{out:?}");
+    assert_eq!(out.text, "hello from /skill\n\noops\n[exit code: 3]");
+
+    // It may write in its own skill, and the file is there on the host.
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "echo written > out.txt && cat out.txt",
+    )
+    .await;
+    assert_eq!(out.stdout, "written\n", "{out:?}");
+    let written = find(&app.data_dir, "out.txt");
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(std::fs::read_to_string(&written[0]).unwrap(), "written\n");
+
+    let out = run(&app, &token, "tools", "python3 -c 'print(6 * 7)'").await;
+    assert_eq!(out.stdout, "42\n", "{out:?}");
+
+    // Only PATH, HOME and LANG come in (the shell adds PWD and the like itself).
+    let out = run(&app, &token, "tools", "env").await;
+    let names: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for name in &names {
+        assert!(
+            ["PATH", "HOME", "LANG", "PWD", "SHLVL", "_", "OLDPWD"].contains(name),
+            "the server's environment leaked: {name} in {names:?}"
+        );
+    }
+    assert!(
+        names.contains(&"PATH") && names.contains(&"LANG"),
+        "{names:?}"
+    );
+
+    // No descriptor of the server's comes in: 0, 1, 2, and ls's own directory.
+    let out = run(&app, &token, "tools", "ls /proc/self/fd").await;
+    let fds: Vec<&str> = out.stdout.lines().collect();
+    assert!(fds.len() <= 4, "inherited descriptors: {fds:?}");
+
+    // An unknown skill is an error, and nothing runs.
+    let out = run(&app, &token, "nope", "true").await;
+    assert!(out.is_error && out.text.contains("not found"), "{out:?}");
+}
+
+#[tokio::test]
+async fn commands_cannot_reach_beyond_their_skill() {
+    let Some((app, _, token)) = sandboxed(|_| {}).await else {
+        return;
+    };
+    // Bob's skill, the data folder, the database and the secret are not there at all.
+    let bob = app.user("bob").await;
+    upload(
+        &app,
+        &bob,
+        &[(
+            "SKILL.md",
+            b"---\nname: private\ndescription: Bob's secret plans.\n---\n",
+        )],
+    )
+    .await;
+    let bobs = find(&app.data_dir, "SKILL.md")
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("secret plans"))
+        .unwrap();
+    let data = app.data_dir.display().to_string();
+    for path in [
+        bobs.display().to_string(),
+        format!("{data}/agentskills.db"),
+        format!("{data}/secret_key"),
+    ] {
+        let out = run(
+            &app,
+            &token,
+            "tools",
+            &format!("cat '{path}'; ls -la '{data}'"),
+        )
+        .await;
+        assert!(
+            out.stdout.is_empty() && out.stderr.contains("No such file"),
+            "{path}: {out:?}"
+        );
+    }
+    let out = run(&app, &token, "tools", "ls /; cat /etc/shadow").await;
+    assert!(
+        !out.stdout.contains("root") && !out.stdout.contains("home"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+
+    // The server's processes are not visible, nor can they be signalled.
+    let pid = std::process::id();
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        &format!("cat /proc/{pid}/environ; kill -9 {pid}; ls /proc | grep -c '^[0-9]'"),
+    )
+    .await;
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+    assert!(
+        out.stderr.to_lowercase().contains("no such process"),
+        "{out:?}"
+    );
+    let visible: u32 = out.stdout.trim().parse().unwrap_or(u32::MAX);
+    assert!(
+        visible < 10,
+        "the sandbox sees {visible} processes: {out:?}"
+    );
+    // (Were the kill not blocked, this test process, the server, would be gone.)
+    let health = app.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // No network: TCP to the server itself, UDP anywhere, Unix sockets (PostgreSQL's).
+    let port = app.base.rsplit(':').next().unwrap();
+    let probe = format!(
+        r#"python3 -c "
+import socket
+def attempt(what, f):
+    try:
+        f(); print(what, 'reached')
+    except OSError as e:
+        print(what, 'blocked', e.errno)
+attempt('tcp', lambda: socket.create_connection(('127.0.0.1', {port}), 2))
+attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.0.0.1', 53)))
+attempt('unix', lambda: socket.socket(socket.AF_UNIX).connect('/var/run/postgresql/.s.PGSQL.5432'))
+""#
+    );
+    let out = run(&app, &token, "tools", &probe).await;
+    for what in ["tcp", "udp", "unix"] {
+        assert!(
+            out.stdout.contains(&format!("{what} blocked")),
+            "{what}: {out:?}"
+        );
+    }
+    assert!(!out.stdout.contains("reached"), "{out:?}");
+}
+
+#[tokio::test]
+async fn commands_cannot_outlive_their_limits_or_exhaust_the_machine() {
+    let Some((app, _, token)) = sandboxed(|s| {
+        s.sandbox.timeout_secs = 2;
+        s.sandbox.file_size_bytes = 1024 * 1024;
+        s.sandbox.memory_bytes = 256 * 1024 * 1024;
+        s.sandbox.processes = 32;
+        s.sandbox.max_output_bytes = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    // A process that left the session does not survive the timeout.
+    let out = run(&app, &token, "tools", "setsid sleep 4242 & sleep 60").await;
+    assert!(out.timed_out && out.is_error, "{out:?}");
+    assert!(out.text.contains("timed out after 2 s"), "{out:?}");
+    assert_eq!(out.exit_code, Value::Null);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        processes_with("sleep 4242").is_empty(),
+        "{:?}",
+        processes_with("sleep 4242")
+    );
+
+    // A fork bomb hits the process limit and ends with the timeout; nothing is left.
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "bomb() { bomb | bomb & }; bomb; sleep 60",
+    )
+    .await;
+    assert!(out.timed_out, "{out:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        processes_with("bomb").is_empty(),
+        "{:?}",
+        processes_with("bomb")
+    );
+    let health = app.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    // The process limit: forks beyond it fail.
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "for i in $(seq 1 100); do sleep 1 & done; wait",
+    )
+    .await;
+    assert!(
+        out.stderr.contains("Resource temporarily unavailable") || out.stderr.contains("fork"),
+        "{out:?}"
+    );
+
+    // Memory: 512 MiB cannot be had under a 256 MiB limit.
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "python3 -c 'b = bytearray(512 * 1024 * 1024); print(\"allocated\")'",
+    )
+    .await;
+    assert!(
+        !out.stdout.contains("allocated") && out.stderr.contains("MemoryError"),
+        "{out:?}"
+    );
+
+    // Disk: a file stops at the size limit.
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "head -c 3000000 /dev/zero > big; wc -c < big; rm big",
+    )
+    .await;
+    assert_eq!(out.stdout.trim(), "1048576", "{out:?}");
+    assert!(
+        out.stderr.contains("File size limit exceeded") || out.stderr.contains("File too large"),
+        "{out:?}"
+    );
+
+    // Output: cut at the cap, and the command killed.
+    let out = run(&app, &token, "tools", "yes").await;
+    assert!(out.truncated && out.is_error && !out.timed_out, "{out:?}");
+    assert_eq!(out.stdout.len(), 64 * 1024);
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_without_isolation_and_health_says_why() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.sandbox.bwrap = String::new();
+        s.sandbox.landlock = false;
+    })
+    .await;
+    let health: Value = app
+        .request(Method::GET, "/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox = &health["sandbox"];
+    assert_eq!(sandbox["mode"], "strict");
+    assert_eq!(sandbox["ready"], false);
+    assert!(
+        sandbox["reason"].as_str().unwrap().contains("bubblewrap"),
+        "{sandbox}"
+    );
+    assert_eq!(sandbox["layers"]["landlock"], false);
+    let ann = app.user("ann").await;
+    upload(&app, &ann, &[("SKILL.md", SKILL_MD.as_bytes())]).await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    let out = run(&app, &token, "tools", "echo ran > ran.txt").await;
+    assert!(out.is_error, "{out:?}");
+    assert!(
+        out.text.starts_with("Sandbox unavailable: bubblewrap"),
+        "{out:?}"
+    );
+    assert!(find(&app.data_dir, "ran.txt").is_empty(), "the command ran");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_at_once() {
+    let Some((app, _, token)) = sandboxed(|s| {
+        s.sandbox.per_user = 1;
+        s.sandbox.queue = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let slow = {
+        let (base, token) = (app.base.clone(), token.clone());
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "run_shell_command", "arguments": {"skill_name": "tools", "command": "sleep 2; echo done"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}});
+            client
+                .post(format!("{base}/mcp"))
+                .bearer_auth(token)
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "run_shell_command")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // Wait until it runs.
+    let waiting = std::time::Instant::now();
+    loop {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the first command never ran"
+        );
+        let health: Value = app
+            .request(Method::GET, "/health")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if health["sandbox"]["running"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    let out = run(&app, &token, "tools", "echo second").await;
+    assert!(
+        out.is_error && out.text.starts_with("Busy, retry"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "busy must answer at once"
+    );
+    let first = slow.await.unwrap();
+    assert_eq!(
+        first["result"]["structuredContent"]["stdout"], "done\n",
+        "{first}"
+    );
+}
