@@ -225,6 +225,10 @@ async fn run_shell_command(
         .run(user_id, &dir, command)
         .await
         .map_err(|refusal| failure(format!("{refusal}")))?;
+    // What the command wrote becomes part of the skill (resources, downloads, digests).
+    if let Err(e) = server.skills().rescan(&skill.record).await {
+        tracing::warn!(skill = name, error = %e, "could not read the skill again after a command");
+    }
     if let Some(warning) = &outcome.warning {
         tracing::warn!(
             skill = name,

@@ -54,7 +54,15 @@ pub(super) async fn run(
     if confined && let Some(uid) = layers.run_as_uid {
         hand_over(skill_dir, uid).await?;
     }
-    let mut child = build(settings, layers, skill_dir, command, confined)
+    // Without bubblewrap there is no private /tmp: the command gets a folder of its own instead
+    // (the host's /tmp stays out of its reach), removed when it ends.
+    let own_tmp = if confined && layers.bwrap.is_none() {
+        Some(PrivateTmp::create(layers.run_as_uid).await?)
+    } else {
+        None
+    };
+    let tmp = own_tmp.as_ref().map(|t| t.path.as_path());
+    let mut child = build(settings, layers, skill_dir, tmp, command, confined)
         .spawn()
         .map_err(|e| format!("could not start the command: {e}"))?;
     let pid = child.id();
@@ -157,6 +165,37 @@ async fn read_capped(mut reader: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>
     }
 }
 
+/// A temporary folder for one command without bubblewrap, removed when dropped.
+struct PrivateTmp {
+    path: std::path::PathBuf,
+}
+
+impl PrivateTmp {
+    async fn create(owner: Option<u32>) -> Result<PrivateTmp, String> {
+        let path =
+            std::env::temp_dir().join(format!("agentskills-sandbox-{}", uuid::Uuid::new_v4()));
+        let made = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new().mode(0o700).create(&made)?;
+            if let Some(uid) = owner {
+                chown_tree(&made, uid)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("could not make the command's temporary folder: {e}"))?;
+        Ok(PrivateTmp { path })
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Gives the skill's folder to the user id commands run as (a root server's files are not
 /// writable by it otherwise). Symlinks are not followed.
 async fn hand_over(dir: &Path, uid: u32) -> Result<(), String> {
@@ -199,6 +238,7 @@ fn build(
     settings: &SandboxSettings,
     layers: &Layers,
     skill_dir: &Path,
+    tmp: Option<&Path>,
     command: &str,
     confined: bool,
 ) -> tokio::process::Command {
@@ -207,18 +247,19 @@ fn build(
     let helper = layers.helper.as_ref().filter(|_| confined);
     let landlock = confined && layers.landlock;
     // Landlock's rules, for paths as the command sees them.
-    let landlock_args = |skill: &Path| -> Vec<OsString> {
+    let landlock_args = |skill: &Path, tmp: &Path| -> Vec<OsString> {
         let mut argv: Vec<OsString> = Vec::new();
         for ro in READ_ONLY.iter().chain(&["/proc", "/dev"]) {
             if Path::new(ro).exists() {
                 argv.extend(["--ro".into(), (*ro).into()]);
             }
         }
-        for rw in [skill, Path::new("/tmp"), Path::new("/dev/null")] {
+        for rw in [skill, tmp, Path::new("/dev/null")] {
             argv.extend(["--rw".into(), rw.into()]);
         }
         argv
     };
+    let host_tmp = tmp.unwrap_or(Path::new("/nonexistent"));
     let mut argv: Vec<OsString> = Vec::new();
     // With the helper, bubblewrap gets the skill's folder (and the helper itself) as descriptors
     // the helper opened before leaving root: the sandbox's user cannot reach the data folder.
@@ -247,7 +288,7 @@ fn build(
             argv.extend(["--rlimit".into(), format!("{name}={value}").into()]);
         }
         if landlock && bwrap.is_none() {
-            argv.extend(landlock_args(skill_dir));
+            argv.extend(landlock_args(skill_dir, host_tmp));
         }
         argv.push("--".into());
     }
@@ -257,7 +298,7 @@ fn build(
         argv.push("--".into());
         if landlock && helper.is_some() {
             argv.extend([HELPER_MOUNT.into(), "sandbox-init".into()]);
-            argv.extend(landlock_args(Path::new(SKILL_MOUNT)));
+            argv.extend(landlock_args(Path::new(SKILL_MOUNT), Path::new("/tmp")));
             argv.push("--".into());
         }
     }

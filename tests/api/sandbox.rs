@@ -43,6 +43,10 @@ async fn sandboxed(
         return None;
     }
     assert_eq!(health["sandbox"]["layers"]["rlimits"], true, "{health}");
+    if std::env::var_os("TEST_REQUIRE_SANDBOX").is_some() {
+        // CI's kernel has Landlock: it must be in force there too.
+        assert_eq!(health["sandbox"]["layers"]["landlock"], true, "{health}");
+    }
     let ann = app.user("ann").await;
     upload(
         &app,
@@ -95,25 +99,29 @@ struct Run {
     truncated: bool,
 }
 
-async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
-    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+/// One stateless (2026-07-28) MCP request: its whole response.
+async fn run_raw(app: &TestApp, token: &str, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}});
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "run_shell_command", "arguments": {"skill_name": skill, "command": command},
-        "_meta": meta}});
-    let res = app
+    let mut req = app
         .request(Method::POST, "/mcp")
         .bearer_auth(token)
         .header("accept", "application/json")
         .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "run_shell_command")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+        .header("mcp-method", method);
+    if let Some(name) = params.get("name").and_then(Value::as_str) {
+        req = req.header("mcp-name", name);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let res = req.body(body.to_string()).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
+    res.json().await.unwrap()
+}
+
+async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
+    let params = json!({"name": "run_shell_command",
+        "arguments": {"skill_name": skill, "command": command}});
+    let body = run_raw(app, token, "tools/call", params).await;
     let result = &body["result"];
     let structured = &result["structuredContent"];
     Run {
@@ -183,6 +191,16 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     let written = find(&app.data_dir, "out.txt");
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(std::fs::read_to_string(&written[0]).unwrap(), "written\n");
+    // The skill now has the file: it is a resource at once.
+    let listed = run_raw(&app, &token, "resources/list", json!({})).await;
+    assert!(
+        listed["result"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["uri"] == "skill://tools/out.txt"),
+        "{listed}"
+    );
 
     let out = run(&app, &token, "tools", "python3 -c 'print(6 * 7)'").await;
     assert_eq!(out.stdout, "42\n", "{out:?}");
@@ -500,4 +518,129 @@ async fn a_full_queue_answers_busy_at_once() {
         first["result"]["structuredContent"]["stdout"], "done\n",
         "{first}"
     );
+}
+
+#[tokio::test]
+async fn landlock_alone_confines_a_degraded_sandbox() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.sandbox.mode = agentskills_mcp::config::SandboxMode::Degraded;
+        s.sandbox.bwrap = String::new();
+    })
+    .await;
+    let health: Value = app
+        .request(Method::GET, "/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sandbox = &health["sandbox"];
+    assert_eq!(sandbox["ready"], true, "degraded runs with what is there");
+    if sandbox["layers"]["landlock"] != true {
+        assert!(
+            std::env::var_os("TEST_REQUIRE_SANDBOX").is_none(),
+            "Landlock is required here: {sandbox}"
+        );
+        eprintln!("Landlock unavailable here, test not run: {sandbox}");
+        return;
+    }
+    let ann = app.user("ann").await;
+    upload(&app, &ann, &[("SKILL.md", SKILL_MD.as_bytes())]).await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    // A file anyone may read, outside the paths Landlock allows.
+    let outside = app.data_dir.parent().unwrap().join("outside.txt");
+    std::fs::write(&outside, "not yours\n").unwrap();
+    std::fs::set_permissions(
+        &outside,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        &format!(
+            "cat '{}'; echo mine > mine.txt && cat mine.txt",
+            outside.display()
+        ),
+    )
+    .await;
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert!(!out.stdout.contains("not yours"), "{out:?}");
+    assert_eq!(
+        out.stdout, "mine\n",
+        "its own skill stays writable: {out:?}"
+    );
+    assert!(out.text.contains("[warning: degraded sandbox"), "{out:?}");
+    // TCP is denied by Landlock too (loopback exists here: no network namespace).
+    let port = app.base.rsplit(':').next().unwrap();
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        &format!(
+            "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 2); print('reached')\""
+        ),
+    )
+    .await;
+    assert!(
+        !out.stdout.contains("reached") && out.stderr.contains("Permission denied"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_kills_running_commands() {
+    let Some((mut app, _, token)) = sandboxed(|s| s.server.shutdown_grace_secs = 10).await else {
+        return;
+    };
+    let call = {
+        let (base, token, client) = (app.base.clone(), token.clone(), app.client.clone());
+        tokio::spawn(async move {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "run_shell_command",
+                "arguments": {"skill_name": "tools", "command": "echo started; sleep 4343"},
+                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}});
+            client
+                .post(format!("{base}/mcp"))
+                .bearer_auth(token)
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "run_shell_command")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let waiting = std::time::Instant::now();
+    while processes_with("sleep 4343").is_empty() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "it never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown waited for the command instead of killing it"
+    );
+    let answer = call.await.unwrap();
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("the server shut down"),
+        "{answer}"
+    );
+    assert!(processes_with("sleep 4343").is_empty());
 }
