@@ -22,6 +22,12 @@ impl Drop for Server {
 /// Starts the binary on a fresh data dir; returns it with the time until `/health` said 200.
 pub(crate) async fn start(client: &reqwest::Client) -> (Server, Duration) {
     let dir = tempfile::tempdir().expect("a temp dir");
+    // As a deployment's data dir parents are: searchable by the sandbox's user.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .expect("a searchable temp dir");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])

@@ -145,7 +145,7 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
-        let sandbox = Sandbox::start(&settings.sandbox).await;
+        let sandbox = Sandbox::start(&settings.sandbox, &data_dir.join("skills")).await;
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
             settings.skills.max_file_bytes,

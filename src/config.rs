@@ -145,8 +145,9 @@ pub struct SandboxSettings {
     pub landlock: bool,
     /// The `agentskills-mcp` executable that applies Landlock inside the sandbox; empty: this one.
     pub helper: String,
-    /// The user id commands run as when the server runs as root (the process limit does not bind
-    /// root); the skill's folder is handed to it before each run.
+    /// When the server runs as root, commands run as user ids from this one on, one per command
+    /// running at once (the process limit does not bind root, and counts per user id); the
+    /// skill's folder is handed to that id before each run. 0: run as root.
     pub run_as_uid: u32,
     /// Wall-clock limit of one command; it is killed, with everything it started, after it.
     pub timeout_secs: u64,
@@ -188,7 +189,7 @@ impl Default for SandboxSettings {
             bwrap: "bwrap".to_owned(),
             landlock: true,
             helper: String::new(),
-            run_as_uid: 65534,
+            run_as_uid: 200_000,
             timeout_secs: 30,
             max_output_bytes: 1024 * 1024,
             cpu_secs: 30,

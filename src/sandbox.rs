@@ -77,14 +77,17 @@ struct Inner {
     global: Arc<Semaphore>,
     global_slots: usize,
     per_user: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
+    /// User ids free for the next command (root server only): one per global slot.
+    uids: Mutex<Vec<u32>>,
     waiting: AtomicUsize,
     shutdown: watch::Sender<bool>,
 }
 
 impl Sandbox {
-    /// Probes the layers and logs what was found.
-    pub async fn start(settings: &SandboxSettings) -> Sandbox {
-        let layers = probe::probe(settings).await;
+    /// Probes the layers (commands will run in folders under `skills_root`) and logs what was
+    /// found.
+    pub async fn start(settings: &SandboxSettings, skills_root: &Path) -> Sandbox {
+        let layers = probe::probe(settings, skills_root).await;
         let sandbox = Sandbox::with_layers(settings, layers);
         let status = sandbox.status();
         match (status.mode, status.ready) {
@@ -113,9 +116,19 @@ impl Sandbox {
         } else {
             settings.global
         };
+        let uids = layers
+            .run_as_uid
+            .map(|first| {
+                (0..global_slots)
+                    .filter_map(|i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_default();
         Sandbox {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
+                uids: Mutex::new(uids),
                 layers,
                 global: Arc::new(Semaphore::new(global_slots)),
                 global_slots,
@@ -204,10 +217,24 @@ impl Sandbox {
                 }
             }
         };
+        // A user id of its own: the process limit counts per user id, so one command's fork bomb
+        // cannot keep another from starting. There are as many ids as global slots.
+        let uid = inner.layers.run_as_uid.and_then(|_| {
+            inner
+                .uids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+        });
+        if inner.layers.run_as_uid.is_some() && uid.is_none() {
+            return Err(Refusal::Busy);
+        }
+        let lent = uid.map(|uid| LentUid(&inner.uids, uid));
         let mut shutdown = inner.shutdown.subscribe();
         let outcome = run::run(
             &inner.settings,
             &inner.layers,
+            uid,
             skill_dir,
             command,
             async move {
@@ -215,6 +242,8 @@ impl Sandbox {
             },
         )
         .await;
+        // The id goes back before the slot, so whoever gets the slot finds an id.
+        drop(lent);
         drop(permits);
         drop(user_slots);
         self.forget_idle_user(user);
@@ -248,6 +277,18 @@ impl Sandbox {
 
     pub fn mode(&self) -> SandboxMode {
         self.inner.settings.mode
+    }
+}
+
+/// Gives a user id back to the pool when dropped.
+struct LentUid<'a>(&'a Mutex<Vec<u32>>, u32);
+
+impl Drop for LentUid<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.1);
     }
 }
 

@@ -142,6 +142,11 @@ impl Workspaces {
     }
 
     /// The folder of a skill: `<data_dir>/skills/<user_id>/<name>`.
+    /// `<data_dir>/skills`.
+    pub fn skills_root(&self) -> &std::path::Path {
+        &self.inner.skills_root
+    }
+
     pub fn skill_dir(&self, skill: &crate::store::SkillRecord) -> PathBuf {
         self.inner
             .skills_root

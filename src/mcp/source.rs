@@ -44,6 +44,14 @@ impl SkillSource {
         }
     }
 
+    /// The folder every skill's folder is under.
+    pub fn skills_root(&self) -> PathBuf {
+        match self {
+            SkillSource::Accounts(workspaces) => workspaces.skills_root().to_owned(),
+            SkillSource::Folder(folder) => folder.root.clone(),
+        }
+    }
+
     pub fn skill_dir(&self, skill: &SkillRecord) -> PathBuf {
         match self {
             SkillSource::Accounts(workspaces) => workspaces.skill_dir(skill),

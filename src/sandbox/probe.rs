@@ -28,7 +28,8 @@ pub struct Layers {
     /// Why Landlock is not applied, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub landlock_error: Option<String>,
-    /// The user id commands run as, when the server is root and hands them another.
+    /// The first of the user ids commands run as (one per command running at once), when the
+    /// server is root and hands them others.
     pub run_as_uid: Option<u32>,
 }
 
@@ -61,7 +62,7 @@ impl Layers {
 }
 
 /// Probes each layer the settings allow.
-pub(super) async fn probe(settings: &SandboxSettings) -> Layers {
+pub(super) async fn probe(settings: &SandboxSettings, skills_root: &Path) -> Layers {
     let run_as_uid = (rustix::process::geteuid().is_root() && settings.run_as_uid != 0)
         .then_some(settings.run_as_uid);
     let (bwrap, bwrap_error) = match find_bwrap(&settings.bwrap) {
@@ -74,6 +75,16 @@ pub(super) async fn probe(settings: &SandboxSettings) -> Layers {
     let (helper, helper_error) = match try_helper(&settings.helper, &[]).await {
         Ok(path) => (Some(path), None),
         Err(e) => (None, Some(e)),
+    };
+    // The sandbox's user must reach the skills (bubblewrap resolves the folder as that user).
+    let (bwrap, bwrap_error) = match (bwrap, &helper, run_as_uid) {
+        (Some(bwrap), Some(helper), Some(uid)) => {
+            match try_reach(helper, &bwrap, skills_root, uid).await {
+                Ok(()) => (Some(bwrap), bwrap_error),
+                Err(e) => (None, Some(e)),
+            }
+        }
+        (bwrap, _, _) => (bwrap, bwrap_error),
     };
     let landlock_error = match &helper {
         _ if !settings.landlock => Some("turned off (sandbox.landlock = false)".to_owned()),
@@ -150,6 +161,41 @@ async fn try_bwrap(path: &Path, run_as_uid: Option<u32>) -> Result<(), String> {
         let said = String::from_utf8_lossy(&output.stderr);
         Err(format!("it failed here: {}", said.trim()))
     }
+}
+
+/// Mounts `skills_root` in a sandbox as the sandbox's user, as a real run does.
+async fn try_reach(
+    helper: &Path,
+    bwrap: &Path,
+    skills_root: &Path,
+    uid: u32,
+) -> Result<(), String> {
+    let uid_text = uid.to_string();
+    let output = tokio::process::Command::new(helper)
+        .arg("sandbox-init")
+        .arg("--pass")
+        .arg(skills_root)
+        .args(["--uid", &uid_text, "--gid", &uid_text, "--"])
+        .arg(bwrap)
+        .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/"])
+        .args(["--bind-fd", "@fd0", "/mnt", "--", "/bin/sh", "-c", "true"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(10), output)
+        .await
+        .map_err(|_| "the reachability check did not finish within 10 s".to_owned())?
+        .map_err(|e| format!("the reachability check could not start: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "the sandbox's user (uid {uid}) cannot reach {}: every folder above it must be searchable \
+         by others (chmod o+x): {}",
+        skills_root.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    ))
 }
 
 /// What the helper prints in the probe: proof that it is `agentskills-mcp` and that Landlock

@@ -43,26 +43,29 @@ pub struct Outcome {
     pub warning: Option<String>,
 }
 
+/// Runs one command; `uid` is the user id it runs as when the server is root.
 pub(super) async fn run(
     settings: &SandboxSettings,
     layers: &Layers,
+    uid: Option<u32>,
     skill_dir: &Path,
     command: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, String> {
     let confined = settings.mode != SandboxMode::Off;
-    if confined && let Some(uid) = layers.run_as_uid {
+    let uid = uid.filter(|_| confined);
+    if let Some(uid) = uid {
         hand_over(skill_dir, uid).await?;
     }
     // Without bubblewrap there is no private /tmp: the command gets a folder of its own instead
     // (the host's /tmp stays out of its reach), removed when it ends.
     let own_tmp = if confined && layers.bwrap.is_none() {
-        Some(PrivateTmp::create(layers.run_as_uid).await?)
+        Some(PrivateTmp::create(uid).await?)
     } else {
         None
     };
     let tmp = own_tmp.as_ref().map(|t| t.path.as_path());
-    let mut child = build(settings, layers, skill_dir, tmp, command, confined)
+    let mut child = build(settings, layers, uid, skill_dir, tmp, command, confined)
         .spawn()
         .map_err(|e| format!("could not start the command: {e}"))?;
     let pid = child.id();
@@ -234,9 +237,11 @@ fn chown_tree(dir: &Path, uid: u32) -> std::io::Result<()> {
 /// The process to start. Confined: the helper (limits, death with the server), then bubblewrap
 /// (if it works), then the helper again inside (Landlock, if it works), then `sh -c`; the layers
 /// that are missing are left out. Off: `sh -c` alone.
+#[allow(clippy::too_many_arguments)]
 fn build(
     settings: &SandboxSettings,
     layers: &Layers,
+    uid: Option<u32>,
     skill_dir: &Path,
     tmp: Option<&Path>,
     command: &str,
@@ -275,7 +280,7 @@ fn build(
                 helper_source = Some(("--ro-bind-fd", "@fd1".into()));
             }
         }
-        if let Some(uid) = layers.run_as_uid {
+        if let Some(uid) = uid {
             argv.extend([
                 "--uid".into(),
                 uid.to_string().into(),

@@ -592,11 +592,6 @@ async fn tool_failures_are_results_that_say_what_is_wrong(backend: Backend) {
         ),
         (
             "run_shell_command",
-            json!({"skill_name": "pdf", "command": "echo hi"}),
-            "Sandbox unavailable",
-        ),
-        (
-            "run_shell_command",
             json!({"skill_name": "nope", "command": "echo hi"}),
             "not found",
         ),

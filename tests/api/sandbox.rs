@@ -329,6 +329,8 @@ attempt('unix', lambda: socket.socket(socket.AF_UNIX).connect('/var/run/postgres
 #[tokio::test]
 async fn commands_cannot_outlive_their_limits_or_exhaust_the_machine() {
     let Some((app, _, token)) = sandboxed(|s| {
+        // User ids of its own: its fork bomb must not starve the other tests' sandboxes.
+        s.sandbox.run_as_uid = 300_000;
         s.sandbox.timeout_secs = 2;
         s.sandbox.file_size_bytes = 1024 * 1024;
         s.sandbox.memory_bytes = 256 * 1024 * 1024;
