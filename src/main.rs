@@ -92,12 +92,16 @@ fn main() -> ExitCode {
     // logging or runtime, since it only restricts itself and becomes the command.
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|a| a == "sandbox-init") {
-        let why = match agentskills_mcp::sandbox::init::InitArgs::parse(args) {
-            Ok(init) => agentskills_mcp::sandbox::init::run(&init),
-            Err(e) => format!("sandbox-init: {e}"),
+        let ran = agentskills_mcp::sandbox::init::InitArgs::parse(args)
+            .map_err(|e| format!("sandbox-init: {e}"))
+            .and_then(|init| agentskills_mcp::sandbox::init::run(&init));
+        return match ran {
+            Ok(code) => ExitCode::from(code),
+            Err(why) => {
+                eprintln!("{why}");
+                ExitCode::from(126)
+            }
         };
-        eprintln!("{why}");
-        return ExitCode::from(126);
     }
     let cli = Cli::parse();
     let mut settings = match Settings::load(cli.common.config.as_deref()) {

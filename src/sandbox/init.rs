@@ -28,7 +28,7 @@ use landlock::{
 use std::os::fd::IntoRawFd as _;
 
 use rustix::fs::{Gid, Mode, OFlags, Uid};
-use rustix::process::{Resource, Rlimit, Signal};
+use rustix::process::{Resource, Rlimit, Signal, WaitOptions};
 
 /// What `sandbox-init` was asked to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct InitArgs {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub die_with_parent: bool,
+    /// Run the command as a child and wait for it and for everything it leaves behind (as a
+    /// subreaper), instead of becoming it.
+    pub reap: bool,
     pub rlimits: Vec<(Limit, u64)>,
     /// Landlock applies when either list is non-empty.
     pub read_only: Vec<PathBuf>,
@@ -104,6 +107,7 @@ impl InitArgs {
         while let Some(arg) = args.next() {
             match arg.to_str() {
                 Some("--die-with-parent") => parsed.die_with_parent = true,
+                Some("--reap") => parsed.reap = true,
                 Some("--pass") => parsed
                     .pass
                     .push(args.next().ok_or("--pass needs a path")?.into()),
@@ -147,25 +151,30 @@ impl InitArgs {
     }
 }
 
-/// Restricts this process and runs the command in its place; returns only on failure, with the
-/// reason.
-pub fn run(args: &InitArgs) -> String {
+/// Restricts this process and runs the command: in its place, or (`--reap`) as a child whose exit
+/// code (128 + signal for a signal) it returns once the child and every process orphaned below it
+/// are gone. `Err` says why the command could not run.
+pub fn run(args: &InitArgs) -> Result<u8, String> {
     // Opened while still privileged (the data folder is the server's alone), kept across exec.
     let mut passed = Vec::new();
     for path in &args.pass {
         match rustix::fs::open(path, OFlags::PATH, Mode::empty()) {
             Ok(fd) => passed.push(fd.into_raw_fd().to_string()),
-            Err(e) => return format!("sandbox: could not open {}: {e}", path.display()),
+            Err(e) => return Err(format!("sandbox: could not open {}: {e}", path.display())),
         }
     }
     if let Err(e) = drop_privileges(args.uid, args.gid) {
-        return format!("sandbox: could not change to the sandbox's user: {e}");
+        return Err(format!(
+            "sandbox: could not change to the sandbox's user: {e}"
+        ));
     }
     // After the change of user, which clears it.
     if args.die_with_parent
         && let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
     {
-        return format!("sandbox: could not tie the command to the server: {e}");
+        return Err(format!(
+            "sandbox: could not tie the command to the server: {e}"
+        ));
     }
     for &(limit, value) in &args.rlimits {
         let rlimit = Rlimit {
@@ -173,13 +182,16 @@ pub fn run(args: &InitArgs) -> String {
             maximum: Some(value),
         };
         if let Err(e) = rustix::process::setrlimit(limit.resource(), rlimit) {
-            return format!("sandbox: could not set the {} limit: {e}", limit.name());
+            return Err(format!(
+                "sandbox: could not set the {} limit: {e}",
+                limit.name()
+            ));
         }
     }
     if (!args.read_only.is_empty() || !args.read_write.is_empty())
         && let Err(e) = restrict(args)
     {
-        return format!("sandbox: Landlock could not be applied: {e}");
+        return Err(format!("sandbox: Landlock could not be applied: {e}"));
     }
     close_inherited(&passed);
     let argv: Vec<OsString> = args
@@ -195,8 +207,35 @@ pub fn run(args: &InitArgs) -> String {
         .collect();
     let mut command = std::process::Command::new(&argv[0]);
     command.args(&argv[1..]);
+    if args.reap {
+        return reap(command);
+    }
     let e = command.exec();
-    format!("sandbox: could not run {:?}: {e}", args.command[0])
+    Err(format!("sandbox: could not run {:?}: {e}", args.command[0]))
+}
+
+/// Runs `command` as a child, as the subreaper of everything below it: the processes it orphans
+/// come back here and are waited for, so none lingers (as a zombie that still counts against
+/// the process limit) however slowly the machine's own init reaps.
+fn reap(mut command: std::process::Command) -> Result<u8, String> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| format!("sandbox: could not become a subreaper: {e}"))?;
+    let child = command
+        .spawn()
+        .map_err(|e| format!("sandbox: could not run {:?}: {e}", command.get_program()))?;
+    let main = child.id();
+    let mut code = 1u8;
+    // Until no child is left (ECHILD).
+    while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::empty()) {
+        if u32::try_from(pid.as_raw_nonzero().get()).is_ok_and(|p| p == main) {
+            code = match (status.exit_status(), status.terminating_signal()) {
+                (Some(c), _) => u8::try_from(c).unwrap_or(1),
+                (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
+                (None, None) => 1,
+            };
+        }
+    }
+    Ok(code)
 }
 
 /// Marks every descriptor but 0, 1, 2 and the passed ones close-on-exec: whatever the server

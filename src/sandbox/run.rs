@@ -288,7 +288,7 @@ fn build(
                 uid.to_string().into(),
             ]);
         }
-        argv.push("--die-with-parent".into());
+        argv.extend(["--die-with-parent".into(), "--reap".into()]);
         for (name, value) in Limits::from(settings).list() {
             argv.extend(["--rlimit".into(), format!("{name}={value}").into()]);
         }
