@@ -57,7 +57,9 @@ pub fn definitions() -> Vec<Tool> {
             "stdout": {"type": "string"},
             "stderr": {"type": "string"},
             "timed_out": {"type": "boolean"},
-            "truncated": {"type": "boolean", "description": "Whether stdout or stderr was cut at its size limit."}
+            "truncated": {"type": "boolean", "description": "Whether stdout or stderr was cut at its size limit."},
+            "signal": {"type": ["integer", "null"], "description": "The signal that ended the command, if one did."},
+            "duration_ms": {"type": "integer", "description": "How long the command ran."}
         },
         "required": ["exit_code", "stdout", "stderr", "timed_out", "truncated"]
     })));
@@ -271,6 +273,8 @@ fn shell_result(outcome: &Outcome, timeout: std::time::Duration) -> CallToolResu
         "stderr": outcome.stderr,
         "timed_out": outcome.timed_out,
         "truncated": outcome.truncated,
+        "signal": outcome.signal,
+        "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
     });
     let mut result = if outcome.timed_out || outcome.truncated || outcome.killed_at_shutdown {
         CallToolResult::error(vec![ContentBlock::text(text)])

@@ -97,6 +97,7 @@ struct Run {
     exit_code: Value,
     timed_out: bool,
     truncated: bool,
+    duration_ms: u64,
 }
 
 /// One stateless (2026-07-28) MCP request: its whole response.
@@ -135,6 +136,7 @@ async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
         exit_code: structured["exit_code"].clone(),
         timed_out: structured["timed_out"] == true,
         truncated: structured["truncated"] == true,
+        duration_ms: structured["duration_ms"].as_u64().unwrap_or(u64::MAX),
     }
 }
 
@@ -177,6 +179,7 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     assert_eq!(out.stderr, "oops\n");
     assert_eq!(out.exit_code, 3);
     assert!(!out.is_error && !out.timed_out && !out.truncated, "{out:?}");
+    assert!(out.duration_ms < 30_000, "{out:?}");
     assert_eq!(out.text, "hello from /skill\n\noops\n[exit code: 3]");
 
     // It may write in its own skill, and the file is there on the host.
@@ -271,6 +274,19 @@ async fn commands_cannot_reach_beyond_their_skill() {
             "{path}: {out:?}"
         );
     }
+    let bobs_dir = bobs.parent().unwrap().display().to_string();
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        &format!("echo mine > '{bobs_dir}/planted.txt'; ls '{bobs_dir}'"),
+    )
+    .await;
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+    assert!(
+        find(&app.data_dir, "planted.txt").is_empty(),
+        "wrote into Bob's skill"
+    );
     let out = run(&app, &token, "tools", "ls /; cat /etc/shadow").await;
     assert!(
         !out.stdout.contains("root") && !out.stdout.contains("home"),
