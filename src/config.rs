@@ -47,6 +47,10 @@ pub struct ServerSettings {
     pub max_json_body_bytes: usize,
     /// On SIGINT/SIGTERM, open connections get this long to finish before they are cut.
     pub shutdown_grace_secs: u64,
+    /// Origins (`https://app.example.com`) whose browser pages may call this server (CORS), each
+    /// exactly as the browser sends it. Responses to them carry `Access-Control-Allow-Origin`
+    /// with that origin (never `*`); anything else gets no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +234,7 @@ impl Default for ServerSettings {
             body_read_timeout_secs: 30,
             max_json_body_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -338,6 +343,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_SHUTDOWN_GRACE_SECS",
         "server.shutdown_grace_secs",
     ),
+    (
+        "AGENTSKILLS_CORS_ALLOWED_ORIGINS",
+        "server.cors_allowed_origins",
+    ),
     ("DATABASE_URL", "database.url"),
     ("AGENTSKILLS_DB_MAX_CONNECTIONS", "database.max_connections"),
     (
@@ -419,7 +428,7 @@ fn kind_of(path: &str) -> Kind {
         | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" | "sandbox.mode"
         | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
         "sandbox.landlock" => Kind::Bool,
-        "mcp.allowed_origins" | "mcp.allowed_hosts" => Kind::List,
+        "mcp.allowed_origins" | "mcp.allowed_hosts" | "server.cors_allowed_origins" => Kind::List,
         _ => Kind::Int,
     }
 }
@@ -531,6 +540,17 @@ impl Settings {
         ] {
             if value == 0 {
                 return fail(name, "must be at least 1");
+            }
+        }
+        for origin in &self.server.cors_allowed_origins {
+            let well_formed = origin.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+            });
+            if !well_formed {
+                return fail(
+                    "server.cors_allowed_origins",
+                    "each origin must be scheme://host[:port], like https://app.example.com (no path, no *)",
+                );
             }
         }
         if self.server.max_json_body_bytes < 1024 {

@@ -6,6 +6,7 @@
 //! - [`request`] / [`response`]: bounded JSON bodies, bearer tokens, JSON and error responses.
 //! - `handlers/`: one file per group of operations.
 
+mod cors;
 mod handlers;
 mod request;
 mod response;

@@ -10,10 +10,11 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::handlers::{accounts, health, mcp, skills, sse, tokens};
-use super::{Body, response};
+use super::{Body, cors, response};
 use crate::app::AppState;
 use crate::error::AppError;
 
@@ -149,40 +150,89 @@ impl Endpoint {
     }
 }
 
-/// Answers one request and logs it.
+/// Answers one request and logs it, under a request id that every log line of the request
+/// carries and the response returns in `X-Request-Id`.
 pub(crate) async fn handle(
     state: &AppState,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let endpoint = Endpoint::parse(&method, req.uri().path());
-    let route = endpoint.as_ref().map_or("unmatched", Endpoint::name);
-    let mut response = match endpoint {
-        Ok(endpoint) => match dispatch(state, endpoint, req).await {
-            Ok(response) => response,
-            Err(e) => response::error(&e),
-        },
-        Err(e) => response::error(&e),
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    tracing::info!(
-        method = %method,
-        route,
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        peer = %peer.ip(),
-        "request"
-    );
-    response
+    let request_id = request_id(req.headers());
+    let span = tracing::info_span!("request", id = %request_id);
+    async move {
+        let method = req.method().clone();
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let cors = &state.settings.server.cors_allowed_origins;
+        let (route, mut response) = if cors::is_preflight(&method, req.headers()) {
+            ("preflight", cors::preflight(req.headers(), cors))
+        } else {
+            let endpoint = Endpoint::parse(&method, req.uri().path());
+            let route = endpoint.as_ref().map_or("unmatched", Endpoint::name);
+            let response = match endpoint {
+                Ok(endpoint) => match dispatch(state, endpoint, req).await {
+                    Ok(response) => response,
+                    Err(e) => response::error(&e),
+                },
+                Err(e) => response::error(&e),
+            };
+            (route, response)
+        };
+        cors::decorate(origin.as_ref(), &mut response, cors);
+        let headers = response.headers_mut();
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID, value);
+        }
+        tracing::info!(
+            method = %method,
+            route,
+            status = response.status().as_u16(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            peer = %peer.ip(),
+            "request"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// The request's id: the client's `X-Request-Id` when it is a plain token (1 to 64 letters,
+/// digits, `-`, `_`, `.`), so a caller can follow its request through the logs; otherwise a new
+/// one, unique in this process and across restarts.
+fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    match given {
+        Some(id) => id.to_owned(),
+        None => {
+            static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let prefix = PREFIX.get_or_init(|| {
+                let mut bytes = [0u8; 4];
+                // A fixed prefix only weakens uniqueness across restarts, never within one.
+                let _ = getrandom::fill(&mut bytes);
+                u32::from_le_bytes(bytes)
+            });
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{prefix:08x}-{n:x}")
+        }
+    }
 }
 
 async fn dispatch(

@@ -271,3 +271,170 @@ async fn health_says_503_when_the_database_is_gone() {
     .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn every_response_has_a_request_id() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut seen = std::collections::HashSet::new();
+    for path in ["/health", "/health", "/nope", "/api/v1/users/me"] {
+        let res = app.request(Method::GET, path).send().await.unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!id.is_empty() && id.len() <= 64, "{id}");
+        assert!(seen.insert(id.clone()), "ids repeat: {id}");
+    }
+    // A caller's own id (a plain token) is kept, so it can follow its request; anything else is
+    // replaced.
+    let res = app
+        .request(Method::GET, "/health")
+        .header("x-request-id", "trace-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-42.a_b");
+    for bad in ["has space", "x".repeat(65).as_str(), "semi;colon"] {
+        let res = app
+            .request(Method::GET, "/health")
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(res.headers()["x-request-id"], bad);
+    }
+}
+
+#[tokio::test]
+async fn cors_answers_only_listed_origins() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.cors_allowed_origins = vec!["https://app.example.com".to_owned()];
+    })
+    .await;
+    let vary = |res: &reqwest::Response| {
+        res.headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    };
+    // A listed origin: its own origin back (never *), no credentials, Vary: Origin.
+    let res = app
+        .request(Method::GET, "/health")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        res.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    assert!(
+        res.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+    assert!(vary(&res));
+    // Another origin: nothing reflected.
+    for other in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+        "null",
+    ] {
+        let res = app
+            .request(Method::GET, "/health")
+            .header("origin", other)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.headers().get("access-control-allow-origin").is_none(),
+            "{other}"
+        );
+        assert!(vary(&res), "{other}");
+    }
+    // Preflight: answered for a listed origin, refused for another.
+    let res = app
+        .request(Method::OPTIONS, "/api/v1/skills")
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let h = res.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    assert!(vary(&res));
+    let res = app
+        .request(Method::OPTIONS, "/api/v1/skills")
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    // The listed origin may call /mcp too; without the list it would be refused there.
+    let res = app
+        .request(Method::POST, "/mcp")
+        .header("origin", "https://evil.example")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = app
+        .request(Method::POST, "/mcp")
+        .header("origin", "https://app.example.com")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "past the Origin check, to auth"
+    );
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
+
+#[tokio::test]
+async fn without_a_cors_list_nothing_is_allowed() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let res = app
+        .request(Method::GET, "/health")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    let res = app
+        .request(Method::OPTIONS, "/api/v1/skills")
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}

@@ -77,6 +77,7 @@ pub(crate) fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<
                 || mcp
                     .allowed_origins
                     .iter()
+                    .chain(&state.settings.server.cors_allowed_origins)
                     .any(|a| a.eq_ignore_ascii_case(o))
         });
         if !allowed {
