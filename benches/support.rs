@@ -35,6 +35,12 @@ pub(crate) async fn start(client: &reqwest::Client) -> (Server, Duration) {
         .current_dir(dir.path())
         .env_clear()
         .env("AGENTSKILLS_LOG", "info")
+        // The benches measure throughput and latency, not the rate limits.
+        .env("AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE", "0")
+        .env("AGENTSKILLS_LOGIN_PER_ACCOUNT_PER_MINUTE", "0")
+        .env("AGENTSKILLS_REGISTER_PER_IP_PER_HOUR", "0")
+        .env("AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND", "0")
+        .env("AGENTSKILLS_UPLOADS_PER_USER_PER_MINUTE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -27,6 +27,7 @@ use crate::actors::workspace::staging_root;
 use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
+use crate::http::rate_limit::RateLimits;
 use crate::mcp::{McpServer, Sessions, SkillSource};
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError};
@@ -42,6 +43,7 @@ pub struct AppState {
     pub mcp: McpServer,
     pub sessions: Arc<Sessions>,
     pub sandbox: Sandbox,
+    pub rate_limits: RateLimits,
     pub started: Instant,
 }
 
@@ -169,6 +171,7 @@ impl App {
                 }
             }));
         }
+        let rate_limits = RateLimits::new(&settings.rate_limits);
         let state = Arc::new(AppState {
             settings,
             store,
@@ -178,8 +181,10 @@ impl App {
             mcp,
             sessions,
             sandbox,
+            rate_limits,
             started,
         });
+        spawn_rate_limit_pruner(&state);
         Ok(App { listener, state })
     }
 
@@ -207,6 +212,23 @@ impl App {
         state.auth.stop();
         tracing::info!("stopped");
     }
+}
+
+/// Drops recovered rate-limit keys every minute; stops when the service is dropped.
+fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            let left = state.rate_limits.prune();
+            tracing::debug!(keys = left, "pruned rate-limit keys");
+        }
+    });
 }
 
 /// Ends idle MCP sessions now and then; stops when the sessions are dropped.

@@ -28,6 +28,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub skills: SkillSettings,
     pub mcp: McpSettings,
+    pub rate_limits: RateLimitSettings,
     pub sandbox: SandboxSettings,
     pub log: LogSettings,
 }
@@ -134,6 +135,40 @@ pub struct McpSettings {
     pub session_idle_secs: u64,
     /// Sessions one API token may hold open.
     pub max_sessions_per_token: usize,
+}
+
+/// Requests allowed per key; 0 turns a limit off. Each limit lets a burst of its size through at
+/// once, then one request per (period / size).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Logins per minute from one client address (IPv6: one /64).
+    pub login_per_ip_per_minute: u32,
+    /// Logins per minute to one account (whatever the address), so a password cannot be guessed
+    /// from many addresses.
+    pub login_per_account_per_minute: u32,
+    /// Registrations per hour from one client address.
+    pub register_per_ip_per_hour: u32,
+    /// MCP requests per second of one API token.
+    pub mcp_per_token_per_second: u32,
+    /// Uploads per minute of one user.
+    pub uploads_per_user_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` header names the client (IP addresses);
+    /// from anyone else those headers are ignored and the peer address is the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            login_per_ip_per_minute: 20,
+            login_per_account_per_minute: 10,
+            register_per_ip_per_hour: 20,
+            mcp_per_token_per_second: 2000,
+            uploads_per_user_per_minute: 60,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +431,27 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
         "mcp.max_sessions_per_token",
     ),
+    (
+        "AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE",
+        "rate_limits.login_per_ip_per_minute",
+    ),
+    (
+        "AGENTSKILLS_LOGIN_PER_ACCOUNT_PER_MINUTE",
+        "rate_limits.login_per_account_per_minute",
+    ),
+    (
+        "AGENTSKILLS_REGISTER_PER_IP_PER_HOUR",
+        "rate_limits.register_per_ip_per_hour",
+    ),
+    (
+        "AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND",
+        "rate_limits.mcp_per_token_per_second",
+    ),
+    (
+        "AGENTSKILLS_UPLOADS_PER_USER_PER_MINUTE",
+        "rate_limits.uploads_per_user_per_minute",
+    ),
+    ("AGENTSKILLS_TRUSTED_PROXIES", "rate_limits.trusted_proxies"),
     ("AGENTSKILLS_SANDBOX", "sandbox.mode"),
     ("AGENTSKILLS_SANDBOX_BWRAP", "sandbox.bwrap"),
     ("AGENTSKILLS_SANDBOX_LANDLOCK", "sandbox.landlock"),
@@ -428,7 +484,10 @@ fn kind_of(path: &str) -> Kind {
         | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" | "sandbox.mode"
         | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
         "sandbox.landlock" => Kind::Bool,
-        "mcp.allowed_origins" | "mcp.allowed_hosts" | "server.cors_allowed_origins" => Kind::List,
+        "mcp.allowed_origins"
+        | "mcp.allowed_hosts"
+        | "server.cors_allowed_origins"
+        | "rate_limits.trusted_proxies" => Kind::List,
         _ => Kind::Int,
     }
 }
@@ -540,6 +599,14 @@ impl Settings {
         ] {
             if value == 0 {
                 return fail(name, "must be at least 1");
+            }
+        }
+        for proxy in &self.rate_limits.trusted_proxies {
+            if proxy.parse::<std::net::IpAddr>().is_err() {
+                return fail(
+                    "rate_limits.trusted_proxies",
+                    "each entry must be an IP address, like 10.0.0.5 or fd00::1",
+                );
             }
         }
         for origin in &self.server.cors_allowed_origins {

@@ -75,6 +75,9 @@ pub enum AppError {
     /// 415.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// 429 with `Retry-After` (whole seconds, at least 1): a rate limit was hit.
+    #[error("too many requests ({what}); retry in {secs} s", what = .0, secs = .1.as_secs().max(1))]
+    RateLimited(&'static str, Duration),
     /// 503 with `Retry-After`: a bounded resource (password hashing) is saturated.
     #[error("the server is busy; retry in {} s", .0.as_secs().max(1))]
     Busy(Duration),
@@ -111,6 +114,7 @@ impl AppError {
             AppError::BodyTimeout => 408,
             AppError::PayloadTooLarge(_) | AppError::TooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
+            AppError::RateLimited(..) => 429,
             AppError::Validation(_) | AppError::Unprocessable { .. } => 422,
             AppError::Internal(_) => 500,
             AppError::NotImplemented(_) => 501,
@@ -134,6 +138,7 @@ impl AppError {
             AppError::BodyTimeout => "body-timeout",
             AppError::PayloadTooLarge(_) => "payload-too-large",
             AppError::UnsupportedMediaType => "unsupported-media-type",
+            AppError::RateLimited(..) => "rate-limited",
             AppError::Busy(_) => "busy",
             AppError::DatabaseUnavailable(_) => "database-unavailable",
             AppError::Timeout(_) => "timeout",
@@ -154,6 +159,10 @@ impl AppError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             AppError::Busy(wait) => Some(wait.as_secs().max(1)),
+            // Rounded up: a client that waits exactly this long gets through.
+            AppError::RateLimited(_, wait) => {
+                Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1))
+            }
             AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => Some(1),
             _ => None,
         }

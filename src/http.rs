@@ -8,6 +8,7 @@
 
 mod cors;
 mod handlers;
+pub mod rate_limit;
 mod request;
 mod response;
 pub mod router;

@@ -154,6 +154,13 @@ fn field_error(path: &str, e: &serde_json::Error) -> FieldError {
     FieldError::new(field, message)
 }
 
+/// The client's address as the router found it (the peer's, or a trusted proxy's word).
+pub(crate) fn client_ip(req: &Request<Incoming>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<super::router::ClientIp>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

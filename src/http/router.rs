@@ -155,9 +155,11 @@ impl Endpoint {
 pub(crate) async fn handle(
     state: &AppState,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    let client = state.rate_limits.client(peer.ip(), req.headers());
+    req.extensions_mut().insert(ClientIp(client));
     let request_id = request_id(req.headers());
     let span = tracing::info_span!("request", id = %request_id);
     async move {
@@ -195,7 +197,7 @@ pub(crate) async fn handle(
             route,
             status = response.status().as_u16(),
             latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            peer = %peer.ip(),
+            client = %client,
             "request"
         );
         response
@@ -205,6 +207,10 @@ pub(crate) async fn handle(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// The client's address (the peer's, or what a trusted proxy says), for handlers that limit by it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) std::net::IpAddr);
 
 /// The request's id: the client's `X-Request-Id` when it is a plain token (1 to 64 letters,
 /// digits, `-`, `_`, `.`), so a caller can follow its request through the logs; otherwise a new

@@ -65,16 +65,16 @@ impl Layers {
 pub(super) async fn probe(settings: &SandboxSettings, skills_root: &Path) -> Layers {
     let run_as_uid = (rustix::process::geteuid().is_root() && settings.run_as_uid != 0)
         .then_some(settings.run_as_uid);
-    let (bwrap, bwrap_error) = match find_bwrap(&settings.bwrap) {
-        Err(e) => (None, Some(e)),
-        Ok(path) => match try_bwrap(&path, run_as_uid).await {
-            Ok(()) => (Some(path), None),
-            Err(e) => (None, Some(e)),
-        },
-    };
     let (helper, helper_error) = match try_helper(&settings.helper, &[]).await {
         Ok(path) => (Some(path), None),
         Err(e) => (None, Some(e)),
+    };
+    let (bwrap, bwrap_error) = match find_bwrap(&settings.bwrap) {
+        Err(e) => (None, Some(e)),
+        Ok(path) => match try_bwrap(&path, run_as_uid, helper.as_deref()).await {
+            Ok(()) => (Some(path), None),
+            Err(e) => (None, Some(e)),
+        },
     };
     // The sandbox's user must reach the skills (bubblewrap resolves the folder as that user).
     let (bwrap, bwrap_error) = match (bwrap, &helper, run_as_uid) {
@@ -130,9 +130,33 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Runs `true` in a sandbox like the real ones; any failure (no user namespaces in a container,
-/// say) is the reason bubblewrap cannot be used.
-async fn try_bwrap(path: &Path, run_as_uid: Option<u32>) -> Result<(), String> {
-    let mut command = tokio::process::Command::new(path);
+/// say) is the reason bubblewrap cannot be used. Through the helper when there is one, which
+/// reaps what bubblewrap leaves (a slow init would otherwise keep it counted against the
+/// sandbox's user) and changes the user.
+async fn try_bwrap(
+    path: &Path,
+    run_as_uid: Option<u32>,
+    helper: Option<&Path>,
+) -> Result<(), String> {
+    let mut command = match helper {
+        Some(helper) => {
+            let mut command = tokio::process::Command::new(helper);
+            command.args(["sandbox-init", "--reap"]);
+            if let Some(uid) = run_as_uid {
+                let uid = uid.to_string();
+                command.args(["--uid", &uid, "--gid", &uid]);
+            }
+            command.arg("--").arg(path);
+            command
+        }
+        None => {
+            let mut command = tokio::process::Command::new(path);
+            if let Some(uid) = run_as_uid {
+                command.uid(uid).gid(uid);
+            }
+            command
+        }
+    };
     command
         .args([
             "--unshare-all",
@@ -148,9 +172,6 @@ async fn try_bwrap(path: &Path, run_as_uid: Option<u32>) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(uid) = run_as_uid {
-        command.uid(uid).gid(uid);
-    }
     let output = tokio::time::timeout(Duration::from_secs(10), command.output())
         .await
         .map_err(|_| "it did not finish within 10 s".to_owned())?
@@ -175,7 +196,7 @@ async fn try_reach(
         .arg("sandbox-init")
         .arg("--pass")
         .arg(skills_root)
-        .args(["--uid", &uid_text, "--gid", &uid_text, "--"])
+        .args(["--reap", "--uid", &uid_text, "--gid", &uid_text, "--"])
         .arg(bwrap)
         .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/"])
         .args(["--bind-fd", "@fd0", "/mnt", "--", "/bin/sh", "-c", "true"])

@@ -454,6 +454,9 @@ async fn old_password_hashes_are_upgraded_at_login(backend: Backend) {
 async fn saturated_password_hashing_answers_503_with_retry_after(backend: Backend) {
     // One hashing slot, a cost that takes some milliseconds, and almost no patience.
     let app = crate::helpers::spawn_app_with(backend, |s| {
+        // This is about hashing capacity, not the login rate limits.
+        s.rate_limits.login_per_ip_per_minute = 0;
+        s.rate_limits.login_per_account_per_minute = 0;
         s.auth.scrypt_log_n = 12;
         s.auth.hash_concurrency = 1;
         s.auth.hash_wait_ms = 1;

@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod mcp;
 mod mcp_stateless;
+mod rate_limits;
 mod sandbox;
 mod server;
 mod sessions;

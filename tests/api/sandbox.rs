@@ -508,6 +508,9 @@ async fn a_full_queue_answers_busy_at_once() {
             waiting.elapsed() < Duration::from_secs(10),
             "the first command never ran"
         );
+        if slow.is_finished() {
+            panic!("the first command ended early: {:?}", slow.await);
+        }
         let health: Value = app
             .request(Method::GET, "/health")
             .send()

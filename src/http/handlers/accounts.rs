@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::domain::{Email, Password, Username};
 use crate::error::AppError;
 use crate::http::Body;
-use crate::http::request::{json_body, optional_json_body, require_bearer};
+use crate::http::request::{client_ip, json_body, optional_json_body, require_bearer};
 use crate::http::response::{json, no_content};
 use crate::store::{self, UserRecord};
 
@@ -87,6 +87,7 @@ pub(crate) async fn register(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
+    state.rate_limits.register(client_ip(&req))?;
     let body: RegisterBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
     let email = checks.check("email", Email::parse(&body.email));
@@ -122,6 +123,7 @@ pub(crate) async fn login(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
+    state.rate_limits.login_from(client_ip(&req))?;
     let body: LoginBody = json_body(req, &state.settings.server).await?;
     let mut checks = Checks::default();
     // `email` may hold a username too (clients with a single "login" field send it there).
@@ -141,6 +143,10 @@ pub(crate) async fn login(
     };
     let password = checks.check("password", Password::candidate(body.password));
     let (name, password) = checks.finish(name.zip(password))?;
+    // Before any hashing: guessing one account's password from many addresses stops here.
+    state.rate_limits.login_to(match &name {
+        LoginName::Email(login) | LoginName::Username(login) => login,
+    })?;
     let pair = state.auth.login(name, password).await?;
     Ok(token_pair(&pair))
 }

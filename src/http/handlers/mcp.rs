@@ -58,13 +58,15 @@ pub(crate) fn authenticate(
     req: &Request<Incoming>,
 ) -> Result<Principal, AppError> {
     let token = require_bearer(req.headers())?;
-    state
+    let principal = state
         .registry
         .authenticate(token)
         .ok_or(AppError::Unauthorized {
             code: "invalid-token",
             detail: "the API token is unknown, revoked or expired",
-        })
+        })?;
+    state.rate_limits.mcp(principal.token_id)?;
+    Ok(principal)
 }
 
 /// DNS-rebinding protection: a present `Origin` must be loopback or listed, and the `Host` a

@@ -417,6 +417,7 @@ pub(crate) async fn upload(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
+    state.rate_limits.upload(me.user.id)?;
     let settings = &state.settings;
     let boundary = req
         .headers()
