@@ -48,6 +48,13 @@ pub struct ServerSettings {
     pub max_json_body_bytes: usize,
     /// On SIGINT/SIGTERM, open connections get this long to finish before they are cut.
     pub shutdown_grace_secs: u64,
+    /// A request must be answered within this time (its response's headers; event streams then
+    /// go on) or it gets 503 `timeout`.
+    pub request_timeout_secs: u64,
+    /// Connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections open at once from one address (trusted proxies are exempt).
+    pub max_connections_per_ip: usize,
     /// Origins (`https://app.example.com`) whose browser pages may call this server (CORS), each
     /// exactly as the browser sends it. Responses to them carry `Access-Control-Allow-Origin`
     /// with that origin (never `*`); anything else gets no CORS headers.
@@ -269,6 +276,9 @@ impl Default for ServerSettings {
             body_read_timeout_secs: 30,
             max_json_body_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
+            request_timeout_secs: 120,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -377,6 +387,15 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_SHUTDOWN_GRACE_SECS",
         "server.shutdown_grace_secs",
+    ),
+    (
+        "AGENTSKILLS_REQUEST_TIMEOUT_SECS",
+        "server.request_timeout_secs",
+    ),
+    ("AGENTSKILLS_MAX_CONNECTIONS", "server.max_connections"),
+    (
+        "AGENTSKILLS_MAX_CONNECTIONS_PER_IP",
+        "server.max_connections_per_ip",
     ),
     (
         "AGENTSKILLS_CORS_ALLOWED_ORIGINS",
@@ -592,6 +611,15 @@ impl Settings {
             ),
             ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
             ("sandbox.timeout_secs", self.sandbox.timeout_secs),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip as u64,
+            ),
             ("sandbox.cpu_secs", self.sandbox.cpu_secs),
             ("sandbox.open_files", self.sandbox.open_files),
             ("sandbox.processes", self.sandbox.processes),

@@ -5,7 +5,7 @@
 //! token, so it is 404 like an unknown one).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
@@ -171,11 +171,15 @@ pub(crate) async fn handle(
         } else {
             let endpoint = Endpoint::parse(&method, req.uri().path());
             let route = endpoint.as_ref().map_or("unmatched", Endpoint::name);
+            let limit = Duration::from_secs(state.settings.server.request_timeout_secs);
             let response = match endpoint {
-                Ok(endpoint) => match dispatch(state, endpoint, req).await {
-                    Ok(response) => response,
-                    Err(e) => response::error(&e),
-                },
+                Ok(endpoint) => {
+                    match tokio::time::timeout(limit, dispatch(state, endpoint, req)).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(e)) => response::error(&e),
+                        Err(_) => response::error(&AppError::Timeout("the request")),
+                    }
+                }
                 Err(e) => response::error(&e),
             };
             (route, response)

@@ -43,6 +43,17 @@ pub async fn serve(
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
 
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+        state
+            .settings
+            .rate_limits
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    ));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -58,6 +69,12 @@ pub async fn serve(
                 }
             },
         };
+        // Over a cap: closed at once, before any byte is read.
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::debug!(peer = %peer, "connection refused: too many open");
+            drop(stream);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
@@ -72,6 +89,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -95,5 +113,73 @@ pub async fn serve(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+/// Open connections, in all and per address.
+#[derive(Debug)]
+struct Connections {
+    max: usize,
+    max_per_ip: usize,
+    exempt: Vec<std::net::IpAddr>,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Slot {
+    connections: Arc<Connections>,
+    ip: std::net::IpAddr,
+}
+
+impl Connections {
+    fn new(max: usize, max_per_ip: usize, exempt: Vec<std::net::IpAddr>) -> Connections {
+        Connections {
+            max,
+            max_per_ip,
+            exempt,
+            open: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        if *total >= self.max {
+            return None;
+        }
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= self.max_per_ip && !self.exempt.contains(&ip) {
+            if *mine == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(Slot {
+            connections: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(mine) = per_ip.get_mut(&self.ip) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }

@@ -665,3 +665,42 @@ async fn shutdown_kills_running_commands() {
     );
     assert!(processes_with("sleep 4343").is_empty());
 }
+
+#[tokio::test]
+async fn a_request_past_its_timeout_gets_503_and_its_command_is_killed() {
+    let Some((app, _, token)) = sandboxed(|s| {
+        s.server.request_timeout_secs = 1;
+        s.sandbox.timeout_secs = 30;
+    })
+    .await
+    else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let params = json!({"name": "run_shell_command",
+        "arguments": {"skill_name": "tools", "command": "sleep 4545"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}});
+    let res = app
+        .request(Method::POST, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "run_shell_command")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "timeout", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        processes_with("sleep 4545").is_empty(),
+        "the command outlived its request"
+    );
+}

@@ -438,3 +438,41 @@ async fn without_a_cors_list_nothing_is_allowed() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn connections_are_capped_per_address() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.max_connections_per_ip = 2).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Whether the server closed a fresh connection at once (refused) rather than waiting for a
+    // request on it (admitted).
+    async fn refused(stream: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    let mut admitted = Vec::new();
+    let mut saw_refusal = false;
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        if refused(&mut stream).await {
+            saw_refusal = true;
+        } else {
+            admitted.push(stream);
+        }
+    }
+    assert!(saw_refusal, "no connection was refused");
+    assert!(admitted.len() <= 2, "{} admitted", admitted.len());
+    // Places come back when connections close.
+    drop(admitted);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
