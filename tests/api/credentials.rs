@@ -2,7 +2,7 @@
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentskills_mcp::auth::{JwtKeys, TokenKind};
 use reqwest::{Method, StatusCode};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, PgDatabase, expect_error, spawn_app};
+use crate::helpers::{Backend, PgDatabase, expect_error, spawn_app, spawn_app_with};
 
 backend_tests!(
     login_accepts_email_or_username,
@@ -729,5 +729,79 @@ async fn wait_for_listen_address(log: &std::path::Path) -> String {
     panic!(
         "the server never said where it listens: {}",
         std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A flood of wrong-password logins (50 at once, again and again) must not starve the rest of the
+/// service: hashing is capped, the extra attempts are turned away quickly (429 from the rate
+/// limit, 503 from the full hashing queue), and `/health` and MCP `tools/call` keep answering.
+#[tokio::test]
+async fn a_login_flood_does_not_starve_the_service() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        // A real cost (about 45 ms a hash here), and every login reaches the hashing queue.
+        s.auth.scrypt_log_n = 14;
+        s.rate_limits.login_per_ip_per_minute = 0;
+        s.rate_limits.login_per_account_per_minute = 0;
+    })
+    .await;
+    let ann = app.user("ann").await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (client, base, flooding) = (app.client.clone(), app.base.clone(), flooding.clone());
+        flood.spawn(async move {
+            let mut answered = 0u32;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = client
+                    .post(format!("{base}/api/v1/auth/login"))
+                    .json(&json!({"email": "ann@example.com", "password": "wrong-password-9"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    [401, 429, 503].contains(&res.status().as_u16()),
+                    "{}",
+                    res.status()
+                );
+                answered += 1;
+            }
+            answered
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "load_skill_metadata", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let health = app.request(Method::GET, "/health").send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let res = app
+            .request(Method::POST, "/mcp")
+            .bearer_auth(&token)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "load_skill_metadata")
+            .body(call.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["result"]["isError"], false, "{body}");
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let attempts: u32 = flood.join_all().await.into_iter().sum();
+    assert!(attempts >= 50, "the flood ran: {attempts} attempts");
+    // Not a timing benchmark: only that nothing waited behind the hashing (a starved request
+    // would wait seconds).
+    assert!(
+        slowest < Duration::from_secs(2),
+        "health and tools/call waited {slowest:?} during the flood"
     );
 }
