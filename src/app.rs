@@ -29,6 +29,7 @@ use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
 use crate::http::rate_limit::RateLimits;
 use crate::mcp::{McpServer, Sessions, SkillSource};
+use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError};
 
@@ -44,6 +45,7 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     pub sandbox: Sandbox,
     pub rate_limits: RateLimits,
+    pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
 
@@ -147,7 +149,13 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
-        let sandbox = Sandbox::start(&settings.sandbox, &data_dir.join("skills")).await;
+        let metrics = Arc::new(Metrics::new());
+        let sandbox = Sandbox::start(
+            &settings.sandbox,
+            &data_dir.join("skills"),
+            Arc::clone(&metrics),
+        )
+        .await;
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
             settings.skills.max_file_bytes,
@@ -171,7 +179,7 @@ impl App {
                 }
             }));
         }
-        let rate_limits = RateLimits::new(&settings.rate_limits);
+        let rate_limits = RateLimits::new(&settings.rate_limits, Arc::clone(&metrics));
         let state = Arc::new(AppState {
             settings,
             store,
@@ -182,6 +190,7 @@ impl App {
             sessions,
             sandbox,
             rate_limits,
+            metrics,
             started,
         });
         spawn_rate_limit_pruner(&state);

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod sandbox;
 pub mod skills;
 pub mod store;

@@ -37,6 +37,7 @@ pub use probe::Layers;
 pub use run::Outcome;
 
 use crate::config::{SandboxMode, SandboxSettings};
+use crate::metrics::Metrics;
 
 /// Why a command was not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,14 +82,19 @@ struct Inner {
     uids: Mutex<Vec<u32>>,
     waiting: AtomicUsize,
     shutdown: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sandbox {
     /// Probes the layers (commands will run in folders under `skills_root`) and logs what was
     /// found.
-    pub async fn start(settings: &SandboxSettings, skills_root: &Path) -> Sandbox {
+    pub async fn start(
+        settings: &SandboxSettings,
+        skills_root: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Sandbox {
         let layers = probe::probe(settings, skills_root).await;
-        let sandbox = Sandbox::with_layers(settings, layers);
+        let sandbox = Sandbox::with_layers(settings, layers, metrics);
         let status = sandbox.status();
         match (status.mode, status.ready) {
             (SandboxMode::Strict, true) => {
@@ -110,7 +116,7 @@ impl Sandbox {
         sandbox
     }
 
-    fn with_layers(settings: &SandboxSettings, layers: Layers) -> Sandbox {
+    fn with_layers(settings: &SandboxSettings, layers: Layers, metrics: Arc<Metrics>) -> Sandbox {
         let global_slots = if settings.global == 0 {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
         } else {
@@ -135,6 +141,7 @@ impl Sandbox {
                 per_user: Mutex::new(HashMap::new()),
                 waiting: AtomicUsize::new(0),
                 shutdown: watch::channel(false).0,
+                metrics,
             }),
         }
     }
@@ -164,6 +171,27 @@ impl Sandbox {
 
     /// Runs `command` with `sh -c` in `skill_dir` for `user`, within the limits.
     pub async fn run(
+        &self,
+        user: Uuid,
+        skill_dir: &Path,
+        command: &str,
+    ) -> Result<Outcome, Refusal> {
+        let result = self.run_counted(user, skill_dir, command).await;
+        let outcome = match &result {
+            Ok(o) if o.timed_out => "timed_out",
+            Ok(o) if o.truncated => "truncated",
+            Ok(o) if o.killed_at_shutdown => "killed",
+            Ok(o) if o.exit_code == Some(0) => "ok",
+            Ok(_) => "failed",
+            Err(Refusal::Busy) => "busy",
+            Err(Refusal::Unavailable(_) | Refusal::ShuttingDown) => "refused",
+            Err(Refusal::Failed(_)) => "error",
+        };
+        self.inner.metrics.sandbox_run(outcome);
+        result
+    }
+
+    async fn run_counted(
         &self,
         user: Uuid,
         skill_dir: &Path,

@@ -261,6 +261,19 @@ impl Store {
         }
     }
 
+    /// The pool's connections: (open, in use, most allowed).
+    pub fn pool_use(&self) -> (usize, usize, usize) {
+        let status = match self {
+            Store::Sqlite(s) => s.pool_status(),
+            Store::Postgres(s) => s.pool_status(),
+        };
+        (
+            status.size,
+            status.size.saturating_sub(status.available),
+            status.max_size,
+        )
+    }
+
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
         dispatch!(self.migrate())

@@ -18,30 +18,40 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use http::HeaderMap;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
 use crate::config::RateLimitSettings;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 
 /// One keyed limit; `None` when turned off.
 #[derive(Debug)]
 struct Limit<K: Hash + Eq + Clone> {
     limiter: Option<DefaultKeyedRateLimiter<K>>,
+    /// The metric label.
+    name: &'static str,
     what: &'static str,
 }
 
 impl<K: Hash + Eq + Clone> Limit<K> {
-    fn new(per_period: u32, period: Duration, what: &'static str) -> Limit<K> {
+    fn new(per_period: u32, period: Duration, name: &'static str, what: &'static str) -> Limit<K> {
         let limiter = NonZeroU32::new(per_period).and_then(|n| {
             let quota = Quota::with_period(period / n.get())?.allow_burst(n);
             Some(DefaultKeyedRateLimiter::keyed(quota))
         });
-        Limit { limiter, what }
+        Limit {
+            limiter,
+            name,
+            what,
+        }
     }
 
-    fn check(&self, key: &K) -> Result<(), AppError> {
+    fn check(&self, key: &K, metrics: &Metrics) -> Result<(), AppError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         limiter.check_key(key).map_err(|not_until| {
+            metrics.rate_limited(self.name);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             AppError::RateLimited(self.what, wait)
         })
@@ -66,36 +76,43 @@ pub struct RateLimits {
     mcp_token: Limit<Uuid>,
     upload_user: Limit<Uuid>,
     trusted_proxies: Vec<IpAddr>,
+    metrics: Arc<Metrics>,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings) -> RateLimits {
+    pub fn new(settings: &RateLimitSettings, metrics: Arc<Metrics>) -> RateLimits {
         RateLimits {
+            metrics,
             login_ip: Limit::new(
                 settings.login_per_ip_per_minute,
                 MINUTE,
+                "login_ip",
                 "logins from this address",
             ),
             login_account: Limit::new(
                 settings.login_per_account_per_minute,
                 MINUTE,
+                "login_account",
                 "logins to this account",
             ),
             register_ip: Limit::new(
                 settings.register_per_ip_per_hour,
                 60 * MINUTE,
+                "register_ip",
                 "registrations from this address",
             ),
             mcp_token: Limit::new(
                 settings.mcp_per_token_per_second,
                 Duration::from_secs(1),
+                "mcp_token",
                 "MCP requests with this API token",
             ),
             upload_user: Limit::new(
                 settings.uploads_per_user_per_minute,
                 MINUTE,
+                "upload_user",
                 "uploads of this user",
             ),
             trusted_proxies: settings
@@ -108,24 +125,25 @@ impl RateLimits {
 
     /// A login attempt from `client` (before its body is even read).
     pub fn login_from(&self, client: IpAddr) -> Result<(), AppError> {
-        self.login_ip.check(&client_key(client))
+        self.login_ip.check(&client_key(client), &self.metrics)
     }
 
     /// A login attempt to the account named `login` (an email or a username), from anywhere.
     pub fn login_to(&self, login: &str) -> Result<(), AppError> {
-        self.login_account.check(&login.trim().to_lowercase())
+        self.login_account
+            .check(&login.trim().to_lowercase(), &self.metrics)
     }
 
     pub fn register(&self, client: IpAddr) -> Result<(), AppError> {
-        self.register_ip.check(&client_key(client))
+        self.register_ip.check(&client_key(client), &self.metrics)
     }
 
     pub fn mcp(&self, token_id: Uuid) -> Result<(), AppError> {
-        self.mcp_token.check(&token_id)
+        self.mcp_token.check(&token_id, &self.metrics)
     }
 
     pub fn upload(&self, user_id: Uuid) -> Result<(), AppError> {
-        self.upload_user.check(&user_id)
+        self.upload_user.check(&user_id, &self.metrics)
     }
 
     /// Drops the keys whose limits have recovered; returns how many keys are left.
@@ -225,7 +243,7 @@ mod tests {
 
     #[test]
     fn limits_refuse_with_a_wait_and_zero_turns_them_off() {
-        let limits = RateLimits::new(&settings());
+        let limits = RateLimits::new(&settings(), Arc::default());
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         for _ in 0..3 {
             limits.login_from(ip).unwrap();
@@ -245,7 +263,7 @@ mod tests {
 
     #[test]
     fn ipv6_clients_are_keyed_by_their_64() {
-        let limits = RateLimits::new(&settings());
+        let limits = RateLimits::new(&settings(), Arc::default());
         limits.register("2001:db8:1:2::1".parse().unwrap()).unwrap();
         let same_64 = limits.register("2001:db8:1:2:ffff::9".parse().unwrap());
         assert!(same_64.is_err(), "the same /64");
@@ -261,7 +279,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_count_only_from_trusted_proxies() {
-        let limits = RateLimits::new(&settings());
+        let limits = RateLimits::new(&settings(), Arc::default());
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
@@ -293,7 +311,7 @@ mod tests {
     fn recovered_keys_are_pruned() {
         let mut s = settings();
         s.uploads_per_user_per_minute = 600; // one more every 100 ms
-        let limits = RateLimits::new(&s);
+        let limits = RateLimits::new(&s, Arc::default());
         for _ in 0..1000 {
             limits.upload(Uuid::new_v4()).unwrap();
         }

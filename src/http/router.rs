@@ -22,6 +22,7 @@ use crate::error::AppError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
+    Metrics,
     Register,
     Login,
     Refresh,
@@ -57,6 +58,7 @@ impl Endpoint {
         let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let choices: Vec<(&'static str, Endpoint)> = match segments.as_slice() {
             ["health"] => vec![("GET", Endpoint::Health)],
+            ["metrics"] => vec![("GET", Endpoint::Metrics)],
             ["mcp"] => vec![
                 ("POST", Endpoint::Mcp),
                 ("GET", Endpoint::Mcp),
@@ -123,6 +125,7 @@ impl Endpoint {
     pub fn name(&self) -> &'static str {
         match self {
             Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
             Endpoint::Register => "auth.register",
             Endpoint::Login => "auth.login",
             Endpoint::Refresh => "auth.refresh",
@@ -196,6 +199,11 @@ pub(crate) async fn handle(
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             headers.insert(REQUEST_ID, value);
         }
+        state.metrics.request(
+            route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
         tracing::info!(
             method = %method,
             route,
@@ -252,6 +260,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, AppError> {
     match endpoint {
         Endpoint::Health => health::health(state).await,
+        Endpoint::Metrics => Ok(health::metrics(state)),
         Endpoint::Register => accounts::register(state, req).await,
         Endpoint::Login => accounts::login(state, req).await,
         Endpoint::Refresh => accounts::refresh(state, req).await,

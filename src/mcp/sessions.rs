@@ -111,6 +111,8 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
+    /// Event streams open now (legacy `/sse` and `GET /mcp`).
+    streams: std::sync::atomic::AtomicUsize,
     idle: Duration,
     max_per_token: usize,
 }
@@ -119,6 +121,7 @@ impl Sessions {
     pub fn new(idle: Duration, max_per_token: usize) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
+            streams: std::sync::atomic::AtomicUsize::new(0),
             idle,
             max_per_token,
         }
@@ -243,6 +246,19 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Event streams open now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        self.streams.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {

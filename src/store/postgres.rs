@@ -53,6 +53,10 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// Builds the pool and makes one connection, so that a wrong URL, password or host fails
     /// start-up rather than the first request. Does not migrate.
     pub(crate) async fn connect(url: &str, settings: &DatabaseSettings) -> StoreResult<PgStore> {

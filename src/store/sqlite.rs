@@ -67,6 +67,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    pub(crate) fn pool_status(&self) -> deadpool_sqlite::Status {
+        self.pool.status()
+    }
+
     /// Opens (creating if missing) the database file and its directory; does not migrate.
     pub(crate) async fn open(path: &Path, settings: &DatabaseSettings) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent()

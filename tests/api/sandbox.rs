@@ -234,6 +234,24 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     // An unknown skill is an error, and nothing runs.
     let out = run(&app, &token, "nope", "true").await;
     assert!(out.is_error && out.text.contains("not found"), "{out:?}");
+
+    // The runs are counted by outcome: hello.sh exited 3 (failed), the rest 0.
+    let metrics = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("agentskills_sandbox_runs_total{outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentskills_sandbox_runs_total{outcome=\"ok\"} 4\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -466,6 +484,18 @@ async fn strict_mode_refuses_without_isolation_and_health_says_why() {
         "{out:?}"
     );
     assert!(find(&app.data_dir, "ran.txt").is_empty(), "the command ran");
+    let metrics = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("agentskills_sandbox_runs_total{outcome=\"refused\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -476,3 +476,106 @@ async fn connections_are_capped_per_address() {
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// The value of one sample line of a Prometheus text exposition (`name{labels}`), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_move_when_the_service_is_used() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limits.login_per_ip_per_minute = 2;
+    })
+    .await;
+    let metrics = || async {
+        let res = app.request(Method::GET, "/metrics").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        res.text().await.unwrap()
+    };
+    app.request(Method::GET, "/health").send().await.unwrap();
+    app.request(Method::GET, "/health").send().await.unwrap();
+    let text = metrics().await;
+    assert!(
+        sample(
+            &text,
+            "agentskills_http_requests_total{route=\"health\",status=\"200\"}"
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "agentskills_http_request_duration_seconds_count{route=\"health\"}"
+        )
+        .is_some_and(|n| n >= 2.0)
+    );
+    assert!(sample(&text, "agentskills_db_connections_max").is_some_and(|n| n >= 1.0));
+    assert_eq!(sample(&text, "agentskills_mcp_sessions"), Some(0.0));
+
+    // A user (one login), a second login, then a third over the limit.
+    let ann = app.user("ann").await;
+    app.login(&ann.email, &ann.password).await;
+    let refused = app.login(&ann.email, &ann.password).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let (_, token) = app.api_token(&ann, "agent").await;
+    app.request(Method::GET, "/api/v1/skills")
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
+    // An MCP session with its stream open (legacy SSE), and one sandboxed command.
+    let stream = app
+        .request(Method::GET, "/sse")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let text = metrics().await;
+    assert_eq!(
+        sample(&text, "agentskills_rate_limited_total{limit=\"login_ip\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "agentskills_mcp_sessions"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "agentskills_mcp_streams"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "agentskills_workspace_actors").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    drop(stream);
+
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "run_shell_command", "arguments": {"skill_name": "none", "command": "true"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+    // An unknown skill is refused before the sandbox: no run counted.
+    app.request(Method::POST, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "run_shell_command")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = metrics().await;
+    assert!(!text.contains("agentskills_sandbox_runs_total{"), "{text}");
+}

@@ -72,3 +72,25 @@ pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError>
     };
     Ok(json(status, &body))
 }
+
+/// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+pub(crate) fn metrics(state: &AppState) -> Response<Body> {
+    let sandbox = state.sandbox.status();
+    let (open, in_use, max) = state.store.pool_use();
+    let snapshot = crate::metrics::Snapshot {
+        mcp_sessions: state.sessions.len(),
+        mcp_streams: state.sessions.streams(),
+        workspace_actors: state.workspaces.live_count(),
+        sandbox_running: sandbox.running,
+        sandbox_waiting: sandbox.waiting,
+        db_connections_open: open,
+        db_connections_in_use: in_use,
+        db_connections_max: max,
+    };
+    let text = state.metrics.render(&snapshot);
+    crate::http::response::with_body(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        crate::http::response::full(text.into_bytes()),
+    )
+}

@@ -75,6 +75,7 @@ pub(crate) fn event_stream(
     outbound: mpsc::Receiver<Value>,
     guard: SessionGuard,
 ) -> Response<Body> {
+    guard.sessions.stream_opened();
     let stream = EventStream {
         endpoint,
         outbound,
@@ -112,6 +113,7 @@ pub(crate) struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.sessions.stream_closed();
         match self.on_end {
             OnEnd::CloseSession => {
                 self.sessions.close(&self.id, self.token_id);
