@@ -22,6 +22,8 @@ use crate::error::AppError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
+    Live,
+    Ready,
     Metrics,
     Register,
     Login,
@@ -58,6 +60,8 @@ impl Endpoint {
         let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
         let choices: Vec<(&'static str, Endpoint)> = match segments.as_slice() {
             ["health"] => vec![("GET", Endpoint::Health)],
+            ["health", "live"] => vec![("GET", Endpoint::Live)],
+            ["health", "ready"] => vec![("GET", Endpoint::Ready)],
             ["metrics"] => vec![("GET", Endpoint::Metrics)],
             ["mcp"] => vec![
                 ("POST", Endpoint::Mcp),
@@ -125,6 +129,8 @@ impl Endpoint {
     pub fn name(&self) -> &'static str {
         match self {
             Endpoint::Health => "health",
+            Endpoint::Live => "health.live",
+            Endpoint::Ready => "health.ready",
             Endpoint::Metrics => "metrics",
             Endpoint::Register => "auth.register",
             Endpoint::Login => "auth.login",
@@ -259,7 +265,9 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     match endpoint {
-        Endpoint::Health => health::health(state).await,
+        Endpoint::Health => health::health(state, false).await,
+        Endpoint::Live => Ok(health::live(state)),
+        Endpoint::Ready => health::health(state, true).await,
         Endpoint::Metrics => Ok(health::metrics(state)),
         Endpoint::Register => accounts::register(state, req).await,
         Endpoint::Login => accounts::login(state, req).await,

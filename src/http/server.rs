@@ -32,6 +32,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
         .max_headers(100)
+        // Request line and headers together: more is 431.
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     builder
         .http2()

@@ -43,6 +43,12 @@ async fn sandboxed(
         return None;
     }
     assert_eq!(health["sandbox"]["layers"]["rlimits"], true, "{health}");
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "ready with the sandbox");
     if std::env::var_os("TEST_REQUIRE_SANDBOX").is_some() {
         // CI's kernel has Landlock: it must be in force there too.
         assert_eq!(health["sandbox"]["layers"]["landlock"], true, "{health}");

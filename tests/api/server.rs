@@ -579,3 +579,60 @@ async fn metrics_move_when_the_service_is_used() {
     let text = metrics().await;
     assert!(!text.contains("agentskills_sandbox_runs_total{"), "{text}");
 }
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_get_431() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let send = |request: String| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = TcpStream::connect(&addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = send(format!(
+        "GET /health HTTP/1.1\r\nhost: localhost\r\n{many}\r\n"
+    ))
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let big = "v".repeat(70 * 1024);
+    let answer = send(format!(
+        "GET /health HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\n\r\n"
+    ))
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer =
+        send("GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n".into()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn live_and_ready_are_told_apart() {
+    // No sandbox here: alive, and the API works, but not ready to serve every tool.
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.sandbox.bwrap = String::new();
+    })
+    .await;
+    let live = app
+        .request(Method::GET, "/health/live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let health = app.request(Method::GET, "/health").send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["sandbox"]["ready"], false, "{body}");
+    assert_eq!(body["database"]["status"], "ok", "{body}");
+}

@@ -34,8 +34,18 @@ struct DatabaseHealth {
     error: Option<String>,
 }
 
-/// 200 when everything is up, 503 (with the same body) when the database is not.
-pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError> {
+/// `GET /health/live`: the process answers (nothing else is checked).
+pub(crate) fn live(state: &AppState) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok", "uptime_secs": state.started.elapsed().as_secs()}),
+    )
+}
+
+/// `GET /health`: 200 when the database answers, 503 (with the same body) when it does not.
+/// `GET /health/ready` (`ready`): also 503 while the sandbox cannot run commands, so a load
+/// balancer sends traffic only to servers that can serve every tool.
+pub(crate) async fn health(state: &AppState, ready: bool) -> Result<Response<Body>, AppError> {
     let database = match tokio::time::timeout(DB_CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(latency)) => DatabaseHealth {
             backend: state.store.backend().as_str(),
@@ -57,13 +67,14 @@ pub(crate) async fn health(state: &AppState) -> Result<Response<Body>, AppError>
             error: Some("no answer within 2 s".to_owned()),
         },
     };
-    let ok = database.status == "ok";
+    let sandbox = state.sandbox.status();
+    let ok = database.status == "ok" && (!ready || sandbox.ready);
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_secs: state.started.elapsed().as_secs(),
         database,
-        sandbox: state.sandbox.status(),
+        sandbox,
     };
     let status = if ok {
         StatusCode::OK
