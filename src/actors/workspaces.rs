@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ractor::rpc::CallResult;
-use ractor::{
-    Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -160,11 +158,8 @@ impl Workspaces {
             .slots
             .load()
             .values()
-            .filter(|s| {
-                s.workspace
-                    .get()
-                    .is_some_and(|w| w.actor.get_status() == ActorStatus::Running)
-            })
+            // Starting counts: an actor that has just been spawned may not say Running yet.
+            .filter(|s| s.workspace.get().is_some_and(Workspace::is_alive))
             .count()
     }
 
