@@ -40,6 +40,9 @@ pub struct InitArgs {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub die_with_parent: bool,
+    /// Start a new session (and process group, led by this process): the server kills the whole
+    /// group, bubblewrap included, and the command has no controlling terminal.
+    pub new_session: bool,
     /// Run the command as a child and wait for it and for everything it leaves behind (as a
     /// subreaper), instead of becoming it.
     pub reap: bool,
@@ -108,6 +111,7 @@ impl InitArgs {
             match arg.to_str() {
                 Some("--die-with-parent") => parsed.die_with_parent = true,
                 Some("--reap") => parsed.reap = true,
+                Some("--new-session") => parsed.new_session = true,
                 Some("--pass") => parsed
                     .pass
                     .push(args.next().ok_or("--pass needs a path")?.into()),
@@ -155,6 +159,10 @@ impl InitArgs {
 /// code (128 + signal for a signal) it returns once the child and every process orphaned below it
 /// are gone. `Err` says why the command could not run.
 pub fn run(args: &InitArgs) -> Result<u8, String> {
+    if args.new_session {
+        rustix::process::setsid()
+            .map_err(|e| format!("sandbox: could not start a new session: {e}"))?;
+    }
     // Opened while still privileged (the data folder is the server's alone), kept across exec.
     let mut passed = Vec::new();
     for path in &args.pass {

@@ -288,7 +288,11 @@ fn build(
                 uid.to_string().into(),
             ]);
         }
-        argv.extend(["--die-with-parent".into(), "--reap".into()]);
+        argv.extend([
+            "--die-with-parent".into(),
+            "--reap".into(),
+            "--new-session".into(),
+        ]);
         for (name, value) in Limits::from(settings).list() {
             argv.extend(["--rlimit".into(), format!("{name}={value}").into()]);
         }
@@ -325,8 +329,12 @@ fn build(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
+    if helper.is_none() {
+        // Its own group, so that killing the group takes what it started; with the helper, the
+        // helper starts a new session (and group) itself, which bubblewrap stays in.
+        cmd.process_group(0);
+    }
     cmd
 }
 
@@ -357,10 +365,11 @@ fn bwrap_args(
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    // No `--new-session`: the helper made a new session already, which bubblewrap must stay in
+    // for the server to kill it with its group.
     push(&[
         "--unshare-all",
         "--die-with-parent",
-        "--new-session",
         "--cap-drop",
         "ALL",
         "--hostname",

@@ -200,6 +200,34 @@ impl TestApp {
     }
 
     /// Registers `name` (email `<name>@example.com`) and logs in.
+    /// Uploads `files` (path, bytes) as one skill of `user` (multipart); returns the skill's id.
+    pub async fn upload_skill(&self, user: &TestUser, files: &[(&str, &[u8])]) -> String {
+        let boundary = "testUploadBoundary";
+        let mut body = Vec::new();
+        for (path, data) in files {
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let res = self
+            .request(Method::POST, "/api/v1/skills/upload")
+            .bearer_auth(&user.access)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn user(&self, name: &str) -> TestUser {
         let email = format!("{name}@example.com");
         let password = format!("{name}-password-123");

@@ -134,33 +134,6 @@ fn initialize(version: &str) -> Value {
     })
 }
 
-async fn upload(app: &TestApp, user: &TestUser, files: &[(&str, &[u8])]) -> String {
-    let boundary = "mcpTestBoundary";
-    let mut body = Vec::new();
-    for (path, data) in files {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let res = app
-        .request(Method::POST, "/api/v1/skills/upload")
-        .bearer_auth(&user.access)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 const PDF_MD: &str =
     "---\nname: pdf\ndescription: Work with PDF files.\n---\n# PDF\n\nRun scripts/convert.py.\n";
 const DOCX_MD: &str =
@@ -169,8 +142,7 @@ const DOCX_MD: &str =
 /// Ann with two skills (one with a subfolder) and an API token.
 async fn ann_with_skills(app: &TestApp) -> (TestUser, String) {
     let ann = app.user("ann").await;
-    upload(
-        app,
+    app.upload_skill(
         &ann,
         &[
             ("SKILL.md", PDF_MD.as_bytes()),
@@ -180,7 +152,8 @@ async fn ann_with_skills(app: &TestApp) -> (TestUser, String) {
         ],
     )
     .await;
-    upload(app, &ann, &[("SKILL.md", DOCX_MD.as_bytes())]).await;
+    app.upload_skill(&ann, &[("SKILL.md", DOCX_MD.as_bytes())])
+        .await;
     let (_, token) = app.api_token(&ann, "agent").await;
     (ann, token)
 }
@@ -508,8 +481,7 @@ async fn tools_are_listed_with_their_schemas(backend: Backend) {
 async fn the_tools_answer_like_the_original_server(backend: Backend) {
     let app = spawn_app(backend).await;
     let (ann, token) = ann_with_skills(&app).await;
-    upload(
-        &app,
+    app.upload_skill(
         &ann,
         &[(
             "SKILL.md",
@@ -658,8 +630,7 @@ async fn a_token_reaches_only_its_own_users_skills(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, ann_token) = ann_with_skills(&app).await;
     let bob = app.user("bob").await;
-    upload(
-        &app,
+    app.upload_skill(
         &bob,
         &[(
             "SKILL.md",

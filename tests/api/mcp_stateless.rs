@@ -94,34 +94,10 @@ async fn call(app: &TestApp, token: &str, method: &str, params: Value) -> Value 
     body["result"].clone()
 }
 
-async fn upload(app: &TestApp, user: &TestUser, files: &[(&str, &[u8])]) {
-    let boundary = "statelessBoundary";
-    let mut body = Vec::new();
-    for (path, data) in files {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let res = app
-        .request(Method::POST, "/api/v1/skills/upload")
-        .bearer_auth(&user.access)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-}
-
 /// Ann with `pdf` (a subfolder, a nested one, a binary file) and `alpha`, and an API token.
 async fn ann_with_skills(app: &TestApp) -> (TestUser, String) {
     let ann = app.user("ann").await;
-    upload(
-        app,
+    app.upload_skill(
         &ann,
         &[
             ("SKILL.md", PDF_MD.as_bytes()),
@@ -131,8 +107,7 @@ async fn ann_with_skills(app: &TestApp) -> (TestUser, String) {
         ],
     )
     .await;
-    upload(
-        app,
+    app.upload_skill(
         &ann,
         &[("SKILL.md", b"---\nname: alpha\ndescription: First.\n---\n")],
     )
@@ -505,8 +480,7 @@ async fn a_stateless_token_reaches_only_its_own_users_skills(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, _ann_token) = ann_with_skills(&app).await;
     let bob = app.user("bob").await;
-    upload(
-        &app,
+    app.upload_skill(
         &bob,
         &[("SKILL.md", b"---\nname: bobs\ndescription: Bob's.\n---\n")],
     )

@@ -54,8 +54,7 @@ async fn sandboxed(
         assert_eq!(health["sandbox"]["layers"]["landlock"], true, "{health}");
     }
     let ann = app.user("ann").await;
-    upload(
-        &app,
+    app.upload_skill(
         &ann,
         &[
             ("SKILL.md", SKILL_MD.as_bytes()),
@@ -68,29 +67,6 @@ async fn sandboxed(
     .await;
     let (_, token) = app.api_token(&ann, "agent").await;
     Some((app, ann, token))
-}
-
-async fn upload(app: &TestApp, user: &TestUser, files: &[(&str, &[u8])]) {
-    let boundary = "sandboxBoundary";
-    let mut body = Vec::new();
-    for (path, data) in files {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let res = app
-        .request(Method::POST, "/api/v1/skills/upload")
-        .bearer_auth(&user.access)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
 }
 
 /// What one `run_shell_command` call answered.
@@ -106,12 +82,19 @@ struct Run {
     duration_ms: u64,
 }
 
-/// One stateless (2026-07-28) MCP request: its whole response.
-async fn run_raw(app: &TestApp, token: &str, method: &str, mut params: Value) -> Value {
+/// One stateless (2026-07-28) MCP request: its status and whole response. Takes the client and
+/// base URL (not the app) so that spawned tasks can call it too.
+async fn mcp_request(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: &str,
+    mut params: Value,
+) -> (StatusCode, Value) {
     params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}});
-    let mut req = app
-        .request(Method::POST, "/mcp")
+    let mut req = client
+        .post(format!("{base}/mcp"))
         .bearer_auth(token)
         .header("accept", "application/json")
         .header("mcp-protocol-version", "2026-07-28")
@@ -121,8 +104,24 @@ async fn run_raw(app: &TestApp, token: &str, method: &str, mut params: Value) ->
     }
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let res = req.body(body.to_string()).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// `run_shell_command` of `command` in the skill `tools`: the whole response.
+async fn shell(client: &reqwest::Client, base: &str, token: &str, command: &str) -> Value {
+    let params = json!({"name": "run_shell_command",
+        "arguments": {"skill_name": "tools", "command": command}});
+    let (status, body) = mcp_request(client, base, token, "tools/call", params).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// One stateless MCP request that must answer 200: its whole response.
+async fn run_raw(app: &TestApp, token: &str, method: &str, params: Value) -> Value {
+    let (status, body) = mcp_request(&app.client, &app.base, token, method, params).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
 }
 
 async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
@@ -161,6 +160,19 @@ fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// Whether every host process whose command line contains `needle` is gone within 3 s (a killed
+/// sandbox takes a moment to be torn down).
+async fn gone(needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if processes_with(needle).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Host processes whose command line contains `needle`.
@@ -267,8 +279,7 @@ async fn commands_cannot_reach_beyond_their_skill() {
     };
     // Bob's skill, the data folder, the database and the secret are not there at all.
     let bob = app.user("bob").await;
-    upload(
-        &app,
+    app.upload_skill(
         &bob,
         &[(
             "SKILL.md",
@@ -386,9 +397,8 @@ async fn commands_cannot_outlive_their_limits_or_exhaust_the_machine() {
     assert!(out.timed_out && out.is_error, "{out:?}");
     assert!(out.text.contains("timed out after 2 s"), "{out:?}");
     assert_eq!(out.exit_code, Value::Null);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        processes_with("sleep 4242").is_empty(),
+        gone("sleep 4242").await,
         "{:?}",
         processes_with("sleep 4242")
     );
@@ -402,12 +412,7 @@ async fn commands_cannot_outlive_their_limits_or_exhaust_the_machine() {
     )
     .await;
     assert!(out.timed_out, "{out:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        processes_with("bomb").is_empty(),
-        "{:?}",
-        processes_with("bomb")
-    );
+    assert!(gone("bomb").await, "{:?}", processes_with("bomb"));
     let health = app.request(Method::GET, "/health").send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
@@ -481,7 +486,8 @@ async fn strict_mode_refuses_without_isolation_and_health_says_why() {
     );
     assert_eq!(sandbox["layers"]["landlock"], false);
     let ann = app.user("ann").await;
-    upload(&app, &ann, &[("SKILL.md", SKILL_MD.as_bytes())]).await;
+    app.upload_skill(&ann, &[("SKILL.md", SKILL_MD.as_bytes())])
+        .await;
     let (_, token) = app.api_token(&ann, "agent").await;
     let out = run(&app, &token, "tools", "echo ran > ran.txt").await;
     assert!(out.is_error, "{out:?}");
@@ -515,27 +521,8 @@ async fn a_full_queue_answers_busy_at_once() {
         return;
     };
     let slow = {
-        let (base, token) = (app.base.clone(), token.clone());
-        let client = app.client.clone();
-        tokio::spawn(async move {
-            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-                "name": "run_shell_command", "arguments": {"skill_name": "tools", "command": "sleep 2; echo done"},
-                "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities": {}}}});
-            client
-                .post(format!("{base}/mcp"))
-                .bearer_auth(token)
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "tools/call")
-                .header("mcp-name", "run_shell_command")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        let (client, base, token) = (app.client.clone(), app.base.clone(), token.clone());
+        tokio::spawn(async move { shell(&client, &base, &token, "sleep 2; echo done").await })
     };
     // Wait until it runs.
     let waiting = std::time::Instant::now();
@@ -603,7 +590,8 @@ async fn landlock_alone_confines_a_degraded_sandbox() {
         return;
     }
     let ann = app.user("ann").await;
-    upload(&app, &ann, &[("SKILL.md", SKILL_MD.as_bytes())]).await;
+    app.upload_skill(&ann, &[("SKILL.md", SKILL_MD.as_bytes())])
+        .await;
     let (_, token) = app.api_token(&ann, "agent").await;
     // A file anyone may read, outside the paths Landlock allows.
     let outside = app.data_dir.parent().unwrap().join("outside.txt");
@@ -652,15 +640,16 @@ async fn shutdown_kills_running_commands() {
     let Some((mut app, _, token)) = sandboxed(|s| s.server.shutdown_grace_secs = 10).await else {
         return;
     };
+    // The answer, or the error of a connection cut by the shutdown.
     let call = {
-        let (base, token, client) = (app.base.clone(), token.clone(), app.client.clone());
+        let (client, base, token) = (app.client.clone(), app.base.clone(), token.clone());
         tokio::spawn(async move {
             let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
                 "name": "run_shell_command",
                 "arguments": {"skill_name": "tools", "command": "echo started; sleep 4343"},
                 "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                     "io.modelcontextprotocol/clientCapabilities": {}}}});
-            client
+            let res = client
                 .post(format!("{base}/mcp"))
                 .bearer_auth(token)
                 .header("mcp-protocol-version", "2026-07-28")
@@ -668,11 +657,8 @@ async fn shutdown_kills_running_commands() {
                 .header("mcp-name", "run_shell_command")
                 .body(body.to_string())
                 .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+                .await?;
+            res.json::<Value>().await
         })
     };
     let waiting = std::time::Instant::now();
@@ -689,17 +675,23 @@ async fn shutdown_kills_running_commands() {
         stopping.elapsed() < Duration::from_secs(5),
         "shutdown waited for the command instead of killing it"
     );
-    let answer = call.await.unwrap();
-    let result = &answer["result"];
-    assert_eq!(result["isError"], true, "{answer}");
+    // The call ends either way: answered that the server shut down, or its connection closed.
+    if let Ok(answer) = call.await.unwrap() {
+        let result = &answer["result"];
+        assert_eq!(result["isError"], true, "{answer}");
+        assert!(
+            result["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("the server shut down"),
+            "{answer}"
+        );
+    }
     assert!(
-        result["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("the server shut down"),
-        "{answer}"
+        gone("sleep 4343").await,
+        "{:?}",
+        processes_with("sleep 4343")
     );
-    assert!(processes_with("sleep 4343").is_empty());
 }
 
 #[tokio::test]
@@ -714,29 +706,10 @@ async fn a_request_past_its_timeout_gets_503_and_its_command_is_killed() {
     };
     let started = std::time::Instant::now();
     let params = json!({"name": "run_shell_command",
-        "arguments": {"skill_name": "tools", "command": "sleep 4545"},
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {}}});
-    let res = app
-        .request(Method::POST, "/mcp")
-        .bearer_auth(&token)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "run_shell_command")
-        .body(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = res.json().await.unwrap();
+        "arguments": {"skill_name": "tools", "command": "sleep 4545"}});
+    let (status, body) = mcp_request(&app.client, &app.base, &token, "tools/call", params).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["code"], "timeout", "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        processes_with("sleep 4545").is_empty(),
-        "the command outlived its request"
-    );
+    assert!(gone("sleep 4545").await, "the command outlived its request");
 }
