@@ -145,6 +145,13 @@ async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
     }
 }
 
+/// The server's `/metrics` text.
+async fn metrics_text(app: &TestApp) -> String {
+    let res = app.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.text().await.unwrap()
+}
+
 /// Every file named `name` under `dir`.
 fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -254,14 +261,7 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     assert!(out.is_error && out.text.contains("not found"), "{out:?}");
 
     // The runs are counted by outcome: hello.sh exited 3 (failed), the rest 0.
-    let metrics = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(
         metrics.contains("agentskills_sandbox_runs_total{outcome=\"failed\"} 1\n"),
         "{metrics}"
@@ -496,14 +496,7 @@ async fn strict_mode_refuses_without_isolation_and_health_says_why() {
         "{out:?}"
     );
     assert!(find(&app.data_dir, "ran.txt").is_empty(), "the command ran");
-    let metrics = app
-        .request(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(
         metrics.contains("agentskills_sandbox_runs_total{outcome=\"refused\"} 1\n"),
         "{metrics}"
