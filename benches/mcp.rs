@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{register_and_login, rss_kib, start, summary};
+use support::{api_token, register_and_login, rss_kib, start, summary};
 
 const WINDOW: Duration = Duration::from_secs(5);
 
@@ -47,17 +47,7 @@ async fn setup(client: &reqwest::Client, base: &str) -> String {
             .unwrap();
         assert_eq!(res.status(), 201);
     }
-    let token: Value = client
-        .post(format!("{base}/api/v1/tokens"))
-        .bearer_auth(&access)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    token["token"].as_str().unwrap().to_owned()
+    api_token(client, base, &access).await
 }
 
 /// One worker: its own connection and session; calls until the window closes.

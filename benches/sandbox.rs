@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ms, register_and_login, start};
+use support::{api_token, ms, register_and_login, start};
 
 const SEQUENTIAL: usize = 300;
 const WINDOW: Duration = Duration::from_secs(5);
@@ -74,17 +74,7 @@ async fn run() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let token: Value = client
-        .post(format!("{base}/api/v1/tokens"))
-        .bearer_auth(&access)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = api_token(&client, &base, &access).await;
 
     // Warm up, then one at a time.
     for _ in 0..10 {

@@ -130,3 +130,21 @@ pub(crate) async fn register_and_login(client: &reqwest::Client, base: &str) -> 
         .expect("an access token")
         .to_owned()
 }
+
+/// Creates an API token for the logged-in user (`access`); returns its secret.
+pub(crate) async fn api_token(client: &reqwest::Client, base: &str, access: &str) -> String {
+    let token: serde_json::Value = client
+        .post(format!("{base}/api/v1/tokens"))
+        .bearer_auth(access)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await
+        .expect("create a token")
+        .json()
+        .await
+        .expect("a token");
+    token["token"]
+        .as_str()
+        .expect("the token's secret")
+        .to_owned()
+}

@@ -22,14 +22,7 @@ async fn sandboxed(
     tweak: impl FnOnce(&mut agentskills_mcp::config::Settings),
 ) -> Option<(TestApp, TestUser, String)> {
     let app = spawn_app_with(Backend::Sqlite, tweak).await;
-    let health: Value = app
-        .request(Method::GET, "/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&app).await;
     if health["sandbox"]["ready"] != true {
         assert!(
             std::env::var_os("TEST_REQUIRE_SANDBOX").is_none(),
@@ -143,6 +136,17 @@ async fn run(app: &TestApp, token: &str, skill: &str, command: &str) -> Run {
         truncated: structured["truncated"] == true,
         duration_ms: structured["duration_ms"].as_u64().unwrap_or(u64::MAX),
     }
+}
+
+/// The server's `/health` document.
+async fn health_json(app: &TestApp) -> Value {
+    app.request(Method::GET, "/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The server's `/metrics` text.
@@ -469,14 +473,7 @@ async fn strict_mode_refuses_without_isolation_and_health_says_why() {
         s.sandbox.landlock = false;
     })
     .await;
-    let health: Value = app
-        .request(Method::GET, "/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&app).await;
     let sandbox = &health["sandbox"];
     assert_eq!(sandbox["mode"], "strict");
     assert_eq!(sandbox["ready"], false);
@@ -564,14 +561,7 @@ async fn landlock_alone_confines_a_degraded_sandbox() {
         s.sandbox.bwrap = String::new();
     })
     .await;
-    let health: Value = app
-        .request(Method::GET, "/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health_json(&app).await;
     let sandbox = &health["sandbox"];
     assert_eq!(sandbox["ready"], true, "degraded runs with what is there");
     if sandbox["layers"]["landlock"] != true {
