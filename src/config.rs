@@ -42,6 +42,8 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     /// A client must send its request headers within this time or the connection is closed.
     pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight is closed after this long.
+    pub keep_alive_idle_secs: u64,
     /// A client must send a request body within this time or gets 408.
     pub body_read_timeout_secs: u64,
     /// Largest JSON request body accepted (bytes); larger gets 413.
@@ -273,6 +275,7 @@ impl Default for ServerSettings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("./data"),
             header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 60,
             body_read_timeout_secs: 30,
             max_json_body_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
@@ -375,6 +378,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_HEADER_READ_TIMEOUT_SECS",
         "server.header_read_timeout_secs",
+    ),
+    (
+        "AGENTSKILLS_KEEP_ALIVE_IDLE_SECS",
+        "server.keep_alive_idle_secs",
     ),
     (
         "AGENTSKILLS_BODY_READ_TIMEOUT_SECS",
@@ -590,6 +597,10 @@ impl Settings {
             (
                 "server.header_read_timeout_secs",
                 self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.keep_alive_idle_secs",
+                self.server.keep_alive_idle_secs,
             ),
             (
                 "server.body_read_timeout_secs",

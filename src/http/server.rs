@@ -1,9 +1,10 @@
 //! The accept loop.
 //!
 //! One task per connection, served by hyper-util's auto builder (HTTP/1.1, or HTTP/2 with prior
-//! knowledge). A timer is set on both protocols: without one hyper never times out a client that
-//! sends its headers slowly. On shutdown the listener closes at once and open connections get
-//! `server.shutdown_grace_secs` to finish their requests.
+//! knowledge). Each connection has its own timer (`activity`): a request head must arrive within
+//! `server.header_read_timeout_secs`, and a connection with nothing in flight is closed after
+//! `server.keep_alive_idle_secs`. On shutdown the listener closes at once and open connections
+//! get `server.shutdown_grace_secs` to finish their requests.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use super::activity::{Activity, Tracked, Watched};
 use super::router;
 use crate::app::AppState;
 
@@ -26,11 +28,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = &state.settings.server;
+    let header_read = Duration::from_secs(limits.header_read_timeout_secs);
+    let keep_alive_idle = Duration::from_secs(limits.keep_alive_idle_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_secs))
+        // Slow heads and idle connections are timed by `activity`; hyper's own timer (which counts
+        // the idle wait too) is only a backstop behind both.
+        .header_read_timeout(header_read + keep_alive_idle)
         .max_headers(100)
         // Request line and headers together: more is 431.
         .max_buf_size(64 * 1024)
@@ -81,15 +87,30 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let state = Arc::clone(&state);
-        let service = service_fn(move |req| {
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+        let requests = Arc::clone(&activity);
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(router::handle(&state, peer, req).await) }
+            let in_flight = requests.begin(req.version() == http::Version::HTTP_2);
+            async move {
+                let response = router::handle(&state, peer, req).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = builder.serve_connection_with_upgrades(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                }
+                // Nothing is in flight, so closing loses nothing.
+                why = activity.expired(header_read, keep_alive_idle) => {
+                    tracing::debug!(peer = %peer, reason = ?why, "connection closed by its timer");
+                }
             }
             drop(slot);
         });

@@ -56,7 +56,8 @@ async fn start(cmd: &mut Command, log: &Path) -> (std::process::Child, Result<St
                 .split("listening on ")
                 .nth(1)
                 .unwrap()
-                .split_whitespace()
+                // The end of the address in a text line, or in a JSON one.
+                .split(|c: char| c.is_whitespace() || c == '"')
                 .next()
                 .unwrap()
                 .to_owned();
@@ -330,4 +331,122 @@ async fn user_commands_create_list_deactivate_and_activate() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_request_carries_its_id_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let (child, url) = start(
+        binary()
+            .env("AGENTSKILLS_LOG_FORMAT", "json")
+            .env("AGENTSKILLS_LOG", "debug")
+            .env("AGENTSKILLS_SANDBOX", "off")
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data")),
+        &log,
+    )
+    .await;
+    let url = url.unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let password = "correct horse battery staple";
+    let call = |method: reqwest::Method, path: &str, id: &str| {
+        client
+            .request(method, format!("{url}{path}"))
+            .header("x-request-id", id)
+    };
+    let res = call(
+        reqwest::Method::POST,
+        "/api/v1/auth/register",
+        "req-register",
+    )
+    .json(&json!({"email": "ann@example.com", "username": "ann", "password": password}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = call(reqwest::Method::POST, "/api/v1/auth/login", "req-bad-login")
+        .json(&json!({"email": "ann@example.com", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let tokens: serde_json::Value = call(reqwest::Method::POST, "/api/v1/auth/login", "req-login")
+        .json(&json!({"email": "ann@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let created: serde_json::Value = call(reqwest::Method::POST, "/api/v1/tokens", "req-token")
+        .bearer_auth(&access)
+        .json(&json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_token = created["token"].as_str().unwrap().to_owned();
+    let res = call(reqwest::Method::POST, "/mcp", "req-mcp")
+        .bearer_auth(&api_token)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(reqwest::Method::GET, "/api/v1/users/me", "req-me")
+        .bearer_auth(&refresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    stop(child);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let id_of = |line: &serde_json::Value| line["span"]["id"].as_str().map(str::to_owned);
+    // The access line of every request, and what its handler logged, carry the request's id.
+    for id in [
+        "req-register",
+        "req-bad-login",
+        "req-login",
+        "req-token",
+        "req-mcp",
+        "req-me",
+    ] {
+        let access = lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == "request" && id_of(l).as_deref() == Some(id))
+            .count();
+        assert_eq!(access, 1, "access lines of {id}:\n{logged}");
+    }
+    let registered = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "user registered")
+        .unwrap_or_else(|| panic!("no registration line:\n{logged}"));
+    assert_eq!(id_of(registered).as_deref(), Some("req-register"));
+    for line in &lines {
+        if line["fields"]["message"] == "request" || line["fields"].get("route").is_some() {
+            assert!(
+                id_of(line).is_some(),
+                "a request's line without its id: {line}"
+            );
+        }
+    }
+    // Neither the password, nor a JWT, nor the API token is ever written.
+    for secret in [password, &access, &refresh, &api_token, &api_token[9..]] {
+        assert!(!logged.contains(secret), "a secret was logged:\n{logged}");
+    }
 }

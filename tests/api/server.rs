@@ -17,6 +17,7 @@ backend_tests!(
     unknown_paths_and_methods_get_json_errors,
     http2_is_served,
     slow_headers_are_cut_off,
+    idle_connections_are_closed_after_the_keep_alive_timeout,
     slow_bodies_get_408,
     shutdown_drains_requests_in_flight_and_flushes_token_use,
     the_signing_secret_is_generated_once_and_reused,
@@ -121,6 +122,89 @@ async fn slow_headers_are_cut_off(backend: Backend) {
             .status(),
         StatusCode::OK
     );
+}
+
+/// Sends one request on `stream` and reads its whole response (it has a `Content-Length`).
+async fn round_trip(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("no answer in 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before the response ended");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("a content-length")
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+async fn idle_connections_are_closed_after_the_keep_alive_timeout(backend: Backend) {
+    // The idle timeout is longer than the header timeout: they are separate limits.
+    let app = spawn_app_with(backend, |s| {
+        s.server.header_read_timeout_secs = 1;
+        s.server.keep_alive_idle_secs = 3;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        round_trip(&mut stream, "/health/live")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Idle for longer than the header timeout: still open, and the next request is served.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(
+        round_trip(&mut stream, "/health/live")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Then idle for longer than the keep-alive timeout: the server closes it (EOF).
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "an idle connection was still open after 15 s");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(2500),
+        "closed before the idle timeout"
+    );
+
+    // A request in flight longer than both timeouts is not idle: an event stream that the
+    // server writes to only every few seconds stays open.
+    let ann = app.user("ann").await;
+    let (_, token) = app.api_token(&ann, "laptop").await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await.unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+    let open = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if stream.read(&mut chunk).await.unwrap() == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(open.is_err(), "the event stream was closed as idle");
 }
 
 async fn slow_bodies_get_408(backend: Backend) {
