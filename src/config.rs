@@ -142,6 +142,9 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
     /// A session unused for this long is ended.
     pub session_idle_secs: u64,
+    /// An event stream with nothing to send gets a keep-alive comment this often, so proxies and
+    /// clients do not take it for dead.
+    pub sse_keep_alive_secs: u64,
     /// Sessions one API token may hold open.
     pub max_sessions_per_token: usize,
 }
@@ -345,6 +348,7 @@ impl Default for McpSettings {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             session_idle_secs: 1800,
+            sse_keep_alive_secs: 15,
             max_sessions_per_token: 64,
         }
     }
@@ -453,6 +457,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_MCP_ALLOWED_ORIGINS", "mcp.allowed_origins"),
     ("AGENTSKILLS_MCP_ALLOWED_HOSTS", "mcp.allowed_hosts"),
     ("AGENTSKILLS_MCP_SESSION_IDLE_SECS", "mcp.session_idle_secs"),
+    (
+        "AGENTSKILLS_MCP_SSE_KEEP_ALIVE_SECS",
+        "mcp.sse_keep_alive_secs",
+    ),
     (
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
         "mcp.max_sessions_per_token",
@@ -743,6 +751,9 @@ impl Settings {
                 "skills.max_skill_bytes",
                 "must not exceed skills.max_user_bytes",
             );
+        }
+        if self.mcp.sse_keep_alive_secs == 0 {
+            return fail("mcp.sse_keep_alive_secs", "must be at least 1");
         }
         if self.mcp.session_idle_secs == 0 {
             return fail("mcp.session_idle_secs", "must be at least 1");

@@ -18,6 +18,7 @@ backend_tests!(
     http2_is_served,
     slow_headers_are_cut_off,
     idle_connections_are_closed_after_the_keep_alive_timeout,
+    the_http_limits_hold_on_the_mcp_endpoints,
     slow_bodies_get_408,
     shutdown_drains_requests_in_flight_and_flushes_token_use,
     the_signing_secret_is_generated_once_and_reused,
@@ -205,6 +206,85 @@ async fn idle_connections_are_closed_after_the_keep_alive_timeout(backend: Backe
     })
     .await;
     assert!(open.is_err(), "the event stream was closed as idle");
+}
+
+async fn the_http_limits_hold_on_the_mcp_endpoints(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.server.body_read_timeout_secs = 1;
+        s.server.max_json_body_bytes = 4096;
+        s.server.request_timeout_secs = 1;
+        s.mcp.sse_keep_alive_secs = 1;
+    })
+    .await;
+    let ann = app.user("ann").await;
+    let (_, token) = app.api_token(&ann, "laptop").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // A legacy session, whose message endpoint is limited like /mcp.
+    let mut sse = TcpStream::connect(&addr).await.unwrap();
+    let open = format!(
+        "GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    sse.write_all(open.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut chunk = [0u8; 4096];
+    let messages = loop {
+        let n = sse.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        if let Some(line) = seen.lines().find(|l| l.starts_with("data: /messages")) {
+            break line.trim_start_matches("data: ").to_owned();
+        }
+    };
+    let opened = Instant::now();
+
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(8192)
+    );
+    for path in ["/mcp", messages.as_str()] {
+        // Larger than the JSON limit: 413.
+        let res = app
+            .request(Method::POST, path)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        // A body that does not arrive in time: 408.
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("no answer in 10 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+    }
+
+    // The event stream outlives the request timeout, kept alive by comments.
+    while opened.elapsed() < Duration::from_millis(3500) {
+        let Ok(read) = tokio::time::timeout(Duration::from_millis(500), sse.read(&mut chunk)).await
+        else {
+            continue;
+        };
+        let n = read.unwrap();
+        assert!(n > 0, "the stream ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(!seen.contains("503"), "{seen}");
+    let comments = seen.lines().filter(|l| l.starts_with(':')).count();
+    assert!(
+        comments >= 2,
+        "keep-alive comments in 3.5 s: {comments}: {seen}"
+    );
 }
 
 async fn slow_bodies_get_408(backend: Backend) {

@@ -577,7 +577,7 @@ async fn open_stream(
         on_end: sse::OnEnd::DetachStream,
     };
     drop(session);
-    sse::event_stream(None, outbound, guard)
+    sse::event_stream(state, None, outbound, guard)
 }
 
 fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {

@@ -29,8 +29,6 @@ use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, classify, error_response, result_response};
 use crate::mcp::sessions::{OpenError, Sessions};
 
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// `GET /sse`.
 pub(crate) async fn open(
     state: &AppState,
@@ -66,20 +64,22 @@ pub(crate) async fn open(
     // The stream must not hold the session itself: dropping the session from the registry must
     // drop its sender and so end the stream.
     drop(session);
-    Ok(event_stream(Some(endpoint), outbound, guard))
+    Ok(event_stream(state, Some(endpoint), outbound, guard))
 }
 
 /// A `text/event-stream` response carrying `outbound`, after an `endpoint` event if one is given.
 pub(crate) fn event_stream(
+    state: &AppState,
     endpoint: Option<String>,
     outbound: mpsc::Receiver<Value>,
     guard: SessionGuard,
 ) -> Response<Body> {
     guard.sessions.stream_opened();
+    let every = Duration::from_secs(state.settings.mcp.sse_keep_alive_secs);
     let stream = EventStream {
         endpoint,
         outbound,
-        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
         guard,
     };
     let frames = futures_util::stream::unfold(stream, |mut stream| async move {
