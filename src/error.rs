@@ -87,6 +87,11 @@ pub enum AppError {
     /// 503: an internal component did not answer in time.
     #[error("the service did not answer in time")]
     Timeout(&'static str),
+    /// 507: the disk (or the data directory's quota) has no room left, so nothing was stored.
+    /// Not the client's fault, and not a bug: it is the one storage failure a client can act on
+    /// (retry later, upload less), so it gets its own status and code instead of a 500.
+    #[error("the server's storage is full, so nothing was stored; try again later")]
+    StorageFull(#[source] BoxError),
     /// 501: a route that exists but whose feature is not served by this build yet.
     #[error("{0}")]
     NotImplemented(&'static str),
@@ -98,6 +103,16 @@ pub enum AppError {
 impl AppError {
     pub fn internal(e: impl Into<BoxError>) -> AppError {
         AppError::Internal(e.into())
+    }
+
+    /// A failed file operation: 507 when the disk or a quota is full (ENOSPC, EDQUOT), 500
+    /// otherwise.
+    pub fn from_io(e: std::io::Error) -> AppError {
+        if crate::skills::files::is_storage_full(&e) {
+            AppError::StorageFull(Box::new(e))
+        } else {
+            AppError::Internal(Box::new(e))
+        }
     }
 
     pub fn validation(field: &str, message: impl Into<String>) -> AppError {
@@ -118,6 +133,7 @@ impl AppError {
             AppError::Validation(_) | AppError::Unprocessable { .. } => 422,
             AppError::Internal(_) => 500,
             AppError::NotImplemented(_) => 501,
+            AppError::StorageFull(_) => 507,
             AppError::Busy(_) | AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => 503,
         }
     }
@@ -144,6 +160,7 @@ impl AppError {
             AppError::Timeout(_) => "timeout",
             AppError::Internal(_) => "internal-error",
             AppError::NotImplemented(_) => "not-implemented",
+            AppError::StorageFull(_) => "storage-full",
         }
     }
 
@@ -173,6 +190,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> AppError {
         match e {
             StoreError::Unavailable(source) => AppError::DatabaseUnavailable(source),
+            StoreError::StorageFull(source) => AppError::StorageFull(source),
             StoreError::Duplicate(field) => AppError::BadRequest {
                 code: match field {
                     crate::store::UniqueField::Email => "email-taken",

@@ -61,6 +61,10 @@ pub enum StoreError {
     /// The database cannot be reached right now (pool timeout, refused connection, closed socket).
     #[error("the database is unavailable")]
     Unavailable(#[source] BoxError),
+    /// The database's disk is full (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`): the write
+    /// was refused and rolled back, and will work again once space is freed.
+    #[error("the database's storage is full")]
+    StorageFull(#[source] BoxError),
     /// The database answered with an error that is not the caller's fault.
     #[error("database error while {context}")]
     Backend {

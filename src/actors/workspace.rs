@@ -585,7 +585,7 @@ impl WorkspaceState {
             if let Err(undo) = self.store.delete_skill(self.user_id, skill.record.id).await {
                 tracing::error!(error = %undo, "could not remove the row of a skill whose folder failed");
             }
-            return Err(AppError::internal(e));
+            return Err(AppError::from_io(e));
         }
         self.publish(|index| index.insert(Arc::clone(&skill)));
         Ok(skill)
@@ -618,7 +618,7 @@ impl WorkspaceState {
         let (folder, skill) = staged.into_indexed(record);
         blocking(move || folder.commit_replace(&dir))
             .await?
-            .map_err(AppError::internal)?;
+            .map_err(AppError::from_io)?;
         self.publish(|index| index.insert(Arc::clone(&skill)));
         Ok(skill)
     }
@@ -634,7 +634,7 @@ impl WorkspaceState {
         blocking(move || {
             let staged = files::write_staged(&staging, base.as_deref(), &files, &limits)
                 .map_err(upload_error)?;
-            let entries = files::scan(staged.dir()).map_err(AppError::internal)?;
+            let entries = files::scan(staged.dir()).map_err(AppError::from_io)?;
             let skill_md = std::fs::read_to_string(staged.dir().join(SKILL_MD))
                 .ok()
                 .map(Arc::from);
@@ -837,10 +837,11 @@ pub(crate) fn manifest_error(e: manifest::ManifestError) -> AppError {
     }
 }
 
-/// Maps an upload failure: the client's mistakes are 413 or 422, the server's own I/O is 500.
+/// Maps an upload failure: the client's mistakes are 413 or 422, a full disk is 507, any other
+/// I/O failure of the server's is 500.
 pub(crate) fn upload_error(e: UploadError) -> AppError {
     match e {
-        UploadError::Io(io) => AppError::internal(io),
+        UploadError::Io(io) => AppError::from_io(io),
         UploadError::FileTooLarge { .. }
         | UploadError::SkillTooLarge { .. }
         | UploadError::TooManyFiles { .. } => AppError::TooLarge {

@@ -115,6 +115,16 @@ impl UploadError {
     }
 }
 
+/// Whether `e` says there is no room left: the file system is full (ENOSPC) or the data
+/// directory's owner is over a disk quota (EDQUOT). Callers report these apart from other I/O
+/// failures, since they are the server's condition rather than a bug, and pass once space is freed.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Every regular file below `skill_dir`, sorted by path. Symlinks (to files or folders) and
 /// special files are skipped, never followed; so are names that are not UTF-8, which no upload
 /// can create.
@@ -1048,6 +1058,20 @@ mod tests {
         put(tmp.path(), "other/SKILL.md", SKILL);
         assert_eq!(clean_removed(tmp.path()).unwrap(), 1);
         assert_eq!(leftovers(tmp.path()), 1);
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_told_apart_from_other_io_errors() {
+        for errno in [Errno::NOSPC, Errno::DQUOT] {
+            assert!(is_storage_full(&io::Error::from_raw_os_error(
+                errno.raw_os_error()
+            )));
+        }
+        for errno in [Errno::IO, Errno::ACCESS, Errno::ROFS] {
+            assert!(!is_storage_full(&io::Error::from_raw_os_error(
+                errno.raw_os_error()
+            )));
+        }
     }
 
     #[test]

@@ -968,6 +968,9 @@ fn pg_error(context: &'static str, e: tokio_postgres::Error) -> StoreError {
                 _ => {}
             }
         }
+        if *code == SqlState::DISK_FULL {
+            return StoreError::StorageFull(Box::new(e));
+        }
         // Class 08 is "connection exception"; the others mean the server is going away or full.
         let unavailable = code.code().starts_with("08")
             || *code == SqlState::ADMIN_SHUTDOWN

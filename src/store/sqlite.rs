@@ -918,9 +918,39 @@ fn sqlite_error(context: &'static str, e: rusqlite::Error) -> StoreError {
         ) {
             return StoreError::Unavailable(Box::new(e));
         }
+        // The data dir's disk is full: the same condition, and the same answer, as a skill
+        // upload that runs out of room, not a bug.
+        if code.code == ErrorCode::DiskFull {
+            return StoreError::StorageFull(Box::new(e));
+        }
     }
     StoreError::Backend {
         context,
         source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_full_disk_and_a_locked_database_are_told_apart_from_bugs() {
+        assert!(matches!(
+            sqlite_error("writing", failure(ffi::SQLITE_FULL)),
+            StoreError::StorageFull(_)
+        ));
+        assert!(matches!(
+            sqlite_error("writing", failure(ffi::SQLITE_BUSY)),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            sqlite_error("writing", failure(ffi::SQLITE_CORRUPT)),
+            StoreError::Backend { .. }
+        ));
     }
 }

@@ -385,3 +385,222 @@ fn with_database(url: &str, name: &str) -> String {
         None => format!("{host_part}/{name}"),
     }
 }
+
+/// A TCP proxy between the server and its PostgreSQL, to take the database away and bring it back
+/// while the server runs, without touching the real PostgreSQL (other tests share it).
+///
+/// - [`TcpProxy::stop`] closes the listening socket (new connections are refused) and resets every
+///   open connection, as a database that crashed or restarted does.
+/// - [`TcpProxy::start`] listens again on the same port.
+/// - [`TcpProxy::freeze`] holds every byte the server sends from then on, so a query is left in
+///   flight; [`TcpProxy::wait_stalled`] says when one is. `stop` then kills it mid-query.
+///
+/// The port is taken below the kernel's ephemeral range, so that no outgoing connection of another
+/// test can be given it while the proxy is stopped, and `start` always gets it back.
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    shared: Arc<ProxyShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct ProxyShared {
+    connections: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    frozen: tokio::sync::watch::Sender<bool>,
+    /// Chunks held back since the last freeze.
+    stalled: tokio::sync::watch::Sender<usize>,
+}
+
+impl TcpProxy {
+    /// A proxy to `upstream`, listening on 127.0.0.1 at a port of its own.
+    pub async fn start_to(upstream: std::net::SocketAddr) -> TcpProxy {
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let (stalled, _) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(ProxyShared {
+            connections: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            frozen,
+            stalled,
+        });
+        let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let low = 10_000u16.min(first_ephemeral / 2);
+        for _ in 0..200 {
+            let port = low + (rand_u16() % (first_ephemeral - low));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if let Ok(listener) = proxy_listener(addr) {
+                let accept = tokio::spawn(proxy_accept(listener, upstream, Arc::clone(&shared)));
+                return TcpProxy {
+                    addr,
+                    upstream,
+                    shared,
+                    accept: Some(accept),
+                };
+            }
+        }
+        panic!("no free port for the proxy below {first_ephemeral}");
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Closes the listening socket and resets every open connection; returns once they are gone.
+    pub async fn stop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
+        let mut open = std::mem::take(
+            &mut *self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        open.shutdown().await;
+        self.shared.frozen.send_replace(false);
+    }
+
+    /// Listens again on the same port (after [`TcpProxy::stop`]).
+    pub async fn start(&mut self) {
+        assert!(self.accept.is_none(), "the proxy is running");
+        let listener = proxy_listener(self.addr)
+            .unwrap_or_else(|e| panic!("the proxy cannot listen on {} again: {e}", self.addr));
+        self.accept = Some(tokio::spawn(proxy_accept(
+            listener,
+            self.upstream,
+            Arc::clone(&self.shared),
+        )));
+    }
+
+    /// Holds back everything the server sends from now on (connections stay open).
+    pub fn freeze(&self) {
+        self.shared.stalled.send_replace(0);
+        self.shared.frozen.send_replace(true);
+    }
+
+    /// Waits until something the server sent is held back by [`TcpProxy::freeze`]: a query is
+    /// then in flight.
+    pub async fn wait_stalled(&self) {
+        let mut stalled = self.shared.stalled.subscribe();
+        stalled.wait_for(|n| *n > 0).await.unwrap();
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+        // Dropping the set aborts the connection tasks.
+        drop(std::mem::take(
+            &mut *self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ));
+    }
+}
+
+fn rand_u16() -> u16 {
+    let random = uuid::Uuid::new_v4();
+    u16::from_le_bytes([random.as_bytes()[0], random.as_bytes()[1]])
+}
+
+fn proxy_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // Connections reset by `stop` may leave the port in TIME_WAIT; listening again must work.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
+}
+
+async fn proxy_accept(
+    listener: tokio::net::TcpListener,
+    upstream: std::net::SocketAddr,
+    shared: Arc<ProxyShared>,
+) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors and the like: wait instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let shared2 = Arc::clone(&shared);
+        shared
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn(async move {
+                // A reset, not a clean close, when the task is aborted: the server sees what a
+                // crashed database looks like.
+                let _ = client.set_zero_linger();
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = server.set_zero_linger();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let up = proxy_pipe(client_read, server_write, Some(&shared2));
+                let down = proxy_pipe(server_read, client_write, None);
+                let _ = tokio::join!(up, down);
+            });
+    }
+}
+
+/// Copies `from` to `to`; with `shared`, holds each chunk while the proxy is frozen.
+async fn proxy_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    shared: Option<&ProxyShared>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        if let Some(shared) = shared {
+            let mut frozen = shared.frozen.subscribe();
+            if *frozen.borrow_and_update() {
+                shared.stalled.send_modify(|n| *n += 1);
+                let _ = frozen.wait_for(|f| !*f).await;
+            }
+        }
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+/// The first host and port of a `postgres://` URL.
+pub fn postgres_addr(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs as _;
+    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .expect("the PostgreSQL host resolves")
+        .find(std::net::SocketAddr::is_ipv4)
+        .expect("an IPv4 address for the PostgreSQL host")
+}
+
+/// `postgres://u@h:p/db?x` with its host and port replaced by `addr`.
+pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let user = authority.rfind('@').map_or("", |i| &authority[..=i]);
+    format!(
+        "{}{user}{addr}{}",
+        &url[..scheme_end],
+        &rest[authority_end..]
+    )
+}

@@ -9,6 +9,7 @@ mod accounts;
 mod api_tokens;
 mod cli;
 mod credentials;
+mod faults;
 mod mcp;
 mod mcp_stateless;
 mod rate_limits;
