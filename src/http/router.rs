@@ -1,8 +1,9 @@
 //! Routing: a request's method and path become an [`Endpoint`], or 404/405.
 //!
-//! Every route of the service is in [`Endpoint::parse`]; adding one is a variant there and an arm
-//! in [`dispatch`]. Path parameters are parsed here (a token id that is not a UUID cannot name any
-//! token, so it is 404 like an unknown one).
+//! Every route of the service is in [`Endpoint::parse`]; adding one is a variant there, an arm
+//! in [`dispatch`], and an operation in `src/http/openapi.json` (the tests below fail until the
+//! document and the router agree on every path and method). Path parameters are parsed here (a
+//! token id that is not a UUID cannot name any token, so it is 404 like an unknown one).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use hyper::body::Incoming;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::handlers::{accounts, health, mcp, skills, sse, tokens};
+use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens};
 use super::{Body, cors, response};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -25,6 +26,10 @@ pub enum Endpoint {
     Live,
     Ready,
     Metrics,
+    /// `GET /openapi.json`: the OpenAPI document of every route here.
+    OpenApi,
+    /// `GET /docs`: a page that renders it.
+    Docs,
     Register,
     Login,
     Refresh,
@@ -63,6 +68,8 @@ impl Endpoint {
             ["health", "live"] => vec![("GET", Endpoint::Live)],
             ["health", "ready"] => vec![("GET", Endpoint::Ready)],
             ["metrics"] => vec![("GET", Endpoint::Metrics)],
+            ["openapi.json"] => vec![("GET", Endpoint::OpenApi)],
+            ["docs"] => vec![("GET", Endpoint::Docs)],
             ["mcp"] => vec![
                 ("POST", Endpoint::Mcp),
                 ("GET", Endpoint::Mcp),
@@ -132,6 +139,8 @@ impl Endpoint {
             Endpoint::Live => "health.live",
             Endpoint::Ready => "health.ready",
             Endpoint::Metrics => "metrics",
+            Endpoint::OpenApi => "openapi",
+            Endpoint::Docs => "docs",
             Endpoint::Register => "auth.register",
             Endpoint::Login => "auth.login",
             Endpoint::Refresh => "auth.refresh",
@@ -269,6 +278,8 @@ async fn dispatch(
         Endpoint::Live => Ok(health::live(state)),
         Endpoint::Ready => health::health(state, true).await,
         Endpoint::Metrics => Ok(health::metrics(state)),
+        Endpoint::OpenApi => docs::openapi(),
+        Endpoint::Docs => docs::docs(),
         Endpoint::Register => accounts::register(state, req).await,
         Endpoint::Login => accounts::login(state, req).await,
         Endpoint::Refresh => accounts::refresh(state, req).await,
@@ -298,6 +309,227 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    /// Every method a request line can carry, documented or not.
+    const METHODS: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+
+    /// How many variants [`Endpoint`] has; [`variant_index`] gives each its own number below it.
+    const VARIANTS: usize = 29;
+
+    /// A match without a wildcard: a new variant does not compile until it is numbered here, and
+    /// then `the_document_reaches_every_endpoint` fails until the document has an operation that
+    /// the router parses to it.
+    fn variant_index(endpoint: &Endpoint) -> usize {
+        match endpoint {
+            Endpoint::Health => 0,
+            Endpoint::Live => 1,
+            Endpoint::Ready => 2,
+            Endpoint::Metrics => 3,
+            Endpoint::OpenApi => 4,
+            Endpoint::Docs => 5,
+            Endpoint::Register => 6,
+            Endpoint::Login => 7,
+            Endpoint::Refresh => 8,
+            Endpoint::Logout => 9,
+            Endpoint::GetMe => 10,
+            Endpoint::UpdateMe => 11,
+            Endpoint::DeleteMe => 12,
+            Endpoint::ChangePassword => 13,
+            Endpoint::ListTokens => 14,
+            Endpoint::CreateToken => 15,
+            Endpoint::DeleteToken(_) => 16,
+            Endpoint::ListSkills => 17,
+            Endpoint::CreateSkill => 18,
+            Endpoint::UploadSkill => 19,
+            Endpoint::GetSkill(_) => 20,
+            Endpoint::UpdateSkill(_) => 21,
+            Endpoint::DeleteSkill(_) => 22,
+            Endpoint::ListSkillFiles(_) => 23,
+            Endpoint::GetSkillFile(..) => 24,
+            Endpoint::ExportSkill(_) => 25,
+            Endpoint::Mcp => 26,
+            Endpoint::Sse => 27,
+            Endpoint::SseMessage => 28,
+        }
+    }
+
+    const SAMPLE_ID: &str = "0b7c6d2e-3f4a-4b5c-8d9e-0f1a2b3c4d5e";
+    const SAMPLE_PATH: &str = "scripts/convert.py";
+
+    fn document() -> Value {
+        serde_json::from_str(super::super::handlers::docs::OPENAPI_JSON)
+            .expect("src/http/openapi.json is JSON")
+    }
+
+    /// Each documented path with its parameters filled in, and its documented methods.
+    fn documented_paths(document: &Value) -> Vec<(String, String, BTreeSet<String>)> {
+        let paths = document["paths"].as_object().expect("`paths` is an object");
+        paths
+            .iter()
+            .map(|(template, item)| {
+                let item = item.as_object().expect("a path item is an object");
+                let methods: BTreeSet<String> = item
+                    .keys()
+                    .filter(|k| METHODS.iter().any(|m| m.eq_ignore_ascii_case(k)))
+                    .map(|k| k.to_ascii_uppercase())
+                    .collect();
+                let concrete = template
+                    .replace("{id}", SAMPLE_ID)
+                    .replace("{path}", SAMPLE_PATH);
+                assert!(
+                    !concrete.contains('{'),
+                    "{template}: a path parameter without a sample value in this test"
+                );
+                (template.clone(), concrete, methods)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_operation_is_routed_to_its_endpoint() {
+        let document = document();
+        let id = Uuid::parse_str(SAMPLE_ID).unwrap();
+        for (template, path, methods) in documented_paths(&document) {
+            assert!(!methods.is_empty(), "{template}: no operation");
+            for method in &methods {
+                let operation = &document["paths"][&template][method.to_ascii_lowercase()];
+                let parsed =
+                    Endpoint::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &path)
+                        .unwrap_or_else(|e| {
+                            panic!("{method} {template} is documented but not routed: {e:?}")
+                        });
+                // The operation id starts with the endpoint's name (`/mcp`'s three methods share one).
+                let operation_id = operation["operationId"].as_str().unwrap_or_default();
+                let name = parsed.name();
+                assert!(
+                    operation_id == name || operation_id.starts_with(&format!("{name}.")),
+                    "{method} {template}: operationId {operation_id:?} but the router gives {name:?}"
+                );
+                match &parsed {
+                    Endpoint::DeleteToken(got)
+                    | Endpoint::GetSkill(got)
+                    | Endpoint::UpdateSkill(got)
+                    | Endpoint::DeleteSkill(got)
+                    | Endpoint::ListSkillFiles(got)
+                    | Endpoint::ExportSkill(got) => assert_eq!(*got, id),
+                    Endpoint::GetSkillFile(got, file) => {
+                        assert_eq!((*got, file.as_str()), (id, SAMPLE_PATH))
+                    }
+                    _ => {}
+                }
+                // Every `{name}` of the template is a documented path parameter.
+                for param in template
+                    .split('{')
+                    .skip(1)
+                    .filter_map(|p| p.split_once('}'))
+                {
+                    let declared = operation["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["name"] == param.0 && p["in"] == "path")
+                    });
+                    assert!(
+                        declared,
+                        "{method} {template}: `{}` is not declared",
+                        param.0
+                    );
+                }
+            }
+        }
+    }
+
+    /// The variants (as numbered by [`variant_index`]) that no documented operation reaches.
+    fn unreached(document: &Value) -> Vec<usize> {
+        let mut reached = [false; VARIANTS];
+        for (_, path, methods) in documented_paths(document) {
+            for method in methods {
+                if let Ok(endpoint) =
+                    Endpoint::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &path)
+                {
+                    let i = variant_index(&endpoint);
+                    assert!(
+                        i < VARIANTS,
+                        "raise VARIANTS to the number of Endpoint variants"
+                    );
+                    reached[i] = true;
+                }
+            }
+        }
+        (0..VARIANTS).filter(|&i| !reached[i]).collect()
+    }
+
+    /// Each (method, path) where the router and the document disagree: routed but not
+    /// documented, documented but not routed, or a 405 whose `Allow` is not the documented set.
+    fn method_mismatches(document: &Value) -> Vec<String> {
+        let mut mismatches = Vec::new();
+        for (template, path, documented) in documented_paths(document) {
+            for method in METHODS {
+                let result =
+                    Endpoint::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &path);
+                match result {
+                    Ok(_) if documented.contains(method) => {}
+                    Ok(_) => {
+                        mismatches.push(format!("{method} {template}: routed, not documented"))
+                    }
+                    Err(AppError::MethodNotAllowed(allowed)) => {
+                        let allowed: BTreeSet<String> =
+                            allowed.iter().map(|m| (*m).to_owned()).collect();
+                        if documented.contains(method) || allowed != documented {
+                            mismatches.push(format!(
+                                "{method} {template}: 405 allowing {allowed:?}, documented {documented:?}"
+                            ));
+                        }
+                    }
+                    Err(e) => mismatches.push(format!("{method} {template}: {e:?}, not 405")),
+                }
+            }
+        }
+        mismatches
+    }
+
+    #[test]
+    fn the_document_reaches_every_endpoint() {
+        let missing = unreached(&document());
+        assert!(
+            missing.is_empty(),
+            "Endpoint variants {missing:?} (numbered in variant_index) are in no operation of src/http/openapi.json"
+        );
+    }
+
+    #[test]
+    fn each_documented_path_takes_exactly_the_documented_methods() {
+        let mismatches = method_mismatches(&document());
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
+
+    #[test]
+    fn a_route_left_out_of_the_document_is_caught() {
+        let mut document = document();
+        let paths = document["paths"].as_object_mut().unwrap();
+        paths.remove("/docs");
+        paths.remove("/api/v1/tokens/{id}");
+        paths["/api/v1/users/me"]
+            .as_object_mut()
+            .unwrap()
+            .remove("delete");
+        assert_eq!(unreached(&document), [5, 12, 16]);
+        assert_eq!(
+            method_mismatches(&document),
+            [
+                "HEAD /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+                "POST /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+                "DELETE /api/v1/users/me: routed, not documented",
+                "PATCH /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+                "OPTIONS /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+                "TRACE /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+                "CONNECT /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
+            ]
+        );
+    }
 
     #[test]
     fn routes_parse() {
