@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
-    _dir: tempfile::TempDir,
+    /// The data dir's parent, when the server made its own.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -19,28 +20,84 @@ impl Drop for Server {
     }
 }
 
-/// Starts the binary on a fresh data dir; returns it with the time until `/health` said 200.
-pub(crate) async fn start(client: &reqwest::Client) -> (Server, Duration) {
+impl Server {
+    /// Stops the server as an operator would (SIGTERM) and waits for it to exit.
+    pub(crate) fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A fresh data dir (searchable by the sandbox's user, as a deployment's data dir parents are).
+pub(crate) fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    // As a deployment's data dir parents are: searchable by the sandbox's user.
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .expect("a searchable temp dir");
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
+/// Starts the binary on a fresh data dir; returns it with the time until `/health` said 200.
+pub(crate) async fn start(client: &reqwest::Client) -> (Server, Duration) {
+    let (dir, data) = data_dir();
+    let (mut server, elapsed) = start_on(client, &data, &[]).await;
+    server._dir = Some(dir);
+    (server, elapsed)
+}
+
+/// Starts the binary on `data` with `env` on top of the benches' defaults (rate limits off);
+/// returns it with the time until `/health` said 200.
+pub(crate) async fn start_on(
+    client: &reqwest::Client,
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Server, Duration) {
+    let (server, started) = spawn_on(data, env);
+    loop {
+        if let Ok(res) = client.get(format!("{}/health", server.base)).send().await
+            && res.status() == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    (server, started.elapsed())
+}
+
+/// Starts the binary on `data` with `env` on top of the benches' defaults (rate limits off);
+/// returns it as soon as it says where it listens, with the instant it was started.
+pub(crate) fn spawn_on(data: &std::path::Path, env: &[(&str, &str)]) -> (Server, Instant) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"));
+    command
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .current_dir(dir.path())
+        .arg(data)
+        .current_dir(data.parent().unwrap_or(data))
         .env_clear()
-        .env("AGENTSKILLS_LOG", "info")
+        // The default level, unless the run asks for another (to weigh the log's own cost).
+        .env(
+            "AGENTSKILLS_LOG",
+            std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         // The benches measure throughput and latency, not the rate limits.
         .env("AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE", "0")
         .env("AGENTSKILLS_LOGIN_PER_ACCOUNT_PER_MINUTE", "0")
         .env("AGENTSKILLS_REGISTER_PER_IP_PER_HOUR", "0")
         .env("AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND", "0")
-        .env("AGENTSKILLS_UPLOADS_PER_USER_PER_MINUTE", "0")
+        .env("AGENTSKILLS_UPLOADS_PER_USER_PER_MINUTE", "0");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -60,22 +117,13 @@ pub(crate) async fn start(client: &reqwest::Client) -> (Server, Duration) {
     let base = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the server says where it listens");
-    loop {
-        if let Ok(res) = client.get(format!("{base}/health")).send().await
-            && res.status() == 200
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let elapsed = started.elapsed();
     (
         Server {
             child,
             base,
-            _dir: dir,
+            _dir: None,
         },
-        elapsed,
+        started,
     )
 }
 

@@ -117,7 +117,8 @@ fn main() -> ExitCode {
     if let Some(Command::Serve { bind: Some(bind) }) = &cli.command {
         settings.server.bind = *bind;
     }
-    init_logging(&settings);
+    // Held to the end of `main`: dropping it writes the lines still queued.
+    let _log_writer = init_logging(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,16 +148,24 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-fn init_logging(settings: &Settings) {
+fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(&settings.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Lines go to stderr from a thread of their own, which writes whatever has queued up in one
+    // go: a request never waits for stderr, and a busy server makes one write per batch instead of
+    // one per line. Not lossy: when the queue (128k lines) is full, loggers wait rather than drop.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("agentskills-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 async fn serve(settings: Settings) -> CliResult {

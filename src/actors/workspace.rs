@@ -59,6 +59,9 @@ pub struct SkillIndex {
     by_name: BTreeMap<String, Arc<IndexedSkill>>,
     by_id: HashMap<Uuid, Arc<IndexedSkill>>,
     bytes: u64,
+    /// The `load_skill_metadata` text of this view, made at its first call: an index is never
+    /// changed once published (a change publishes a new one), so the text stays true.
+    listing: std::sync::OnceLock<Arc<str>>,
 }
 
 impl SkillIndex {
@@ -126,6 +129,11 @@ impl SkillIndex {
     /// Every skill, by name.
     pub fn skills(&self) -> impl Iterator<Item = &Arc<IndexedSkill>> {
         self.by_name.values()
+    }
+
+    /// The listing of these skills that `make` writes, made once per published index.
+    pub fn listing(&self, make: impl FnOnce(&SkillIndex) -> String) -> Arc<str> {
+        Arc::clone(self.listing.get_or_init(|| Arc::from(make(self))))
     }
 
     pub fn len(&self) -> usize {
@@ -347,6 +355,7 @@ impl WorkspaceState {
             by_name: current.by_name.clone(),
             by_id: current.by_id.clone(),
             bytes: current.bytes,
+            listing: std::sync::OnceLock::new(),
         };
         change(&mut next);
         self.shared.index.store(Arc::new(next));

@@ -54,19 +54,29 @@ pub(crate) async fn optional_json_body<T: DeserializeOwned + Default>(
     parse_json(&bytes)
 }
 
-/// The raw bytes of a JSON body, with the same checks as [`json_body`] (for callers that parse it
-/// themselves).
+/// The request's head and the raw bytes of its JSON body, with the same checks as [`json_body`]
+/// (for callers that parse the body themselves and still need the headers: they are moved out,
+/// not copied).
 pub(crate) async fn read_json_bytes(
     req: Request<Incoming>,
     limits: &ServerSettings,
-) -> Result<bytes::Bytes, AppError> {
-    read_body(req, limits).await
+) -> Result<(http::request::Parts, bytes::Bytes), AppError> {
+    check_json_head(&req, limits)?;
+    let (parts, body) = req.into_parts();
+    let bytes = collect_limited(body, limits).await?;
+    Ok((parts, bytes))
 }
 
 async fn read_body(
     req: Request<Incoming>,
     limits: &ServerSettings,
 ) -> Result<bytes::Bytes, AppError> {
+    check_json_head(&req, limits)?;
+    collect_limited(req.into_body(), limits).await
+}
+
+/// The checks a JSON body's head must pass before its bytes are read.
+fn check_json_head(req: &Request<Incoming>, limits: &ServerSettings) -> Result<(), AppError> {
     // A body without a Content-Type is read as JSON; one that says it is something else is refused.
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
         && !is_json(content_type.as_bytes())
@@ -82,7 +92,16 @@ async fn read_body(
     if declared.is_some_and(|len| len > max as u64) {
         return Err(AppError::PayloadTooLarge(max));
     }
-    let body = Limited::new(req.into_body(), max);
+    Ok(())
+}
+
+/// The body's bytes, at most `server.max_json_body_bytes` of them, within the body read timeout.
+async fn collect_limited(
+    body: Incoming,
+    limits: &ServerSettings,
+) -> Result<bytes::Bytes, AppError> {
+    let max = limits.max_json_body_bytes;
+    let body = Limited::new(body, max);
     let timeout = Duration::from_secs(limits.body_read_timeout_secs);
     let collected = tokio::time::timeout(timeout, body.collect())
         .await

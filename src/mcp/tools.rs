@@ -144,14 +144,17 @@ pub async fn call(
 }
 
 fn load_skill_metadata(index: &SkillIndex) -> Result<CallToolResult, CallToolResult> {
-    let mut out = String::from(METADATA_HEADER);
-    for skill in index.skills().filter(|s| s.record.is_active) {
-        out.push_str("\n- ");
-        out.push_str(&skill.record.name);
-        out.push_str(": ");
-        out.push_str(&skill.record.description);
-    }
-    Ok(text(out))
+    let listing = index.listing(|index| {
+        let mut out = String::from(METADATA_HEADER);
+        for skill in index.skills().filter(|s| s.record.is_active) {
+            out.push_str("\n- ");
+            out.push_str(&skill.record.name);
+            out.push_str(": ");
+            out.push_str(&skill.record.description);
+        }
+        out
+    });
+    Ok(text(listing.to_string()))
 }
 
 async fn load_skill(

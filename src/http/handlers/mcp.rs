@@ -208,8 +208,8 @@ async fn post(
     principal: Principal,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    let headers = req.headers().clone();
-    let bytes = read_json_bytes(req, &state.settings.server).await?;
+    let (parts, bytes) = read_json_bytes(req, &state.settings.server).await?;
+    let headers = parts.headers;
     let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(rpc_refusal(
             StatusCode::BAD_REQUEST,

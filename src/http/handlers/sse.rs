@@ -188,7 +188,7 @@ pub(crate) async fn message(
             "session not found; open a new one with GET /sse",
         ));
     };
-    let bytes = read_json_bytes(req, &state.settings.server).await?;
+    let (_, bytes) = read_json_bytes(req, &state.settings.server).await?;
     let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(rpc_refusal(
             StatusCode::BAD_REQUEST,
