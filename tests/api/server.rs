@@ -212,7 +212,8 @@ async fn the_http_limits_hold_on_the_mcp_endpoints(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.server.body_read_timeout_secs = 1;
         s.server.max_json_body_bytes = 4096;
-        s.server.request_timeout_secs = 1;
+        // Longer than the body timeout, so a slow body is that one's 408, never a 503.
+        s.server.request_timeout_secs = 2;
         s.mcp.sse_keep_alive_secs = 1;
     })
     .await;
@@ -268,7 +269,7 @@ async fn the_http_limits_hold_on_the_mcp_endpoints(backend: Backend) {
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
     }
 
-    // The event stream outlives the request timeout, kept alive by comments.
+    // The event stream outlives the request timeout (2 s), kept alive by comments.
     while opened.elapsed() < Duration::from_millis(3500) {
         let Ok(read) = tokio::time::timeout(Duration::from_millis(500), sse.read(&mut chunk)).await
         else {
