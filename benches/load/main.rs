@@ -203,6 +203,21 @@ where
     figure(name, concurrency, window, tallies, cpu)
 }
 
+/// `concurrency` Streamable HTTP workers calling `tool` on `target`, measured on process `pid`.
+async fn http_figure(
+    name: &str,
+    pid: u32,
+    concurrency: usize,
+    window: Duration,
+    target: &Target,
+    tool: Tool,
+) -> Figure {
+    measure(name, pid, concurrency, window, |w, b| {
+        http_worker(target.clone(), tool, w, b, window)
+    })
+    .await
+}
+
 fn mcp_headers(token: &str, session: Option<&str>) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         ("authorization", format!("Bearer {token}")),
@@ -584,12 +599,13 @@ async fn measure_ceiling(report: &mut Report, window: Duration, when: &str) {
     let ceiling = start_ceiling();
     for c in [1, 16, 64] {
         let target = Target::Ceiling { addr: ceiling.addr };
-        let f = measure(
+        let f = http_figure(
             &format!("ceiling ({when})"),
             ceiling.child.id(),
             c,
             window,
-            |w, b| http_worker(target.clone(), Tool::LoadSkill, w, b, window),
+            &target,
+            Tool::LoadSkill,
         )
         .await;
         report.ceiling.entry(c).or_default().push(f.per_second);
@@ -649,15 +665,8 @@ async fn run() {
             (Tool::Metadata, "load_skill_metadata (100 skills)"),
         ] {
             for c in [1, 16, 64] {
-                let target = service.clone();
-                let f = measure(
-                    &format!("{label}, Streamable HTTP"),
-                    pid,
-                    c,
-                    window,
-                    |w, b| http_worker(target.clone(), tool, w, b, window),
-                )
-                .await;
+                let name = format!("{label}, Streamable HTTP");
+                let f = http_figure(&name, pid, c, window, &service, tool).await;
                 report.push(f);
             }
         }
@@ -699,15 +708,8 @@ async fn run() {
             )
             .await;
             report.push(f);
-            let target = service.clone();
-            let f = measure(
-                "load_skill, 64 sessions of 1 user",
-                pid,
-                64,
-                window,
-                |w, b| http_worker(target.clone(), Tool::LoadSkill, w, b, window),
-            )
-            .await;
+            let name = "load_skill, 64 sessions of 1 user";
+            let f = http_figure(name, pid, 64, window, &service, Tool::LoadSkill).await;
             report.push(f);
         }
     }
@@ -783,13 +785,13 @@ async fn flood(report: &mut Report, server: &Server, service: &Target, window: D
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     for c in [16, 64] {
-        let target = service.clone();
-        let f = measure(
+        let f = http_figure(
             "load_skill during a 50-connection login flood",
             server.pid(),
             c,
             window,
-            |w, b| http_worker(target.clone(), Tool::LoadSkill, w, b, window),
+            service,
+            Tool::LoadSkill,
         )
         .await;
         report.push(f);
@@ -831,13 +833,13 @@ async fn sandbox(
         return;
     }
     for c in [1, 4] {
-        let target = service.clone();
-        let f = measure(
+        let f = http_figure(
             "run_shell_command `echo hi` (sandboxed)",
             server.pid(),
             c,
             window,
-            |w, b| http_worker(target.clone(), Tool::Shell, w, b, window),
+            service,
+            Tool::Shell,
         )
         .await;
         report.push(f);
@@ -1048,18 +1050,17 @@ async fn postgres(
         token: user.api_token,
     };
     for _ in 0..3 {
-        let f = measure(
-            "load_skill, Streamable HTTP, PostgreSQL",
-            server.pid(),
+        let name = "load_skill, Streamable HTTP, PostgreSQL";
+        let f = http_figure(name, server.pid(), 64, window, &target, Tool::LoadSkill).await;
+        report.push(f);
+        let f = http_figure(
+            SQLITE_BESIDE_PG,
+            sqlite_pid,
             64,
             window,
-            |w, b| http_worker(target.clone(), Tool::LoadSkill, w, b, window),
+            sqlite,
+            Tool::LoadSkill,
         )
-        .await;
-        report.push(f);
-        let f = measure(SQLITE_BESIDE_PG, sqlite_pid, 64, window, |w, b| {
-            http_worker(sqlite.clone(), Tool::LoadSkill, w, b, window)
-        })
         .await;
         report.push(f);
     }

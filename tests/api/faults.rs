@@ -344,34 +344,22 @@ async fn upload(
     skill_id: Option<&str>,
     files: &[(&str, &[u8])],
 ) -> Response {
-    let (content_type, body) = multipart(skill_id, files);
-    app.request(Method::POST, "/api/v1/skills/upload")
-        .bearer_auth(&user.access)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    crate::skills::upload(app, user, &parts(skill_id, files)).await
 }
 
-fn multipart(skill_id: Option<&str>, files: &[(&str, &[u8])]) -> (String, Vec<u8>) {
-    let boundary = "faultsUploadBoundary";
-    let mut body = Vec::new();
-    if let Some(id) = skill_id {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"skill_id\"\r\n\r\n{id}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    for (path, data) in files {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path}\"\r\n\r\n").as_bytes());
-        body.extend_from_slice(data);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+/// The parts of an upload: `skill_id` when given, then each file under its path.
+fn parts<'a>(
+    skill_id: Option<&'a str>,
+    files: &[(&'a str, &'a [u8])],
+) -> Vec<(&'static str, Option<&'a str>, &'a [u8])> {
+    let id = skill_id.map(|id| ("skill_id", None, id.as_bytes()));
+    id.into_iter()
+        .chain(
+            files
+                .iter()
+                .map(|(path, data)| ("files", Some(*path), *data)),
+        )
+        .collect()
 }
 
 fn skill_md(name: &str, description: &str) -> Vec<u8> {
@@ -745,13 +733,9 @@ async fn sigterm_ends_streams_finishes_uploads_flushes_token_use_and_exits_0() {
     // An upload in progress: the server is reading its body (it asked for it with 100 Continue)
     // and has half of it.
     let data = blob(256 * 1024);
-    let (content_type, body) = multipart(
-        None,
-        &[
-            ("SKILL.md", &skill_md("slow", "Sent slowly.")),
-            ("data.bin", &data),
-        ],
-    );
+    let skill = skill_md("slow", "Sent slowly.");
+    let (content_type, body) =
+        crate::skills::multipart(&parts(None, &[("SKILL.md", &skill), ("data.bin", &data)]));
     let mut upload = TcpStream::connect(server.addr()).await.unwrap();
     let head = format!(
         "POST /api/v1/skills/upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {access}\r\n\

@@ -255,17 +255,10 @@ async fn the_http_limits_hold_on_the_mcp_endpoints(backend: Backend) {
             .unwrap();
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
         // A body that does not arrive in time: 408.
-        let mut stream = TcpStream::connect(&addr).await.unwrap();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\":"
         );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .expect("no answer in 10 s")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = first_answer(&addr, head.as_bytes()).await;
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
     }
 
@@ -288,21 +281,25 @@ async fn the_http_limits_hold_on_the_mcp_endpoints(backend: Backend) {
     );
 }
 
-async fn slow_bodies_get_408(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.server.body_read_timeout_secs = 1).await;
-    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":")
-        .await
-        .unwrap();
+/// Sends `request` on a new connection and returns the first bytes the server answers.
+async fn first_answer(addr: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
         .await
         .expect("no answer in 10 s")
         .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn slow_bodies_get_408(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.server.body_read_timeout_secs = 1).await;
+    let text = first_answer(
+        app.base.trim_start_matches("http://"),
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body-timeout"), "{text}");
 }

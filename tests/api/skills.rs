@@ -38,7 +38,7 @@ fn skill_md(name: &str, description: &str) -> String {
 
 /// A multipart body: (field name, file name, bytes) parts. Built by hand so that tests can send
 /// what no well-behaved client would.
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+pub(crate) fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "XtestBoundary7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
     for (name, file_name, data) in parts {
@@ -58,7 +58,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     user: &TestUser,
     parts: &[(&str, Option<&str>, &[u8])],
