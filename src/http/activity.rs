@@ -98,6 +98,10 @@ impl Activity {
     pub(crate) async fn expired(&self, header_read: Duration, keep_alive_idle: Duration) -> Expiry {
         let header_read = u64::try_from(header_read.as_millis()).unwrap_or(NONE - 1);
         let idle = u64::try_from(keep_alive_idle.as_millis()).unwrap_or(NONE - 1);
+        // One timer for the connection's life, moved to each new deadline: a kept-alive
+        // connection changes state twice per request, and a fresh timer each time would cost a
+        // timer-wheel insertion and removal on the hot path.
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         loop {
             // Registered before the state is read, so a change in between is not missed.
             let changed = self.changed.notified();
@@ -121,8 +125,11 @@ impl Activity {
                     }
                 }
                 Some((at, _)) => {
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + Duration::from_millis(at - now));
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(at - now)) => {}
+                        () = timer.as_mut() => {}
                         () = changed => {}
                     }
                 }
