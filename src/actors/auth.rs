@@ -2,8 +2,8 @@
 //! account deletion.
 //!
 //! The actor's handler never does the work itself: each request is moved into a task of its own
-//! (password hashing then goes to the blocking pool behind the hasher's semaphore), so one slow
-//! login never holds up another. The actor also runs the hourly purge of expired refresh tokens.
+//! (password hashing then goes to a low-priority hashing thread behind the hasher's semaphore), so
+//! one slow login never holds up another. The actor also runs the hourly purge of expired refresh tokens.
 //!
 //! Checking an access token on a REST request ([`AuthService::authenticate`]) does not go through
 //! the mailbox at all: it is a signature check and one indexed query.

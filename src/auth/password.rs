@@ -1,10 +1,14 @@
 //! Password hashing with scrypt, bounded so that a flood of logins cannot exhaust memory or cores.
 //!
 //! Hashes are PHC strings (`$scrypt$ln=17,r=8,p=1$<salt>$<hash>`), so each carries its own
-//! parameters and older ones keep verifying after the settings change. Every hash runs on the
-//! blocking pool behind a semaphore of `auth.hash_concurrency` permits; a caller that cannot get a
+//! parameters and older ones keep verifying after the settings change. Every hash runs on a thread
+//! of its own behind a semaphore of `auth.hash_concurrency` permits; a caller that cannot get a
 //! permit within `auth.hash_wait_ms` gets [`HashError::Busy`] (503 with `Retry-After`) instead of
 //! queueing without bound. At the default cost one hash needs 128 MiB, so the permits also cap memory.
+//!
+//! Hashing threads run at a lower CPU priority ([`HASH_NICE`]): on a machine with few cores, a
+//! flood of logins then takes the cores only when requests leave them free, and MCP calls keep
+//! their latency. A lone login on an idle machine is as fast as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,10 @@ use scrypt::{Params, Scrypt};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::domain::Password;
+
+/// The nice value of hashing threads: under contention, a thread at nice 10 gets about a tenth
+/// of the CPU share of one at 0 (the kernel's weights 110 vs 1024).
+pub const HASH_NICE: i32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -49,7 +57,7 @@ impl PasswordHasher {
         getrandom::fill(&mut salt).map_err(|e| HashError::Failed(e.to_string()))?;
         let password = password.clone();
         let params = self.params;
-        self.run_blocking(move || {
+        self.on_hash_thread(move || {
             let salt =
                 SaltString::encode_b64(&salt).map_err(|e| HashError::Failed(e.to_string()))?;
             Scrypt
@@ -73,7 +81,7 @@ impl PasswordHasher {
         };
         let password = password.clone();
         let matched = self
-            .run_blocking(move || {
+            .on_hash_thread(move || {
                 // A stored hash that does not parse can never match; that is not the caller's fault,
                 // but it must not unlock the account either.
                 let Ok(parsed) = PasswordHash::new(&phc) else {
@@ -119,7 +127,7 @@ impl PasswordHasher {
             .map(String::as_str)
     }
 
-    async fn run_blocking<T: Send + 'static>(
+    async fn on_hash_thread<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
@@ -127,13 +135,28 @@ impl PasswordHasher {
             .await
             .map_err(|_| HashError::Busy(self.wait.max(Duration::from_secs(1))))?
             .map_err(|e| HashError::Failed(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| HashError::Failed(e.to_string()))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own (not the blocking pool, whose threads serve database calls too and
+        // could not get their priority back: raising it again needs `CAP_SYS_NICE`).
+        std::thread::Builder::new()
+            .name("password-hash".to_owned())
+            .spawn(move || {
+                lower_priority();
+                let _ = tx.send(work());
+                drop(permit);
+            })
+            .map_err(|e| HashError::Failed(format!("no thread for hashing: {e}")))?;
+        rx.await
+            .map_err(|_| HashError::Failed("the hashing thread panicked".to_owned()))?
+    }
+}
+
+/// Lowers the calling thread's CPU priority to [`HASH_NICE`]. (On Linux a thread's nice value is
+/// its own; failing to lower it only costs latency elsewhere, so it is logged, not fatal.)
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), HASH_NICE) {
+        tracing::debug!(error = %e, "could not lower the hashing thread's priority");
     }
 }
 
@@ -151,6 +174,20 @@ mod tests {
 
     fn pw(s: &str) -> Password {
         Password::candidate(s.to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashing_runs_at_a_lower_priority_than_requests() {
+        let h = hasher(4);
+        let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let there = h
+            .on_hash_thread(|| {
+                Ok(rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap())
+            })
+            .await
+            .unwrap();
+        assert!(there >= HASH_NICE, "hashing thread at nice {there}");
+        assert!(there > here || here >= HASH_NICE, "{there} vs {here}");
     }
 
     #[tokio::test]
