@@ -152,9 +152,12 @@ fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGu
     let filter = EnvFilter::try_new(&settings.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, which writes whatever has queued up in one
     // go: a request never waits for stderr, and a busy server makes one write per batch instead of
-    // one per line. Not lossy: when the queue (128k lines) is full, loggers wait rather than drop.
+    // one per line. Not lossy: when the queue is full, loggers wait rather than drop. The queue
+    // is allocated and touched whole at start, so it is kept to 8k lines (256 KiB; the default's
+    // 128k lines are 4 MiB of resident memory on an idle server).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(8 * 1024)
         .thread_name("agentskills-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()

@@ -275,6 +275,18 @@ impl Workspaces {
 
     /// The user's running workspace, started if need be.
     async fn workspace(&self, user_id: Uuid) -> Result<Workspace, AppError> {
+        // The hot path: a live workspace, found without awaiting anything.
+        if let Some(workspace) = self.inner.slot(user_id).workspace.get()
+            && workspace.is_alive()
+        {
+            return Ok(workspace.clone());
+        }
+        // Boxed: starting a workspace (an actor, a database read) makes a future kilobytes large,
+        // and every MCP request's future would carry it (see `http::router::dispatch`).
+        Box::pin(self.start_workspace(user_id)).await
+    }
+
+    async fn start_workspace(&self, user_id: Uuid) -> Result<Workspace, AppError> {
         for _ in 0..3 {
             let slot = self.inner.slot(user_id);
             let workspace = slot

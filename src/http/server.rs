@@ -1,7 +1,7 @@
 //! The accept loop.
 //!
-//! One task per connection, served by hyper-util's auto builder (HTTP/1.1, or HTTP/2 with prior
-//! knowledge). Each connection has its own timer (`activity`): a request head must arrive within
+//! One task per connection, served by hyper's HTTP/1.1 or HTTP/2 connection (HTTP/2 with prior
+//! knowledge, told apart by a peek at the first bytes). Each connection has its own timer (`activity`): a request head must arrive within
 //! `server.header_read_timeout_secs`, and a connection with nothing in flight is closed after
 //! `server.keep_alive_idle_secs`. On shutdown the listener closes at once and open connections
 //! get `server.shutdown_grace_secs` to finish their requests.
@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::activity::{Activity, Tracked, Watched};
 use super::router;
@@ -30,24 +30,26 @@ pub async fn serve(
     let limits = &state.settings.server;
     let header_read = Duration::from_secs(limits.header_read_timeout_secs);
     let keep_alive_idle = Duration::from_secs(limits.keep_alive_idle_secs);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // Slow heads and idle connections are timed by `activity`; hyper's own timer (which counts
         // the idle wait too) is only a backstop behind both.
         .header_read_timeout(header_read + keep_alive_idle)
         .max_headers(100)
-        // Request line and headers together: more is 431.
+        // Request line and headers together: more is 431. (The buffer's own limit is checked
+        // only while a head is incomplete, so a head read in one go could pass it.)
+        .max_header_size(64 * 1024)
         .max_buf_size(64 * 1024)
         .keep_alive(true);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256)
         .max_header_list_size(64 * 1024);
+    let builders = Arc::new((http1, http2));
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
 
     let graceful = GracefulShutdown::new();
@@ -88,21 +90,39 @@ pub async fn serve(
         }
         let state = Arc::clone(&state);
         let activity = Activity::new();
-        let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
         let requests = Arc::clone(&activity);
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let state = Arc::clone(&state);
             let in_flight = requests.begin(req.version() == http::Version::HTTP_2);
-            async move {
+            // Boxed: hyper keeps an allocation the size of the service's future for as long as
+            // the connection is open (idle event streams included), so it is a pointer, and each
+            // request's future is allocated while it runs.
+            Box::pin(async move {
                 let response = router::handle(&state, peer, req).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
+            })
         });
-        let conn = builder.serve_connection_with_upgrades(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let builders = Arc::clone(&builders);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let serve = async {
+                let protocol = sniff(&stream).await;
+                let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+                match protocol {
+                    Protocol::Http1 => {
+                        watcher
+                            .watch(builders.0.serve_connection(io, service))
+                            .await
+                    }
+                    // Boxed: HTTP/2's connection state is kilobytes larger than HTTP/1's, and every
+                    // connection's task would otherwise carry it.
+                    Protocol::Http2 => {
+                        Box::pin(watcher.watch(builders.1.serve_connection(io, service))).await
+                    }
+                }
+            };
             tokio::select! {
-                ended = conn => {
+                ended = serve => {
                     if let Err(e) = ended {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
@@ -136,6 +156,42 @@ pub async fn serve(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+/// What a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge: the connection opens with the client preface.
+    Http2,
+}
+
+/// What every HTTP/2 connection opens with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 from HTTP/1 by peeking at the first bytes, which stay in the socket for hyper to
+/// read. (hyper-util's auto builder reads them instead and hands them back through a buffer,
+/// which made hyper's first read 24 bytes long and doubled its read buffer to 16 KiB on every
+/// connection.) A client that stops inside the preface is polled with a growing pause; the
+/// connection's header timer ends the wait.
+async fn sniff(stream: &TcpStream) -> Protocol {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) => n,
+            // hyper meets the same error at its first read and ends the connection.
+            Err(_) => return Protocol::Http1,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Protocol::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            return Protocol::Http2;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -474,9 +474,10 @@ fn string_param<'a>(params: Option<&'a Value>, name: &str) -> Result<&'a str, Rp
         })
 }
 
+/// The parameters as `T`, read from the message in place (no copy of the tree).
 fn parse_params<T: DeserializeOwned>(params: Option<&Value>) -> Result<T, RpcError> {
-    let value = params.cloned().unwrap_or_else(|| json!({}));
-    serde_json::from_value(value)
+    let empty = Value::Object(serde_json::Map::new());
+    T::deserialize(params.unwrap_or(&empty))
         .map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))
 }
 

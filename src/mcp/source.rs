@@ -31,7 +31,7 @@ impl SkillSource {
     pub async fn index(&self, user_id: Uuid) -> Result<Arc<SkillIndex>, AppError> {
         match self {
             SkillSource::Accounts(workspaces) => workspaces.index(user_id).await,
-            SkillSource::Folder(folder) => folder.index().await,
+            SkillSource::Folder(folder) => Box::pin(folder.index()).await,
         }
     }
 

@@ -131,8 +131,10 @@ pub async fn call(
     let result = match call.name.as_ref() {
         "load_skill_metadata" => load_skill_metadata(index),
         "load_skill" => load_skill(index, server, call).await,
-        "read_reference_file" => read_reference_file(index, server, call).await,
-        "run_shell_command" => run_shell_command(index, server, user_id, call).await,
+        // Boxed: they read files or run a sandbox, and their futures would otherwise make every
+        // request's (and so every connection's) future kilobytes larger.
+        "read_reference_file" => Box::pin(read_reference_file(index, server, call)).await,
+        "run_shell_command" => Box::pin(run_shell_command(index, server, user_id, call)).await,
         other => {
             return Err(RpcError::new(
                 super::codes::INVALID_PARAMS,

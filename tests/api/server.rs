@@ -92,6 +92,22 @@ async fn http2_is_served(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
+
+    // The protocol is told by the first bytes: an HTTP/1 request that begins like the HTTP/2
+    // preface ("P"), and pauses there, is still HTTP/1.
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(b"OST /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
 }
 
 async fn slow_headers_are_cut_off(backend: Backend) {
@@ -114,6 +130,21 @@ async fn slow_headers_are_cut_off(backend: Backend) {
     );
     let text = String::from_utf8_lossy(&buf);
     assert!(!text.contains("200 OK"), "{text}");
+    // So is one that stops inside the HTTP/2 preface.
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "a partial preface held the connection for 10 s"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
     // A normal client is still served.
     assert_eq!(
         app.request(Method::GET, "/health")

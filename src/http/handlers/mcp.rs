@@ -165,20 +165,18 @@ fn framing(headers: &HeaderMap) -> Option<Framing> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Some(Framing::Json);
     };
-    let types: Vec<String> = accept
+    // Media ranges, their parameters (`;q=…`) left out; compared without case.
+    let types = accept
         .split(',')
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .collect();
-    let has = |t: &str| types.iter().any(|x| x == t);
-    if has("application/json") || has("*/*") || has("application/*") {
+        .map(|t| t.split(';').next().unwrap_or("").trim());
+    let has = |wanted: &[&str]| {
+        types
+            .clone()
+            .any(|t| wanted.iter().any(|w| t.eq_ignore_ascii_case(w)))
+    };
+    if has(&["application/json", "*/*", "application/*"]) {
         Some(Framing::Json)
-    } else if has("text/event-stream") || has("text/*") {
+    } else if has(&["text/event-stream", "text/*"]) {
         Some(Framing::EventStream)
     } else {
         None
@@ -258,7 +256,11 @@ async fn post(
         }
     };
     if !handshake_era {
-        return Ok(stateless(state, principal, &headers, &messages, batch, framing).await);
+        // Boxed: off the session path, which keeps its future small (see `router::dispatch`).
+        return Ok(Box::pin(stateless(
+            state, principal, &headers, &messages, batch, framing,
+        ))
+        .await);
     }
 
     // `initialize` opens a session; sent within one, it is refused like any repeat (-32600).
@@ -266,7 +268,7 @@ async fn post(
         && session_id.is_none()
         && messages[0].get("method").and_then(Value::as_str) == Some("initialize");
     if initialize {
-        return Ok(open_session(state, principal, &messages[0], framing).await);
+        return Ok(Box::pin(open_session(state, principal, &messages[0], framing)).await);
     }
 
     let Some(session_id) = session_id else {
