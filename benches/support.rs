@@ -77,7 +77,10 @@ pub(crate) async fn start_on(
 /// returns it as soon as it says where it listens, with the instant it was started.
 pub(crate) fn spawn_on(data: &std::path::Path, env: &[(&str, &str)]) -> (Server, Instant) {
     let started = Instant::now();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"));
+    // Another build of the server (one with debug info, to profile it) may stand in.
+    let binary = std::env::var_os("BENCH_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_agentskills-mcp").into());
+    let mut command = Command::new(binary);
     command
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data)

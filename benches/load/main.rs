@@ -15,7 +15,8 @@
 //! `LOAD_DATABASE_URL` (default `TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`; the PostgreSQL run is skipped if it is unreachable),
 //! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,idle,startup,flood,sandbox,
-//! postgres`).
+//! postgres`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
+//! build of the server to run, such as one with debug info for `perf record --call-graph dwarf`).
 //!
 //! Benchmarks are not tests: nothing here fails a build; the figures are for people.
 
