@@ -51,6 +51,9 @@ pub struct IndexedSkill {
     pub skill_md: Option<Arc<str>>,
     /// The parsed front matter; `None` if `SKILL.md` no longer parses (a script may rewrite it).
     pub manifest: Option<Manifest>,
+    /// `load_skill`'s result for `skill_md`, serialized at the first call (it depends on that
+    /// text alone, which never changes in a published entry).
+    pub load_skill_result: std::sync::OnceLock<Arc<str>>,
 }
 
 /// A consistent view of one user's skills.
@@ -62,6 +65,8 @@ pub struct SkillIndex {
     /// The `load_skill_metadata` text of this view, made at its first call: an index is never
     /// changed once published (a change publishes a new one), so the text stays true.
     listing: std::sync::OnceLock<Arc<str>>,
+    /// `load_skill_metadata`'s result, serialized at its first call, for the same reason.
+    listing_result: std::sync::OnceLock<Arc<str>>,
 }
 
 impl SkillIndex {
@@ -134,6 +139,11 @@ impl SkillIndex {
     /// The listing of these skills that `make` writes, made once per published index.
     pub fn listing(&self, make: impl FnOnce(&SkillIndex) -> String) -> Arc<str> {
         Arc::clone(self.listing.get_or_init(|| Arc::from(make(self))))
+    }
+
+    /// The serialized result of the listing that `make` writes, made once per published index.
+    pub fn listing_result(&self, make: impl FnOnce(&SkillIndex) -> String) -> Arc<str> {
+        Arc::clone(self.listing_result.get_or_init(|| Arc::from(make(self))))
     }
 
     pub fn len(&self) -> usize {
@@ -356,6 +366,7 @@ impl WorkspaceState {
             by_id: current.by_id.clone(),
             bytes: current.bytes,
             listing: std::sync::OnceLock::new(),
+            listing_result: std::sync::OnceLock::new(),
         };
         change(&mut next);
         self.shared.index.store(Arc::new(next));
@@ -390,6 +401,7 @@ impl WorkspaceState {
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,
+            load_skill_result: std::sync::OnceLock::new(),
         });
         self.publish(|index| index.insert(skill));
         Ok(())
@@ -678,6 +690,7 @@ impl StagedSkill {
             bytes: self.bytes,
             skill_md: self.skill_md,
             manifest: Some(self.manifest),
+            load_skill_result: std::sync::OnceLock::new(),
         };
         (self.staged, Arc::new(skill))
     }
@@ -732,6 +745,7 @@ pub(crate) async fn load_index(
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,
+            load_skill_result: std::sync::OnceLock::new(),
         });
     }
     Ok(SkillIndex::from_skills(skills))

@@ -177,6 +177,67 @@ pub fn result_response(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+/// Shapes a result for its protocol era: `resultType` and the cache hints from 2026-07-28 on,
+/// none of them before.
+fn shape(result: &mut Value, stateless: bool, method: &str) {
+    let Value::Object(map) = result else {
+        return;
+    };
+    if stateless {
+        map.entry("resultType").or_insert_with(|| json!("complete"));
+        if let Some((ttl, scope)) = cache_hints(method) {
+            map.entry("ttlMs").or_insert_with(|| json!(ttl));
+            map.entry("cacheScope").or_insert_with(|| json!(scope));
+        }
+    } else {
+        // These exist from 2026-07-28 on; older peers must not get fields their schema does not
+        // have.
+        map.remove("resultType");
+        map.remove("ttlMs");
+        map.remove("cacheScope");
+    }
+}
+
+/// A `tools/call` result as a session of any handshake-era version gets it (they are all
+/// shaped alike), serialized; empty if it does not serialize.
+fn session_result_json(result: &rmcp::model::CallToolResult) -> String {
+    let Ok(mut value) = serde_json::to_value(result) else {
+        return String::new();
+    };
+    shape(&mut value, false, "tools/call");
+    serde_json::to_string(&value).unwrap_or_default()
+}
+
+/// A response to one request, as [`McpServer::reply`] gives it.
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    /// The response already serialized: a result the skill index held ready.
+    Serialized(Vec<u8>),
+}
+
+impl Reply {
+    /// The response as JSON text.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Reply::Value(value) => serde_json::to_vec(&value).unwrap_or_default(),
+            Reply::Serialized(bytes) => bytes,
+        }
+    }
+}
+
+/// The response carrying `result`, which is serialized JSON already.
+fn serialized_response(id: &Value, result: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(result.len() + 48);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    // An id is a string or an integer (`classify`): it always serializes.
+    let _ = serde_json::to_writer(&mut out, id);
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    out
+}
+
 /// What one message is.
 #[derive(Debug)]
 pub enum Message<'a> {
@@ -318,21 +379,7 @@ impl McpServer {
         let stateless = version >= STATELESS_VERSION;
         match self.route(user_id, stateless, method, params).await {
             Ok(mut result) => {
-                if let Value::Object(map) = &mut result {
-                    if stateless {
-                        map.entry("resultType").or_insert_with(|| json!("complete"));
-                        if let Some((ttl, scope)) = cache_hints(method) {
-                            map.entry("ttlMs").or_insert_with(|| json!(ttl));
-                            map.entry("cacheScope").or_insert_with(|| json!(scope));
-                        }
-                    } else {
-                        // These exist from 2026-07-28 on; older peers must not get fields their
-                        // schema does not have.
-                        map.remove("resultType");
-                        map.remove("ttlMs");
-                        map.remove("cacheScope");
-                    }
-                }
+                shape(&mut result, stateless, method);
                 result_response(id, result)
             }
             Err(mut error) => {
@@ -343,6 +390,34 @@ impl McpServer {
                 error_response(Some(id), &error)
             }
         }
+    }
+
+    /// [`McpServer::request`], except that a `tools/call` whose result the skill index holds
+    /// ready (`tools::cached_result`) is answered with it as it is, serialized: no result is built
+    /// or escaped again. The hot path of a session's POST.
+    pub async fn reply(
+        &self,
+        user_id: Uuid,
+        version: &str,
+        id: &Value,
+        method: &str,
+        params: Option<&Value>,
+    ) -> Reply {
+        // Results of 2026-07-28 carry fields of their own; those are built the general way.
+        if method == "tools/call"
+            && version < STATELESS_VERSION
+            && let Ok(call) = parse_params::<CallToolRequestParams>(params)
+        {
+            let index = match self.skills.index(user_id).await {
+                Ok(index) => index,
+                // As `route` answers it (asking again would double a slow failure).
+                Err(e) => return Reply::Value(error_response(Some(id), &RpcError::from(e))),
+            };
+            if let Some(result) = tools::cached_result(&index, &call, session_result_json) {
+                return Reply::Serialized(serialized_response(id, &result));
+            }
+        }
+        Reply::Value(self.request(user_id, version, id, method, params).await)
     }
 
     async fn route(
@@ -487,7 +562,89 @@ fn to_value<T: Serialize>(value: &T) -> Result<Value, RpcError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::mcp::source::FolderSource;
+    use crate::mcp::{SUPPORTED_VERSIONS, source::SkillSource};
+
+    #[tokio::test]
+    async fn results_served_from_the_cache_are_the_general_paths_results() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in [
+            ("alpha", "Say \"hi\"\tthen\n\\ go: é ✓ 🎉 \u{1}"),
+            ("beta", "Plain."),
+        ] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(
+                dir.path().join(name).join("SKILL.md"),
+                format!("---\nname: {name}\ndescription: The \"{name}\" skill.\n---\n{body}\n"),
+            )
+            .unwrap();
+        }
+        let source = SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
+        let settings = crate::config::SandboxSettings::default();
+        let sandbox = Sandbox::start(&settings, dir.path(), Arc::default()).await;
+        let server = McpServer::new(source, 1 << 20, sandbox);
+        let user = Uuid::nil();
+        let load = |name: &str| json!({"name": "load_skill", "arguments": {"skill_name": name}});
+        let cached = [
+            (json!(1), load("alpha")),
+            (json!("a\"b"), load("beta")),
+            (json!(u64::MAX), json!({"name": "load_skill_metadata"})),
+            (
+                json!(2),
+                json!({"name": "load_skill_metadata", "arguments": {}}),
+            ),
+        ];
+        for version in SUPPORTED_VERSIONS {
+            // Twice: once made, once from the cache.
+            for (id, params) in cached.iter().chain(cached.iter()) {
+                let general = server
+                    .request(user, version, id, "tools/call", Some(params))
+                    .await;
+                let reply = server
+                    .reply(user, version, id, "tools/call", Some(params))
+                    .await;
+                assert!(matches!(reply, Reply::Serialized(_)), "{params} not cached");
+                let fast: Value = serde_json::from_slice(&reply.into_bytes()).unwrap();
+                assert_eq!(fast, general, "{version} {params}");
+            }
+            // Everything else goes the general way, with the same answer.
+            for params in [
+                load("missing"),
+                json!({"name": "load_skill", "arguments": {}}),
+                json!({"name": "load_skill", "arguments": {"skill_name": 5}}),
+                json!({"name": "no_such_tool"}),
+                json!({"arguments": {}}),
+            ] {
+                let id = json!(7);
+                let general = server
+                    .request(user, version, &id, "tools/call", Some(&params))
+                    .await;
+                let reply = server
+                    .reply(user, version, &id, "tools/call", Some(&params))
+                    .await;
+                assert!(matches!(reply, Reply::Value(_)), "{params} cached");
+                let reply: Value = serde_json::from_slice(&reply.into_bytes()).unwrap();
+                assert_eq!(reply, general, "{version} {params}");
+            }
+        }
+        // Requests of 2026-07-28 are shaped the general way too.
+        let reply = server
+            .reply(
+                user,
+                STATELESS_VERSION,
+                &json!(1),
+                "tools/call",
+                Some(&load("alpha")),
+            )
+            .await;
+        let Reply::Value(value) = reply else {
+            panic!("a stateless result came from the cache")
+        };
+        assert_eq!(value["result"]["resultType"], "complete");
+    }
 
     #[test]
     fn messages_are_classified_with_the_right_codes() {

@@ -150,6 +150,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
             files: entries,
             skill_md: Some(Arc::from(text)),
             manifest: Some(manifest),
+            load_skill_result: std::sync::OnceLock::new(),
         });
     }
     Ok(SkillIndex::from_skills(skills))

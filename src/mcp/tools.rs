@@ -145,6 +145,36 @@ pub async fn call(
     Ok(result.unwrap_or_else(|failure| failure))
 }
 
+/// The result of `call`, serialized by `serialize`, when the index holds it ready: `load_skill` of
+/// an active skill whose `SKILL.md` is cached as text, and `load_skill_metadata`. Each is made
+/// once (per skill entry, per index) by the same code as [`call`]'s results, so it is the same
+/// JSON; every other call, failures included, is `None` and goes through [`call`]. The cache
+/// holds one form, so `serialize` must be the same function at every call.
+pub fn cached_result(
+    index: &SkillIndex,
+    call: &CallToolRequestParams,
+    serialize: fn(&CallToolResult) -> String,
+) -> Option<Arc<str>> {
+    let result = match call.name.as_ref() {
+        "load_skill_metadata" => index.listing_result(|index| {
+            let result = load_skill_metadata(index).unwrap_or_else(|failure| failure);
+            serialize(&result)
+        }),
+        "load_skill" => {
+            let skill = active_skill(index, argument(call, "skill_name").ok()?).ok()?;
+            let text_md = skill.skill_md.as_ref()?;
+            Arc::clone(
+                skill
+                    .load_skill_result
+                    .get_or_init(|| Arc::from(serialize(&text(text_md.to_string())))),
+            )
+        }
+        _ => return None,
+    };
+    // An empty string would be a serialization failure: let the general path report it.
+    (!result.is_empty()).then_some(result)
+}
+
 fn load_skill_metadata(index: &SkillIndex) -> Result<CallToolResult, CallToolResult> {
     let listing = index.listing(|index| {
         let mut out = String::from(METADATA_HEADER);

@@ -12,7 +12,6 @@
 //! Every request needs `Authorization: Bearer <API token>`, checked against the token registry
 //! (no database). `Origin` and `Host` are checked against DNS rebinding (403).
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -28,8 +27,8 @@ use crate::http::response::{full, no_content, with_body};
 use crate::mcp::SUPPORTED_VERSIONS;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{
-    CANCELLED, Message, RpcError, STATELESS_VERSION, cancelled_response, check_stateless_version,
-    classify, error_response, names_stateless_version, stateless_version,
+    CANCELLED, Message, Reply, RpcError, STATELESS_VERSION, cancelled_response,
+    check_stateless_version, classify, error_response, names_stateless_version, stateless_version,
 };
 use crate::mcp::sessions::OpenError;
 
@@ -184,15 +183,19 @@ fn framing(headers: &HeaderMap) -> Option<Framing> {
 }
 
 fn answer(framing: Framing, body: &Value) -> Response<Body> {
+    answer_serialized(framing, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// The answer to a POST, `json` being its serialized JSON-RPC message(s).
+fn answer_serialized(framing: Framing, json: Vec<u8>) -> Response<Body> {
     match framing {
-        Framing::Json => json_response(StatusCode::OK, body),
+        Framing::Json => with_body(StatusCode::OK, "application/json", full(json)),
         Framing::EventStream => {
-            let data = serde_json::to_string(body).unwrap_or_default();
-            let mut response = with_body(
-                StatusCode::OK,
-                "text/event-stream",
-                full(Bytes::from(format!("event: message\ndata: {data}\n\n"))),
-            );
+            let mut event = Vec::with_capacity(json.len() + 24);
+            event.extend_from_slice(b"event: message\ndata: ");
+            event.extend_from_slice(&json);
+            event.extend_from_slice(b"\n\n");
+            let mut response = with_body(StatusCode::OK, "text/event-stream", full(event));
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -289,15 +292,18 @@ async fn post(
     for message in &messages {
         match classify(message) {
             Ok(Message::Request { id, method, params }) => {
-                let work = state.mcp.request(
-                    session.user_id,
-                    session.protocol_version,
-                    id,
-                    method,
-                    params,
-                );
-                let response = session.inflight.run(id, work).await;
-                responses.push(response.unwrap_or_else(|| cancelled_response(id)));
+                let (user, version) = (session.user_id, session.protocol_version);
+                if batch {
+                    let work = state.mcp.request(user, version, id, method, params);
+                    let response = session.inflight.run(id, work).await;
+                    responses.push(response.unwrap_or_else(|| cancelled_response(id)));
+                } else {
+                    // The one request: its reply may come serialized already.
+                    let work = state.mcp.reply(user, version, id, method, params);
+                    let reply = session.inflight.run(id, work).await;
+                    let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
+                    return Ok(answer_serialized(framing, reply.into_bytes()));
+                }
             }
             Ok(Message::Notification {
                 method: CANCELLED,
