@@ -172,7 +172,9 @@ impl App {
         {
             // Open MCP sessions hear of every change to their user's skills.
             let sessions = Arc::downgrade(&sessions);
-            let changed = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/resources/list_changed"});
+            let changed = bytes::Bytes::from_static(
+                br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
+            );
             workspaces.on_change(Arc::new(move |user_id| {
                 if let Some(sessions) = sessions.upgrade() {
                     sessions.notify_user(user_id, &changed);

@@ -1,7 +1,9 @@
 //! One actor per MCP session: it owns the session's event stream.
 //!
 //! A session's stream is `GET /sse` for a legacy session (every answer goes there) or `GET /mcp`
-//! for a Streamable HTTP one (notifications). The actor holds the sending half; the HTTP response
+//! for a Streamable HTTP one (notifications). Messages travel serialized (`Bytes` of JSON): an
+//! answer is serialized once where it is made (or comes serialized from the skill index's cache),
+//! and a notification once for all the sessions it goes to. The actor holds the sending half; the HTTP response
 //! holds the receiving half and never the session, so stopping the actor (the session ended:
 //! `DELETE`, its token revoked, its account deleted, idleness, shutdown) drops the sender and
 //! ends the stream. Everything that reaches the stream goes through the actor's mailbox, so the
@@ -24,8 +26,8 @@
 //! # Ok(()) }
 //! ```
 
+use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::reply;
@@ -39,28 +41,28 @@ pub struct SessionActor;
 #[derive(Debug)]
 pub struct SessionState {
     /// The open stream's sender, if a stream is open.
-    outbound: Option<mpsc::Sender<Value>>,
+    outbound: Option<mpsc::Sender<Bytes>>,
 }
 
 #[derive(Debug)]
 pub enum SessionMessage {
     /// Opens the session's stream: its receiver, or `None` while another stream is open.
-    Attach(RpcReplyPort<Option<mpsc::Receiver<Value>>>),
+    Attach(RpcReplyPort<Option<mpsc::Receiver<Bytes>>>),
     /// A stream's client went away; forget its sender if it is closed (a newer stream stays).
     Detach,
     /// The open stream's sender, to queue an answer on it (waiting for room happens in the caller,
     /// never in the actor).
-    Outbound(RpcReplyPort<Option<mpsc::Sender<Value>>>),
+    Outbound(RpcReplyPort<Option<mpsc::Sender<Bytes>>>),
     /// Queues a notification if there is room: notifications are hints, and a client too slow to
     /// read them must not hold up the change that caused them.
-    Notify(Value),
+    Notify(Bytes),
 }
 
 impl Actor for SessionActor {
     type Msg = SessionMessage;
     type State = SessionState;
     /// The stream a legacy session opens with.
-    type Arguments = Option<mpsc::Sender<Value>>;
+    type Arguments = Option<mpsc::Sender<Bytes>>;
 
     async fn pre_start(
         &self,
@@ -108,7 +110,6 @@ impl Actor for SessionActor {
 #[cfg(test)]
 mod tests {
     use ractor::call;
-    use serde_json::json;
 
     use super::*;
 
@@ -120,17 +121,19 @@ mod tests {
             call!(actor, SessionMessage::Attach).unwrap().is_none(),
             "a second stream is refused while the first is open"
         );
-        actor.cast(SessionMessage::Notify(json!({"n": 1}))).unwrap();
-        assert_eq!(first.recv().await, Some(json!({"n": 1})));
+        actor
+            .cast(SessionMessage::Notify(Bytes::from_static(b"1")))
+            .unwrap();
+        assert_eq!(first.recv().await, Some(Bytes::from_static(b"1")));
 
         // The client goes away: a new stream may open.
         drop(first);
         actor.cast(SessionMessage::Detach).unwrap();
         let mut second = call!(actor, SessionMessage::Attach).unwrap().unwrap();
         let tx = call!(actor, SessionMessage::Outbound).unwrap().unwrap();
-        tx.send(json!("answer")).await.unwrap();
+        tx.send(Bytes::from_static(b"2")).await.unwrap();
         drop(tx);
-        assert_eq!(second.recv().await, Some(json!("answer")));
+        assert_eq!(second.recv().await, Some(Bytes::from_static(b"2")));
 
         actor.stop(None);
         handle.await.unwrap();
@@ -142,7 +145,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (actor, _) = Actor::spawn(None, SessionActor, Some(tx)).await.unwrap();
         for n in 0..OUTBOUND_QUEUE + 10 {
-            actor.cast(SessionMessage::Notify(json!(n))).unwrap();
+            actor
+                .cast(SessionMessage::Notify(Bytes::from(n.to_string())))
+                .unwrap();
         }
         // The actor still answers: it never waited for room.
         assert!(call!(actor, SessionMessage::Outbound).unwrap().is_some());

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -40,9 +40,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Queues a message on the session's stream, waiting for room; `false` if it has no open
-    /// stream.
-    pub async fn push(&self, message: Value) -> bool {
+    /// Queues a message (serialized JSON) on the session's stream, waiting for room; `false` if it
+    /// has no open stream.
+    pub async fn push(&self, message: Bytes) -> bool {
         let sender = self
             .actor
             .call(SessionMessage::Outbound, Some(ACTOR_TIMEOUT))
@@ -54,7 +54,7 @@ impl Session {
     }
 
     /// Queues a notification on the session's stream if it has one with room.
-    fn notify(&self, message: &Value) {
+    fn notify(&self, message: &Bytes) {
         let _ = self.actor.cast(SessionMessage::Notify(message.clone()));
     }
 
@@ -63,7 +63,7 @@ impl Session {
     }
 
     /// Opens the session's stream (`GET /mcp`); `None` if one is already open.
-    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Value>> {
+    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Bytes>> {
         match self
             .actor
             .call(SessionMessage::Attach, Some(ACTOR_TIMEOUT))
@@ -145,7 +145,7 @@ impl Sessions {
         &self,
         user_id: Uuid,
         token_id: Uuid,
-    ) -> Result<(Arc<Session>, mpsc::Receiver<Value>), OpenError> {
+    ) -> Result<(Arc<Session>, mpsc::Receiver<Bytes>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = self
             .insert(user_id, token_id, "2024-11-05", Some(tx))
@@ -158,7 +158,7 @@ impl Sessions {
         user_id: Uuid,
         token_id: Uuid,
         protocol_version: &'static str,
-        outbound: Option<mpsc::Sender<Value>>,
+        outbound: Option<mpsc::Sender<Bytes>>,
     ) -> Result<Arc<Session>, OpenError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
@@ -225,8 +225,8 @@ impl Sessions {
         ended.len()
     }
 
-    /// Sends a notification to every open stream of the user's sessions.
-    pub fn notify_user(&self, user_id: Uuid, message: &Value) {
+    /// Sends a notification (serialized JSON) to every open stream of the user's sessions.
+    pub fn notify_user(&self, user_id: Uuid, message: &Bytes) {
         let sessions: Vec<Arc<Session>> = self
             .lock()
             .values()
@@ -306,25 +306,18 @@ mod tests {
             "one stream per session"
         );
 
-        assert!(legacy.push(serde_json::json!("answer")).await);
-        assert_eq!(
-            legacy_stream.recv().await,
-            Some(serde_json::json!("answer"))
-        );
-        sessions.notify_user(user, &serde_json::json!("changed"));
-        assert_eq!(
-            modern_stream.recv().await,
-            Some(serde_json::json!("changed"))
-        );
-        assert_eq!(
-            legacy_stream.recv().await,
-            Some(serde_json::json!("changed"))
-        );
+        let answer = Bytes::from_static(br#""answer""#);
+        assert!(legacy.push(answer.clone()).await);
+        assert_eq!(legacy_stream.recv().await, Some(answer));
+        let changed = Bytes::from_static(br#""changed""#);
+        sessions.notify_user(user, &changed);
+        assert_eq!(modern_stream.recv().await, Some(changed.clone()));
+        assert_eq!(legacy_stream.recv().await, Some(changed));
 
         assert_eq!(sessions.close_where(|s| s.user_id == user), 2);
         assert_eq!(legacy_stream.recv().await, None);
         assert_eq!(modern_stream.recv().await, None);
-        assert!(!legacy.push(serde_json::json!("late")).await);
+        assert!(!legacy.push(Bytes::from_static(b"0")).await);
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use crate::http::Body;
 use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
-use crate::mcp::dispatch::{CANCELLED, Message, classify, error_response, result_response};
+use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
 use crate::mcp::sessions::{OpenError, Sessions};
 
 /// `GET /sse`.
@@ -71,7 +71,7 @@ pub(crate) async fn open(
 pub(crate) fn event_stream(
     state: &AppState,
     endpoint: Option<String>,
-    outbound: mpsc::Receiver<Value>,
+    outbound: mpsc::Receiver<Bytes>,
     guard: SessionGuard,
 ) -> Response<Body> {
     guard.sessions.stream_opened();
@@ -129,7 +129,8 @@ impl Drop for SessionGuard {
 
 struct EventStream {
     endpoint: Option<String>,
-    outbound: mpsc::Receiver<Value>,
+    /// Messages as serialized JSON.
+    outbound: mpsc::Receiver<Bytes>,
     keep_alive: tokio::time::Interval,
     guard: SessionGuard,
 }
@@ -145,8 +146,11 @@ impl EventStream {
         tokio::select! {
             message = self.outbound.recv() => {
                 let message = message?;
-                let data = serde_json::to_string(&message).ok()?;
-                Some(Bytes::from(format!("event: message\ndata: {data}\n\n")))
+                let mut event = Vec::with_capacity(message.len() + 24);
+                event.extend_from_slice(b"event: message\ndata: ");
+                event.extend_from_slice(&message);
+                event.extend_from_slice(b"\n\n");
+                Some(Bytes::from(event))
             }
             _ = self.keep_alive.tick() => {
                 // Also keeps the session from being reaped while its stream is open, and notices
@@ -206,12 +210,12 @@ pub(crate) async fn message(
                 id,
                 method: "initialize",
                 params,
-            }) => match state.mcp.initialize(params) {
+            }) => Reply::Value(match state.mcp.initialize(params) {
                 Ok(negotiated) => result_response(id, negotiated.result),
                 Err(error) => error_response(Some(id), &error),
-            },
+            }),
             Ok(Message::Request { id, method, params }) => {
-                let work = state.mcp.request(
+                let work = state.mcp.reply(
                     session.user_id,
                     session.protocol_version,
                     id,
@@ -219,7 +223,7 @@ pub(crate) async fn message(
                     params,
                 );
                 match session.inflight.run(id, work).await {
-                    Some(response) => response,
+                    Some(reply) => reply,
                     // Cancelled: no response, as the protocol asks.
                     None => continue,
                 }
@@ -232,9 +236,9 @@ pub(crate) async fn message(
                 continue;
             }
             Ok(Message::Notification { .. } | Message::Response) => continue,
-            Err((id, error)) => error_response(id, &error),
+            Err((id, error)) => Reply::Value(error_response(id, &error)),
         };
-        if !session.push(reply).await {
+        if !session.push(Bytes::from(reply.into_bytes())).await {
             return Ok(rpc_refusal(
                 StatusCode::NOT_FOUND,
                 codes::INVALID_REQUEST,
