@@ -106,11 +106,48 @@ pub enum OpenError {
     Actor(String),
 }
 
+/// The sessions by id, and how many each token holds (so the cap is checked without a scan, with
+/// the lock that every request's lookup needs held for as short as it takes).
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, Arc<Session>>,
+    per_token: HashMap<Uuid, usize>,
+}
+
+impl Registry {
+    fn held(&self, token_id: Uuid) -> usize {
+        self.per_token.get(&token_id).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, session: Arc<Session>) {
+        *self.per_token.entry(session.token_id).or_default() += 1;
+        if let Some(old) = self.by_id.insert(session.id.clone(), session) {
+            // Two equal 256-bit random ids: never, but the counts stay true.
+            self.forget(&old);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let session = self.by_id.remove(id)?;
+        self.forget(&session);
+        Some(session)
+    }
+
+    fn forget(&mut self, session: &Session) {
+        if let Some(held) = self.per_token.get_mut(&session.token_id) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_token.remove(&session.token_id);
+            }
+        }
+    }
+}
+
 /// Every open session. Lookups are a short lock on a map (sessions change rarely and requests
 /// find theirs in one hash lookup).
 #[derive(Debug)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    map: Mutex<Registry>,
     /// Event streams open now (legacy `/sse` and `GET /mcp`).
     streams: std::sync::atomic::AtomicUsize,
     idle: Duration,
@@ -120,14 +157,14 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(idle: Duration, max_per_token: usize) -> Sessions {
         Sessions {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Registry::default()),
             streams: std::sync::atomic::AtomicUsize::new(0),
             idle,
             max_per_token,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -177,19 +214,18 @@ impl Sessions {
             actor,
         });
         let mut map = self.lock();
-        let held = map.values().filter(|s| s.token_id == token_id).count();
-        if held >= self.max_per_token {
+        if map.held(token_id) >= self.max_per_token {
             drop(map);
             session.end();
             return Err(OpenError::TooMany(self.max_per_token));
         }
-        map.insert(session.id.clone(), Arc::clone(&session));
+        map.insert(Arc::clone(&session));
         Ok(session)
     }
 
     /// The session `id` if it exists and was opened with `token_id`.
     pub fn get(&self, id: &str, token_id: Uuid) -> Option<Arc<Session>> {
-        let session = self.lock().get(id).cloned()?;
+        let session = self.lock().by_id.get(id).cloned()?;
         if session.token_id != token_id {
             return None;
         }
@@ -201,7 +237,7 @@ impl Sessions {
     pub fn close(&self, id: &str, token_id: Uuid) -> bool {
         let removed = {
             let mut map = self.lock();
-            match map.get(id) {
+            match map.by_id.get(id) {
                 Some(s) if s.token_id == token_id => map.remove(id),
                 _ => None,
             }
@@ -212,13 +248,19 @@ impl Sessions {
     /// Ends every session of a token (revoked) or of a user (deactivated, deleted).
     pub fn close_where(&self, doomed: impl Fn(&Session) -> bool) -> usize {
         let mut ended = Vec::new();
-        self.lock().retain(|_, s| {
-            let keep = !doomed(s);
-            if !keep {
-                ended.push(Arc::clone(s));
+        {
+            let mut map = self.lock();
+            map.by_id.retain(|_, s| {
+                let keep = !doomed(s);
+                if !keep {
+                    ended.push(Arc::clone(s));
+                }
+                keep
+            });
+            for session in &ended {
+                map.forget(session);
             }
-            keep
-        });
+        }
         for session in &ended {
             session.end();
         }
@@ -229,6 +271,7 @@ impl Sessions {
     pub fn notify_user(&self, user_id: Uuid, message: &Bytes) {
         let sessions: Vec<Arc<Session>> = self
             .lock()
+            .by_id
             .values()
             .filter(|s| s.user_id == user_id)
             .cloned()
@@ -245,7 +288,7 @@ impl Sessions {
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_id.len()
     }
 
     /// Event streams open now.
@@ -262,7 +305,7 @@ impl Sessions {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_id.is_empty()
     }
 }
 
@@ -292,6 +335,16 @@ mod tests {
         assert!(sessions.get(&a.id, token).is_none());
         assert_eq!(sessions.close_where(|s| s.token_id == token), 1);
         assert_eq!(sessions.len(), 1);
+        // Closed sessions no longer count toward the cap, however they ended.
+        for _ in 0..2 {
+            sessions.open(user, token, "2025-06-18").await.unwrap();
+        }
+        assert!(sessions.open(user, token, "2025-06-18").await.is_err());
+        assert_eq!(sessions.close_where(|s| s.token_id == token), 2);
+        let again = sessions.open(user, token, "2025-06-18").await.unwrap();
+        assert!(sessions.close(&again.id, token));
+        assert!(!sessions.lock().per_token.contains_key(&token));
+        assert_eq!(sessions.lock().held(other), 1);
     }
 
     #[tokio::test]
