@@ -1,10 +1,11 @@
 //! The accept loop.
 //!
 //! One task per connection, served by hyper's HTTP/1.1 or HTTP/2 connection (HTTP/2 with prior
-//! knowledge, told apart by a peek at the first bytes). Each connection has its own timer (`activity`): a request head must arrive within
-//! `server.header_read_timeout_secs`, and a connection with nothing in flight is closed after
-//! `server.keep_alive_idle_secs`. On shutdown the listener closes at once and open connections
-//! get `server.shutdown_grace_secs` to finish their requests.
+//! knowledge, told apart by a peek at the first bytes). Each connection has its own timer
+//! (`activity`): a request head must arrive within `server.header_read_timeout_secs`, and a
+//! connection with nothing in flight is closed after `server.keep_alive_idle_secs`. On shutdown
+//! the listener closes at once and open connections get `server.shutdown_grace_secs` to finish
+//! their requests.
 
 use std::convert::Infallible;
 use std::future::Future;
