@@ -198,9 +198,26 @@ fn shape(result: &mut Value, stateless: bool, method: &str) {
     }
 }
 
+/// The response to request `id`: its result shaped for the era, or its error.
+fn respond(id: &Value, stateless: bool, method: &str, outcome: Result<Value, RpcError>) -> Value {
+    match outcome {
+        Ok(mut result) => {
+            shape(&mut result, stateless, method);
+            result_response(id, result)
+        }
+        Err(mut error) => {
+            // An unknown resource is -32602 from 2026-07-28 on (SEP-2164), -32002 before.
+            if stateless && error.code == codes::RESOURCE_NOT_FOUND {
+                error.code = codes::INVALID_PARAMS;
+            }
+            error_response(Some(id), &error)
+        }
+    }
+}
+
 /// A `tools/call` result as a session of any handshake-era version gets it (they are all
 /// shaped alike), serialized; empty if it does not serialize.
-fn session_result_json(result: &rmcp::model::CallToolResult) -> String {
+pub(super) fn session_result_json(result: &rmcp::model::CallToolResult) -> String {
     let Ok(mut value) = serde_json::to_value(result) else {
         return String::new();
     };
@@ -377,19 +394,8 @@ impl McpServer {
         params: Option<&Value>,
     ) -> Value {
         let stateless = version >= STATELESS_VERSION;
-        match self.route(user_id, stateless, method, params).await {
-            Ok(mut result) => {
-                shape(&mut result, stateless, method);
-                result_response(id, result)
-            }
-            Err(mut error) => {
-                // An unknown resource is -32602 from 2026-07-28 on (SEP-2164), -32002 before.
-                if stateless && error.code == codes::RESOURCE_NOT_FOUND {
-                    error.code = codes::INVALID_PARAMS;
-                }
-                error_response(Some(id), &error)
-            }
-        }
+        let outcome = self.route(user_id, stateless, method, params).await;
+        respond(id, stateless, method, outcome)
     }
 
     /// [`McpServer::request`], except that a `tools/call` whose result the skill index holds
@@ -408,14 +414,21 @@ impl McpServer {
             && version < STATELESS_VERSION
             && let Ok(call) = parse_params::<CallToolRequestParams>(params)
         {
-            let index = match self.skills.index(user_id).await {
-                Ok(index) => index,
-                // As `route` answers it (asking again would double a slow failure).
-                Err(e) => return Reply::Value(error_response(Some(id), &RpcError::from(e))),
+            // What `route` does for `tools/call`, with the cache in front of `tools::call`.
+            let outcome = match self.skills.index(user_id).await {
+                Ok(index) => {
+                    if let Some(result) = tools::cached_result(&index, &call) {
+                        return Reply::Serialized(serialized_response(id, &result));
+                    }
+                    // Boxed: the misses read files or run commands (see `http::router`).
+                    match Box::pin(tools::call(&index, self, user_id, &call)).await {
+                        Ok(result) => to_value(&result),
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(e) => Err(RpcError::from(e)),
             };
-            if let Some(result) = tools::cached_result(&index, &call, session_result_json) {
-                return Reply::Serialized(serialized_response(id, &result));
-            }
+            return Reply::Value(respond(id, false, method, outcome));
         }
         Reply::Value(self.request(user_id, version, id, method, params).await)
     }

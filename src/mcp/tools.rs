@@ -145,16 +145,12 @@ pub async fn call(
     Ok(result.unwrap_or_else(|failure| failure))
 }
 
-/// The result of `call`, serialized by `serialize`, when the index holds it ready: `load_skill` of
-/// an active skill whose `SKILL.md` is cached as text, and `load_skill_metadata`. Each is made
-/// once (per skill entry, per index) by the same code as [`call`]'s results, so it is the same
-/// JSON; every other call, failures included, is `None` and goes through [`call`]. The cache
-/// holds one form, so `serialize` must be the same function at every call.
-pub fn cached_result(
-    index: &SkillIndex,
-    call: &CallToolRequestParams,
-    serialize: fn(&CallToolResult) -> String,
-) -> Option<Arc<str>> {
+/// The result of `call` as a session gets it, serialized, when the index holds it ready:
+/// `load_skill` of an active skill whose `SKILL.md` is cached as text, and `load_skill_metadata`.
+/// Each is made once (per skill entry, per index) by the same code as [`call`]'s results, so it is
+/// the same JSON; every other call, failures included, is `None` and goes through [`call`].
+pub fn cached_result(index: &SkillIndex, call: &CallToolRequestParams) -> Option<Arc<str>> {
+    let serialize = super::dispatch::session_result_json;
     let result = match call.name.as_ref() {
         "load_skill_metadata" => index.listing_result(|index| {
             let result = load_skill_metadata(index).unwrap_or_else(|failure| failure);
