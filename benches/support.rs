@@ -160,16 +160,28 @@ pub(crate) fn summary(mut samples: Vec<Duration>) -> String {
 
 /// Registers the bench user and logs in; returns the access token.
 pub(crate) async fn register_and_login(client: &reqwest::Client, base: &str) -> String {
+    register_and_login_as(client, base, "bench").await
+}
+
+/// Registers `username` (`<username>@example.com`, password `<username>-password-1`) and logs
+/// in; returns the access token.
+pub(crate) async fn register_and_login_as(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> String {
+    let email = format!("{username}@example.com");
+    let password = format!("{username}-password-1");
     let res = client
         .post(format!("{base}/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": "bench@example.com", "username": "bench", "password": "bench-password-1"}))
+        .json(&serde_json::json!({"email": email, "username": username, "password": password}))
         .send()
         .await
         .expect("register");
-    assert_eq!(res.status(), 201);
+    assert_eq!(res.status(), 201, "register {username}");
     let login: serde_json::Value = client
         .post(format!("{base}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "bench@example.com", "password": "bench-password-1"}))
+        .json(&serde_json::json!({"email": email, "password": password}))
         .send()
         .await
         .expect("login")

@@ -5,8 +5,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use serde_json::{Value, json};
-
 /// A user of the corpus: their access token (REST) and API token (MCP).
 #[derive(Clone)]
 pub(crate) struct User {
@@ -73,30 +71,12 @@ pub(crate) async fn user(
     username: &str,
     skills: usize,
 ) -> User {
-    let email = format!("{username}@example.com");
-    let password = format!("{username}-password-1");
-    let res = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&json!({"email": email, "username": username, "password": password}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(res.status(), 201, "register {username}");
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("a token pair");
-    let access = login["access_token"].as_str().expect("an access token");
+    let access = super::support::register_and_login_as(client, base, username).await;
     for i in 0..skills {
         let name = skill_name(i);
         let res = client
             .post(format!("{base}/api/v1/skills/upload"))
-            .bearer_auth(access)
+            .bearer_auth(&access)
             .header("content-type", "multipart/form-data; boundary=b")
             .body(multipart(&name, i))
             .send()
@@ -104,7 +84,7 @@ pub(crate) async fn user(
             .expect("upload");
         assert_eq!(res.status(), 201, "upload {name} for {username}");
     }
-    let api_token = super::support::api_token(client, base, access).await;
+    let api_token = super::support::api_token(client, base, &access).await;
     User { api_token }
 }
 
