@@ -39,8 +39,8 @@ SCENARIOS_NEXT="server-session-lifecycle server-stateless http-header-validation
 START=$SECONDS
 RESULTS=()
 FAILED=0
-note() { printf '\n=== %s\n' "$*"; }
-die() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=../serve.sh
+. "$(dirname "$0")/../serve.sh"
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 # step NAME COMMAND...: runs the command, records ok or FAIL, and carries on either way.
 step() {
@@ -138,17 +138,8 @@ DATA="$WORK/data"
 SKILLS="$WORK/skills"
 cp -r "$HERE/skills" "$SKILLS"
 
-note "start $BIN serve"
-AGENTSKILLS_LOG=info AGENTSKILLS_SHUTDOWN_GRACE_SECS=2 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$DATA" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-BASE=""
-for _ in $(seq 1 100); do
-  BASE="$(grep -o 'listening on http://[0-9.:]*' "$WORK/server.log" | head -n1 | sed 's/^listening on //' || true)"
-  [ -n "$BASE" ] && curl -sf "$BASE/health" >/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; die "the server exited"; }
-  sleep 0.1
-done
-curl -sf "$BASE/health" || { cat "$WORK/server.log"; die "no answer from $BASE/health"; }
+start_server "$BIN" "$DATA" "$WORK/server.log" /health
+curl -sf "$BASE/health"
 echo
 
 note "register a user, create an API token, upload the skills"

@@ -39,8 +39,8 @@ while [ $# -gt 0 ]; do
 done
 
 START=$SECONDS
-note() { printf '\n=== %s\n' "$*"; }
-die() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=../serve.sh
+. "$(dirname "$0")/../serve.sh"
 
 # --- 1. schemathesis -------------------------------------------------------------------------------
 note "schemathesis $SCHEMATHESIS_VERSION in $DEPS"
@@ -91,17 +91,7 @@ export AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE=0 AGENTSKILLS_LOGIN_PER_ACCOUNT_PER_M
   AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND=0
 # Every password check (login, the password change, account deletion) hashes: keep that cheap.
 export AGENTSKILLS_SCRYPT_LOG_N=4
-note "start $BIN serve"
-AGENTSKILLS_LOG=info AGENTSKILLS_SHUTDOWN_GRACE_SECS=2 "$BIN" serve --bind 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-BASE=""
-for _ in $(seq 1 100); do
-  BASE="$(grep -o 'listening on http://[0-9.:]*' "$WORK/server.log" | head -n1 | sed 's/^listening on //' || true)"
-  [ -n "$BASE" ] && curl -sf "$BASE/health/live" >/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; die "the server exited"; }
-  sleep 0.1
-done
-curl -sf "$BASE/health/live" >/dev/null || { cat "$WORK/server.log"; die "no answer from $BASE/health/live"; }
+start_server "$BIN" "$WORK/data" "$WORK/server.log" /health/live
 echo "serving on $BASE"
 # /health/ready is 503 by design while the sandbox cannot run commands (no bubblewrap here, say);
 # not_a_server_error counts every 5xx, so then it is left out, and said so.
