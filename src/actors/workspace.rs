@@ -33,7 +33,7 @@ use crate::domain::{SkillName, SkillPath};
 use crate::error::AppError;
 use crate::skills::files::{self, FileEntry, Limits, UploadError};
 use crate::skills::manifest::{self, Manifest};
-use crate::skills::zip_upload;
+use crate::skills::{Cancel, zip_upload};
 use crate::store::{self, NewSkill, SkillRecord, Store, StoreError, UniqueField};
 
 /// The file every skill has at its root.
@@ -205,12 +205,14 @@ pub(crate) enum WorkspaceMessage {
     Create {
         name: SkillName,
         description: String,
+        cancel: Cancel,
         reply: RpcReplyPort<Result<Arc<IndexedSkill>, AppError>>,
     },
     Update {
         id: Uuid,
         description: Option<String>,
         is_active: Option<bool>,
+        cancel: Cancel,
         reply: RpcReplyPort<Result<Arc<IndexedSkill>, AppError>>,
     },
     Delete {
@@ -220,6 +222,7 @@ pub(crate) enum WorkspaceMessage {
     Upload {
         target: UploadTarget,
         payload: UploadPayload,
+        cancel: Cancel,
         reply: RpcReplyPort<Result<Uploaded, AppError>>,
     },
     /// Reads a skill's folder again (a command may have changed it) and publishes what changed.
@@ -309,23 +312,46 @@ impl Actor for WorkspaceActor {
         state: &mut WorkspaceState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            // A change whose caller has gone already (it waited behind others in the mailbox, then
+            // its client left or its request timed out) is not started.
             WorkspaceMessage::Create {
                 name,
                 description,
+                cancel,
                 reply: port,
-            } => reply(port, state.create(name, description).await),
+            } => reply(
+                port,
+                match cancel.check() {
+                    Ok(()) => state.create(name, description, &cancel).await,
+                    Err(e) => Err(upload_error(e)),
+                },
+            ),
             WorkspaceMessage::Update {
                 id,
                 description,
                 is_active,
+                cancel,
                 reply: port,
-            } => reply(port, state.update(id, description, is_active).await),
+            } => reply(
+                port,
+                match cancel.check() {
+                    Ok(()) => state.update(id, description, is_active, &cancel).await,
+                    Err(e) => Err(upload_error(e)),
+                },
+            ),
             WorkspaceMessage::Delete { id, reply: port } => reply(port, state.delete(id).await),
             WorkspaceMessage::Upload {
                 target,
                 payload,
+                cancel,
                 reply: port,
-            } => reply(port, state.upload(target, payload).await),
+            } => reply(
+                port,
+                match cancel.check() {
+                    Ok(()) => state.upload(target, payload, &cancel).await,
+                    Err(e) => Err(upload_error(e)),
+                },
+            ),
             WorkspaceMessage::Rescan { id, reply: port } => reply(port, state.rescan(id).await),
             WorkspaceMessage::IdleCheck => {
                 let idle = i64::try_from(state.settings.workspace_idle_secs).unwrap_or(i64::MAX);
@@ -429,13 +455,14 @@ impl WorkspaceState {
         &mut self,
         name: SkillName,
         description: String,
+        cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         if self.index().by_name(name.as_str()).is_some() {
             return Err(StoreError::Duplicate(UniqueField::SkillName).into());
         }
         let text = manifest::render(&name, &description);
         let files = vec![(skill_md_path()?, text.into_bytes())];
-        self.store_new(&name, files).await
+        self.store_new(&name, files, cancel).await
     }
 
     async fn update(
@@ -443,6 +470,7 @@ impl WorkspaceState {
         id: Uuid,
         description: Option<String>,
         is_active: Option<bool>,
+        cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         let current = Arc::clone(self.index().get(id).ok_or(AppError::NotFound("skill"))?);
         let description = description.filter(|d| *d != current.record.description);
@@ -459,12 +487,10 @@ impl WorkspaceState {
             self.publish(|index| index.insert(Arc::clone(&skill)));
             return Ok(skill);
         };
-        let text = match current.skill_md.as_deref() {
-            Some(text) => manifest::with_description(text, &description).map_err(manifest_error)?,
-            None => manifest::render(&skill_name(&current.record.name)?, &description),
-        };
+        let base_text = current.skill_md.as_deref().map(str::to_owned);
+        let text = described(base_text, skill_name(&current.record.name)?, description).await?;
         let files = vec![(skill_md_path()?, text.into_bytes())];
-        self.replace(&current, files, is_active).await
+        self.replace(&current, files, is_active, cancel).await
     }
 
     async fn delete(&mut self, id: Uuid) -> Result<(), AppError> {
@@ -492,15 +518,34 @@ impl WorkspaceState {
         &mut self,
         target: UploadTarget,
         payload: UploadPayload,
+        cancel: &Cancel,
     ) -> Result<Uploaded, AppError> {
         let limits = self.limits();
-        let mut files: Vec<(SkillPath, Vec<u8>)> = match payload {
-            UploadPayload::Files(parts) => {
-                parts.into_iter().map(|(p, b)| (p, b.to_vec())).collect()
+        let unpacking = cancel.clone();
+        // Unpacking and reading the uploaded SKILL.md are CPU work that a hostile upload can make
+        // as long as its limits allow: never on the actor's (a runtime) thread.
+        let (mut files, uploaded) = blocking(move || {
+            let files: Vec<(SkillPath, Vec<u8>)> = match payload {
+                UploadPayload::Files(parts) => {
+                    parts.into_iter().map(|(p, b)| (p, b.to_vec())).collect()
+                }
+                UploadPayload::Zip(bytes) => zip_upload::unpack(&bytes, &limits, &unpacking)?,
+            };
+            let uploaded = files
+                .iter()
+                .find(|(p, _)| p.as_str() == SKILL_MD)
+                .map(|(_, bytes)| manifest::parse_bytes(bytes))
+                .transpose();
+            Ok::<_, UploadError>((files, uploaded))
+        })
+        .await?
+        .map_err(upload_error)?;
+        // The uploaded SKILL.md's front matter, needed only when nothing else names the skill.
+        let uploaded_name = || -> Result<Option<String>, AppError> {
+            match &uploaded {
+                Ok(manifest) => Ok(manifest.as_ref().map(|m| m.name.clone())),
+                Err(e) => Err(manifest_error(e.clone())),
             }
-            UploadPayload::Zip(bytes) => blocking(move || zip_upload::unpack(&bytes, &limits))
-                .await?
-                .map_err(upload_error)?,
         };
         let uploaded_files: Vec<String> =
             files.iter().map(|(p, _)| p.as_str().to_owned()).collect();
@@ -517,24 +562,21 @@ impl WorkspaceState {
             }
             (None, Some(name)) => index.by_name(name.as_str()).cloned(),
             (None, None) => {
-                let manifest = uploaded_manifest(&files)?.ok_or_else(|| {
+                let named = uploaded_name()?.ok_or_else(|| {
                     AppError::validation(
                         "skill_name",
                         "give `skill_id`, `skill_name` or a SKILL.md to name the skill",
                     )
                 })?;
-                index.by_name(&manifest.name).cloned()
+                index.by_name(&named).cloned()
             }
         };
         let name = match (&existing, &target.skill_name) {
             (Some(skill), _) => skill_name(&skill.record.name)?,
             (None, Some(name)) => name.clone(),
-            (None, None) => {
-                let manifest = uploaded_manifest(&files)?.ok_or_else(missing_skill_md)?;
-                skill_name(&manifest.name)?
-            }
+            (None, None) => skill_name(&uploaded_name()?.ok_or_else(missing_skill_md)?)?,
         };
-        if let Some(description) = &target.description {
+        if let Some(description) = target.description.clone() {
             let uploaded = files.iter().position(|(p, _)| p.as_str() == SKILL_MD);
             let base_text = match uploaded {
                 Some(i) => Some(String::from_utf8(files[i].1.clone()).map_err(|_| {
@@ -547,12 +589,7 @@ impl WorkspaceState {
                     .as_ref()
                     .and_then(|s| s.skill_md.as_deref().map(str::to_owned)),
             };
-            let text = match base_text {
-                Some(text) => {
-                    manifest::with_description(&text, description).map_err(manifest_error)?
-                }
-                None => manifest::render(&name, description),
-            };
+            let text = described(base_text, name.clone(), description).await?;
             match uploaded {
                 Some(i) => files[i].1 = text.into_bytes(),
                 None => files.push((skill_md_path()?, text.into_bytes())),
@@ -560,7 +597,7 @@ impl WorkspaceState {
         }
         match existing {
             Some(current) => {
-                let skill = self.replace(&current, files, None).await?;
+                let skill = self.replace(&current, files, None, cancel).await?;
                 Ok(Uploaded {
                     skill,
                     uploaded_files,
@@ -568,7 +605,7 @@ impl WorkspaceState {
                 })
             }
             None => {
-                let skill = self.store_new(&name, files).await?;
+                let skill = self.store_new(&name, files, cancel).await?;
                 Ok(Uploaded {
                     skill,
                     uploaded_files,
@@ -583,8 +620,9 @@ impl WorkspaceState {
         &mut self,
         name: &SkillName,
         files: Vec<(SkillPath, Vec<u8>)>,
+        cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
-        let staged = self.stage(None, files).await?;
+        let staged = self.stage(None, files, cancel).await?;
         if staged.manifest.name != name.as_str() {
             return Err(name_mismatch(&staged.manifest.name, name.as_str()));
         }
@@ -618,9 +656,10 @@ impl WorkspaceState {
         current: &IndexedSkill,
         files: Vec<(SkillPath, Vec<u8>)>,
         is_active: Option<bool>,
+        cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         let dir = self.user_root.join(&current.record.name);
-        let staged = self.stage(Some(dir.clone()), files).await?;
+        let staged = self.stage(Some(dir.clone()), files, cancel).await?;
         if staged.manifest.name != current.record.name {
             return Err(name_mismatch(&staged.manifest.name, &current.record.name));
         }
@@ -649,11 +688,13 @@ impl WorkspaceState {
         &self,
         base: Option<PathBuf>,
         files: Vec<(SkillPath, Vec<u8>)>,
+        cancel: &Cancel,
     ) -> Result<StagedSkill, AppError> {
         let staging = self.staging.clone();
         let limits = self.limits();
+        let cancel = cancel.clone();
         blocking(move || {
-            let staged = files::write_staged(&staging, base.as_deref(), &files, &limits)
+            let staged = files::write_staged(&staging, base.as_deref(), &files, &limits, &cancel)
                 .map_err(upload_error)?;
             let entries = files::scan(staged.dir()).map_err(AppError::from_io)?;
             let skill_md = std::fs::read_to_string(staged.dir().join(SKILL_MD))
@@ -828,16 +869,19 @@ fn skill_name(name: &str) -> Result<SkillName, AppError> {
     })
 }
 
-/// The parsed `SKILL.md` among uploaded files, if there is one.
-fn uploaded_manifest(files: &[(SkillPath, Vec<u8>)]) -> Result<Option<Manifest>, AppError> {
-    let Some((_, bytes)) = files.iter().find(|(p, _)| p.as_str() == SKILL_MD) else {
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| AppError::Unprocessable {
-        code: "skill-md-invalid",
-        detail: "SKILL.md must be UTF-8 text".into(),
-    })?;
-    manifest::parse(text).map(Some).map_err(manifest_error)
+/// `SKILL.md` with its description set to `description`: `text` with its front matter's
+/// `description` replaced, or a new file for `name` when there is no text. Parsing and writing
+/// the front matter run on the blocking pool, never on the actor's thread.
+async fn described(
+    text: Option<String>,
+    name: SkillName,
+    description: String,
+) -> Result<String, AppError> {
+    blocking(move || match text {
+        Some(text) => manifest::with_description(&text, &description).map_err(manifest_error),
+        None => Ok(manifest::render(&name, &description)),
+    })
+    .await?
 }
 
 fn name_mismatch(found: &str, expected: &str) -> AppError {
@@ -865,6 +909,8 @@ pub(crate) fn manifest_error(e: manifest::ManifestError) -> AppError {
 pub(crate) fn upload_error(e: UploadError) -> AppError {
     match e {
         UploadError::Io(io) => AppError::from_io(io),
+        // Nobody waits for this answer any more; should one arrive, it says what happened.
+        UploadError::Cancelled => AppError::Timeout("the upload"),
         UploadError::FileTooLarge { .. }
         | UploadError::SkillTooLarge { .. }
         | UploadError::TooManyFiles { .. } => AppError::TooLarge {

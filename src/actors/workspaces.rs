@@ -27,6 +27,7 @@ use super::workspace::{
 use crate::config::SkillSettings;
 use crate::domain::SkillName;
 use crate::error::AppError;
+use crate::skills::Cancel;
 use crate::store::Store;
 
 /// How long a change to a user's skills may take (an upload unpacks, hashes and syncs files).
@@ -176,12 +177,18 @@ impl Workspaces {
         name: SkillName,
         description: String,
     ) -> Result<Arc<IndexedSkill>, AppError> {
-        self.call(user_id, |reply| WorkspaceMessage::Create {
-            name: name.clone(),
-            description: description.clone(),
-            reply,
-        })
-        .await
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        let created = self
+            .call(user_id, |reply| WorkspaceMessage::Create {
+                name: name.clone(),
+                description: description.clone(),
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        guard.disarm();
+        created
     }
 
     pub async fn update(
@@ -191,13 +198,19 @@ impl Workspaces {
         description: Option<String>,
         is_active: Option<bool>,
     ) -> Result<Arc<IndexedSkill>, AppError> {
-        self.call(user_id, |reply| WorkspaceMessage::Update {
-            id,
-            description: description.clone(),
-            is_active,
-            reply,
-        })
-        .await
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        let updated = self
+            .call(user_id, |reply| WorkspaceMessage::Update {
+                id,
+                description: description.clone(),
+                is_active,
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        guard.disarm();
+        updated
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), AppError> {
@@ -211,12 +224,20 @@ impl Workspaces {
         target: UploadTarget,
         payload: UploadPayload,
     ) -> Result<Uploaded, AppError> {
-        self.call(user_id, |reply| WorkspaceMessage::Upload {
-            target: target.clone(),
-            payload: payload.clone(),
-            reply,
-        })
-        .await
+        // Dropped with this future when the client goes away or the request times out: the
+        // workspace then stops the upload at its next step.
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        let uploaded = self
+            .call(user_id, |reply| WorkspaceMessage::Upload {
+                target: target.clone(),
+                payload: payload.clone(),
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        guard.disarm();
+        uploaded
     }
 
     /// Reads a skill's folder again after a command ran in it, so that the index (and so
@@ -572,5 +593,64 @@ mod tests {
         );
         assert_eq!(workspaces.index(bob).await.unwrap().len(), 1);
         assert_eq!(workspaces.live_count(), 2);
+    }
+
+    /// A zip of `count` files of `size` bytes each, with a SKILL.md for `skill`.
+    fn big_zip(skill: &str, count: usize, size: usize) -> bytes::Bytes {
+        use std::io::Write as _;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("SKILL.md", options).unwrap();
+        write!(zip, "---\nname: {skill}\ndescription: Big.\n---\n").unwrap();
+        for i in 0..count {
+            zip.start_file(format!("data/{i}.txt"), options).unwrap();
+            zip.write_all(&vec![b'x'; size]).unwrap();
+        }
+        bytes::Bytes::from(zip.finish().unwrap().into_inner())
+    }
+
+    /// Work whose caller has gone (its client disconnected, its request timed out) stops: a
+    /// change already given up is not started, and one given up half way is not finished.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_whose_caller_left_are_not_made() {
+        let (_dir, store, workspaces) = setup().await;
+        let ann = user(&store, "ann").await;
+        let cancel = Cancel::default();
+        drop(cancel.on_drop());
+        let given_up = workspaces
+            .call(ann, |reply| WorkspaceMessage::Upload {
+                target: UploadTarget::default(),
+                payload: UploadPayload::Zip(big_zip("early", 1, 10)),
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        assert!(
+            matches!(given_up, Err(AppError::Timeout(_))),
+            "{given_up:?}"
+        );
+
+        // The caller's future dropped while the workspace unpacks and writes 500 files.
+        let payload = UploadPayload::Zip(big_zip("late", 500, 20_000));
+        let upload = workspaces.upload(ann, UploadTarget::default(), payload);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), upload)
+                .await
+                .is_err(),
+            "the upload finished within a millisecond"
+        );
+        // Whatever the workspace was doing, it finishes (or stops) before the next message.
+        workspaces
+            .create(ann, name("after"), "After.".into())
+            .await
+            .unwrap();
+        let index = workspaces.index(ann).await.unwrap();
+        assert!(index.by_name("early").is_none());
+        assert!(
+            index.by_name("late").is_none(),
+            "the given-up upload was made"
+        );
+        assert_eq!(index.len(), 1);
     }
 }

@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, ResolveFlags
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
+use super::Cancel;
 use super::manifest::{self, Manifest, ManifestError};
 use crate::domain::SkillPath;
 
@@ -89,6 +90,8 @@ pub enum UploadError {
     Conflict { path: String },
     #[error("the skill could not be written: {0}")]
     Io(#[from] io::Error),
+    #[error("the request was given up before its upload finished")]
+    Cancelled,
 }
 
 impl UploadError {
@@ -106,12 +109,14 @@ impl UploadError {
             UploadError::Zip(_) => "invalid-zip",
             UploadError::Conflict { .. } => "path-conflict",
             UploadError::Io(_) => "io-error",
+            UploadError::Cancelled => "cancelled",
         }
     }
 
-    /// False only for [`UploadError::Io`]: the one failure that is the server's, not the upload's.
+    /// False for [`UploadError::Io`], the server's failure, and [`UploadError::Cancelled`], which
+    /// nobody is waiting for.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, UploadError::Io(_))
+        !matches!(self, UploadError::Io(_) | UploadError::Cancelled)
     }
 }
 
@@ -244,6 +249,7 @@ pub fn write_staged(
     base: Option<&Path>,
     files: &[(SkillPath, Vec<u8>)],
     limits: &Limits,
+    cancel: &Cancel,
 ) -> Result<Staged, UploadError> {
     // Refuse what can be refused before anything touches the disk.
     let mut seen = HashSet::with_capacity(files.len());
@@ -269,11 +275,13 @@ pub fn write_staged(
     fs::create_dir_all(staging_root)?;
     let dir = StagingDir::create(staging_root)?;
     if let Some(base) = base {
-        copy_tree(base, &dir.path)?;
+        copy_tree(base, &dir.path, cancel)?;
     }
     for (path, bytes) in files {
+        cancel.check()?;
         write_file(&dir.path, path, bytes)?;
     }
+    cancel.check()?;
     let manifest = check_tree(&dir.path, limits)?;
     sync_dir(staging_root)?;
     Ok(Staged { dir, manifest })
@@ -581,9 +589,10 @@ fn list_tree(root: BorrowedFd<'_>) -> io::Result<Vec<Node>> {
 }
 
 /// Copies the folders and regular files of `base` into the empty folder `dest`.
-fn copy_tree(base: &Path, dest: &Path) -> Result<(), UploadError> {
+fn copy_tree(base: &Path, dest: &Path, cancel: &Cancel) -> Result<(), UploadError> {
     let root = open_dir(base)?;
     for node in list_tree(root.as_fd())? {
+        cancel.check()?;
         let target = dest.join(&node.path);
         if node.is_dir {
             fs::create_dir(&target)?;
@@ -864,7 +873,8 @@ mod tests {
             (p("SKILL.md"), SKILL.to_vec()),
             (p("scripts/a/b.sh"), b"echo hi\n".to_vec()),
         ];
-        let staged = write_staged(&staging(&tmp), None, &files, &limits()).unwrap();
+        let staged =
+            write_staged(&staging(&tmp), None, &files, &limits(), &Cancel::default()).unwrap();
         assert_eq!(staged.manifest().name, "demo");
         assert!(staged.dir().join("scripts/a/b.sh").is_file());
         let target = tmp.path().join("skills/user/demo");
@@ -876,7 +886,14 @@ mod tests {
         assert_eq!(leftovers(&staging(&tmp)), 0);
 
         // A second new skill under the same name is refused and cleaned up.
-        let staged = write_staged(&staging(&tmp), None, &files[..1], &limits()).unwrap();
+        let staged = write_staged(
+            &staging(&tmp),
+            None,
+            &files[..1],
+            &limits(),
+            &Cancel::default(),
+        )
+        .unwrap();
         let err = staged.commit_new(&target).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(leftovers(&staging(&tmp)), 0);
@@ -896,7 +913,14 @@ mod tests {
             (p("docs/replace.md"), b"new".to_vec()),
             (p("docs/added.md"), b"added".to_vec()),
         ];
-        let staged = write_staged(&staging(&tmp), Some(&target), &files, &limits()).unwrap();
+        let staged = write_staged(
+            &staging(&tmp),
+            Some(&target),
+            &files,
+            &limits(),
+            &Cancel::default(),
+        )
+        .unwrap();
         // Hold a file of the old version open across the swap: it keeps the old content.
         let mut old = File::open(target.join("docs/replace.md")).unwrap();
         staged.commit_replace(&target).unwrap();
@@ -915,6 +939,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_upload_stops_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        drop(guard);
+        assert!(cancel.is_cancelled());
+        let files = [(p("SKILL.md"), SKILL.to_vec())];
+        let err = write_staged(&staging(&tmp), None, &files, &limits(), &cancel).unwrap_err();
+        assert!(matches!(err, UploadError::Cancelled), "{err}");
+        assert!(!err.is_client_error());
+        assert_eq!(leftovers(&staging(&tmp)), 0);
+        // A disarmed guard cancels nothing.
+        let kept = Cancel::default();
+        kept.on_drop().disarm();
+        assert!(write_staged(&staging(&tmp), None, &files, &limits(), &kept).is_ok());
+    }
+
+    #[test]
     fn staged_folders_are_removed_when_dropped() {
         let tmp = tempfile::tempdir().unwrap();
         let staged = write_staged(
@@ -922,6 +964,7 @@ mod tests {
             None,
             &[(p("SKILL.md"), SKILL.to_vec())],
             &limits(),
+            &Cancel::default(),
         )
         .unwrap();
         let dir = staged.dir().to_path_buf();
@@ -932,7 +975,8 @@ mod tests {
 
     fn upload_err(files: &[(SkillPath, Vec<u8>)], limits: &Limits) -> UploadError {
         let tmp = tempfile::tempdir().unwrap();
-        let err = write_staged(&staging(&tmp), None, files, limits).unwrap_err();
+        let err =
+            write_staged(&staging(&tmp), None, files, limits, &Cancel::default()).unwrap_err();
         assert_eq!(
             leftovers(&staging(&tmp)),
             0,
@@ -1014,11 +1058,26 @@ mod tests {
             max_skill_files: 3,
             ..limits()
         };
-        let err =
-            write_staged(&staging(&tmp), Some(&base), &[(p("c"), vec![])], &small).unwrap_err();
+        let err = write_staged(
+            &staging(&tmp),
+            Some(&base),
+            &[(p("c"), vec![])],
+            &small,
+            &Cancel::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, UploadError::TooManyFiles { .. }), "{err}");
         // An upload that replaces files keeps the count.
-        assert!(write_staged(&staging(&tmp), Some(&base), &[(p("b"), vec![1])], &small).is_ok());
+        assert!(
+            write_staged(
+                &staging(&tmp),
+                Some(&base),
+                &[(p("b"), vec![1])],
+                &small,
+                &Cancel::default()
+            )
+            .is_ok()
+        );
         // A folder in the base where a file is uploaded is a clash.
         put(&base, "dir/x", b"");
         let err = write_staged(
@@ -1026,6 +1085,7 @@ mod tests {
             Some(&base),
             &[(p("dir"), vec![])],
             &limits(),
+            &Cancel::default(),
         )
         .unwrap_err();
         assert!(matches!(err, UploadError::Conflict { .. }), "{err}");

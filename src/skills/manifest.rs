@@ -19,6 +19,19 @@ pub const DESCRIPTION_MAX_CHARS: usize = 1024;
 /// The most characters `compatibility` may have.
 pub const COMPATIBILITY_MAX_CHARS: usize = 500;
 
+/// The largest front matter read, in bytes. Real ones are a few hundred bytes to a few KB; the
+/// YAML parser's time grows with size times nesting, so this (with the limits below) is what keeps
+/// one upload from holding a core for seconds.
+pub const FRONT_MATTER_MAX_BYTES: usize = 16 * 1024;
+/// The deepest nesting of lists and mappings read (by indentation and by brackets together).
+pub const FRONT_MATTER_MAX_DEPTH: usize = 32;
+/// The most `[` and `{` a front matter may hold (outside comments). The parser's work per token
+/// grows with the number of brackets open, and this bounds that number whatever the quoting.
+pub const FRONT_MATTER_MAX_BRACKETS: usize = 128;
+/// The most YAML aliases (`*name`) a front matter may use: each one replays what its anchor
+/// holds, so a few nested ones multiply a small text into millions of values.
+pub const FRONT_MATTER_MAX_ALIASES: usize = 8;
+
 /// The top-level keys the Agent Skills format defines; any other key is refused so that a typo
 /// (`descripton`) is reported instead of silently ignored.
 const KNOWN_FIELDS: [&str; 6] = [
@@ -245,6 +258,7 @@ fn front_matter(text: &str, parts: &Parts<'_>) -> Result<Mapping, ManifestError>
     } else {
         0
     };
+    check_bounds(parts.yaml)?;
     let document = &text[bom..parts.head.len() + parts.yaml.len()];
     let value: Value = serde_yaml_ng::from_str(document).map_err(|e| {
         ManifestError::new(
@@ -262,6 +276,135 @@ fn front_matter(text: &str, parts: &Parts<'_>) -> Result<Mapping, ManifestError>
                 kind(&other)
             ),
         )),
+    }
+}
+
+/// Refuses a front matter the parser would spend too long on, before the parser sees it: too many
+/// bytes, nesting too deep, too many brackets, too many aliases. One pass over the text, no
+/// allocation.
+fn check_bounds(yaml: &str) -> Result<(), ManifestError> {
+    if yaml.len() > FRONT_MATTER_MAX_BYTES {
+        return Err(ManifestError::new(
+            "front-matter-too-large",
+            format!(
+                "SKILL.md: the front matter is {} bytes; at most {FRONT_MATTER_MAX_BYTES} bytes \
+                 are read (move long text into the body, after the closing `---`)",
+                yaml.len()
+            ),
+        ));
+    }
+    let shape = Shape::of(yaml);
+    if shape.brackets > FRONT_MATTER_MAX_BRACKETS {
+        return Err(ManifestError::new(
+            "front-matter-too-complex",
+            format!(
+                "SKILL.md: the front matter opens {} lists and mappings with `[` or `{{`; at \
+                 most {FRONT_MATTER_MAX_BRACKETS} are read",
+                shape.brackets
+            ),
+        ));
+    }
+    if shape.depth > FRONT_MATTER_MAX_DEPTH {
+        return Err(ManifestError::new(
+            "front-matter-too-deep",
+            format!(
+                "SKILL.md: the front matter nests lists and mappings {} levels deep; at most \
+                 {FRONT_MATTER_MAX_DEPTH} levels are read",
+                shape.depth
+            ),
+        ));
+    }
+    if shape.aliases > FRONT_MATTER_MAX_ALIASES {
+        return Err(ManifestError::new(
+            "front-matter-too-complex",
+            format!(
+                "SKILL.md: the front matter uses {} YAML aliases (`*name`); at most \
+                 {FRONT_MATTER_MAX_ALIASES} are read",
+                shape.aliases
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a cheap scan of a front matter finds, without parsing it.
+///
+/// `brackets` and `aliases` are upper bounds whatever the text holds, which is what makes them
+/// safe limits: every `[` and `{` is counted, in quotes and comments too, and every `*` followed by
+/// a name character in a place where a YAML node may start (after `:`, `-`, `?`, `[`, `{`, `,` or
+/// only blanks on its line, whatever the blanks between). So the parser's open brackets, and the
+/// aliases it expands, can never be more than the scan counts, however a text mixes quotes, plain
+/// scalars and comments. `depth` estimates the nesting for the message people see: the levels of
+/// indentation open on a line, plus each `- ` or `? ` that starts a nested node on it, plus the
+/// brackets open (comments left out).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Shape {
+    depth: usize,
+    brackets: usize,
+    aliases: usize,
+}
+
+impl Shape {
+    fn of(yaml: &str) -> Shape {
+        let mut shape = Shape::default();
+        // Columns of the indentation levels open before this line, innermost last.
+        let mut indents: Vec<usize> = Vec::new();
+        let mut open_brackets = 0usize;
+        for line in yaml.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let rest = line.trim_start_matches(' ');
+            let indent = line.len() - rest.len();
+            let content = rest.trim_start_matches([' ', '\t']);
+            if !content.is_empty() && !content.starts_with('#') {
+                while indents.last().is_some_and(|&open| open >= indent) {
+                    indents.pop();
+                }
+                indents.push(indent);
+            }
+            // Nodes started on this line inside the one its indentation opens: `- - x`, `? x`.
+            let mut nested = 0usize;
+            let mut deepest_bracket = open_brackets;
+            let mut node_start = true;
+            let mut after_blank = true;
+            let mut comment = false;
+            let bytes = rest.as_bytes();
+            for (i, &b) in bytes.iter().enumerate() {
+                let next = bytes.get(i + 1).copied();
+                match b {
+                    b'[' | b'{' => {
+                        shape.brackets += 1;
+                        if !comment {
+                            open_brackets += 1;
+                            deepest_bracket = deepest_bracket.max(open_brackets);
+                        }
+                    }
+                    b']' | b'}' if !comment => open_brackets = open_brackets.saturating_sub(1),
+                    // An alias needs a name: `*)` (as in `Bash(git:*)`) is not one.
+                    b'*' if node_start
+                        && next.is_some_and(|n| {
+                            n.is_ascii_alphanumeric() || n == b'_' || n == b'-'
+                        }) =>
+                    {
+                        shape.aliases += 1;
+                    }
+                    b'-' | b'?'
+                        if node_start && !comment && matches!(next, None | Some(b' ' | b'\t')) =>
+                    {
+                        nested += 1;
+                    }
+                    b'#' if after_blank => comment = true,
+                    _ => {}
+                }
+                after_blank = matches!(b, b' ' | b'\t');
+                node_start = match b {
+                    b' ' | b'\t' => node_start,
+                    b':' | b'-' | b'?' | b'[' | b'{' | b',' => true,
+                    _ => false,
+                };
+            }
+            shape.depth = shape.depth.max(indents.len() + nested + deepest_bracket);
+        }
+        shape
     }
 }
 
@@ -672,6 +815,94 @@ mod tests {
             rule_of("---\nname: a\ndescription: d\n1: x\n---\n"),
             "unknown-field"
         );
+    }
+
+    /// Front matter as tools write it passes the bounds with room to spare.
+    #[test]
+    fn real_front_matter_is_within_the_bounds() {
+        let hooks = "---\n\
+            name: guard\n\
+            description: 'Checks commands: [before] they run, {safely}.'\n\
+            allowed-tools: Bash(git add:*), Bash(git status:*), Bash(git diff:*), Bash(git log:*), \
+            Bash(npm run *), Bash(ls:*), Bash(cat:*), Bash(grep:*), Bash(find:*), Read, Edit\n\
+            hooks:\n  PreToolUse:\n    - matcher: \"Bash\"\n      hooks:\n        - type: command\n\
+            \x20         command: \"./scripts/check.sh\"   # see [docs]\n\
+            metadata:\n  tags: [a, b, [c, d], {e: f}]\n  schema: |\n    {\"type\": \"object\", \"items\": [{\"a\": [1]}]}\n\
+            ---\nBody\n";
+        let parts = split(hooks).unwrap();
+        let shape = Shape::of(parts.yaml);
+        assert_eq!(
+            shape.aliases, 0,
+            "`:*)` and `run *` are not aliases: {shape:?}"
+        );
+        assert!(shape.depth <= 8, "{shape:?}");
+        assert!(shape.brackets < 20, "{shape:?}");
+        assert!(check_bounds(parts.yaml).is_ok());
+        let anchors = "defaults: &d {a: 1}\nfirst: *d\nsecond:\n  <<: *d\n  - *d\n";
+        assert_eq!(Shape::of(anchors).aliases, 3);
+    }
+
+    /// What made the parser take seconds is refused before it runs, with the limit in the message.
+    #[test]
+    fn costly_front_matter_is_refused_before_parsing() {
+        let with = |yaml: &str| format!("---\nname: a\ndescription: d\n{yaml}\n---\nBody\n");
+        let big = with(&format!("x: {}\n", "y".repeat(FRONT_MATTER_MAX_BYTES)));
+        let err = parse(&big).unwrap_err();
+        assert_eq!(err.rule, "front-matter-too-large");
+        assert!(err.message.contains("16384"), "{}", err.message);
+
+        // Brackets deep, closed or not: the depth is what people see.
+        let huge = with(&format!("x: {}{}", "[".repeat(40_000), "]".repeat(40_000)));
+        assert_eq!(parse(&huge).unwrap_err().rule, "front-matter-too-large");
+        let deep_map = with(&format!("x: {}", "{a: ".repeat(40)));
+        assert_eq!(parse(&deep_map).unwrap_err().rule, "front-matter-too-deep");
+        let err = parse(&with(&format!("x: {}", "[".repeat(40)))).unwrap_err();
+        assert_eq!(err.rule, "front-matter-too-deep");
+        assert!(err.message.contains("at most 32 levels"), "{}", err.message);
+        // Block nesting counts too: `- - - x` and indentation.
+        let compact = with(&format!("x:\n{}1", "- ".repeat(40)));
+        assert_eq!(parse(&compact).unwrap_err().rule, "front-matter-too-deep");
+        let stairs: String = (0..40)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(
+            parse(&with(&stairs)).unwrap_err().rule,
+            "front-matter-too-deep"
+        );
+
+        // Brackets the depth estimate does not see (closed by a `]` inside quotes, as the parser
+        // reads it) are still bounded by their number.
+        let hidden = with(&format!("x: {}", "[ \"]\", ".repeat(200)));
+        let err = parse(&hidden).unwrap_err();
+        assert_eq!(
+            err.rule,
+            "front-matter-too-complex",
+            "{:?}",
+            Shape::of(&hidden)
+        );
+        assert!(err.message.contains("at most 128"), "{}", err.message);
+        let in_quotes = with(&format!("x: '{}'", "{".repeat(129)));
+        assert_eq!(
+            parse(&in_quotes).unwrap_err().rule,
+            "front-matter-too-complex"
+        );
+
+        // An alias bomb: each level replays the one before thirty times.
+        let mut bomb = String::from("a0: &a0\n");
+        bomb.push_str(&"  - xxxxxxxx\n".repeat(30));
+        for i in 1..20 {
+            bomb.push_str(&format!("a{i}: &a{i}\n"));
+            bomb.push_str(&format!("  - *a{}\n", i - 1).repeat(30));
+        }
+        let err = parse(&with(&bomb)).unwrap_err();
+        assert_eq!(err.rule, "front-matter-too-complex");
+        assert!(err.message.contains("aliases"), "{}", err.message);
+        // In flow style, and after blanks and line breaks.
+        let flow = with(&format!("a: &a [x]\nb: [{}]", "\n  *a,".repeat(9)));
+        assert_eq!(parse(&flow).unwrap_err().rule, "front-matter-too-complex");
+        let few = "a: &a [x]\nb: [*a, *a]\nc: {k: *a}\nd: *a\n";
+        assert_eq!(Shape::of(few).aliases, 4);
+        assert!(check_bounds(few).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::io::{Cursor, Read};
 use zip::ZipArchive;
 use zip::result::ZipError;
 
+use super::Cancel;
 use super::files::{Limits, SKILL_MD, UploadError};
 use crate::domain::SkillPath;
 
@@ -25,7 +26,11 @@ const CENTRAL_HEADER_LEN: usize = 46;
 /// `SKILL.md` must be at the archive's root, or every entry must lie in one top folder holding a
 /// `SKILL.md`, in which case that folder is stripped from the paths. Folder entries are not
 /// returned (folders are created for the files in them).
-pub fn unpack(bytes: &[u8], limits: &Limits) -> Result<Vec<(SkillPath, Vec<u8>)>, UploadError> {
+pub fn unpack(
+    bytes: &[u8],
+    limits: &Limits,
+    cancel: &Cancel,
+) -> Result<Vec<(SkillPath, Vec<u8>)>, UploadError> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_error)?;
     check_no_duplicates(bytes, &archive)?;
 
@@ -75,6 +80,7 @@ pub fn unpack(bytes: &[u8], limits: &Limits) -> Result<Vec<(SkillPath, Vec<u8>)>
     let mut total = 0u64;
     let mut files = Vec::with_capacity(wanted.len());
     for (index, path) in wanted {
+        cancel.check()?;
         let entry = archive.by_index(index).map_err(zip_error)?;
         let mut content = Vec::new();
         entry
@@ -233,7 +239,7 @@ mod tests {
             ("scripts/", b""),
             ("scripts/run.py", b"print(1)\n"),
         ]);
-        let files = unpack(&zip, &limits()).unwrap();
+        let files = unpack(&zip, &limits(), &Cancel::default()).unwrap();
         assert_eq!(paths(&files), ["SKILL.md", "scripts/run.py"]);
         assert_eq!(files[1].1, b"print(1)\n");
     }
@@ -246,7 +252,7 @@ mod tests {
             ("demo/docs/", b""),
             ("demo/docs/ref.md", b"ref"),
         ]);
-        let files = unpack(&zip, &limits()).unwrap();
+        let files = unpack(&zip, &limits(), &Cancel::default()).unwrap();
         assert_eq!(paths(&files), ["SKILL.md", "docs/ref.md"]);
         assert_eq!(files[0].1, SKILL);
     }
@@ -261,7 +267,7 @@ mod tests {
             &[("a/b/SKILL.md", SKILL)][..],
             &[][..],
         ] {
-            let err = unpack(&archive(entries), &limits()).unwrap_err();
+            let err = unpack(&archive(entries), &limits(), &Cancel::default()).unwrap_err();
             assert!(
                 matches!(err, UploadError::MissingSkillMd),
                 "{entries:?}: {err}"
@@ -283,7 +289,7 @@ mod tests {
             "a\0b",
         ] {
             let zip = archive(&[("SKILL.md", SKILL), (name, b"x")]);
-            let err = unpack(&zip, &limits()).unwrap_err();
+            let err = unpack(&zip, &limits(), &Cancel::default()).unwrap_err();
             match &err {
                 UploadError::InvalidPath { path, .. } => assert_eq!(path, name),
                 other => panic!("{name:?}: {other}"),
@@ -300,7 +306,7 @@ mod tests {
         )
         .unwrap();
         let bytes = zip.finish().unwrap().into_inner();
-        let err = unpack(&bytes, &limits()).unwrap_err();
+        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
         assert!(
             matches!(&err, UploadError::InvalidPath { path, .. } if path == "dir//"),
             "{err}"
@@ -314,7 +320,7 @@ mod tests {
         zip.write_all(SKILL).unwrap();
         zip.add_symlink("passwd", "/etc/passwd", options()).unwrap();
         let bytes = zip.finish().unwrap().into_inner();
-        let err = unpack(&bytes, &limits()).unwrap_err();
+        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
         assert!(
             matches!(&err, UploadError::NotARegularFile { path } if path == "passwd"),
             "{err}"
@@ -324,7 +330,7 @@ mod tests {
         for mode in [0o010_644, 0o020_644, 0o060_644, 0o140_644, 0o040_755] {
             let mut bytes = archive(&[("SKILL.md", SKILL), ("special", b"")]);
             set_unix_mode(&mut bytes, "special", mode);
-            let err = unpack(&bytes, &limits()).unwrap_err();
+            let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
             assert!(
                 matches!(err, UploadError::NotARegularFile { .. }),
                 "{mode:o}: {err}"
@@ -333,7 +339,7 @@ mod tests {
         // A folder entry that says "regular file".
         let mut bytes = archive(&[("SKILL.md", SKILL), ("dir/", b"")]);
         set_unix_mode(&mut bytes, "dir/", 0o100_644);
-        let err = unpack(&bytes, &limits()).unwrap_err();
+        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
         assert!(matches!(err, UploadError::NotARegularFile { .. }), "{err}");
     }
 
@@ -365,7 +371,7 @@ mod tests {
         assert!(bytes.len() < 2 * 1024 * 1024, "{} bytes", bytes.len());
 
         let started = Instant::now();
-        let err = unpack(&bytes, &limits()).unwrap_err();
+        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
         assert!(
             matches!(&err, UploadError::FileTooLarge { path, limit } if path == "zeros.bin" && *limit == 1024 * 1024),
             "{err}"
@@ -386,7 +392,7 @@ mod tests {
             max_skill_files: 3,
         };
         let zip = archive(&[("SKILL.md", &SKILL[..50]), ("a", &[1; 60]), ("b", &[2; 60])]);
-        let err = unpack(&zip, &small).unwrap_err();
+        let err = unpack(&zip, &small, &Cancel::default()).unwrap_err();
         assert!(
             matches!(err, UploadError::SkillTooLarge { limit: 150 }),
             "{err}"
@@ -400,7 +406,8 @@ mod tests {
                 &Limits {
                     max_file_bytes: 1000,
                     ..small
-                }
+                },
+                &Cancel::default(),
             )
             .unwrap()
             .len(),
@@ -413,6 +420,7 @@ mod tests {
                 max_file_bytes: 1000,
                 ..small
             },
+            &Cancel::default(),
         )
         .unwrap_err();
         assert!(
@@ -438,7 +446,7 @@ mod tests {
 
     #[test]
     fn duplicate_entries_are_refused() {
-        let err = unpack(&archive_with_duplicate(), &limits()).unwrap_err();
+        let err = unpack(&archive_with_duplicate(), &limits(), &Cancel::default()).unwrap_err();
         assert!(
             matches!(&err, UploadError::DuplicatePath { path } if path == "a.txt"),
             "{err}"
@@ -452,7 +460,7 @@ mod tests {
             b"not a zip at all".to_vec(),
             archive(&[("SKILL.md", SKILL)])[..30].to_vec(),
         ] {
-            let err = unpack(&bytes, &limits()).unwrap_err();
+            let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
             assert!(matches!(err, UploadError::Zip(_)), "{err}");
             assert_eq!(err.code(), "invalid-zip");
         }
@@ -462,7 +470,7 @@ mod tests {
         for b in &mut bytes[data..data + 8] {
             *b ^= 0xff;
         }
-        let err = unpack(&bytes, &limits()).unwrap_err();
+        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
         assert!(matches!(err, UploadError::Zip(_)), "{err}");
     }
 }

@@ -27,6 +27,7 @@ backend_tests!(
     a_restart_repairs_what_a_crash_left,
     concurrent_uploads_to_one_skill_are_serialized,
     idle_workspaces_stop_and_come_back,
+    costly_front_matter_is_refused_without_stalling_the_server,
 );
 
 const SKILL_MD: &str =
@@ -1334,4 +1335,102 @@ async fn idle_workspaces_stop_and_come_back(backend: Backend) {
         app.get_json("/api/v1/skills", &ann.access).await["total"],
         2
     );
+}
+
+/// A front matter built to make the YAML parser work for seconds (brackets nested tens of
+/// thousands deep; the parser's time grows with the square of the depth) is refused before any
+/// parser sees it, with the limit in the message, while `/health` and another user's MCP calls
+/// go on answering. Two accounts attack at once, as in the report that found it.
+async fn costly_front_matter_is_refused_without_stalling_the_server(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.rate_limits.uploads_per_user_per_minute = 0).await;
+    let (mallory, trudy, ann) = (
+        app.user("mallory").await,
+        app.user("trudy").await,
+        app.user("ann").await,
+    );
+    app.upload_skill(&ann, &[("SKILL.md", SKILL_MD.as_bytes())])
+        .await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    let hostile = |body: &str| format!("---\nname: evil\ndescription: d\nx: {body}\n---\n");
+    // (front matter, the rule it breaks, words its message must hold)
+    let attacks = [
+        (
+            hostile(&"[".repeat(50_000)),
+            "front matter is",
+            "at most 16384 bytes",
+        ),
+        (
+            hostile(&format!("{}{}", "[".repeat(7_000), "]".repeat(7_000))),
+            "opens 7000 lists",
+            "at most 128 are read",
+        ),
+        (
+            hostile(&"{a: ".repeat(40)),
+            "nests lists",
+            "at most 32 levels",
+        ),
+    ];
+    let mut uploads = tokio::task::JoinSet::new();
+    for round in 0..2 {
+        for (user, (text, what, limit)) in [&mallory, &trudy]
+            .into_iter()
+            .cycle()
+            .skip(round)
+            .zip(attacks.iter())
+        {
+            let (app_client, base) = (app.client.clone(), app.base.clone());
+            let (content_type, body) = multipart(&[("files", Some("SKILL.md"), text.as_bytes())]);
+            let (access, what, limit) = (user.access.clone(), *what, *limit);
+            uploads.spawn(async move {
+                let res = app_client
+                    .post(format!("{base}/api/v1/skills/upload"))
+                    .bearer_auth(access)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["code"], "skill-md-invalid", "{body}");
+                let detail = body["detail"].as_str().unwrap();
+                assert!(detail.contains(what) && detail.contains(limit), "{detail}");
+            });
+        }
+    }
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "load_skill", "arguments": {"skill_name": "pdf"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        let health = app.request(Method::GET, "/health").send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        let res = app
+            .request(Method::POST, "/mcp")
+            .bearer_auth(&token)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "load_skill")
+            .body(call.to_string())
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["result"]["isError"], false, "{body}");
+        slowest = slowest.max(started.elapsed());
+    }
+    // Every attack was answered, and refused; a parse that ran would have taken seconds each.
+    tokio::time::timeout(std::time::Duration::from_secs(30), uploads.join_all())
+        .await
+        .expect("the hostile uploads were answered");
+    // Not a benchmark: a stalled server made these wait about 9 s in the report.
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "/health and another user's tools/call waited {slowest:?} during the attack"
+    );
+    // Nothing of the attacks was kept.
+    let listed = app.get_json("/api/v1/skills", &mallory.access).await;
+    assert_eq!(listed["total"], 0, "{listed}");
 }
