@@ -155,6 +155,11 @@ impl RateLimits {
             + self.upload_user.prune()
     }
 
+    /// Whether `ip` is one of the configured trusted proxies.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.contains(&canonical(ip))
+    }
+
     /// The client's address: the peer's, or what a trusted proxy says it is.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);

@@ -279,9 +279,9 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     match endpoint {
-        Endpoint::Health => Box::pin(health::health(state, false)).await,
+        Endpoint::Health => Box::pin(health::health(state, req, false)).await,
         Endpoint::Live => Ok(health::live(state)),
-        Endpoint::Ready => Box::pin(health::health(state, true)).await,
+        Endpoint::Ready => Box::pin(health::health(state, req, true)).await,
         Endpoint::Metrics => Ok(health::metrics(state)),
         Endpoint::OpenApi => docs::openapi(),
         Endpoint::Docs => docs::docs(),

@@ -211,6 +211,17 @@ async fn postgres_going_away_gives_503_and_the_pool_recovers_when_it_is_back() {
         within("ready", health(&app, "/health/ready")).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Anyone is told that the database does not answer, and nothing of what the driver said.
+    let public: Value = within("health", app.request(Method::GET, "/health").send())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        public["database"],
+        json!({"status": "unavailable", "reason": "the database does not answer"})
+    );
     assert_eq!(
         within("live", health(&app, "/health/live")).await,
         StatusCode::OK

@@ -14,6 +14,7 @@ use crate::helpers::{Backend, expect_error, spawn_app, spawn_app_with};
 
 backend_tests!(
     health_reports_the_process_and_the_database,
+    public_health_shows_no_paths_or_ids,
     unknown_paths_and_methods_get_json_errors,
     http2_is_served,
     slow_headers_are_cut_off,
@@ -37,9 +38,89 @@ async fn health_reports_the_process_and_the_database(backend: Backend) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["database"]["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    // The details are for the server's own machine (this test's client is on loopback).
+    let res = app
+        .request(Method::GET, "/health?verbose")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["database"]["backend"], expected);
     assert!(body["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptime_secs"].is_u64(), "{body}");
+    assert!(body["sandbox"]["layers"].is_object(), "{body}");
+}
+
+/// Anyone may ask `/health`: it says ready or not and why in words, never where the server keeps
+/// its data, which programs its sandbox runs, or which user ids. The details go to the server's
+/// own machine and its trusted proxies only.
+async fn public_health_shows_no_paths_or_ids(backend: Backend) {
+    for sandbox_works in [true, false] {
+        let app = spawn_app_with(backend.clone(), |s| {
+            s.rate_limits.trusted_proxies = vec!["127.0.0.1".into()];
+            if !sandbox_works {
+                s.sandbox.bwrap = "/nonexistent/bwrap".into();
+            }
+        })
+        .await;
+        let verbose: Value = app
+            .request(Method::GET, "/health?verbose=1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let uid = verbose["sandbox"]["layers"]["run_as_uid"].to_string();
+        for path in ["/health", "/health/ready"] {
+            // As a client on the internet reaches it, through the trusted proxy.
+            let res = app
+                .request(Method::GET, path)
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap();
+            let text = res.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert!(!text.contains('/'), "a path in {path}: {text}");
+            assert!(!text.contains(app.data_dir.to_str().unwrap()), "{text}");
+            assert!(uid == "null" || !text.contains(&uid), "the uid in {text}");
+            for detail in [
+                "layers",
+                "backend",
+                "latency_ms",
+                "uptime_secs",
+                "bwrap",
+                "helper",
+            ] {
+                assert!(!text.contains(detail), "{detail} in {path}: {text}");
+            }
+            assert_eq!(
+                body["sandbox"]["ready"], verbose["sandbox"]["ready"],
+                "{text}"
+            );
+            if verbose["sandbox"]["ready"] == false {
+                let reason = body["sandbox"]["reason"].as_str().unwrap();
+                assert!(reason.contains("commands cannot run"), "{reason}");
+            }
+            // The details are refused to that client...
+            let res = app
+                .request(Method::GET, &format!("{path}?verbose"))
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap();
+            expect_error(res, StatusCode::FORBIDDEN, "health-details-forbidden").await;
+        }
+        // ...and shown to the server's own machine (and the proxy asking for itself).
+        assert!(verbose["sandbox"]["layers"].is_object(), "{verbose}");
+        if !sandbox_works {
+            let why = verbose["sandbox"]["reason"].as_str().unwrap();
+            assert!(why.contains("/nonexistent/bwrap"), "{why}");
+        }
+    }
 }
 
 async fn unknown_paths_and_methods_get_json_errors(backend: Backend) {
