@@ -10,7 +10,9 @@ pub mod manifest;
 pub mod zip_upload;
 
 pub use files::{FileEntry, Limits, ReadError, Staged, UploadError};
+
 pub use manifest::{Manifest, ManifestError};
+use serde::Serialize;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,4 +61,16 @@ impl Drop for CancelOnDrop {
             cancel.0.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Something about a skill that works here but may not elsewhere: returned with the answer that
+/// made or read it, never a reason to refuse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// Stable, kebab-case.
+    pub code: &'static str,
+    /// What it is about: a front matter field, or `files`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
 }

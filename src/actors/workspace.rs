@@ -33,7 +33,7 @@ use crate::domain::{SkillName, SkillPath};
 use crate::error::AppError;
 use crate::skills::files::{self, FileEntry, Limits, UploadError};
 use crate::skills::manifest::{self, Manifest};
-use crate::skills::{Cancel, zip_upload};
+use crate::skills::{Cancel, Warning, zip_upload};
 use crate::store::{self, NewSkill, SkillRecord, Store, StoreError, UniqueField};
 
 /// The file every skill has at its root.
@@ -54,6 +54,8 @@ pub struct IndexedSkill {
     /// `load_skill`'s result for `skill_md`, serialized at the first call (it depends on that
     /// text alone, which never changes in a published entry).
     pub load_skill_result: std::sync::OnceLock<Arc<str>>,
+    /// What works here but may not elsewhere (file names that differ only in case).
+    pub warnings: Vec<Warning>,
 }
 
 /// A consistent view of one user's skills.
@@ -424,6 +426,7 @@ impl WorkspaceState {
         let skill = Arc::new(IndexedSkill {
             record,
             bytes: total(&folder.files),
+            warnings: files::name_warnings(&folder.files),
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,
@@ -701,7 +704,9 @@ impl WorkspaceState {
                 .ok()
                 .map(Arc::from);
             let manifest = staged.manifest().clone();
+            let warnings = staged.warnings().to_vec();
             Ok(StagedSkill {
+                warnings,
                 bytes: total(&entries),
                 staged,
                 entries,
@@ -720,6 +725,7 @@ struct StagedSkill {
     bytes: u64,
     skill_md: Option<Arc<str>>,
     manifest: Manifest,
+    warnings: Vec<Warning>,
 }
 
 impl StagedSkill {
@@ -732,6 +738,7 @@ impl StagedSkill {
             skill_md: self.skill_md,
             manifest: Some(self.manifest),
             load_skill_result: std::sync::OnceLock::new(),
+            warnings: self.warnings,
         };
         (self.staged, Arc::new(skill))
     }
@@ -783,6 +790,7 @@ pub(crate) async fn load_index(
         skills.push(IndexedSkill {
             record,
             bytes: total(&folder.files),
+            warnings: files::name_warnings(&folder.files),
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,

@@ -147,6 +147,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
                 updated_at: now,
             },
             bytes: entries.iter().map(|f| f.size).sum(),
+            warnings: files::name_warnings(&entries),
             files: entries,
             skill_md: Some(Arc::from(text)),
             manifest: Some(manifest),

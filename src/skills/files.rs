@@ -6,7 +6,7 @@
 //! Readers still refuse them (and never follow them) so that one planted by other means cannot
 //! expose a file outside the skill.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -16,8 +16,8 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RenameFlags, ResolveFlags
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
-use super::Cancel;
 use super::manifest::{self, Manifest, ManifestError};
+use super::{Cancel, Warning};
 use crate::domain::SkillPath;
 
 /// The name of the manifest every skill has at its root.
@@ -90,6 +90,11 @@ pub enum UploadError {
     Conflict { path: String },
     #[error("the skill could not be written: {0}")]
     Io(#[from] io::Error),
+    #[error(
+        "{first:?} and {second:?} are the same name written two ways (Unicode NFC and NFD): a file \
+         system that normalizes names would keep only one, and they look the same; rename one"
+    )]
+    NameClash { first: String, second: String },
     #[error("the request was given up before its upload finished")]
     Cancelled,
 }
@@ -109,6 +114,7 @@ impl UploadError {
             UploadError::Zip(_) => "invalid-zip",
             UploadError::Conflict { .. } => "path-conflict",
             UploadError::Io(_) => "io-error",
+            UploadError::NameClash { .. } => "path-collision",
             UploadError::Cancelled => "cancelled",
         }
     }
@@ -186,6 +192,7 @@ pub fn read_beneath(
 pub struct Staged {
     dir: StagingDir,
     manifest: Manifest,
+    warnings: Vec<Warning>,
 }
 
 impl Staged {
@@ -197,6 +204,11 @@ impl Staged {
     /// skill's name before they commit.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// What is accepted but may not work elsewhere (names that differ only in case).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
     }
 
     /// Moves the staged folder to `target`, which must not exist (`renameat2(RENAME_NOREPLACE)`:
@@ -282,9 +294,13 @@ pub fn write_staged(
         write_file(&dir.path, path, bytes)?;
     }
     cancel.check()?;
-    let manifest = check_tree(&dir.path, limits)?;
+    let (manifest, warnings) = check_tree(&dir.path, limits)?;
     sync_dir(staging_root)?;
-    Ok(Staged { dir, manifest })
+    Ok(Staged {
+        dir,
+        manifest,
+        warnings,
+    })
 }
 
 /// Removes everything left in `staging_root` (folders of uploads cut short by a crash, old
@@ -650,9 +666,11 @@ fn write_file(root: &Path, path: &SkillPath, bytes: &[u8]) -> Result<(), UploadE
 }
 
 /// Checks the staged tree against the limits and reads its `SKILL.md`; flushes its folders.
-fn check_tree(dir: &Path, limits: &Limits) -> Result<Manifest, UploadError> {
+fn check_tree(dir: &Path, limits: &Limits) -> Result<(Manifest, Vec<Warning>), UploadError> {
     let root = open_dir(dir)?;
     let nodes = list_tree(root.as_fd())?;
+    let files = nodes.iter().filter(|n| !n.is_dir).map(|n| n.path.as_str());
+    let warnings = check_names(files)?;
     let mut count = 0usize;
     let mut total = 0u64;
     let mut has_skill_md = false;
@@ -692,7 +710,70 @@ fn check_tree(dir: &Path, limits: &Limits) -> Result<Manifest, UploadError> {
     }
     let fd = open_beneath(root.as_fd(), SKILL_MD, FILE_FLAGS).map_err(io_of)?;
     let text = read_capped(fd, limits.max_file_bytes).map_err(io_of)?;
-    Ok(manifest::parse_bytes(&text)?)
+    Ok((manifest::parse_bytes(&text)?, warnings))
+}
+
+/// Refuses two file paths that are one name once Unicode-normalized (`é` as one code point and
+/// as `e` plus an accent: macOS keeps one of them, and nobody can tell them apart on screen);
+/// warns about paths that differ only in letter case (an export unpacked on macOS or Windows,
+/// which ignore case, keeps only one). Folders are left out: two folders whose names collide
+/// are merged there, and their files, if they differ, all survive.
+fn check_names<'a>(paths: impl Iterator<Item = &'a str>) -> Result<Vec<Warning>, UploadError> {
+    let (clash, warnings) = name_collisions(paths);
+    match clash {
+        Some(clash) => Err(clash),
+        None => Ok(warnings),
+    }
+}
+
+/// The warnings [`check_names`] gives for a skill already stored, a clash among them (which an
+/// earlier release accepted) included, as a warning.
+pub fn name_warnings(files: &[FileEntry]) -> Vec<Warning> {
+    let (clash, mut warnings) = name_collisions(files.iter().map(|f| f.path.as_str()));
+    if let Some(clash) = clash {
+        warnings.insert(
+            0,
+            Warning {
+                code: clash.code(),
+                field: "files".to_owned(),
+                message: clash.to_string(),
+            },
+        );
+    }
+    warnings
+}
+
+/// The first pair of paths equal once NFC-normalized, and a warning per pair equal once
+/// case-folded as well.
+fn name_collisions<'a>(
+    paths: impl Iterator<Item = &'a str>,
+) -> (Option<UploadError>, Vec<Warning>) {
+    use unicode_normalization::UnicodeNormalization as _;
+    let mut by_nfc: HashMap<String, &str> = HashMap::new();
+    let mut by_folded: HashMap<String, &str> = HashMap::new();
+    let mut warnings = Vec::new();
+    for path in paths {
+        let nfc: String = path.nfc().collect();
+        let folded = nfc.to_lowercase();
+        if let Some(first) = by_nfc.insert(nfc, path) {
+            let clash = UploadError::NameClash {
+                first: first.to_owned(),
+                second: path.to_owned(),
+            };
+            return (Some(clash), warnings);
+        }
+        if let Some(first) = by_folded.insert(folded, path) {
+            warnings.push(Warning {
+                code: "path-case-collision",
+                field: "files".to_owned(),
+                message: format!(
+                    "{first:?} and {path:?} differ only in letter case: unpacked on macOS or \
+                     Windows, which ignore case, one would replace the other; rename one of them"
+                ),
+            });
+        }
+    }
+    (None, warnings)
 }
 
 /// A read failure inside the staging folder, which this module wrote itself: whatever it is, it
@@ -936,6 +1017,29 @@ mod tests {
             "symlink copied"
         );
         assert_eq!(leftovers(&staging(&tmp)), 0);
+    }
+
+    #[test]
+    fn names_that_collide_elsewhere_are_found() {
+        let entry = |path: &str| FileEntry {
+            path: path.to_owned(),
+            size: 0,
+            sha256: String::new(),
+        };
+        let fine = [entry("SKILL.md"), entry("a/b.md"), entry("a/c.md")];
+        assert!(name_warnings(&fine).is_empty());
+        let cased = [entry("README.md"), entry("docs/x"), entry("readme.md")];
+        let warnings = name_warnings(&cased);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].code, "path-case-collision");
+        // A stored skill an earlier release accepted is read with a warning, not refused.
+        let normalized = [entry("caf\u{e9}"), entry("cafe\u{301}")];
+        let warnings = name_warnings(&normalized);
+        assert_eq!(warnings[0].code, "path-collision");
+        assert!(matches!(
+            check_names(normalized.iter().map(|e| e.path.as_str())),
+            Err(UploadError::NameClash { .. })
+        ));
     }
 
     #[test]

@@ -28,6 +28,8 @@ backend_tests!(
     concurrent_uploads_to_one_skill_are_serialized,
     idle_workspaces_stop_and_come_back,
     costly_front_matter_is_refused_without_stalling_the_server,
+    file_names_that_collide_elsewhere_are_refused_or_warned,
+    text_fields_given_twice_are_refused,
 );
 
 const SKILL_MD: &str =
@@ -962,9 +964,9 @@ async fn size_and_count_limits_are_enforced(backend: Backend) {
     )
     .await;
     expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "quota-exceeded").await;
-    // A body of 10,000 fields: refused for its number of parts.
+    // A body of 10,000 parts: refused for their number.
     let fields: Vec<(&str, Option<&str>, &[u8])> = (0..10_000)
-        .map(|_| ("description", None, b"x".as_slice()))
+        .map(|_| ("files", Some("a"), b"x".as_slice()))
         .collect();
     let res = upload(&app, &ann, &fields).await;
     expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "too-many-parts").await;
@@ -1432,5 +1434,123 @@ async fn costly_front_matter_is_refused_without_stalling_the_server(backend: Bac
     );
     // Nothing of the attacks was kept.
     let listed = app.get_json("/api/v1/skills", &mallory.access).await;
+    assert_eq!(listed["total"], 0, "{listed}");
+}
+
+/// Two file names that are one name written two ways (Unicode NFC and NFD: macOS keeps one, and
+/// they look the same) are refused, in one upload or across two; names that differ only in case
+/// are accepted with a warning (an export unpacked on macOS or Windows would lose one).
+async fn file_names_that_collide_elsewhere_are_refused_or_warned(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let (nfc, nfd) = ("caf\u{e9}.md", "cafe\u{301}.md");
+    let skill = SKILL_MD.as_bytes();
+    let before = files_below(&app.data_dir.join("skills"));
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), skill),
+            ("files", Some(nfc), b"one"),
+            ("files", Some(nfd), b"two"),
+        ],
+    )
+    .await;
+    let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "path-collision").await;
+    assert!(body["detail"].as_str().unwrap().contains("NFD"), "{body}");
+    assert_nothing_written(&app, &before);
+    // In a zip too, and against a file the skill already has.
+    let zip = zip_of(&[("SKILL.md", skill), (nfc, b"one"), (nfd, b"two")]);
+    let res = upload(&app, &ann, &[("files", Some("pdf.zip"), &zip)]).await;
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "path-collision").await;
+    let id = upload_id(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), skill),
+            ("files", Some(nfc), b"one"),
+        ],
+    )
+    .await;
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some(nfd), b"two"),
+        ],
+    )
+    .await;
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "path-collision").await;
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &ann.access)
+        .await;
+    assert_eq!(files["total"], 2, "{files}");
+
+    // Case only: accepted, with a warning that says how to fix it, here and when read back.
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some("Notes.md"), b"upper"),
+            ("files", Some("notes.md"), b"lower"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let warnings = body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert_eq!(warnings[0]["code"], "path-case-collision");
+    assert_eq!(warnings[0]["field"], "files");
+    let message = warnings[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Notes.md") && message.contains("notes.md") && message.contains("rename"),
+        "{message}"
+    );
+    let detail = app
+        .get_json(&format!("/api/v1/skills/{id}"), &ann.access)
+        .await;
+    assert_eq!(detail["warnings"], body["warnings"], "{detail}");
+    // A skill without such names has none, and says so with an empty list.
+    let created = create(&app, &ann, "docx", "Word.").await;
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["warnings"], json!([]));
+}
+
+/// A text field given twice (`skill_name`, `skill_id`, `description`) is refused: taking the
+/// first or the last would each surprise someone.
+async fn text_fields_given_twice_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let skill = SKILL_MD.as_bytes();
+    for field in ["skill_name", "description", "skill_id"] {
+        let value: &[u8] = match field {
+            "skill_name" => b"pdf",
+            "description" => b"Two descriptions.",
+            _ => b"00000000-0000-0000-0000-000000000000",
+        };
+        let res = upload(
+            &app,
+            &ann,
+            &[
+                (field, None, value),
+                ("files", Some("SKILL.md"), skill),
+                (field, None, value),
+            ],
+        )
+        .await;
+        let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{body}"
+        );
+    }
+    let listed = app.get_json("/api/v1/skills", &ann.access).await;
     assert_eq!(listed["total"], 0, "{listed}");
 }

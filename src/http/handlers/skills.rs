@@ -24,6 +24,7 @@ use crate::error::{AppError, FieldError};
 use crate::http::Body;
 use crate::http::request::json_body;
 use crate::http::response::{full, json, no_content, with_body};
+use crate::skills::Warning;
 use crate::skills::files::{self, FileEntry, ReadError};
 
 const MAX_LIMIT: usize = 100;
@@ -63,6 +64,7 @@ struct SkillDetail<'a> {
     summary: SkillSummary<'a>,
     skill_dir: &'a str,
     files: &'a [FileEntryView<'a>],
+    warnings: &'a [Warning],
 }
 
 #[derive(Serialize)]
@@ -91,6 +93,7 @@ fn detail(status: StatusCode, skill: &IndexedSkill) -> Response<Body> {
             summary: SkillSummary::from(skill),
             skill_dir: &skill.record.skill_dir,
             files: &files,
+            warnings: &skill.warnings,
         },
     )
 }
@@ -183,6 +186,7 @@ struct Created<'a> {
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     skill_dir: &'a str,
+    warnings: &'a [Warning],
 }
 
 /// `POST /skills {name, description}`: a new skill with a `SKILL.md` made from them.
@@ -210,6 +214,7 @@ pub(crate) async fn create(
             is_active: skill.record.is_active,
             created_at: skill.record.created_at,
             skill_dir: &skill.record.skill_dir,
+            warnings: &skill.warnings,
         },
     ))
 }
@@ -481,6 +486,7 @@ pub(crate) async fn upload(
             name: &uploaded.skill.record.name,
             description: &uploaded.skill.record.description,
             uploaded_files: &uploaded.uploaded_files,
+            warnings: &uploaded.skill.warnings,
         },
     ))
 }
@@ -491,6 +497,7 @@ struct UploadedView<'a> {
     name: &'a str,
     description: &'a str,
     uploaded_files: &'a [String],
+    warnings: &'a [Warning],
 }
 
 /// The fields of an upload as they arrived.
@@ -531,10 +538,22 @@ async fn read_upload(
             String::from_utf8(bytes.to_vec())
                 .map_err(|_| AppError::validation(&name, "must be UTF-8 text"))
         };
+        // A text field given twice is refused: taking the first or the last would each surprise
+        // someone (and a proxy or client could add one that the user never sees).
+        let once = |slot: &mut Option<String>| -> Result<(), AppError> {
+            if slot.is_some() {
+                return Err(AppError::validation(
+                    &name,
+                    "is given more than once; give each of skill_id, skill_name and description at most once",
+                ));
+            }
+            *slot = Some(text()?);
+            Ok(())
+        };
         match name.as_str() {
-            "skill_id" => form.skill_id = Some(text()?),
-            "skill_name" => form.skill_name = Some(text()?),
-            "description" => form.description = Some(text()?),
+            "skill_id" => once(&mut form.skill_id)?,
+            "skill_name" => once(&mut form.skill_name)?,
+            "description" => once(&mut form.description)?,
             _ => {
                 let file_name = file_name.ok_or_else(|| {
                     AppError::validation(
