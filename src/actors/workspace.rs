@@ -423,10 +423,15 @@ impl WorkspaceState {
                 .unwrap_or_else(|| current.record.clone()),
             _ => current.record.clone(),
         };
+        let warnings = skill_warnings(
+            &record.name,
+            folder.manifest.as_ref(),
+            files::name_warnings(&folder.files),
+        );
         let skill = Arc::new(IndexedSkill {
             record,
             bytes: total(&folder.files),
-            warnings: files::name_warnings(&folder.files),
+            warnings,
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,
@@ -625,10 +630,8 @@ impl WorkspaceState {
         files: Vec<(SkillPath, Vec<u8>)>,
         cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
-        let staged = self.stage(None, files, cancel).await?;
-        if staged.manifest.name != name.as_str() {
-            return Err(name_mismatch(&staged.manifest.name, name.as_str()));
-        }
+        let mut staged = self.stage(None, files, cancel).await?;
+        staged.warnings = skill_warnings(name.as_str(), Some(&staged.manifest), staged.warnings);
         self.check_quota(0, staged.bytes)?;
         let new = NewSkill {
             id: Uuid::new_v4(),
@@ -662,10 +665,12 @@ impl WorkspaceState {
         cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         let dir = self.user_root.join(&current.record.name);
-        let staged = self.stage(Some(dir.clone()), files, cancel).await?;
-        if staged.manifest.name != current.record.name {
-            return Err(name_mismatch(&staged.manifest.name, &current.record.name));
-        }
+        let mut staged = self.stage(Some(dir.clone()), files, cancel).await?;
+        staged.warnings = skill_warnings(
+            &current.record.name,
+            Some(&staged.manifest),
+            staged.warnings,
+        );
         self.check_quota(current.bytes, staged.bytes)?;
         let record = self
             .store
@@ -787,10 +792,15 @@ pub(crate) async fn load_index(
                 .unwrap_or(record),
             _ => record,
         };
+        let warnings = skill_warnings(
+            &record.name,
+            folder.manifest.as_ref(),
+            files::name_warnings(&folder.files),
+        );
         skills.push(IndexedSkill {
             record,
             bytes: total(&folder.files),
-            warnings: files::name_warnings(&folder.files),
+            warnings,
             files: folder.files,
             skill_md: folder.skill_md,
             manifest: folder.manifest,
@@ -892,13 +902,42 @@ async fn described(
     .await?
 }
 
+/// Two fields of one upload name different skills.
 fn name_mismatch(found: &str, expected: &str) -> AppError {
     AppError::Unprocessable {
         code: "skill-name-mismatch",
         detail: format!(
-            "SKILL.md names the skill {found:?}, but this skill is {expected:?}; `name` must equal the skill's name"
+            "skill_name is {found:?}, but the skill skill_id names is {expected:?}; give one of them"
         ),
     }
+}
+
+/// Everything to warn about in a skill stored as `name`: what its front matter breaks of the
+/// Agent Skills rules, a front matter `name` that is not the skill's, then `others` (its file
+/// names).
+pub(crate) fn skill_warnings(
+    name: &str,
+    manifest: Option<&Manifest>,
+    others: Vec<Warning>,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    if let Some(manifest) = manifest {
+        warnings.extend(manifest.warnings.iter().cloned());
+        if manifest.name != name {
+            warnings.push(Warning {
+                code: "name-mismatch",
+                field: "name".to_owned(),
+                message: format!(
+                    "SKILL.md names the skill {:?}, but it is stored and served as {name:?} (its \
+                     folder's name); clients that read the front matter see {:?}: set `name: \
+                     {name}`",
+                    manifest.name, manifest.name
+                ),
+            });
+        }
+    }
+    warnings.extend(others);
+    warnings
 }
 
 fn missing_skill_md() -> AppError {

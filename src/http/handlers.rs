@@ -15,7 +15,7 @@ use crate::error::{AppError, FieldError};
 struct Checks(Vec<FieldError>);
 
 impl Checks {
-    fn check<T>(&mut self, field: &str, result: Result<T, &str>) -> Option<T> {
+    fn check<T, M: Into<String>>(&mut self, field: &str, result: Result<T, M>) -> Option<T> {
         result
             .map_err(|message| self.0.push(FieldError::new(field, message)))
             .ok()

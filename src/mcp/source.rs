@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
+use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex, skill_warnings};
 use crate::actors::workspaces::Workspaces;
 use crate::domain::{SkillName, SkillPath};
 use crate::error::AppError;
@@ -123,17 +123,17 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
             continue;
         };
         let manifest = match manifest::parse(&text) {
-            Ok(m) if m.name == name => m,
-            Ok(m) => {
-                tracing::warn!(skill = %name, front_matter_name = %m.name, "left out: SKILL.md's name differs from the folder's");
-                continue;
-            }
+            Ok(m) => m,
             Err(e) => {
-                tracing::warn!(skill = %name, error = %e, "left out: SKILL.md breaks the rules");
+                tracing::warn!(skill = %name, error = %e, "left out: SKILL.md is not usable");
                 continue;
             }
         };
+        if manifest.name != name {
+            tracing::warn!(skill = %name, front_matter_name = %manifest.name, "SKILL.md's name differs from the folder's; served by the folder's name");
+        }
         let entries = files::scan(&dir)?;
+        let warnings = skill_warnings(&name, Some(&manifest), files::name_warnings(&entries));
         let now = store::now();
         skills.push(IndexedSkill {
             record: SkillRecord {
@@ -147,7 +147,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
                 updated_at: now,
             },
             bytes: entries.iter().map(|f| f.size).sum(),
-            warnings: files::name_warnings(&entries),
+            warnings,
             files: entries,
             skill_md: Some(Arc::from(text)),
             manifest: Some(manifest),
@@ -178,7 +178,10 @@ mod tests {
         let source = FolderSource::new(dir.path().to_owned(), 1 << 20);
         let index = source.index().await.unwrap();
         let names: Vec<&str> = index.skills().map(|s| s.record.name.as_str()).collect();
-        assert_eq!(names, ["pdf"]);
+        // A front matter name that is not the folder's is served by the folder's, with a warning.
+        assert_eq!(names, ["pdf", "wrong"]);
+        let wrong = index.by_name("wrong").unwrap();
+        assert_eq!(wrong.warnings[0].code, "name-mismatch");
         let pdf = index.by_name("pdf").unwrap();
         assert_eq!(
             pdf.files

@@ -1,22 +1,37 @@
-//! `SKILL.md`: its YAML front matter read and checked against the Agent Skills rules, a new one
-//! written, and its description updated in place.
+//! `SKILL.md`: its front matter read as leniently as the tools people use read it, checked
+//! against the Agent Skills rules (refusing only what makes a skill unusable, warning about the
+//! rest), a new one written, and its description changed in place.
 //!
 //! The front matter is the part between a first line `---` and the next line that is exactly
-//! `---`; everything after that is the body, which this module never changes. The YAML is read by
-//! a real parser (serde_yaml_ng), so block scalars (`>`, `|`), quoting and escapes mean what YAML
-//! says they mean.
+//! `---`; everything after that is the body, which this module never changes. It is bounded first
+//! (size, nesting, brackets, aliases: `check_bounds`), then read by a real YAML parser
+//! (serde_yaml_ng), so block scalars (`>`, `|`), quoting and escapes mean what YAML says. When
+//! that fails (most often a plain value holding `: `, as in `description: Tools: a, b`), it is read
+//! as the original AgentSkills server and Claude Code read it: top-level `key: value` lines, the
+//! value the rest of the line with surrounding quotes removed, indented lines after it appended,
+//! and a warning says how to make it valid YAML.
+//!
+//! Refused ([`ManifestError`]): no front matter, no `name` or `description`, a `name` that cannot
+//! be a skill name (it is a folder, a URI segment and a key), a front matter past its bounds.
+//! Warned ([`Warning`]): everything else the Agent Skills rules say (unknown fields, which are
+//! kept and served as written; a description over 1024 characters; a `compatibility` over 500;
+//! fields of the wrong type; YAML that a strict parser refuses).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 
+use super::Warning;
 use crate::domain::SkillName;
 
-/// The most characters a description may have (after trimming surrounding whitespace).
+/// Descriptions longer than this (after trimming surrounding whitespace) are accepted with a
+/// warning: the Agent Skills format asks for at most 1024 characters.
 pub const DESCRIPTION_MAX_CHARS: usize = 1024;
-/// The most characters `compatibility` may have.
+/// The largest description the API writes into a `SKILL.md` (bytes of UTF-8): it must leave the
+/// front matter within [`FRONT_MATTER_MAX_BYTES`].
+pub const DESCRIPTION_MAX_BYTES: usize = 8 * 1024;
+/// `compatibility` longer than this is accepted with a warning.
 pub const COMPATIBILITY_MAX_CHARS: usize = 500;
 
 /// The largest front matter read, in bytes. Real ones are a few hundred bytes to a few KB; the
@@ -32,8 +47,7 @@ pub const FRONT_MATTER_MAX_BRACKETS: usize = 128;
 /// holds, so a few nested ones multiply a small text into millions of values.
 pub const FRONT_MATTER_MAX_ALIASES: usize = 8;
 
-/// The top-level keys the Agent Skills format defines; any other key is refused so that a typo
-/// (`descripton`) is reported instead of silently ignored.
+/// The top-level keys the Agent Skills format defines.
 const KNOWN_FIELDS: [&str; 6] = [
     "name",
     "description",
@@ -43,24 +57,33 @@ const KNOWN_FIELDS: [&str; 6] = [
     "allowed-tools",
 ];
 
-/// The checked front matter of a `SKILL.md`.
+/// Fields Claude Code defines for its skills: kept and served as written, with a gentler warning
+/// than a field nobody defines (which may be a typo).
+const CLAUDE_CODE_FIELDS: [&str; 9] = [
+    "disable-model-invocation",
+    "user-invocable",
+    "argument-hint",
+    "model",
+    "context",
+    "agent",
+    "hooks",
+    "version",
+    "when_to_use",
+];
+
+/// The front matter of a `SKILL.md`, read and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// A valid [`SkillName`] (checked; kept as text).
     pub name: String,
-    /// 1 to 1024 characters, surrounding whitespace trimmed (a folded `>` scalar ends with a line
-    /// break that is not part of the description).
+    /// Not empty, surrounding whitespace trimmed (a folded `>` scalar ends with a line break that
+    /// is not part of the description).
     pub description: String,
-    /// Trimmed; `None` when absent, empty or `null`.
-    pub license: Option<String>,
-    /// 1 to 500 characters, trimmed; `None` when absent or `null`.
-    pub compatibility: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-    /// Space-separated tool names; a YAML list of strings is joined with spaces.
-    pub allowed_tools: Option<String>,
-    /// The front matter as written, as JSON (every field, untrimmed): what the Skills extension
-    /// of MCP serves as a skill's `frontmatter`.
+    /// The front matter as written, as JSON (every field, untrimmed; read line by line when it is
+    /// not valid YAML): what the Skills extension of MCP serves as a skill's `frontmatter`.
     pub front_matter: serde_json::Value,
+    /// What the Agent Skills rules say that this front matter does not keep to.
+    pub warnings: Vec<Warning>,
 }
 
 /// Why a `SKILL.md` was refused. `rule` is stable (for tests and logs); `message` is meant for the
@@ -91,8 +114,9 @@ impl std::error::Error for ManifestError {}
 /// Reads and checks the front matter of a `SKILL.md`.
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let parts = split(text)?;
-    let mapping = front_matter(text, &parts)?;
-    check(&mapping)
+    check_bounds(parts.yaml)?;
+    let (mapping, warnings) = read_front_matter(text, &parts);
+    check(&mapping, warnings)
 }
 
 /// [`parse`] for a file's raw bytes: a `SKILL.md` must be UTF-8.
@@ -103,22 +127,25 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     parse(text)
 }
 
-/// Checks a description as `SKILL.md` would hold it and returns it trimmed: 1 to 1024 characters
-/// once surrounding whitespace is removed. Handlers use this to refuse a bad description with the
-/// same words a bad `SKILL.md` gets.
+/// Checks a description the API is to write into a `SKILL.md` and returns it trimmed: not empty,
+/// at most [`DESCRIPTION_MAX_BYTES`] bytes. Longer than 1024 characters is allowed (with a
+/// warning when the file is read).
 pub fn check_description(description: &str) -> Result<&str, ManifestError> {
     let trimmed = description.trim();
     if trimmed.is_empty() {
         return Err(ManifestError::new(
             "description-missing",
-            "SKILL.md: `description` is required and must be 1 to 1024 characters",
+            "SKILL.md: `description` is required and must not be empty",
         ));
     }
-    let count = trimmed.chars().count();
-    if count > DESCRIPTION_MAX_CHARS {
+    if trimmed.len() > DESCRIPTION_MAX_BYTES {
         return Err(ManifestError::new(
             "description-too-long",
-            format!("SKILL.md: `description` must be 1 to 1024 characters (it has {count})"),
+            format!(
+                "SKILL.md: `description` may be at most {DESCRIPTION_MAX_BYTES} bytes (it has {}); \
+                 the Agent Skills format asks for at most {DESCRIPTION_MAX_CHARS} characters",
+                trimmed.len()
+            ),
         ));
     }
     Ok(trimmed)
@@ -173,25 +200,73 @@ fn double_quoted(text: &str) -> String {
 }
 
 /// `text` (a `SKILL.md`) with its front matter's `description` set to `description` (checked and
-/// trimmed as in [`check_description`]). The other keys keep their order and values; the body is
-/// kept byte for byte. YAML comments inside the front matter are lost, since the front matter is
-/// written anew. The result is checked with [`parse`] before it is returned.
+/// trimmed as in [`check_description`]). Only the `description` entry changes: it is written as
+/// one double-quoted line where the old one was (or at the end of the front matter), and every
+/// other byte, comments and invalid YAML included, is kept. The result is checked with [`parse`]
+/// before it is returned.
 pub fn with_description(text: &str, description: &str) -> Result<String, ManifestError> {
     let description = check_description(description)?;
     let parts = split(text)?;
-    let mut mapping = front_matter(text, &parts)?;
-    mapping.insert(
-        Value::String("description".to_owned()),
-        Value::String(description.to_owned()),
-    );
-    let mut yaml = to_yaml(&mapping)?;
-    // Keep the file's line endings: YAML reads `\r\n` and `\n` alike, also inside block scalars.
-    if parts.head.ends_with("\r\n") {
-        yaml = yaml.replace('\n', "\r\n");
+    let eol = if parts.head.ends_with("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let entry = format!("description: {}{eol}", double_quoted(description));
+    let mut yaml = String::with_capacity(parts.yaml.len() + entry.len());
+    let mut placed = false;
+    let mut lines = parts.yaml.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        if !is_top_level_key(line, "description") {
+            yaml.push_str(line);
+            continue;
+        }
+        // The entry goes where the first one was; every line that belongs to one (indented or
+        // blank lines after it: a block scalar, a continued plain value) goes.
+        if !placed {
+            yaml.push_str(&entry);
+            placed = true;
+        }
+        let mut blank = String::new();
+        while let Some(next) = lines.peek() {
+            let content = line_content(next);
+            if content.trim().is_empty() {
+                blank.push_str(next);
+            } else if content.starts_with([' ', '\t']) {
+                blank.clear();
+            } else {
+                break;
+            }
+            lines.next();
+        }
+        // Blank lines before the next key are not the description's.
+        yaml.push_str(&blank);
+    }
+    if !placed {
+        if !yaml.is_empty() && !yaml.ends_with('\n') {
+            yaml.push_str(eol);
+        }
+        yaml.push_str(&entry);
     }
     let updated = format!("{}{yaml}{}{}", parts.head, parts.closing, parts.body);
-    parse(&updated)?;
+    let manifest = parse(&updated)?;
+    if manifest.description != description {
+        // A front matter laid out in a way the line edit does not fit (a flow mapping as its
+        // root, say): nothing is written rather than something else.
+        return Err(ManifestError::new(
+            "description-not-updated",
+            "SKILL.md: the description could not be changed in this front matter; edit the file \
+             and upload it",
+        ));
+    }
     Ok(updated)
+}
+
+/// Whether `line` starts a top-level `key:` entry.
+fn is_top_level_key(line: &str, key: &str) -> bool {
+    line.strip_prefix(key)
+        .and_then(|rest| rest.trim_start_matches([' ', '\t']).strip_prefix(':'))
+        .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t', '\r', '\n']))
 }
 
 /// A `SKILL.md` cut into its pieces; concatenated they give back the text.
@@ -248,8 +323,9 @@ fn line_content(line: &str) -> &str {
     line.strip_suffix('\r').unwrap_or(line)
 }
 
-/// The front matter as a YAML mapping (an empty front matter is an empty mapping).
-fn front_matter(text: &str, parts: &Parts<'_>) -> Result<Mapping, ManifestError> {
+/// The front matter as a mapping, and the warnings reading it gave: by the YAML parser, or line
+/// by line as the original server reads it when the YAML is not valid (or not a mapping).
+fn read_front_matter(text: &str, parts: &Parts<'_>) -> (Mapping, Vec<Warning>) {
     // The opening `---` is also YAML's document marker, so the parser is given the file from its
     // start: the line numbers in its messages are then the lines of SKILL.md.
     // The byte-order mark, if any, is left out: the parser would take it for content.
@@ -258,25 +334,95 @@ fn front_matter(text: &str, parts: &Parts<'_>) -> Result<Mapping, ManifestError>
     } else {
         0
     };
-    check_bounds(parts.yaml)?;
     let document = &text[bom..parts.head.len() + parts.yaml.len()];
-    let value: Value = serde_yaml_ng::from_str(document).map_err(|e| {
-        ManifestError::new(
-            "yaml-invalid",
-            format!("SKILL.md: the front matter is not valid YAML: {e}"),
-        )
-    })?;
-    match value {
-        Value::Mapping(mapping) => Ok(mapping),
-        Value::Null => Ok(Mapping::new()),
-        other => Err(ManifestError::new(
-            "front-matter-not-mapping",
-            format!(
-                "SKILL.md: the front matter must be `key: value` lines, not {}",
-                kind(&other)
-            ),
-        )),
+    let why = match serde_yaml_ng::from_str::<Value>(document) {
+        Ok(Value::Mapping(mapping)) => return (mapping, Vec::new()),
+        Ok(Value::Null) => return (Mapping::new(), Vec::new()),
+        Ok(other) => format!("it is {}, not `key: value` lines", kind(&other)),
+        Err(e) => e.to_string(),
+    };
+    let (mapping, colon_line) = read_lines(parts.yaml);
+    let message = match &colon_line {
+        Some((line, key)) => format!(
+            "SKILL.md: the front matter is not valid YAML: line {} holds `: ` in the value of \
+             `{key}`, which YAML reads as a new key. It was read line by line, as other tools \
+             read it; to make it valid YAML, put the value in double quotes: \
+             {key}: \"…\"",
+            line + 2
+        ),
+        None => format!(
+            "SKILL.md: the front matter is not valid YAML ({why}). It was read line by line \
+             as `key: value`, as other tools read it; fix the YAML (quote values that hold `: `, \
+             `#` or start with a quote) so every tool reads the same"
+        ),
+    };
+    let code = if colon_line.is_some() {
+        "unquoted-colon"
+    } else {
+        "yaml-invalid"
+    };
+    let warning = Warning {
+        code,
+        field: "front matter".to_owned(),
+        message,
+    };
+    (mapping, vec![warning])
+}
+
+/// Reads a front matter as the original AgentSkills server does: each top-level `key: value`
+/// line gives `key` the rest of the line, trimmed, with the quotes around it removed; an indented
+/// line after it is appended (with a space; with a line break after `|`), so a value continued on
+/// the next lines is not cut. A later line for the same key wins. Also returns the first line
+/// (0-based, of the YAML) whose plain value holds `: `, and its key.
+fn read_lines(yaml: &str) -> (Mapping, Option<(usize, String)>) {
+    let mut entries: Vec<(String, String, bool)> = Vec::new();
+    let mut colon_line = None;
+    for (n, line) in yaml.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            // A continuation of the last key's value.
+            if let Some((_, value, literal)) = entries.last_mut() {
+                let more = line.trim();
+                if !value.is_empty() {
+                    value.push(if *literal { '\n' } else { ' ' });
+                }
+                value.push_str(more);
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.is_empty() || key.contains([' ', '\t']) && !key.starts_with(['"', '\'']) {
+            continue;
+        }
+        let raw = rest.trim();
+        if colon_line.is_none() && raw.contains(": ") && !raw.starts_with(['"', '\'']) {
+            colon_line = Some((n, key.to_owned()));
+        }
+        // A block scalar's indicator (`|`, `>-`, …) is not part of the value: its lines are.
+        let block = raw.len() <= 3 && raw.starts_with(['|', '>']);
+        let value = if block {
+            String::new()
+        } else {
+            raw.trim_matches(['"', '\'']).to_owned()
+        };
+        let key = key.trim_matches(['"', '\'']).to_owned();
+        entries.retain(|(k, _, _)| *k != key);
+        entries.push((key, value, block && raw.starts_with('|')));
     }
+    let mut mapping = Mapping::new();
+    for (key, value, _) in entries {
+        mapping.insert(Value::String(key), Value::String(value));
+    }
+    (mapping, colon_line)
 }
 
 /// Refuses a front matter the parser would spend too long on, before the parser sees it: too many
@@ -408,15 +554,6 @@ impl Shape {
     }
 }
 
-fn to_yaml<T: Serialize>(value: &T) -> Result<String, ManifestError> {
-    serde_yaml_ng::to_string(value).map_err(|e| {
-        ManifestError::new(
-            "yaml-invalid",
-            format!("SKILL.md: the front matter could not be written as YAML: {e}"),
-        )
-    })
-}
-
 /// What kind of YAML value this is, in words for a message.
 fn kind(value: &Value) -> &'static str {
     match value {
@@ -435,180 +572,248 @@ fn field<'a>(mapping: &'a Mapping, key: &str) -> Option<&'a Value> {
     mapping.get(key).filter(|v| !v.is_null())
 }
 
-/// A field that must be text.
-fn text_field<'a>(
-    mapping: &'a Mapping,
-    key: &str,
-    rule: &'static str,
-) -> Result<Option<&'a str>, ManifestError> {
-    match field(mapping, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ManifestError::new(
-            rule,
+/// A scalar's text: strings as they are, numbers and booleans as YAML wrote them (`name: 123`).
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn warning(code: &'static str, field: &str, message: String) -> Warning {
+    Warning {
+        code,
+        field: field.to_owned(),
+        message,
+    }
+}
+
+/// A name like `raw` that follows the rule: lower case, runs of anything else as one `-`, no `-`
+/// at either end, at most 64 characters.
+pub fn suggest_name(raw: &str) -> String {
+    let mut name = String::with_capacity(raw.len().min(64));
+    for c in raw.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.ends_with('-') && !name.is_empty() {
+            name.push('-');
+        }
+    }
+    name.truncate(64);
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "my-skill".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+fn check(mapping: &Mapping, mut warnings: Vec<Warning>) -> Result<Manifest, ManifestError> {
+    let name = match field(mapping, "name") {
+        None => {
+            return Err(ManifestError::new(
+                "name-missing",
+                "SKILL.md: `name` is required (a line `name: my-skill` in the front matter)",
+            ));
+        }
+        Some(value) => {
+            let Some(raw) = scalar_text(value) else {
+                return Err(ManifestError::new(
+                    "name-invalid",
+                    format!("SKILL.md: `name` must be text, not {}", kind(value)),
+                ));
+            };
+            if SkillName::parse(&raw).is_err() {
+                let why = SkillName::parse(&raw).err().unwrap_or_default();
+                return Err(ManifestError::new(
+                    "name-invalid",
+                    format!(
+                        "SKILL.md: `name` {why} (it is {raw:?}); it names the skill's folder and \
+                         URI, so it must follow the rule: try {:?}",
+                        suggest_name(&raw)
+                    ),
+                ));
+            }
+            if !value.is_string() {
+                warnings.push(warning(
+                    "not-text",
+                    "name",
+                    format!(
+                        "SKILL.md: `name` is {}; put it in quotes: name: \"{raw}\"",
+                        kind(value)
+                    ),
+                ));
+            }
+            raw
+        }
+    };
+
+    let description = match field(mapping, "description") {
+        None => {
+            return Err(ManifestError::new(
+                "description-missing",
+                "SKILL.md: `description` is required: say what the skill does and when to use it",
+            ));
+        }
+        Some(value) => {
+            let Some(raw) = scalar_text(value) else {
+                return Err(ManifestError::new(
+                    "description-invalid",
+                    format!("SKILL.md: `description` must be text, not {}", kind(value)),
+                ));
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() {
+                return Err(ManifestError::new(
+                    "description-missing",
+                    "SKILL.md: `description` must not be empty: say what the skill does and when \
+                     to use it",
+                ));
+            }
+            if !value.is_string() {
+                warnings.push(warning(
+                    "not-text",
+                    "description",
+                    format!(
+                        "SKILL.md: `description` is {}; put it in quotes",
+                        kind(value)
+                    ),
+                ));
+            }
+            let count = trimmed.chars().count();
+            if count > DESCRIPTION_MAX_CHARS {
+                warnings.push(warning(
+                    "description-too-long",
+                    "description",
+                    format!(
+                        "SKILL.md: `description` has {count} characters; the Agent Skills format \
+                         asks for at most {DESCRIPTION_MAX_CHARS}, and some clients cut it there: \
+                         say what the skill does and when to use it, and move the rest into the body"
+                    ),
+                ));
+            }
+            trimmed.to_owned()
+        }
+    };
+
+    warnings.extend(other_field_warnings(mapping));
+    Ok(Manifest {
+        name,
+        description,
+        front_matter: to_json(mapping),
+        warnings,
+    })
+}
+
+/// What the Agent Skills rules say of the other fields: unknown ones, and known ones of the
+/// wrong type or length. Nothing here refuses a skill.
+fn other_field_warnings(mapping: &Mapping) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for key in mapping.keys() {
+        let Some(key) = scalar_text(key) else {
+            warnings.push(warning(
+                "unknown-field",
+                "front matter",
+                format!(
+                    "SKILL.md: a front matter key is {}; keys are names such as `license`",
+                    kind(key)
+                ),
+            ));
+            continue;
+        };
+        if KNOWN_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        let message = if CLAUDE_CODE_FIELDS.contains(&key.as_str()) {
             format!(
-                "SKILL.md: `{key}` must be text, not {} (put it in quotes)",
+                "SKILL.md: `{key}` is a Claude Code field, not part of the Agent Skills format: it \
+                 is kept and served as written, and clients that do not know it ignore it"
+            )
+        } else {
+            format!(
+                "SKILL.md: `{key}` is not an Agent Skills field (name, description, license, \
+                 compatibility, metadata, allowed-tools): it is kept and served as written; if it \
+                 is a typo, fix it"
+            )
+        };
+        warnings.push(warning("unknown-field", &key, message));
+    }
+    if let Some(value) = field(mapping, "license")
+        && !value.is_string()
+    {
+        warnings.push(warning(
+            "field-invalid",
+            "license",
+            format!("SKILL.md: `license` should be text, not {}", kind(value)),
+        ));
+    }
+    match field(mapping, "compatibility") {
+        None => {}
+        Some(Value::String(text)) => {
+            let count = text.trim().chars().count();
+            if count > COMPATIBILITY_MAX_CHARS {
+                warnings.push(warning(
+                    "compatibility-too-long",
+                    "compatibility",
+                    format!(
+                        "SKILL.md: `compatibility` has {count} characters; the Agent Skills format \
+                         asks for at most {COMPATIBILITY_MAX_CHARS}"
+                    ),
+                ));
+            }
+        }
+        Some(other) => warnings.push(warning(
+            "field-invalid",
+            "compatibility",
+            format!(
+                "SKILL.md: `compatibility` should be text, not {}",
                 kind(other)
             ),
         )),
     }
+    match field(mapping, "metadata") {
+        None => {}
+        Some(Value::Mapping(entries))
+            if entries.iter().all(|(k, v)| k.is_string() && v.is_string()) => {}
+        Some(other) => warnings.push(warning(
+            "field-invalid",
+            "metadata",
+            format!(
+                "SKILL.md: `metadata` should be `key: value` pairs of text (quote numbers such as \
+                 version: \"1.0\"); it is {}",
+                kind(other)
+            ),
+        )),
+    }
+    match field(mapping, "allowed-tools") {
+        None | Some(Value::String(_)) => {}
+        Some(Value::Sequence(items)) if items.iter().all(Value::is_string) => {}
+        Some(other) => warnings.push(warning(
+            "field-invalid",
+            "allowed-tools",
+            format!(
+                "SKILL.md: `allowed-tools` should be text or a list of text, not {}",
+                kind(other)
+            ),
+        )),
+    }
+    warnings
 }
 
-fn check(mapping: &Mapping) -> Result<Manifest, ManifestError> {
-    for key in mapping.keys() {
-        match key {
-            Value::String(k) if KNOWN_FIELDS.contains(&k.as_str()) => {}
-            Value::String(k) => {
-                return Err(ManifestError::new(
-                    "unknown-field",
-                    format!(
-                        "SKILL.md: unknown front matter field `{k}` (allowed: name, description, \
-                         license, compatibility, metadata, allowed-tools)"
-                    ),
-                ));
-            }
-            other => {
-                return Err(ManifestError::new(
-                    "unknown-field",
-                    format!(
-                        "SKILL.md: front matter field names must be text, not {}",
-                        kind(other)
-                    ),
-                ));
-            }
-        }
+/// The mapping as JSON, keys that are not text written as text.
+fn to_json(mapping: &Mapping) -> serde_json::Value {
+    if let Ok(json) = serde_json::to_value(mapping) {
+        return json;
     }
-
-    let name = match text_field(mapping, "name", "name-invalid")? {
-        None => {
-            return Err(ManifestError::new(
-                "name-missing",
-                "SKILL.md: `name` is required",
-            ));
-        }
-        Some(raw) => SkillName::parse(raw).map_err(|why| {
-            ManifestError::new(
-                "name-invalid",
-                format!("SKILL.md: `name` {why} (it is {raw:?})"),
-            )
-        })?,
-    };
-
-    let description = match text_field(mapping, "description", "description-invalid")? {
-        None => check_description("")?,
-        Some(raw) => check_description(raw)?,
-    };
-
-    let license = text_field(mapping, "license", "license-invalid")?
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-
-    let compatibility = match text_field(mapping, "compatibility", "compatibility-invalid")? {
-        None => None,
-        Some(raw) => {
-            let trimmed = raw.trim();
-            let count = trimmed.chars().count();
-            if count == 0 {
-                return Err(ManifestError::new(
-                    "compatibility-invalid",
-                    "SKILL.md: `compatibility` must be 1 to 500 characters when it is given",
-                ));
-            }
-            if count > COMPATIBILITY_MAX_CHARS {
-                return Err(ManifestError::new(
-                    "compatibility-too-long",
-                    format!(
-                        "SKILL.md: `compatibility` must be at most 500 characters (it has {count})"
-                    ),
-                ));
-            }
-            Some(trimmed.to_owned())
-        }
-    };
-
-    let metadata = match field(mapping, "metadata") {
-        None => BTreeMap::new(),
-        Some(Value::Mapping(entries)) => {
-            let mut metadata = BTreeMap::new();
-            for (k, v) in entries {
-                let Value::String(k) = k else {
-                    return Err(ManifestError::new(
-                        "metadata-invalid",
-                        format!(
-                            "SKILL.md: the keys of `metadata` must be text, not {}",
-                            kind(k)
-                        ),
-                    ));
-                };
-                let Value::String(v) = v else {
-                    return Err(ManifestError::new(
-                        "metadata-invalid",
-                        format!(
-                            "SKILL.md: `metadata.{k}` must be text, not {} (put it in quotes)",
-                            kind(v)
-                        ),
-                    ));
-                };
-                metadata.insert(k.clone(), v.clone());
-            }
-            metadata
-        }
-        Some(other) => {
-            return Err(ManifestError::new(
-                "metadata-invalid",
-                format!(
-                    "SKILL.md: `metadata` must be `key: value` pairs of text, not {}",
-                    kind(other)
-                ),
-            ));
-        }
-    };
-
-    let allowed_tools = match field(mapping, "allowed-tools") {
-        None => None,
-        Some(Value::String(s)) => Some(s.trim().to_owned()),
-        Some(Value::Sequence(items)) => {
-            let mut tools = Vec::with_capacity(items.len());
-            for item in items {
-                let Value::String(tool) = item else {
-                    return Err(ManifestError::new(
-                        "allowed-tools-invalid",
-                        format!(
-                            "SKILL.md: every entry of `allowed-tools` must be text, not {}",
-                            kind(item)
-                        ),
-                    ));
-                };
-                tools.push(tool.as_str());
-            }
-            Some(tools.join(" "))
-        }
-        Some(other) => {
-            return Err(ManifestError::new(
-                "allowed-tools-invalid",
-                format!(
-                    "SKILL.md: `allowed-tools` must be text or a list of text, not {}",
-                    kind(other)
-                ),
-            ));
-        }
+    let mut object = serde_json::Map::new();
+    for (key, value) in mapping {
+        let key = scalar_text(key).unwrap_or_else(|| format!("{key:?}"));
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        object.insert(key, value);
     }
-    .filter(|s| !s.is_empty());
-
-    // Every key is a known string and every value plain YAML, so this conversion holds; the
-    // fallback keeps the two fields every reader needs should it ever not.
-    let front_matter = serde_json::to_value(mapping)
-        .unwrap_or_else(|_| serde_json::json!({"name": name.as_str(), "description": description}));
-    Ok(Manifest {
-        name: name.as_str().to_owned(),
-        description: description.to_owned(),
-        license,
-        compatibility,
-        metadata,
-        allowed_tools,
-        front_matter,
-    })
+    serde_json::Value::Object(object)
 }
 
 #[cfg(test)]
@@ -621,33 +826,6 @@ mod tests {
 
     fn rule_of(text: &str) -> &'static str {
         parse(text).unwrap_err().rule
-    }
-
-    #[test]
-    fn a_full_front_matter_is_read() {
-        let text = "---\n\
-            name: pdf-tools\n\
-            description: Extract text and tables from PDF files.\n\
-            license: Apache-2.0\n\
-            compatibility: Needs python3 and pdftotext\n\
-            metadata:\n  author: example-org\n  version: \"1.0\"\n\
-            allowed-tools: Bash(python3:*) Read\n\
-            ---\n\
-            # PDF tools\n\nBody.\n";
-        let m = parse(text).unwrap();
-        assert_eq!(m.name, "pdf-tools");
-        assert_eq!(m.description, "Extract text and tables from PDF files.");
-        assert_eq!(m.license.as_deref(), Some("Apache-2.0"));
-        assert_eq!(
-            m.compatibility.as_deref(),
-            Some("Needs python3 and pdftotext")
-        );
-        assert_eq!(
-            m.metadata.get("author").map(String::as_str),
-            Some("example-org")
-        );
-        assert_eq!(m.metadata.get("version").map(String::as_str), Some("1.0"));
-        assert_eq!(m.allowed_tools.as_deref(), Some("Bash(python3:*) Read"));
     }
 
     #[test]
@@ -676,145 +854,6 @@ mod tests {
         assert_eq!(parse(body_rule).unwrap().name, "a");
         // The closing line may end the file.
         assert!(parse("---\nname: a\ndescription: d\n---").is_ok());
-    }
-
-    #[test]
-    fn the_front_matter_must_be_there_and_closed() {
-        assert_eq!(rule_of(""), "front-matter-missing");
-        assert_eq!(rule_of("# Title\n"), "front-matter-missing");
-        assert_eq!(rule_of("\n---\nname: a\n---\n"), "front-matter-missing");
-        assert_eq!(rule_of("--- \nname: a\n---\n"), "front-matter-missing");
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: d\n"),
-            "front-matter-unclosed"
-        );
-        // `----` and `--- ` are not the closing line.
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: d\n----\n--- \n"),
-            "front-matter-unclosed"
-        );
-        assert_eq!(rule_of("---\n- a\n- b\n---\n"), "front-matter-not-mapping");
-        assert_eq!(rule_of("---\n---\n"), "name-missing");
-    }
-
-    #[test]
-    fn bad_yaml_is_reported_with_the_line_of_skill_md() {
-        let err = parse("---\nname: a\ndescription: [unclosed\n---\n").unwrap_err();
-        assert_eq!(err.rule, "yaml-invalid");
-        assert!(err.message.contains("line"), "{}", err.message);
-        let dup = parse("---\nname: a\nname: b\ndescription: d\n---\n").unwrap_err();
-        assert_eq!(dup.rule, "yaml-invalid");
-        // The mapping that holds the duplicate starts on line 2 of SKILL.md (line 1 of the YAML).
-        assert!(dup.message.contains("line 2"), "{}", dup.message);
-    }
-
-    #[test]
-    fn name_rules() {
-        assert_eq!(rule_of("---\ndescription: d\n---\n"), "name-missing");
-        assert_eq!(rule_of("---\nname:\ndescription: d\n---\n"), "name-missing");
-        let err = parse("---\nname: PDF_Tools\ndescription: d\n---\n").unwrap_err();
-        assert_eq!(err.rule, "name-invalid");
-        assert!(err.message.contains("`name`"), "{}", err.message);
-        assert!(err.message.contains("PDF_Tools"), "{}", err.message);
-        assert_eq!(
-            rule_of("---\nname: a--b\ndescription: d\n---\n"),
-            "name-invalid"
-        );
-        assert_eq!(
-            rule_of("---\nname: 123\ndescription: d\n---\n"),
-            "name-invalid"
-        );
-        assert_eq!(
-            parse("---\nname: '123'\ndescription: d\n---\n")
-                .unwrap()
-                .name,
-            "123"
-        );
-    }
-
-    #[test]
-    fn description_rules() {
-        assert_eq!(rule_of("---\nname: a\n---\n"), "description-missing");
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: ''\n---\n"),
-            "description-missing"
-        );
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: '   '\n---\n"),
-            "description-missing"
-        );
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: 42\n---\n"),
-            "description-invalid"
-        );
-
-        let at_limit = format!("---\nname: a\ndescription: {}\n---\n", "é".repeat(1024));
-        assert_eq!(parse(&at_limit).unwrap().description.chars().count(), 1024);
-        let padded = format!(
-            "---\nname: a\ndescription: '  {}  '\n---\n",
-            "x".repeat(1024)
-        );
-        assert!(parse(&padded).is_ok());
-
-        let long = format!("---\nname: a\ndescription: {}\n---\n", "x".repeat(1500));
-        let err = parse(&long).unwrap_err();
-        assert_eq!(err.rule, "description-too-long");
-        assert_eq!(
-            err.message,
-            "SKILL.md: `description` must be 1 to 1024 characters (it has 1500)"
-        );
-        assert_eq!(err.to_string(), err.message);
-    }
-
-    #[test]
-    fn optional_field_rules() {
-        let base = "---\nname: a\ndescription: d\n";
-        let with = |extra: &str| format!("{base}{extra}---\n");
-
-        let m = parse(&with("")).unwrap();
-        assert_eq!(m.license, None);
-        assert_eq!(m.compatibility, None);
-        assert!(m.metadata.is_empty());
-        assert_eq!(m.allowed_tools, None);
-
-        assert!(parse(&with(&format!("compatibility: {}\n", "c".repeat(500)))).is_ok());
-        assert_eq!(
-            rule_of(&with(&format!("compatibility: {}\n", "c".repeat(501)))),
-            "compatibility-too-long"
-        );
-        assert_eq!(
-            rule_of(&with("compatibility: ''\n")),
-            "compatibility-invalid"
-        );
-        assert_eq!(rule_of(&with("license: [a]\n")), "license-invalid");
-        assert_eq!(parse(&with("license:\n")).unwrap().license, None);
-
-        assert_eq!(rule_of(&with("metadata: text\n")), "metadata-invalid");
-        let err = parse(&with("metadata:\n  version: 1.0\n")).unwrap_err();
-        assert_eq!(err.rule, "metadata-invalid");
-        assert!(err.message.contains("metadata.version"), "{}", err.message);
-
-        let list = parse(&with("allowed-tools:\n  - Read\n  - Bash(git:*)\n")).unwrap();
-        assert_eq!(list.allowed_tools.as_deref(), Some("Read Bash(git:*)"));
-        assert_eq!(
-            rule_of(&with("allowed-tools: [1, 2]\n")),
-            "allowed-tools-invalid"
-        );
-        assert_eq!(
-            rule_of(&with("allowed-tools: {a: b}\n")),
-            "allowed-tools-invalid"
-        );
-    }
-
-    #[test]
-    fn unknown_fields_are_named() {
-        let err = parse("---\nname: a\ndescription: d\nversion: 2\n---\n").unwrap_err();
-        assert_eq!(err.rule, "unknown-field");
-        assert!(err.message.contains("`version`"), "{}", err.message);
-        assert_eq!(
-            rule_of("---\nname: a\ndescription: d\n1: x\n---\n"),
-            "unknown-field"
-        );
     }
 
     /// Front matter as tools write it passes the bounds with room to spare.
@@ -905,6 +944,280 @@ mod tests {
         assert!(check_bounds(few).is_ok());
     }
 
+    fn codes(m: &Manifest) -> Vec<&'static str> {
+        m.warnings.iter().map(|w| w.code).collect()
+    }
+
+    #[test]
+    fn a_full_front_matter_is_read() {
+        let text = "---\n\
+            name: pdf-tools\n\
+            description: Extract text and tables from PDF files.\n\
+            license: Apache-2.0\n\
+            compatibility: Needs python3 and pdftotext\n\
+            metadata:\n  author: example-org\n  version: \"1.0\"\n\
+            allowed-tools: Bash(python3:*) Read\n\
+            ---\n\
+            # PDF tools\n\nBody.\n";
+        let m = parse(text).unwrap();
+        assert_eq!(m.name, "pdf-tools");
+        assert_eq!(m.description, "Extract text and tables from PDF files.");
+        assert_eq!(m.front_matter["license"], "Apache-2.0");
+        assert_eq!(m.front_matter["metadata"]["version"], "1.0");
+        assert_eq!(m.front_matter["allowed-tools"], "Bash(python3:*) Read");
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn the_front_matter_must_be_there_and_closed() {
+        assert_eq!(rule_of(""), "front-matter-missing");
+        assert_eq!(rule_of("# Title\n"), "front-matter-missing");
+        assert_eq!(rule_of("\n---\nname: a\n---\n"), "front-matter-missing");
+        assert_eq!(rule_of("--- \nname: a\n---\n"), "front-matter-missing");
+        assert_eq!(
+            rule_of("---\nname: a\ndescription: d\n"),
+            "front-matter-unclosed"
+        );
+        assert_eq!(
+            rule_of("---\nname: a\ndescription: d\n----\n--- \n"),
+            "front-matter-unclosed"
+        );
+        // Not `key: value` lines: read line by line, which finds no name.
+        assert_eq!(rule_of("---\n- a\n- b\n---\n"), "name-missing");
+        assert_eq!(rule_of("---\n---\n"), "name-missing");
+    }
+
+    /// What strict YAML parsers refuse and the tools people use read: a plain value holding
+    /// `: `, duplicate keys, a stray quote. Read line by line, with a warning that says how to fix
+    /// it; the values are what the original server shows.
+    #[test]
+    fn invalid_yaml_is_read_line_by_line() {
+        let colon = "---\nname: polish\ndescription: Make interfaces production-ready: error \
+            handling, empty states\nlicense: MIT\n---\nBody\n";
+        let m = parse(colon).unwrap();
+        assert_eq!(
+            m.description,
+            "Make interfaces production-ready: error handling, empty states"
+        );
+        assert_eq!(m.front_matter["license"], "MIT");
+        assert_eq!(codes(&m), ["unquoted-colon"]);
+        let message = &m.warnings[0].message;
+        assert!(
+            message.contains("line 3") && message.contains("double quotes"),
+            "{message}"
+        );
+
+        let duplicate = "---\nname: a\ndescription: first\ndescription: 'second'\n---\n";
+        let m = parse(duplicate).unwrap();
+        assert_eq!(m.description, "second");
+        assert_eq!(codes(&m), ["yaml-invalid"]);
+
+        // Continued on indented lines (appended), quotes around the value removed, comments and
+        // nested entries of other keys left alone.
+        let continued = "---\nname: \"a\"\n# a comment\ndescription: 'Does: this'\n  and that\n\
+            metadata:\n  author: me\nextra: [unclosed\n---\n";
+        let m = parse(continued).unwrap();
+        assert_eq!(m.name, "a");
+        assert_eq!(m.description, "Does: this and that");
+        assert_eq!(m.front_matter["metadata"], "author: me");
+        assert_eq!(
+            codes(&m),
+            ["yaml-invalid", "unknown-field", "field-invalid"]
+        );
+        // A block scalar's indicator is not its value.
+        let block = "---\nname: a\ndescription: |\n  one: two\n  three\nbad: \"x\n---\n";
+        assert_eq!(parse(block).unwrap().description, "one: two\nthree");
+        // The bounds hold for the lenient reading too: it comes after them.
+        let deep = format!(
+            "---\nname: a\ndescription: x: y\nz: {}\n---\n",
+            "[".repeat(40)
+        );
+        assert_eq!(rule_of(&deep), "front-matter-too-deep");
+    }
+
+    #[test]
+    fn name_rules() {
+        assert_eq!(rule_of("---\ndescription: d\n---\n"), "name-missing");
+        assert_eq!(rule_of("---\nname:\ndescription: d\n---\n"), "name-missing");
+        let err = parse("---\nname: PDF_Tools\ndescription: d\n---\n").unwrap_err();
+        assert_eq!(err.rule, "name-invalid");
+        assert!(err.message.contains("PDF_Tools"), "{}", err.message);
+        assert!(err.message.contains("try \"pdf-tools\""), "{}", err.message);
+        assert_eq!(
+            rule_of("---\nname: a--b\ndescription: d\n---\n"),
+            "name-invalid"
+        );
+        assert_eq!(
+            rule_of("---\nname: [a]\ndescription: d\n---\n"),
+            "name-invalid"
+        );
+        // A number is the name it spells, with a warning to quote it.
+        let m = parse("---\nname: 123\ndescription: d\n---\n").unwrap();
+        assert_eq!(m.name, "123");
+        assert_eq!(codes(&m), ["not-text"]);
+        assert!(
+            parse("---\nname: '123'\ndescription: d\n---\n")
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_are_suggested() {
+        for (raw, suggested) in [
+            ("PDF_Tools", "pdf-tools"),
+            ("My Skill!", "my-skill"),
+            ("--a--b--", "a-b"),
+            ("Café au lait", "caf-au-lait"),
+            ("___", "my-skill"),
+            (&"x".repeat(80), &"x".repeat(64)),
+        ] {
+            let name = suggest_name(raw);
+            assert_eq!(name, suggested, "{raw}");
+            assert!(SkillName::parse(&name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn description_rules() {
+        assert_eq!(rule_of("---\nname: a\n---\n"), "description-missing");
+        assert_eq!(
+            rule_of("---\nname: a\ndescription: ''\n---\n"),
+            "description-missing"
+        );
+        assert_eq!(
+            rule_of("---\nname: a\ndescription: '   '\n---\n"),
+            "description-missing"
+        );
+        assert_eq!(
+            rule_of("---\nname: a\ndescription: [a, b]\n---\n"),
+            "description-invalid"
+        );
+        let m = parse("---\nname: a\ndescription: 42\n---\n").unwrap();
+        assert_eq!(
+            (m.description.as_str(), codes(&m)),
+            ("42", vec!["not-text"])
+        );
+
+        let at_limit = format!("---\nname: a\ndescription: {}\n---\n", "é".repeat(1024));
+        assert!(parse(&at_limit).unwrap().warnings.is_empty());
+        let long = format!("---\nname: a\ndescription: {}\n---\n", "x".repeat(1500));
+        let m = parse(&long).unwrap();
+        assert_eq!(m.description.len(), 1500);
+        assert_eq!(codes(&m), ["description-too-long"]);
+        assert!(m.warnings[0].message.contains("1500"), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn other_fields_are_warned_about_and_kept_as_written() {
+        let base = "---\nname: a\ndescription: d\n";
+        let with = |extra: &str| parse(&format!("{base}{extra}---\n")).unwrap();
+        assert!(with("license:\ncompatibility:\n").warnings.is_empty());
+        assert!(
+            with(&format!("compatibility: {}\n", "c".repeat(500)))
+                .warnings
+                .is_empty()
+        );
+        let long = with(&format!("compatibility: {}\n", "c".repeat(501)));
+        assert_eq!(codes(&long), ["compatibility-too-long"]);
+        for (extra, field) in [
+            ("license: [a]\n", "license"),
+            ("metadata: text\n", "metadata"),
+            ("metadata:\n  version: 1.0\n", "metadata"),
+            ("allowed-tools: [1, 2]\n", "allowed-tools"),
+            ("allowed-tools: {a: b}\n", "allowed-tools"),
+        ] {
+            let m = with(extra);
+            assert_eq!(codes(&m), ["field-invalid"], "{extra}");
+            assert_eq!(m.warnings[0].field, field);
+        }
+        assert!(
+            with("allowed-tools:\n  - Read\n  - Bash(git:*)\n")
+                .warnings
+                .is_empty()
+        );
+
+        // Claude Code's fields, and anyone's: kept and served as written.
+        let m = with("model: opus\nuser-invocable: false\nhooks:\n  Stop: [x]\nx-custom: 7\n");
+        assert_eq!(codes(&m), ["unknown-field"; 4]);
+        assert!(
+            m.warnings[0].message.contains("Claude Code"),
+            "{:?}",
+            m.warnings
+        );
+        assert!(m.warnings[3].message.contains("typo"), "{:?}", m.warnings);
+        assert_eq!(m.front_matter["user-invocable"], false);
+        assert_eq!(m.front_matter["hooks"]["Stop"][0], "x");
+        assert_eq!(m.front_matter["x-custom"], 7);
+        let numbered = with("1: x\n");
+        assert_eq!(codes(&numbered), ["unknown-field"]);
+        assert_eq!(numbered.front_matter["1"], "x");
+    }
+
+    #[test]
+    fn with_description_changes_that_entry_alone() {
+        let body = "\n# Title\n\n---\nnot: front matter\n  odd   spacing\n";
+        let text = format!(
+            "---\nname: a\n# kept comment\ndescription: >\n  old\n  folded\n\nlicense: MIT\n\
+             metadata:\n  z: '1'\n  a: '2'\n---\n{body}"
+        );
+        for d in AWKWARD {
+            let updated = with_description(&text, d).unwrap();
+            assert!(updated.ends_with(&format!("\n---\n{body}")), "{updated}");
+            assert!(updated.contains("# kept comment\n"), "{updated}");
+            assert!(
+                updated.contains("\n\nlicense: MIT\nmetadata:\n  z: '1'\n  a: '2'\n"),
+                "{updated}"
+            );
+            let m = parse(&updated).unwrap();
+            assert_eq!(m.description, d);
+            assert_eq!(m.name, "a");
+            assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        }
+        assert_eq!(
+            with_description(&text, "").unwrap_err().rule,
+            "description-missing"
+        );
+        let huge = "x".repeat(DESCRIPTION_MAX_BYTES + 1);
+        assert_eq!(
+            with_description(&text, &huge).unwrap_err().rule,
+            "description-too-long"
+        );
+    }
+
+    #[test]
+    fn with_description_adds_a_missing_description_and_keeps_crlf() {
+        let text = "---\r\nname: a\r\n---\r\nBody\r\n";
+        let updated = with_description(text, "new\nlines").unwrap();
+        assert!(
+            updated.starts_with("---\r\nname: a\r\ndescription:"),
+            "{updated:?}"
+        );
+        assert!(updated.ends_with("---\r\nBody\r\n"), "{updated:?}");
+        assert!(!updated.replace("\r\n", "").contains('\n'), "{updated:?}");
+        assert_eq!(parse(&updated).unwrap().description, "new\nlines");
+    }
+
+    /// A front matter that is not valid YAML keeps every other byte: the explicit change writes
+    /// valid YAML for the description only, and the rest is still read as before.
+    #[test]
+    fn with_description_keeps_invalid_yaml_elsewhere() {
+        let text = "---\nname: a\ndescription: Old: text\n  continued\nwhen: Use it: now\n---\nB\n";
+        let updated = with_description(text, "New: text").unwrap();
+        assert_eq!(
+            updated,
+            "---\nname: a\ndescription: \"New: text\"\nwhen: Use it: now\n---\nB\n"
+        );
+        let m = parse(&updated).unwrap();
+        assert_eq!(m.description, "New: text");
+        assert_eq!(m.front_matter["when"], "Use it: now");
+        assert_eq!(
+            with_description("no front matter", "d").unwrap_err().rule,
+            "front-matter-missing"
+        );
+    }
+
     #[test]
     fn non_utf8_is_refused() {
         assert_eq!(
@@ -967,65 +1280,5 @@ mod tests {
             let m = parse(&text).unwrap_or_else(|e| panic!("{d:?}: {e}\n{text}"));
             assert_eq!(m.description, d.trim(), "{text}");
         }
-    }
-
-    #[test]
-    fn with_description_keeps_order_other_fields_and_the_body() {
-        let body = "\n# Title\n\n---\nnot: front matter\n  odd   spacing\n";
-        let text = format!(
-            "---\nname: a\ndescription: old\nlicense: MIT\nmetadata:\n  z: '1'\n  a: '2'\n---\n{body}"
-        );
-        for d in AWKWARD {
-            let updated = with_description(&text, d).unwrap();
-            assert!(updated.ends_with(&format!("\n---\n{body}")), "{updated}");
-            let m = parse(&updated).unwrap();
-            assert_eq!(m.description, d);
-            assert_eq!(m.name, "a");
-            assert_eq!(m.license.as_deref(), Some("MIT"));
-            assert_eq!(m.metadata.len(), 2);
-            let order: Vec<usize> = [
-                "name:",
-                "description:",
-                "license:",
-                "metadata:",
-                "  z:",
-                "  a:",
-            ]
-            .iter()
-            .map(|k| updated.find(k).unwrap())
-            .collect();
-            assert!(order.windows(2).all(|w| w[0] < w[1]), "{updated}");
-        }
-        assert_eq!(
-            with_description(&text, "").unwrap_err().rule,
-            "description-missing"
-        );
-    }
-
-    #[test]
-    fn with_description_adds_a_missing_description_and_keeps_crlf() {
-        let text = "---\r\nname: a\r\n---\r\nBody\r\n";
-        let updated = with_description(text, "new\nlines").unwrap();
-        assert!(
-            updated.starts_with("---\r\nname: a\r\ndescription:"),
-            "{updated:?}"
-        );
-        assert!(updated.ends_with("---\r\nBody\r\n"), "{updated:?}");
-        assert!(!updated.replace("\r\n", "").contains('\n'), "{updated:?}");
-        assert_eq!(parse(&updated).unwrap().description, "new\nlines");
-    }
-
-    #[test]
-    fn with_description_refuses_a_broken_file() {
-        assert_eq!(
-            with_description("no front matter", "d").unwrap_err().rule,
-            "front-matter-missing"
-        );
-        assert_eq!(
-            with_description("---\nname: a\nextra: x\n---\n", "d")
-                .unwrap_err()
-                .rule,
-            "unknown-field"
-        );
     }
 }

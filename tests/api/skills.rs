@@ -255,16 +255,21 @@ async fn skill_names_and_descriptions_are_checked(backend: Backend) {
         let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
         assert_eq!(body["errors"][0]["field"], "name", "{name:?}: {body}");
     }
-    for description in ["", "   ", &"d".repeat(1025)] {
+    for description in ["", "   ", &"d".repeat(8 * 1024 + 1)] {
         let res = create(&app, &ann, "pdf", description).await;
         let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
         assert_eq!(body["errors"][0]["field"], "description");
     }
+    let res = create(&app, &ann, &"a".repeat(64), &"d".repeat(1024)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.json::<Value>().await.unwrap()["warnings"], json!([]));
+    // Longer than the Agent Skills format asks: made, with a warning that says so.
+    let res = create(&app, &ann, "long", &"d".repeat(1025)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
     assert_eq!(
-        create(&app, &ann, &"a".repeat(64), &"d".repeat(1024))
-            .await
-            .status(),
-        StatusCode::CREATED
+        body["warnings"][0]["code"], "description-too-long",
+        "{body}"
     );
     assert_eq!(
         create(&app, &ann, "pdf", "First.").await.status(),
@@ -791,38 +796,18 @@ async fn hostile_zips_are_refused_and_nothing_is_written(backend: Backend) {
 async fn skill_md_is_checked_on_upload(backend: Backend) {
     let app = spawn_app(backend).await;
     let ann = app.user("ann").await;
-    let other_name = skill_md("docx", "Word.");
-    let res = upload(
-        &app,
-        &ann,
-        &[
-            ("skill_name", None, b"pdf"),
-            ("files", Some("SKILL.md"), other_name.as_bytes()),
-        ],
-    )
-    .await;
-    let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "skill-name-mismatch").await;
-    assert!(body["detail"].as_str().unwrap().contains("docx"), "{body}");
     for (text, rule) in [
         ("---\nname: pdf\n---\nbody\n", "description"),
-        ("no front matter\n", "front matter"),
         (
-            "---\nname: pdf\ndescription: x\nauthor: me\n---\n",
-            "author",
-        ),
-        ("---\nname: Bad_Name\ndescription: x\n---\n", "name"),
-        (
-            &format!("---\nname: pdf\ndescription: {}\n---\n", "d".repeat(1025)),
+            "---\nname: pdf\ndescription: ''\n---\nbody\n",
             "description",
         ),
+        ("no front matter\n", "front matter"),
         (
-            &format!(
-                "---\nname: pdf\ndescription: x\ncompatibility: {}\n---\n",
-                "c".repeat(501)
-            ),
-            "compatibility",
+            "---\nname: Bad_Name\ndescription: x\n---\n",
+            "try \"bad-name\"",
         ),
-        ("---\nname: pdf\ndescription: [unclosed\n---\n", "YAML"),
+        ("---\ndescription: x\n---\n", "name"),
     ] {
         let res = upload(&app, &ann, &[("files", Some("SKILL.md"), text.as_bytes())]).await;
         let status = res.status();
@@ -838,6 +823,70 @@ async fn skill_md_is_checked_on_upload(backend: Backend) {
         app.get_json("/api/v1/skills", &ann.access).await["total"],
         0
     );
+    // What the Agent Skills rules say and other tools do not enforce: accepted, with warnings.
+    let other_name = skill_md("docx", "Word.");
+    let long_description = format!("---\nname: pdf\ndescription: {}\n---\n", "d".repeat(1025));
+    let long_compatibility = format!(
+        "---\nname: pdf\ndescription: x\ncompatibility: {}\n---\n",
+        "c".repeat(501)
+    );
+    for (parts, code) in [
+        (
+            vec![
+                ("skill_name", None, b"pdf".as_slice()),
+                ("files", Some("SKILL.md"), other_name.as_bytes()),
+            ],
+            "name-mismatch",
+        ),
+        (
+            vec![(
+                "files",
+                Some("SKILL.md"),
+                b"---\nname: pdf\ndescription: x\nauthor: me\n---\n".as_slice(),
+            )],
+            "unknown-field",
+        ),
+        (
+            vec![("files", Some("SKILL.md"), long_description.as_bytes())],
+            "description-too-long",
+        ),
+        (
+            vec![("files", Some("SKILL.md"), long_compatibility.as_bytes())],
+            "compatibility-too-long",
+        ),
+        (
+            vec![(
+                "files",
+                Some("SKILL.md"),
+                b"---\nname: pdf\ndescription: [unclosed\n---\n".as_slice(),
+            )],
+            "yaml-invalid",
+        ),
+    ] {
+        let res = upload(&app, &ann, &parts).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{code}: {body}");
+        assert_eq!(body["name"], "pdf", "{body}");
+        let codes: Vec<&str> = body["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(codes, [code], "{body}");
+    }
+    let id = app.get_json("/api/v1/skills", &ann.access).await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .request(Method::DELETE, &format!("/api/v1/skills/{id}"))
+        .bearer_auth(&ann.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // YAML the way people write it: folded and literal blocks, quotes, `---` in the body.
     let folded = "---\nname: \"pdf\"\ndescription: >\n  Work with PDF\n  files.\nlicense: MIT\ncompatibility: 'Python 3.11+'\nmetadata:\n  version: \"1.2\"\nallowed-tools: Bash Read\n---\n# PDF\n\n---\n\nMore body.\n";
     let res = upload(

@@ -29,7 +29,6 @@ use crate::skills::files::{self, FileEntry, ReadError};
 
 const MAX_LIMIT: usize = 100;
 const DEFAULT_LIMIT: usize = 20;
-const MAX_DESCRIPTION_CHARS: usize = 1024;
 
 #[derive(Serialize)]
 struct SkillSummary<'a> {
@@ -219,15 +218,16 @@ pub(crate) async fn create(
     ))
 }
 
-fn check_description(raw: &str) -> Result<String, &'static str> {
-    let trimmed = raw.trim();
-    if trimmed.is_empty() {
-        return Err("must not be empty");
-    }
-    if trimmed.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err("must be at most 1024 characters");
-    }
-    Ok(trimmed.to_owned())
+/// A description the API is to write into `SKILL.md`: not empty, within the front matter's room
+/// (over 1024 characters is accepted, with a warning in the answer).
+fn check_description(raw: &str) -> Result<String, String> {
+    crate::skills::manifest::check_description(raw)
+        .map(str::to_owned)
+        .map_err(|e| {
+            e.message
+                .trim_start_matches("SKILL.md: `description` ")
+                .to_owned()
+        })
 }
 
 /// The user's skill `id`, or 404.
