@@ -49,11 +49,30 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
-/// What a login names the account by.
-#[derive(Debug, Clone)]
+/// What a login names the account by, in the normal form of [`Email::normalize`] (which for a
+/// username is its lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginName {
     Email(String),
     Username(String),
+}
+
+impl LoginName {
+    /// An email if it has an `@` (once normalized, so a full-width `＠` counts), else a username.
+    pub fn parse(raw: &str) -> LoginName {
+        let login = Email::normalize(raw);
+        if login.contains('@') {
+            LoginName::Email(login)
+        } else {
+            LoginName::Username(login)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            LoginName::Email(login) | LoginName::Username(login) => login,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -337,14 +356,9 @@ impl Actor for AuthActor {
 
 impl AuthCore {
     async fn register(&self, form: Registration) -> Result<UserRecord, AppError> {
-        // Refuse known duplicates before spending a hash on them; the unique indexes still decide
-        // races between two registrations.
-        if self
-            .store
-            .user_by_email(form.email.as_str())
-            .await?
-            .is_some()
-        {
+        // Refuse known duplicates and look-alikes before spending a hash on them; the store checks
+        // again when it inserts, which decides races between two registrations.
+        if self.store.email_taken(form.email.as_str(), None).await? {
             return Err(store::StoreError::Duplicate(store::UniqueField::Email).into());
         }
         if self

@@ -129,11 +129,7 @@ pub(crate) async fn login(
     // `email` may hold a username too (clients with a single "login" field send it there).
     let name = match (body.email, body.username) {
         (Some(login), None) | (None, Some(login)) if login.len() <= Email::MAX_LEN => {
-            Some(if login.contains('@') {
-                LoginName::Email(login.trim().to_lowercase())
-            } else {
-                LoginName::Username(login)
-            })
+            Some(LoginName::parse(&login))
         }
         (Some(_), None) | (None, Some(_)) => {
             checks.check("email", Err("must be at most 254 characters"))
@@ -144,9 +140,7 @@ pub(crate) async fn login(
     let password = checks.check("password", Password::candidate(body.password));
     let (name, password) = checks.finish(name.zip(password))?;
     // Before any hashing: guessing one account's password from many addresses stops here.
-    state.rate_limits.login_to(match &name {
-        LoginName::Email(login) | LoginName::Username(login) => login,
-    })?;
+    state.rate_limits.login_to(name.as_str())?;
     let pair = state.auth.login(name, password).await?;
     Ok(token_pair(&pair))
 }
