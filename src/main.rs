@@ -323,7 +323,7 @@ async fn find_user(store: &Store, key: &str) -> Result<UserRecord, Box<dyn std::
     let found = if let Ok(id) = uuid::Uuid::parse_str(key) {
         store.user_by_id(id).await?
     } else if key.contains('@') {
-        store.user_by_email(&key.to_lowercase()).await?
+        store.user_by_email(&Email::normalize(key)).await?
     } else {
         store.user_by_username(key).await?
     };

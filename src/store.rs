@@ -52,7 +52,8 @@ impl UniqueField {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A unique constraint (case-insensitive email or username) refused the write.
+    /// A unique constraint (case-insensitive email or username) or the look-alike rule for emails
+    /// refused the write.
     #[error("{} is already taken", .0.as_str())]
     Duplicate(UniqueField),
     /// A per-user cap (such as the number of API tokens) would be exceeded.
@@ -110,7 +111,7 @@ pub fn now() -> OffsetDateTime {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub id: Uuid,
-    /// Lower-case, as normalized by [`crate::domain::Email`].
+    /// In its normal form (NFKC, lower case), as made by [`crate::domain::Email`].
     pub email: String,
     /// As the user typed it; unique without regard to ASCII case.
     pub username: String,
@@ -127,6 +128,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub id: Uuid,
+    /// In its normal form: [`crate::domain::Email::as_str`].
     pub email: String,
     pub username: String,
     pub password_hash: String,
@@ -242,7 +244,14 @@ impl Store {
     /// An empty `settings.url` (or a `sqlite:` URL) selects SQLite; the file then defaults to
     /// `<data_dir>/agentskills.db`.
     pub async fn open(settings: &DatabaseSettings, data_dir: &Path) -> StoreResult<Store> {
-        let store = match settings.url.as_deref() {
+        let store = Store::connect(settings, data_dir).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the configured database without migrating it.
+    async fn connect(settings: &DatabaseSettings, data_dir: &Path) -> StoreResult<Store> {
+        Ok(match settings.url.as_deref() {
             Some(url) if is_postgres_url(url) => {
                 Store::Postgres(postgres::PgStore::connect(url, settings).await?)
             }
@@ -253,9 +262,7 @@ impl Store {
                 };
                 Store::Sqlite(sqlite::SqliteStore::open(&path, settings).await?)
             }
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -278,9 +285,42 @@ impl Store {
         )
     }
 
-    /// Applies pending migrations; returns how many were applied.
+    /// Applies pending migrations, then back-fills what they could not compute in SQL; returns
+    /// how many migrations were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
-        dispatch!(self.migrate())
+        let applied = dispatch!(self.migrate())?;
+        self.backfill_email_skeletons().await?;
+        Ok(applied)
+    }
+
+    /// Rows written by releases before `V0002` have no `email_skeleton`, and their email is only
+    /// lower-cased, not in NFKC form. Gives each its skeleton and its email's normal form, so that
+    /// the look-alike rule and logins by email treat them as the rows written since. Runs at every
+    /// start and finds nothing once done; a crash half-way leaves only rows that the next start
+    /// completes.
+    ///
+    /// Accounts that an earlier release let in although they collide now are kept, and logged for
+    /// the operator: an email whose normal form is another account's keeps its old spelling (its
+    /// user can still log in by username), and look-alikes of another account's address are named.
+    async fn backfill_email_skeletons(&self) -> StoreResult<()> {
+        for (id, stored) in dispatch!(self.emails_without_skeleton())? {
+            let normalized = crate::domain::Email::normalize(&stored);
+            let skeleton = crate::domain::email_skeleton(&normalized);
+            if self.email_taken(&normalized, Some(id)).await? {
+                tracing::warn!(
+                    user_id = %id,
+                    "this user's email is the same as, or looks like, another account's; both accounts are kept"
+                );
+            }
+            let renamed = (normalized != stored).then_some(normalized.as_str());
+            match dispatch!(self.backfill_email(id, renamed, &skeleton)) {
+                Err(StoreError::Duplicate(UniqueField::Email)) => {
+                    dispatch!(self.backfill_email(id, None, &skeleton))?;
+                }
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// Round trip to the database (`SELECT 1`), for `/health`.
@@ -290,6 +330,9 @@ impl Store {
 
     // ---- users ----
 
+    /// Inserts a user; `Duplicate` when the email (in its normal form) or the username is taken,
+    /// or the email looks like another account's (see [`Store::email_taken`]). The store derives
+    /// the row's `email_skeleton` from `email` itself, so the two never disagree.
     pub async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
         dispatch!(self.insert_user(user))
     }
@@ -298,7 +341,7 @@ impl Store {
         dispatch!(self.user_by_id(id))
     }
 
-    /// Case-insensitive.
+    /// By the email's normal form ([`crate::domain::Email::normalize`]), which is how it is stored.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         dispatch!(self.user_by_email(email))
     }
@@ -313,7 +356,16 @@ impl Store {
         dispatch!(self.list_users())
     }
 
-    /// Changes email and/or username; `None` when the user does not exist.
+    /// Whether an account other than `except` has `email` (in its normal form) or a look-alike of
+    /// it: the same confusable skeleton, unless both addresses are plain ASCII (see
+    /// [`crate::domain::email_skeleton`]). `insert_user` and `update_profile` check the same inside
+    /// their transaction; this is for refusing early, before work such as hashing a password.
+    pub async fn email_taken(&self, email: &str, except: Option<Uuid>) -> StoreResult<bool> {
+        dispatch!(self.email_taken(email, except))
+    }
+
+    /// Changes email and/or username; `None` when the user does not exist. A new email (in its
+    /// normal form) that is another account's, or a look-alike of one, is `Duplicate(Email)`.
     pub async fn update_profile(
         &self,
         id: Uuid,

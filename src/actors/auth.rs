@@ -49,11 +49,38 @@ pub struct TokenPair {
     pub expires_in: i64,
 }
 
-/// What a login names the account by.
-#[derive(Debug, Clone)]
+/// What a login names the account by, in the normal form of [`Email::normalize`] (which for a
+/// username is its lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginName {
     Email(String),
     Username(String),
+}
+
+impl LoginName {
+    /// An email if it has an `@` (once normalized, so a full-width `＠` counts), else a username.
+    pub fn parse(raw: &str) -> LoginName {
+        let login = Email::normalize(raw);
+        if login.contains('@') {
+            LoginName::Email(login)
+        } else {
+            LoginName::Username(login)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            LoginName::Email(login) | LoginName::Username(login) => login,
+        }
+    }
+}
+
+/// The account a login names, looked up before the per-account rate limit and the password
+/// check: `None` for a name that belongs to no account.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    pub name: LoginName,
+    pub user: Option<UserRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +107,7 @@ impl std::fmt::Debug for AuthService {
 enum AuthMessage {
     Register(Registration, RpcReplyPort<Result<UserRecord, AppError>>),
     Login(
-        LoginName,
+        LoginTarget,
         Password,
         RpcReplyPort<Result<TokenPair, AppError>>,
     ),
@@ -151,9 +178,26 @@ impl AuthService {
         .await
     }
 
-    pub async fn login(&self, name: LoginName, password: Password) -> Result<TokenPair, AppError> {
+    /// Looks up the account `name` names: one indexed query, whether or not there is one, and no
+    /// mailbox. The caller applies the per-account rate limit to the result, then calls
+    /// [`AuthService::login`].
+    pub async fn find_login(&self, name: LoginName) -> Result<LoginTarget, AppError> {
+        let user = match &name {
+            LoginName::Email(email) => self.core.store.user_by_email(email).await?,
+            LoginName::Username(username) => self.core.store.user_by_username(username).await?,
+        };
+        Ok(LoginTarget { name, user })
+    }
+
+    /// Checks the password against the account [`AuthService::find_login`] found (against a dummy
+    /// hash when there is none, at the same cost) and starts a login session.
+    pub async fn login(
+        &self,
+        target: LoginTarget,
+        password: Password,
+    ) -> Result<TokenPair, AppError> {
         ask(&self.actor, self.timeout, "auth", |r| {
-            AuthMessage::Login(name, password, r)
+            AuthMessage::Login(target, password, r)
         })
         .await
     }
@@ -287,8 +331,8 @@ impl Actor for AuthActor {
             AuthMessage::Register(form, port) => {
                 tokio::spawn(async move { reply(port, core.register(form).await) });
             }
-            AuthMessage::Login(name, password, port) => {
-                tokio::spawn(async move { reply(port, core.login(name, password).await) });
+            AuthMessage::Login(target, password, port) => {
+                tokio::spawn(async move { reply(port, core.login(target, password).await) });
             }
             AuthMessage::Refresh(token, port) => {
                 tokio::spawn(async move { reply(port, core.refresh(&token).await) });
@@ -337,14 +381,9 @@ impl Actor for AuthActor {
 
 impl AuthCore {
     async fn register(&self, form: Registration) -> Result<UserRecord, AppError> {
-        // Refuse known duplicates before spending a hash on them; the unique indexes still decide
-        // races between two registrations.
-        if self
-            .store
-            .user_by_email(form.email.as_str())
-            .await?
-            .is_some()
-        {
+        // Refuse known duplicates and look-alikes before spending a hash on them; the store checks
+        // again when it inserts, which decides races between two registrations.
+        if self.store.email_taken(form.email.as_str(), None).await? {
             return Err(store::StoreError::Duplicate(store::UniqueField::Email).into());
         }
         if self
@@ -366,11 +405,8 @@ impl AuthCore {
         Ok(self.store.insert_user(&user).await?)
     }
 
-    async fn login(&self, name: LoginName, password: Password) -> Result<TokenPair, AppError> {
-        let user = match &name {
-            LoginName::Email(email) => self.store.user_by_email(email).await?,
-            LoginName::Username(username) => self.store.user_by_username(username).await?,
-        };
+    async fn login(&self, target: LoginTarget, password: Password) -> Result<TokenPair, AppError> {
+        let user = target.user;
         let matched = self
             .hasher
             .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))

@@ -2,8 +2,20 @@
 
 use std::fmt;
 
-/// An email address, lower-cased. Only the shape is checked (one `@`, a dotted domain, no spaces
-/// or control characters, at most 254 bytes): whether it receives mail is not this service's concern.
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_security::skeleton;
+
+/// An email address in its normal form: surrounding whitespace trimmed, then NFKC, lower case and
+/// NFKC again (lower-casing can undo NFKC), so that every way of typing one address (NFC or NFD,
+/// full-width letters, any case) is one string. Only the shape is checked, on the normal form (one
+/// `@`, a dotted domain, no spaces or control characters, at most 254 bytes): whether it receives
+/// mail is not this service's concern.
+///
+/// Case is folded with Unicode's lower-case mapping rather than full case folding, which would
+/// also make `ß` and `ss` one letter: they name different domains under IDNA 2008.
+///
+/// Two different addresses can still look the same (`аnn@example.com` with a Cyrillic `а` and
+/// `ann@example.com`); [`Email::skeleton`] is what the store compares to refuse such look-alikes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -11,7 +23,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Email, &'static str> {
-        let s = raw.trim();
+        let s = Self::normalize(raw);
         if s.is_empty() {
             return Err("must not be empty");
         }
@@ -32,12 +44,42 @@ impl Email {
         if local.is_empty() || local.len() > 64 || !domain_ok {
             return Err("must be an email address (name@example.com)");
         }
-        Ok(Email(s.to_lowercase()))
+        Ok(Email(s))
+    }
+
+    /// The normal form of `raw` without any check: what a login by email, an operator's lookup and
+    /// the back-fill of rows written by older releases compare with the stored addresses.
+    pub fn normalize(raw: &str) -> String {
+        let folded = raw.trim().nfkc().collect::<String>().to_lowercase();
+        if folded.is_ascii() {
+            folded
+        } else {
+            folded.nfkc().collect()
+        }
+    }
+
+    /// The address's confusable skeleton (Unicode TS #39): two addresses with the same skeleton
+    /// look alike. See [`email_skeleton`].
+    pub fn skeleton(&self) -> String {
+        email_skeleton(&self.0)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The confusable skeleton (Unicode TS #39) of an address already in [`Email::normalize`]'s form:
+/// every character replaced by the prototype it is confusable with (Cyrillic `а` by Latin `a`,
+/// `1` by `l`), invisible characters dropped.
+///
+/// The store refuses a new or changed address whose skeleton equals another account's, unless
+/// both addresses are plain ASCII: TS #39 also counts ASCII pairs such as `l` and `1` or `rn` and
+/// `m` as confusable, but two ASCII addresses that differ are two real mailboxes that may well
+/// belong to two people, and tell apart in the fixed-width fonts an operator reads them in; a
+/// letter from another script looks the same in every font.
+pub fn email_skeleton(normalized: &str) -> String {
+    skeleton(normalized).collect()
 }
 
 impl fmt::Debug for Email {
@@ -47,6 +89,12 @@ impl fmt::Debug for Email {
 }
 
 /// A username: 3 to 100 of `A-Z a-z 0-9 _ . -`. Unique without regard to case.
+///
+/// Being ASCII, a username has no look-alike in another script. ASCII look-alikes (`l`, `I` and
+/// `1`; `O` and `0`; `rn` and `m`) are allowed on purpose: a username is never shown to another
+/// user (every user's skills are private), so a look-alike deceives no one, and refusing `bi1l`
+/// because `bill` exists would fail a registration for a reason its user cannot see. Should the
+/// alphabet ever grow beyond ASCII, usernames need the skeleton rule that emails have.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -143,6 +191,57 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse(&long).is_err());
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_normalizes_to_one_form() {
+        let nfc = "ren\u{e9}e@example.com";
+        for spelling in [
+            "Ren\u{e9}e@Example.com",
+            "RENE\u{301}E@EXAMPLE.COM",
+            " rene\u{301}e@example.com\t",
+            "\u{ff32}\u{ff25}\u{ff2e}\u{c9}\u{ff25}\u{ff20}example.com",
+        ] {
+            assert_eq!(
+                Email::parse(spelling).unwrap().as_str(),
+                nfc,
+                "{spelling:?}"
+            );
+            assert_eq!(Email::normalize(spelling), nfc, "{spelling:?}");
+        }
+        // Not full case folding: ß stays itself.
+        assert_eq!(
+            Email::parse("STRA\u{df}E@example.de").unwrap().as_str(),
+            "stra\u{df}e@example.de"
+        );
+        // The shape is checked on the normal form: a full-width `@` is an `@`, and a compatibility
+        // character that decomposes to a space is a space.
+        assert!(Email::parse("ann\u{ff20}example.com").is_ok());
+        assert!(Email::parse("ann\u{a8}@example.com").is_err());
+    }
+
+    #[test]
+    fn look_alike_addresses_share_a_skeleton_and_others_do_not() {
+        let skeleton = |raw: &str| Email::parse(raw).unwrap().skeleton();
+        let ann = skeleton("ann@example.com");
+        // Cyrillic а, Latin alpha (a single script, but not ASCII), an invisible character.
+        for look_alike in [
+            "\u{430}nn@example.com",
+            "\u{251}nn@example.com",
+            "a\u{200b}nn@example.com",
+            "ANN@example.com",
+        ] {
+            assert_eq!(skeleton(look_alike), ann, "{look_alike:?}");
+        }
+        assert_ne!(
+            skeleton(
+                "\u{438}\u{432}\u{430}\u{43d}@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}"
+            ),
+            ann
+        );
+        assert_ne!(skeleton("anne@example.com"), ann);
+        // TS #39 counts these ASCII pairs as confusable; the store lets ASCII pairs be.
+        assert_eq!(skeleton("bill@example.com"), skeleton("bi1l@example.com"));
     }
 
     #[test]

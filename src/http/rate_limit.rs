@@ -1,6 +1,11 @@
 //! Keyed rate limits (governor, GCRA): logins per client address and per account, registrations
 //! per address, MCP requests per API token, uploads per user. A refusal is 429 with `Retry-After`.
 //!
+//! The per-account login limit is keyed by the account, not by how the login spelled it: the
+//! handler first resolves the name (user name, or email in any case or normalization form) to the
+//! user, so every spelling of one account draws on one allowance. A name that belongs to no
+//! account is keyed by its normal form, so the spellings of one unknown name share one too.
+//!
 //! The client address is the peer's, unless the peer is a configured trusted proxy: then the
 //! right-most address of `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a trusted
 //! proxy. IPv6 clients are keyed by their /64, which one client usually holds whole.
@@ -20,6 +25,7 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
+use crate::actors::auth::LoginTarget;
 use crate::config::RateLimitSettings;
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -67,11 +73,20 @@ impl<K: Hash + Eq + Clone> Limit<K> {
     }
 }
 
+/// What the per-account login limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum AccountKey {
+    /// An account, however the login named it.
+    User(Uuid),
+    /// A name that belongs to no account, in its normal form.
+    Unknown(String),
+}
+
 /// Every limit of the service.
 #[derive(Debug)]
 pub struct RateLimits {
     login_ip: Limit<IpAddr>,
-    login_account: Limit<String>,
+    login_account: Limit<AccountKey>,
     register_ip: Limit<IpAddr>,
     mcp_token: Limit<Uuid>,
     upload_user: Limit<Uuid>,
@@ -128,10 +143,13 @@ impl RateLimits {
         self.login_ip.check(&client_key(client), &self.metrics)
     }
 
-    /// A login attempt to the account named `login` (an email or a username), from anywhere.
-    pub fn login_to(&self, login: &str) -> Result<(), AppError> {
-        self.login_account
-            .check(&login.trim().to_lowercase(), &self.metrics)
+    /// A login attempt to the account `target` names, from anywhere.
+    pub fn login_to(&self, target: &LoginTarget) -> Result<(), AppError> {
+        let key = match &target.user {
+            Some(user) => AccountKey::User(user.id),
+            None => AccountKey::Unknown(target.name.as_str().to_owned()),
+        };
+        self.login_account.check(&key, &self.metrics)
     }
 
     pub fn register(&self, client: IpAddr) -> Result<(), AppError> {

@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
@@ -21,6 +23,7 @@ use super::{
     RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
+use crate::domain::email_skeleton;
 
 /// The migrations of `sql/postgres`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
@@ -138,34 +141,90 @@ impl PgStore {
         Ok(start.elapsed())
     }
 
+    /// Rows written before `email_skeleton` existed: (id, email as stored).
+    pub(crate) async fn emails_without_skeleton(&self) -> StoreResult<Vec<(Uuid, String)>> {
+        let client = self.client().await?;
+        let run = async {
+            let rows = client
+                .query(
+                    "SELECT id, email FROM users WHERE email_skeleton IS NULL
+                     ORDER BY created_at, id",
+                    &[],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("reading emails to back-fill"))
+    }
+
+    /// Back-fills one row: its skeleton, and its email's normal form when that differs.
+    pub(crate) async fn backfill_email(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        skeleton: &str,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE users SET email = coalesce($2, email), email_skeleton = $3
+                 WHERE id = $1 AND email_skeleton IS NULL",
+                &[&id, &email, &skeleton],
+            )
+            .await
+            .map_err(|e| pg_error("back-filling an email", e))?;
+        Ok(())
+    }
+
     // ---- users ----
 
     pub(crate) async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
-        let client = self.client().await?;
+        let skeleton = email_skeleton(&user.email);
+        let mut client = self.client().await?;
         let run = async {
-            let stmt = client
+            let tx = client.transaction().await?;
+            if lock_and_check_email(&tx, &user.email, &skeleton, user.id).await? {
+                return Ok(None);
+            }
+            let stmt = tx
                 .prepare_cached(concat!(
-                    "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $5)
+                    "INSERT INTO users
+                       (id, email, email_skeleton, username, password_hash, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
                      RETURNING ",
                     user_columns!()
                 ))
                 .await?;
-            let row = client
+            let row = tx
                 .query_one(
                     &stmt,
                     &[
                         &user.id,
                         &user.email,
+                        &skeleton,
                         &user.username,
                         &user.password_hash,
                         &user.created_at,
                     ],
                 )
                 .await?;
-            user_from_row(&row)
+            let user = user_from_row(&row)?;
+            tx.commit().await?;
+            Ok(Some(user))
         };
-        run.await.map_err(fail("creating a user"))
+        run.await
+            .map_err(fail("creating a user"))?
+            .ok_or(StoreError::Duplicate(UniqueField::Email))
+    }
+
+    pub(crate) async fn email_taken(&self, email: &str, except: Option<Uuid>) -> StoreResult<bool> {
+        let skeleton = email_skeleton(email);
+        let client = self.client().await?;
+        email_taken(&client, email, &skeleton, except.unwrap_or_else(Uuid::nil))
+            .await
+            .map_err(|e| pg_error("checking whether an email is taken", e))
     }
 
     pub(crate) async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
@@ -244,26 +303,35 @@ impl PgStore {
             // Nothing to change: do not touch updated_at.
             return self.user_by_id(id).await;
         }
-        let client = self.client().await?;
+        let skeleton = email.map(email_skeleton);
+        let mut client = self.client().await?;
         let run = async {
-            let stmt = client
+            let tx = client.transaction().await?;
+            if let (Some(email), Some(skeleton)) = (email, &skeleton)
+                && lock_and_check_email(&tx, email, skeleton, id).await?
+            {
+                return Ok(Err(StoreError::Duplicate(UniqueField::Email)));
+            }
+            let stmt = tx
                 .prepare_cached(concat!(
                     "UPDATE users
-                     SET email = coalesce($2, email), username = coalesce($3, username),
-                         updated_at = $4
+                     SET email = coalesce($2, email), email_skeleton = coalesce($3, email_skeleton),
+                         username = coalesce($4, username), updated_at = $5
                      WHERE id = $1
                      RETURNING ",
                     user_columns!()
                 ))
                 .await?;
-            client
-                .query_opt(&stmt, &[&id, &email, &username, &now])
+            let user = tx
+                .query_opt(&stmt, &[&id, &email, &skeleton, &username, &now])
                 .await?
                 .as_ref()
                 .map(user_from_row)
-                .transpose()
+                .transpose()?;
+            tx.commit().await?;
+            Ok(Ok(user))
         };
-        run.await.map_err(fail("updating a profile"))
+        run.await.map_err(fail("updating a profile"))?
     }
 
     pub(crate) async fn set_password(
@@ -871,6 +939,37 @@ impl PgStore {
         row.try_get(0)
             .map_err(|e| pg_error("counting test rows", e))
     }
+
+    /// Applies the migrations up to `version` only, as an earlier release would have.
+    pub(crate) async fn migrate_to_for_test(&self, version: i32) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(version))
+            .run_async(&mut **client)
+            .await
+            .map_err(|e| setup("migrating for a test", e))?;
+        Ok(())
+    }
+
+    /// Inserts a user row with the columns of `V0001` only, as releases before `V0002` did.
+    pub(crate) async fn insert_v1_user_for_test(
+        &self,
+        id: Uuid,
+        email: &str,
+        username: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'x', $4, $4)",
+                &[&id, &email, &username, &at],
+            )
+            .await
+            .map_err(|e| pg_error("inserting a test row", e))?;
+        Ok(())
+    }
 }
 
 /// Why an operation's body failed, before it is given the operation's context.
@@ -921,6 +1020,50 @@ fn skill_from_row(row: &Row) -> Result<SkillRecord, Fail> {
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
     })
+}
+
+/// The first key of the advisory locks taken on email skeletons ("mail" in ASCII); the second is
+/// taken from the skeleton's hash. Two-key advisory locks do not share a key space with the
+/// one-key lock of the migrations.
+const EMAIL_LOCK_CLASS: i32 = 0x6d61_696c;
+
+/// Takes the transaction's advisory lock on `skeleton`, then checks [`email_taken`]: every writer
+/// of an address takes this lock first, so two look-alike addresses can never both pass the check
+/// in transactions that run at the same time. The lock ends with the transaction.
+async fn lock_and_check_email(
+    tx: &deadpool_postgres::Transaction<'_>,
+    email: &str,
+    skeleton: &str,
+    except: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let hash = blake3::hash(skeleton.as_bytes());
+    let [a, b, c, d, ..] = *hash.as_bytes();
+    let key = i32::from_le_bytes([a, b, c, d]);
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
+        .await?;
+    tx.execute(&stmt, &[&EMAIL_LOCK_CLASS, &key]).await?;
+    email_taken(tx, email, skeleton, except).await
+}
+
+/// Whether an account other than `except` has this address, or a look-alike of it: the same
+/// skeleton, unless both addresses are plain ASCII (see [`email_skeleton`]). Written as
+/// `lower(email)` so that the unique index users_email_key serves it.
+async fn email_taken(
+    c: &impl GenericClient,
+    email: &str,
+    skeleton: &str,
+    except: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id <> $4 AND (lower(email) = lower($1) OR (
+                 email_skeleton = $2 AND ($3 OR char_length(email) <> octet_length(email)))))",
+        )
+        .await?;
+    c.query_one(&stmt, &[&email, &skeleton, &!email.is_ascii(), &except])
+        .await?
+        .try_get(0)
 }
 
 async fn revoke_all_sessions(

@@ -26,6 +26,7 @@ use super::{
     RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
+use crate::domain::email_skeleton;
 
 /// The migrations of `sql/sqlite`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
@@ -202,22 +203,77 @@ impl SqliteStore {
         Ok(start.elapsed())
     }
 
+    /// Rows written before `email_skeleton` existed: (id, email as stored).
+    pub(crate) async fn emails_without_skeleton(&self) -> StoreResult<Vec<(Uuid, String)>> {
+        self.with_conn("reading emails to back-fill", |c| {
+            c.prepare(
+                "SELECT id, email FROM users WHERE email_skeleton IS NULL ORDER BY created_at, id",
+            )?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect()
+        })
+        .await
+    }
+
+    /// Back-fills one row: its skeleton, and its email's normal form when that differs.
+    pub(crate) async fn backfill_email(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        skeleton: &str,
+    ) -> StoreResult<()> {
+        let (email, skeleton) = (email.map(str::to_owned), skeleton.to_owned());
+        self.with_conn("back-filling an email", move |c| {
+            c.prepare(
+                "UPDATE users SET email = coalesce(?2, email), email_skeleton = ?3
+                 WHERE id = ?1 AND email_skeleton IS NULL",
+            )?
+            .execute(params![id, email, skeleton])?;
+            Ok(())
+        })
+        .await
+    }
+
     // ---- users ----
 
     pub(crate) async fn insert_user(&self, user: &NewUser) -> StoreResult<UserRecord> {
         let user = user.clone();
-        self.with_conn("creating a user", move |c| {
+        let skeleton = email_skeleton(&user.email);
+        // BEGIN IMMEDIATE: no other writer between the look-alike check and the insert.
+        self.write("creating a user", move |tx| {
+            if email_taken(tx, &user.email, &skeleton, user.id)? {
+                return Ok(None);
+            }
             let at = micros(user.created_at);
-            c.prepare_cached(concat!(
-                "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+            tx.prepare_cached(concat!(
+                "INSERT INTO users
+                   (id, email, email_skeleton, username, password_hash, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                  RETURNING ",
                 user_columns!()
             ))?
             .query_row(
-                params![user.id, user.email, user.username, user.password_hash, at],
+                params![
+                    user.id,
+                    user.email,
+                    skeleton,
+                    user.username,
+                    user.password_hash,
+                    at
+                ],
                 user_from_row,
             )
+            .map(Some)
+        })
+        .await?
+        .ok_or(StoreError::Duplicate(UniqueField::Email))
+    }
+
+    pub(crate) async fn email_taken(&self, email: &str, except: Option<Uuid>) -> StoreResult<bool> {
+        let skeleton = email_skeleton(email);
+        let email = email.to_owned();
+        self.with_conn("checking whether an email is taken", move |c| {
+            email_taken(c, &email, &skeleton, except.unwrap_or_else(Uuid::nil))
         })
         .await
     }
@@ -289,19 +345,31 @@ impl SqliteStore {
             // Nothing to change: do not touch updated_at.
             return self.user_by_id(id).await;
         }
+        let skeleton = email.map(email_skeleton);
         let (email, username) = (email.map(str::to_owned), username.map(str::to_owned));
-        self.with_conn("updating a profile", move |c| {
-            c.prepare_cached(concat!(
+        // BEGIN IMMEDIATE: no other writer between the look-alike check and the update.
+        self.write("updating a profile", move |tx| {
+            if let (Some(email), Some(skeleton)) = (&email, &skeleton)
+                && email_taken(tx, email, skeleton, id)?
+            {
+                return Ok(Err(StoreError::Duplicate(UniqueField::Email)));
+            }
+            tx.prepare_cached(concat!(
                 "UPDATE users
-                 SET email = coalesce(?2, email), username = coalesce(?3, username), updated_at = ?4
+                 SET email = coalesce(?2, email), email_skeleton = coalesce(?3, email_skeleton),
+                     username = coalesce(?4, username), updated_at = ?5
                  WHERE id = ?1
                  RETURNING ",
                 user_columns!()
             ))?
-            .query_row(params![id, email, username, micros(now)], user_from_row)
+            .query_row(
+                params![id, email, skeleton, username, micros(now)],
+                user_from_row,
+            )
             .optional()
+            .map(Ok)
         })
-        .await
+        .await?
     }
 
     pub(crate) async fn set_password(
@@ -817,6 +885,65 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Applies the migrations up to `version` only, as an earlier release would have.
+    pub(crate) async fn migrate_to_for_test(&self, version: i32) -> StoreResult<()> {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| setup(&self.path, "opening", e))?;
+        conn.interact(move |c| {
+            embedded::migrations::runner()
+                .set_target(refinery::Target::Version(version))
+                .run(c)
+        })
+        .await
+        .map_err(|e| StoreError::Setup {
+            context: "migrating for a test".to_owned(),
+            source: e.to_string().into(),
+        })?
+        .map_err(|e| setup(&self.path, "migrating", e))?;
+        Ok(())
+    }
+
+    /// Inserts a user row with the columns of `V0001` only, as releases before `V0002` did.
+    pub(crate) async fn insert_v1_user_for_test(
+        &self,
+        id: Uuid,
+        email: &str,
+        username: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let (email, username) = (email.to_owned(), username.to_owned());
+        self.with_conn("inserting a test row", move |c| {
+            c.execute(
+                "INSERT INTO users (id, email, username, password_hash, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'x', ?4, ?4)",
+                params![id, email, username, micros(at)],
+            )
+            .map(drop)
+        })
+        .await
+    }
+}
+
+/// Whether an account other than `except` has this address, or a look-alike of it: the same
+/// skeleton, unless both addresses are plain ASCII (see [`email_skeleton`]). The address is in
+/// its normal form, so `email = ?1` (NOCASE) is the exact comparison.
+fn email_taken(
+    c: &Connection,
+    email: &str,
+    skeleton: &str,
+    except: Uuid,
+) -> rusqlite::Result<bool> {
+    c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id <> ?4 AND (email = ?1 OR (
+             email_skeleton = ?2 AND (?3 OR length(email) <> length(CAST(email AS BLOB))))))",
+    )?
+    .query_row(params![email, skeleton, !email.is_ascii(), except], |row| {
+        row.get(0)
+    })
 }
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {

@@ -60,7 +60,20 @@ on_both_backends!(
     skill_names_are_unique_per_user,
     update_skill_changes_only_what_is_given,
     delete_skill_deletes_only_the_owners_skill,
+    look_alike_emails_are_taken_unless_both_are_ascii,
+    concurrent_look_alike_emails_let_one_in,
 );
+
+/// The back-fill of rows written before `V0002`: on a database migrated only that far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_from_before_the_skeleton_column_are_back_filled() {
+    on_sqlite_with(rows_from_before_the_skeleton_column_are_back_filled, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_from_before_the_skeleton_column_are_back_filled() {
+    on_postgres_with(rows_from_before_the_skeleton_column_are_back_filled, false).await;
+}
 
 fn settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
@@ -76,18 +89,39 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_sqlite_with(test, true).await;
+}
+
+/// `migrated`: whether the store is opened as the service opens it, or left without any schema.
+async fn on_sqlite_with<F, Fut>(test: F, migrated: bool)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
     // The file's directory does not exist yet: opening must create it.
     let path = dir.path().join("nested").join("agentskills.db");
-    let store = Store::open(&settings(format!("sqlite:{}", path.display())), dir.path())
-        .await
-        .unwrap();
+    let settings = settings(format!("sqlite:{}", path.display()));
+    let store = if migrated {
+        Store::open(&settings, dir.path()).await.unwrap()
+    } else {
+        Store::connect(&settings, dir.path()).await.unwrap()
+    };
     assert_eq!(store.backend(), Backend::Sqlite);
     assert!(path.is_file());
     test(store).await;
 }
 
 async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_postgres_with(test, true).await;
+}
+
+/// `migrated`: as for [`on_sqlite_with`].
+async fn on_postgres_with<F, Fut>(test: F, migrated: bool)
 where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -103,11 +137,12 @@ where
         .await
         .unwrap();
 
-    let opened = Store::open(
-        &settings(with_database(&admin_url, &name)),
-        Path::new("unused"),
-    )
-    .await;
+    let settings = settings(with_database(&admin_url, &name));
+    let opened = if migrated {
+        Store::open(&settings, Path::new("unused")).await
+    } else {
+        Store::connect(&settings, Path::new("unused")).await
+    };
     // On its own task, so that a failed assertion still lets the database be dropped below.
     let outcome = match opened {
         Ok(store) => {
@@ -1139,6 +1174,214 @@ async fn delete_skill_deletes_only_the_owners_skill(store: Store) {
     add_skill(&store, owner.id, "pdf").await;
     // Deleting a skill is not a token-relevant change.
     assert_eq!(store.registry_epoch().await.unwrap(), 0);
+}
+
+async fn look_alike_emails_are_taken_unless_both_are_ascii(store: Store) {
+    let ann = add_user(&store, "ann").await;
+    let bob = add_user(&store, "bob").await;
+    let taken = |result: StoreResult<UserRecord>| {
+        assert!(
+            matches!(result, Err(StoreError::Duplicate(UniqueField::Email))),
+            "{result:?}"
+        );
+    };
+    // Cyrillic а; Latin alpha (one script, but not ASCII); an invisible character.
+    for (n, look_alike) in [
+        "\u{430}nn@example.com",
+        "\u{251}nn@example.com",
+        "a\u{200b}nn@example.com",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        taken(
+            store
+                .insert_user(&with_email_for_test(&format!("mallory{n}"), look_alike))
+                .await,
+        );
+        assert!(store.email_taken(look_alike, None).await.unwrap());
+        // A user's own address is no obstacle to them.
+        assert!(!store.email_taken(look_alike, Some(ann.id)).await.unwrap());
+    }
+    assert!(store.email_taken("ann@example.com", None).await.unwrap());
+    assert!(
+        !store
+            .email_taken("ann@example.com", Some(ann.id))
+            .await
+            .unwrap()
+    );
+    assert!(!store.email_taken("anne@example.com", None).await.unwrap());
+
+    // Two ASCII addresses that TS #39 calls confusable are two mailboxes: both are let in. A
+    // non-ASCII look-alike of either (a Ukrainian і) is not, though they differ from each other.
+    store
+        .insert_user(&with_email_for_test("bill", "bill@example.com"))
+        .await
+        .unwrap();
+    store
+        .insert_user(&with_email_for_test("bi1l", "bi1l@example.com"))
+        .await
+        .unwrap();
+    taken(
+        store
+            .insert_user(&with_email_for_test("bjll", "b\u{456}ll@example.com"))
+            .await,
+    );
+    // A single-script address in another script is nobody's look-alike, and is then unique.
+    let ivan =
+        "\u{438}\u{432}\u{430}\u{43d}@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}";
+    store
+        .insert_user(&with_email_for_test("ivan", ivan))
+        .await
+        .unwrap();
+    taken(store.insert_user(&with_email_for_test("ivan2", ivan)).await);
+    assert_eq!(count_rows(&store, "users").await, 5);
+
+    // Changing an address follows the same rule; a refused change changes nothing.
+    assert!(matches!(
+        store
+            .update_profile(
+                bob.id,
+                Some("\u{430}nn@example.com"),
+                Some("bobby"),
+                T0 + Duration::seconds(1)
+            )
+            .await,
+        Err(StoreError::Duplicate(UniqueField::Email))
+    ));
+    assert_eq!(store.user_by_id(bob.id).await.unwrap(), Some(bob.clone()));
+    let changed = store
+        .update_profile(
+            ann.id,
+            Some("\u{430}nn@example.com"),
+            None,
+            T0 + Duration::seconds(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.email, "\u{430}nn@example.com");
+    // Its skeleton moved with it: the Latin spelling is now a look-alike of Ann's new address,
+    // and a username-only change keeps both.
+    assert!(
+        store
+            .email_taken("ann@example.com", Some(bob.id))
+            .await
+            .unwrap()
+    );
+    store
+        .update_profile(ann.id, None, Some("ann2"), T0 + Duration::seconds(2))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .email_taken("ann@example.com", Some(bob.id))
+            .await
+            .unwrap()
+    );
+    let moved = store
+        .update_profile(
+            bob.id,
+            Some("bob.new@example.com"),
+            None,
+            T0 + Duration::seconds(3),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.email, "bob.new@example.com");
+    assert!(!store.email_taken("bob@example.com", None).await.unwrap());
+}
+
+async fn concurrent_look_alike_emails_let_one_in(store: Store) {
+    for round in 0..20 {
+        // Latin x and Cyrillic х, written at the same moment.
+        let latin = with_email_for_test(&format!("latin{round}"), &format!("x{round}@example.com"));
+        let cyrillic = with_email_for_test(
+            &format!("cyrillic{round}"),
+            &format!("\u{445}{round}@example.com"),
+        );
+        let (a, b) = tokio::join!(store.insert_user(&latin), store.insert_user(&cyrillic));
+        let refused = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Duplicate(UniqueField::Email))))
+            .count();
+        assert!(
+            refused == 1 && (a.is_ok() || b.is_ok()),
+            "round {round}: {a:?} {b:?}"
+        );
+    }
+    assert_eq!(count_rows(&store, "users").await, 20);
+}
+
+fn with_email_for_test(username: &str, email: &str) -> NewUser {
+    NewUser {
+        email: email.to_owned(),
+        ..new_user(username, T0)
+    }
+}
+
+async fn rows_from_before_the_skeleton_column_are_back_filled(store: Store) {
+    match &store {
+        Store::Sqlite(s) => s.migrate_to_for_test(1).await.unwrap(),
+        Store::Postgres(s) => s.migrate_to_for_test(1).await.unwrap(),
+    }
+    // Rows as earlier releases wrote them: emails lower-cased, not NFKC, and look-alikes let in.
+    let rows = [
+        ("cy", "cy@example.com"),
+        ("ann", "ann@example.com"),
+        // Cyrillic а: a look-alike of Ann's, kept.
+        ("anna", "\u{430}nn@example.com"),
+        // Full-width b: becomes bob@example.com.
+        ("bob", "\u{ff42}ob@example.com"),
+        // NFD: becomes NFC.
+        ("renee", "rene\u{301}e@example.com"),
+        // Full-width c: its normal form is cy's, so it keeps its spelling.
+        ("cy2", "\u{ff43}y@example.com"),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for (i, (username, email)) in rows.into_iter().enumerate() {
+        let id = Uuid::new_v4();
+        let at = T0 + Duration::seconds(i64::try_from(i).unwrap());
+        match &store {
+            Store::Sqlite(s) => s.insert_v1_user_for_test(id, email, username, at).await,
+            Store::Postgres(s) => s.insert_v1_user_for_test(id, email, username, at).await,
+        }
+        .unwrap();
+        ids.insert(username, id);
+    }
+
+    // The rest of the migrations, and the back-fill.
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(
+        count_rows(&store, "users WHERE email_skeleton IS NULL").await,
+        0
+    );
+    let by_email = |email: &'static str| {
+        let store = store.clone();
+        async move { store.user_by_email(email).await.unwrap().map(|u| u.id) }
+    };
+    assert_eq!(by_email("bob@example.com").await, Some(ids["bob"]));
+    assert_eq!(by_email("ren\u{e9}e@example.com").await, Some(ids["renee"]));
+    assert_eq!(by_email("cy@example.com").await, Some(ids["cy"]));
+    assert_eq!(by_email("\u{ff43}y@example.com").await, Some(ids["cy2"]));
+    assert_eq!(by_email("\u{430}nn@example.com").await, Some(ids["anna"]));
+    // Every back-filled row takes part in the look-alike rule.
+    for look_alike in [
+        "\u{251}nn@example.com",
+        "\u{15af}ob@example.com",
+        "r\u{435}n\u{e9}e@example.com",
+        "\u{441}y@example.com",
+    ] {
+        assert!(
+            store.email_taken(look_alike, None).await.unwrap(),
+            "{look_alike:?}"
+        );
+    }
+    // Done once: a second start finds nothing to do and changes nothing.
+    let before = store.list_users().await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    assert_eq!(store.list_users().await.unwrap(), before);
 }
 
 // ---- failures ----

@@ -16,6 +16,9 @@ backend_tests!(
     update_me_refuses_duplicates_and_invalid_values,
     delete_me_needs_the_password_and_the_confirmation,
     delete_me_removes_everything_of_the_user,
+    register_refuses_look_alikes_of_an_existing_email,
+    update_me_refuses_a_look_alike_of_another_accounts_email,
+    login_finds_an_email_however_it_is_typed,
 );
 
 async fn register_creates_a_user_with_a_lower_case_email(backend: Backend) {
@@ -404,4 +407,137 @@ async fn delete_me_removes_everything_of_the_user(backend: Backend) {
         StatusCode::OK
     );
     assert_ne!(app.mcp_status(&bob_token).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn register_refuses_look_alikes_of_an_existing_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let created = app.register("ann@example.com", "ann", "password-1").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let duplicate = expect_error(
+        app.register("ann@example.com", "other", "password-1").await,
+        StatusCode::BAD_REQUEST,
+        "email-taken",
+    )
+    .await;
+    for (n, look_alike) in [
+        // Cyrillic а.
+        "\u{430}nn@example.com",
+        // Full-width letters, upper case: NFKC and lower case make it ann@example.com itself.
+        "\u{ff21}\u{ff2e}\u{ff2e}@example.com",
+        // Latin alpha: a single script, but not ASCII.
+        "\u{251}nn@example.com",
+        // A zero-width space.
+        "a\u{200b}nn@example.com",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = expect_error(
+            app.register(look_alike, &format!("mallory{n}"), "password-1")
+                .await,
+            StatusCode::BAD_REQUEST,
+            "email-taken",
+        )
+        .await;
+        // The same answer as for the address itself: nothing tells which account it resembles.
+        assert_eq!(refused, duplicate, "{look_alike:?}");
+    }
+    // An address in another script that resembles no one's is welcome, and then taken in any
+    // case or normalization form.
+    let ivan =
+        "\u{438}\u{432}\u{430}\u{43d}@\u{43f}\u{440}\u{438}\u{43c}\u{435}\u{440}.\u{440}\u{444}";
+    let res = app.register(ivan, "ivan", "password-1").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["email"], ivan);
+    expect_error(
+        app.register(&ivan.to_uppercase(), "ivan2", "password-1")
+            .await,
+        StatusCode::BAD_REQUEST,
+        "email-taken",
+    )
+    .await;
+    // ASCII addresses that only look alike in some fonts are different mailboxes.
+    assert_eq!(
+        app.register("bill@example.com", "bill", "password-1")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.register("bi1l@example.com", "bi1l", "password-1")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+}
+
+async fn update_me_refuses_a_look_alike_of_another_accounts_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    let put = |user: &crate::helpers::TestUser, email: &str| {
+        app.request(Method::PUT, "/api/v1/users/me")
+            .bearer_auth(&user.access)
+            .json(&json!({ "email": email }))
+            .send()
+    };
+    for look_alike in [
+        "\u{430}nn@example.com",
+        "\u{ff41}nn@example.com",
+        "ANN@EXAMPLE.COM",
+    ] {
+        expect_error(
+            put(&bob, look_alike).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+            "email-taken",
+        )
+        .await;
+    }
+    let me: Value = app.get_json("/api/v1/users/me", &bob.access).await;
+    assert_eq!(me["email"], "bob@example.com");
+    // A look-alike of one's own address resembles no one else's.
+    let res = put(&ann, "\u{430}nn@example.com").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["email"], "\u{430}nn@example.com");
+    // And the Latin spelling is now a look-alike of Ann's address.
+    expect_error(
+        app.register("ann@example.com", "ann2", "password-1").await,
+        StatusCode::BAD_REQUEST,
+        "email-taken",
+    )
+    .await;
+}
+
+async fn login_finds_an_email_however_it_is_typed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Registered in NFD; stored, and shown, in NFC.
+    let res = app
+        .register("Rene\u{301}e@Example.com", "renee", "password-1")
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["email"], "ren\u{e9}e@example.com");
+    for spelling in [
+        "ren\u{e9}e@example.com",
+        "rene\u{301}e@example.com",
+        "REN\u{c9}E@EXAMPLE.COM",
+        "RENE\u{301}E@example.com",
+        "\u{ff52}\u{ff45}\u{ff4e}\u{e9}\u{ff45}\u{ff20}example.com",
+    ] {
+        assert_eq!(
+            app.login(spelling, "password-1").await.status(),
+            StatusCode::OK,
+            "{spelling:?}"
+        );
+    }
+    // A look-alike is another address, not this account.
+    expect_error(
+        app.login("r\u{435}n\u{e9}e@example.com", "password-1")
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+    )
+    .await;
 }

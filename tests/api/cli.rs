@@ -249,6 +249,19 @@ async fn user_commands_create_list_deactivate_and_activate() {
     );
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("email"), "{}", text(&out.stderr));
+    // A look-alike (Cyrillic о) is refused as a duplicate is.
+    let out = user(
+        &[
+            "create",
+            "--email",
+            "\u{43e}ps@example.com",
+            "--username",
+            "ops3",
+        ],
+        Some("operator-password\n"),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("email"), "{}", text(&out.stderr));
     let out = user(
         &["create", "--email", "x@example.com", "--username", "x"],
         Some("operator-password\n"),

@@ -5,7 +5,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
+
+backend_tests!(
+    the_account_limit_counts_the_account_however_it_is_named,
+    spellings_of_an_unknown_name_share_one_allowance,
+);
 
 /// The status, `Retry-After` and error code of a response.
 async fn outcome(res: reqwest::Response) -> (StatusCode, Option<u64>, String) {
@@ -156,4 +162,104 @@ async fn registrations_uploads_and_mcp_are_limited() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// A login with this name and password, from the test client's address.
+async fn login_as(app: &TestApp, login: &str, password: &str) -> (StatusCode, Option<u64>, String) {
+    outcome(app.login(login, password).await).await
+}
+
+async fn the_account_limit_counts_the_account_however_it_is_named(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        // One more every 3 seconds after a burst of 20: short enough to wait for.
+        s.rate_limits.login_per_account_per_minute = 20;
+        // Every attempt comes from one address: its limit must not be what trips.
+        s.rate_limits.login_per_ip_per_minute = 10_000;
+    })
+    .await;
+    let created = app
+        .register("ren\u{e9}e@example.com", "Renee", "the-password-1")
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    app.user("bob").await;
+    // Every way of naming the account: user name in two cases, email as stored, in upper case,
+    // in NFD, in full-width letters.
+    let spellings = [
+        "Renee",
+        "ren\u{e9}e@example.com",
+        "renee",
+        "REN\u{c9}E@EXAMPLE.COM",
+        "rene\u{301}e@example.com",
+        "\u{ff52}\u{ff45}\u{ff4e}\u{e9}\u{ff45}@example.com",
+    ];
+    for i in 0..20 {
+        let name = spellings[i % spellings.len()];
+        let got = login_as(&app, name, "wrong-password").await;
+        assert_eq!(
+            got.0,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i} as {name:?}: {got:?}"
+        );
+    }
+    // The 21st, under any name, and even with the right password, is refused before hashing.
+    for name in spellings {
+        assert_limited(&login_as(&app, name, "wrong-password").await, 3);
+        assert_limited(&login_as(&app, name, "the-password-1").await, 3);
+    }
+    // Another account, from the same address, is not affected.
+    assert_eq!(
+        login_as(&app, "bob@example.com", "bob-password-123")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Once the allowance refills, the right password works again.
+    let wait = login_as(&app, "renee", "the-password-1").await.1.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    assert_eq!(
+        login_as(&app, "rene\u{301}e@example.com", "the-password-1")
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+async fn spellings_of_an_unknown_name_share_one_allowance(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.rate_limits.login_per_account_per_minute = 3;
+        s.rate_limits.login_per_ip_per_minute = 10_000;
+    })
+    .await;
+    for name in [
+        "Nobody.Here@Example.com",
+        "nobody.here@example.com",
+        "NOBODY.HERE@EXAMPLE.COM",
+    ] {
+        let got = login_as(&app, name, "wrong-password").await;
+        assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{name:?}: {got:?}");
+    }
+    // Full-width letters and a full-width `@`: the same name once normalized.
+    assert_limited(
+        &login_as(
+            &app,
+            "\u{ff4e}obody.here\u{ff20}example.com",
+            "wrong-password",
+        )
+        .await,
+        20,
+    );
+    // Unknown names in NFD and NFC share one too, and a different unknown name has its own.
+    for _ in 0..3 {
+        login_as(&app, "zo\u{eb}@example.com", "wrong-password").await;
+    }
+    assert_limited(
+        &login_as(&app, "ZOE\u{308}@example.com", "wrong-password").await,
+        20,
+    );
+    assert_eq!(
+        login_as(&app, "somebody.else@example.com", "wrong-password")
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -129,11 +129,7 @@ pub(crate) async fn login(
     // `email` may hold a username too (clients with a single "login" field send it there).
     let name = match (body.email, body.username) {
         (Some(login), None) | (None, Some(login)) if login.len() <= Email::MAX_LEN => {
-            Some(if login.contains('@') {
-                LoginName::Email(login.trim().to_lowercase())
-            } else {
-                LoginName::Username(login)
-            })
+            Some(LoginName::parse(&login))
         }
         (Some(_), None) | (None, Some(_)) => {
             checks.check("email", Err("must be at most 254 characters"))
@@ -143,11 +139,14 @@ pub(crate) async fn login(
     };
     let password = checks.check("password", Password::candidate(body.password));
     let (name, password) = checks.finish(name.zip(password))?;
-    // Before any hashing: guessing one account's password from many addresses stops here.
-    state.rate_limits.login_to(match &name {
-        LoginName::Email(login) | LoginName::Username(login) => login,
-    })?;
-    let pair = state.auth.login(name, password).await?;
+    // Before any hashing: guessing one account's password from many addresses, under every
+    // spelling of its name, stops here. The account is looked up first, since the limit is keyed by
+    // it; the lookup is one indexed query whether or not the account exists, and what follows is
+    // the same either way (a refusal here, or a real or dummy hash), so no answer comes back sooner
+    // for one than for the other.
+    let target = state.auth.find_login(name).await?;
+    state.rate_limits.login_to(&target)?;
+    let pair = state.auth.login(target, password).await?;
     Ok(token_pair(&pair))
 }
 
