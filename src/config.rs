@@ -124,6 +124,9 @@ pub struct SkillSettings {
     pub max_user_bytes: u64,
     /// Largest upload request body (bytes); larger gets 413.
     pub max_upload_bytes: u64,
+    /// Most bytes one uploaded archive may unpack to, all its skills together (each skill is
+    /// bounded by `max_skill_bytes` besides).
+    pub max_unpacked_bytes: u64,
     /// A user's workspace actor stops after this many seconds without use (it is started again on
     /// demand).
     pub workspace_idle_secs: u64,
@@ -337,6 +340,7 @@ impl Default for SkillSettings {
             max_skill_files: 512,
             max_user_bytes: 100 * 1024 * 1024,
             max_upload_bytes: 20 * 1024 * 1024,
+            max_unpacked_bytes: 64 * 1024 * 1024,
             workspace_idle_secs: 300,
         }
     }
@@ -450,6 +454,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_MAX_SKILL_FILES", "skills.max_skill_files"),
     ("AGENTSKILLS_MAX_USER_BYTES", "skills.max_user_bytes"),
     ("AGENTSKILLS_MAX_UPLOAD_BYTES", "skills.max_upload_bytes"),
+    (
+        "AGENTSKILLS_MAX_UNPACKED_BYTES",
+        "skills.max_unpacked_bytes",
+    ),
     (
         "AGENTSKILLS_WORKSPACE_IDLE_SECS",
         "skills.workspace_idle_secs",
@@ -731,6 +739,7 @@ impl Settings {
             ("skills.max_skill_bytes", sk.max_skill_bytes),
             ("skills.max_user_bytes", sk.max_user_bytes),
             ("skills.max_upload_bytes", sk.max_upload_bytes),
+            ("skills.max_unpacked_bytes", sk.max_unpacked_bytes),
             ("skills.workspace_idle_secs", sk.workspace_idle_secs),
         ] {
             if value == 0 {

@@ -214,6 +214,19 @@ pub struct NewSkill {
     pub created_at: OffsetDateTime,
 }
 
+/// One skill row to write as part of [`Store::write_skills`].
+#[derive(Debug, Clone)]
+pub enum SkillWrite {
+    Insert(NewSkill),
+    /// A new description for an existing skill, and its `is_active` if given (its `updated_at`
+    /// set to the write's time).
+    Update {
+        id: Uuid,
+        description: String,
+        is_active: Option<bool>,
+    },
+}
+
 /// Counts shown on `GET /users/me`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountCounts {
@@ -491,6 +504,18 @@ impl Store {
         now: OffsetDateTime,
     ) -> StoreResult<Option<SkillRecord>> {
         dispatch!(self.update_skill(user_id, id, description, is_active, now))
+    }
+
+    /// Writes every change in one transaction: all or nothing. The records come back in the
+    /// order of `writes`; `None` (and nothing written) if a skill to update no longer exists; a
+    /// name taken is `Duplicate(SkillName)`, with nothing written either.
+    pub async fn write_skills(
+        &self,
+        user_id: Uuid,
+        writes: &[SkillWrite],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Vec<SkillRecord>>> {
+        dispatch!(self.write_skills(user_id, writes, now))
     }
 
     /// Deletes the user's skill; `false` if they have no such skill.

@@ -33,8 +33,9 @@ use crate::domain::{SkillName, SkillPath};
 use crate::error::AppError;
 use crate::skills::files::{self, FileEntry, Limits, UploadError};
 use crate::skills::manifest::{self, Manifest};
-use crate::skills::{Cancel, Warning, zip_upload};
-use crate::store::{self, NewSkill, SkillRecord, Store, StoreError, UniqueField};
+use crate::skills::zip_upload::{self, UnpackedSkill};
+use crate::skills::{Cancel, Warning};
+use crate::store::{self, NewSkill, SkillRecord, SkillWrite, Store, StoreError, UniqueField};
 
 /// The file every skill has at its root.
 pub const SKILL_MD: &str = "SKILL.md";
@@ -180,6 +181,16 @@ pub enum UploadPayload {
 /// What an upload did.
 #[derive(Debug, Clone)]
 pub struct Uploaded {
+    /// One skill; an archive may hold several, each made or changed here, by name.
+    pub skills: Vec<UploadedSkill>,
+    /// Archive entries left out: other systems' litter (`__MACOSX/`, `.DS_Store`, …) and files
+    /// outside every skill.
+    pub ignored: Vec<String>,
+}
+
+/// One skill an upload made or changed.
+#[derive(Debug, Clone)]
+pub struct UploadedSkill {
     pub skill: Arc<IndexedSkill>,
     pub uploaded_files: Vec<String>,
     pub created: bool,
@@ -470,7 +481,12 @@ impl WorkspaceState {
         }
         let text = manifest::render(&name, &description);
         let files = vec![(skill_md_path()?, text.into_bytes())];
-        self.store_new(&name, files, cancel).await
+        let staged = self.stage(None, files, cancel).await?;
+        let plan = Plan::new(name, None, staged, None);
+        self.apply(vec![plan])
+            .await?
+            .pop()
+            .ok_or(AppError::NotFound("skill"))
     }
 
     async fn update(
@@ -498,7 +514,14 @@ impl WorkspaceState {
         let base_text = current.skill_md.as_deref().map(str::to_owned);
         let text = described(base_text, skill_name(&current.record.name)?, description).await?;
         let files = vec![(skill_md_path()?, text.into_bytes())];
-        self.replace(&current, files, is_active, cancel).await
+        let dir = self.user_root.join(&current.record.name);
+        let staged = self.stage(Some(dir), files, cancel).await?;
+        let name = skill_name(&current.record.name)?;
+        let plan = Plan::new(name, Some(current), staged, is_active);
+        self.apply(vec![plan])
+            .await?
+            .pop()
+            .ok_or(AppError::NotFound("skill"))
     }
 
     async fn delete(&mut self, id: Uuid) -> Result<(), AppError> {
@@ -529,166 +552,252 @@ impl WorkspaceState {
         cancel: &Cancel,
     ) -> Result<Uploaded, AppError> {
         let limits = self.limits();
+        let max_unpacked = self.settings.max_unpacked_bytes;
         let unpacking = cancel.clone();
-        // Unpacking and reading the uploaded SKILL.md are CPU work that a hostile upload can make
-        // as long as its limits allow: never on the actor's (a runtime) thread.
-        let (mut files, uploaded) = blocking(move || {
-            let files: Vec<(SkillPath, Vec<u8>)> = match payload {
+        // Unpacking and reading the uploaded SKILL.md files are CPU work that a hostile upload
+        // can make as long as its limits allow: never on the actor's (a runtime) thread.
+        let (found, ignored) = blocking(move || {
+            let (skills, ignored) = match payload {
                 UploadPayload::Files(parts) => {
-                    parts.into_iter().map(|(p, b)| (p, b.to_vec())).collect()
+                    let files = parts.into_iter().map(|(p, b)| (p, b.to_vec())).collect();
+                    (
+                        vec![UnpackedSkill {
+                            folder: None,
+                            files,
+                        }],
+                        Vec::new(),
+                    )
                 }
-                UploadPayload::Zip(bytes) => zip_upload::unpack(&bytes, &limits, &unpacking)?,
+                UploadPayload::Zip(bytes) => {
+                    let unpacked = zip_upload::unpack(&bytes, &limits, max_unpacked, &unpacking)?;
+                    (unpacked.skills, unpacked.ignored)
+                }
             };
-            let uploaded = files
-                .iter()
-                .find(|(p, _)| p.as_str() == SKILL_MD)
-                .map(|(_, bytes)| manifest::parse_bytes(bytes))
-                .transpose();
-            Ok::<_, UploadError>((files, uploaded))
+            let found: Vec<(
+                UnpackedSkill,
+                Result<Option<Manifest>, manifest::ManifestError>,
+            )> = skills
+                .into_iter()
+                .map(|skill| {
+                    let manifest = skill
+                        .files
+                        .iter()
+                        .find(|(p, _)| p.as_str() == SKILL_MD)
+                        .map(|(_, bytes)| manifest::parse_bytes(bytes))
+                        .transpose();
+                    (skill, manifest)
+                })
+                .collect();
+            Ok::<_, UploadError>((found, ignored))
         })
         .await?
         .map_err(upload_error)?;
-        // The uploaded SKILL.md's front matter, needed only when nothing else names the skill.
-        let uploaded_name = || -> Result<Option<String>, AppError> {
-            match &uploaded {
-                Ok(manifest) => Ok(manifest.as_ref().map(|m| m.name.clone())),
-                Err(e) => Err(manifest_error(e.clone())),
-            }
-        };
-        let uploaded_files: Vec<String> =
-            files.iter().map(|(p, _)| p.as_str().to_owned()).collect();
+        let several = found.len() > 1;
+        if several
+            && (target.skill_id.is_some()
+                || target.skill_name.is_some()
+                || target.description.is_some())
+        {
+            return Err(AppError::Unprocessable {
+                code: "several-skills",
+                detail: format!(
+                    "the archive holds {} skills; skill_id, skill_name and description apply to \
+                     one skill: leave them out, and each skill is named by its SKILL.md",
+                    found.len()
+                ),
+            });
+        }
         let index = self.index();
-        let existing = match (&target.skill_id, &target.skill_name) {
-            (Some(id), name) => {
-                let skill = index.get(*id).ok_or(AppError::NotFound("skill"))?;
-                if let Some(name) = name
-                    && name.as_str() != skill.record.name
-                {
-                    return Err(name_mismatch(name.as_str(), &skill.record.name));
+        let mut plans: Vec<Plan> = Vec::with_capacity(found.len());
+        let mut uploaded: Vec<(Vec<String>, bool)> = Vec::with_capacity(found.len());
+        for (unpacked, uploaded_manifest) in found {
+            // The uploaded SKILL.md's name, needed only when nothing else names the skill.
+            let uploaded_name = || -> Result<Option<String>, AppError> {
+                match &uploaded_manifest {
+                    Ok(manifest) => Ok(manifest.as_ref().map(|m| m.name.clone())),
+                    Err(e) => Err(manifest_error(e.clone())),
                 }
-                Some(Arc::clone(skill))
-            }
-            (None, Some(name)) => index.by_name(name.as_str()).cloned(),
-            (None, None) => {
-                let named = uploaded_name()?.ok_or_else(|| {
-                    AppError::validation(
-                        "skill_name",
-                        "give `skill_id`, `skill_name` or a SKILL.md to name the skill",
-                    )
-                })?;
-                index.by_name(&named).cloned()
-            }
-        };
-        let name = match (&existing, &target.skill_name) {
-            (Some(skill), _) => skill_name(&skill.record.name)?,
-            (None, Some(name)) => name.clone(),
-            (None, None) => skill_name(&uploaded_name()?.ok_or_else(missing_skill_md)?)?,
-        };
-        if let Some(description) = target.description.clone() {
-            let uploaded = files.iter().position(|(p, _)| p.as_str() == SKILL_MD);
-            let base_text = match uploaded {
-                Some(i) => Some(String::from_utf8(files[i].1.clone()).map_err(|_| {
-                    AppError::Unprocessable {
-                        code: "skill-md-invalid",
-                        detail: "SKILL.md must be UTF-8 text".into(),
-                    }
-                })?),
-                None => existing
-                    .as_ref()
-                    .and_then(|s| s.skill_md.as_deref().map(str::to_owned)),
             };
-            let text = described(base_text, name.clone(), description).await?;
-            match uploaded {
-                Some(i) => files[i].1 = text.into_bytes(),
-                None => files.push((skill_md_path()?, text.into_bytes())),
+            let existing = match (&target.skill_id, &target.skill_name) {
+                (Some(id), name) => {
+                    let skill = index.get(*id).ok_or(AppError::NotFound("skill"))?;
+                    if let Some(name) = name
+                        && name.as_str() != skill.record.name
+                    {
+                        return Err(name_mismatch(name.as_str(), &skill.record.name));
+                    }
+                    Some(Arc::clone(skill))
+                }
+                (None, Some(name)) => index.by_name(name.as_str()).cloned(),
+                (None, None) => {
+                    let named = uploaded_name()?.ok_or_else(|| {
+                        AppError::validation(
+                            "skill_name",
+                            "give `skill_id`, `skill_name` or a SKILL.md to name the skill",
+                        )
+                    })?;
+                    index.by_name(&named).cloned()
+                }
+            };
+            let name = match (&existing, &target.skill_name) {
+                (Some(skill), _) => skill_name(&skill.record.name)?,
+                (None, Some(name)) => name.clone(),
+                (None, None) => skill_name(&uploaded_name()?.ok_or_else(missing_skill_md)?)?,
+            };
+            if plans.iter().any(|p| p.name == name) {
+                return Err(AppError::Unprocessable {
+                    code: "duplicate-skill",
+                    detail: format!(
+                        "the archive holds two skills named {:?}; each skill's SKILL.md must name \
+                         a different skill",
+                        name.as_str()
+                    ),
+                });
             }
+            let mut files = unpacked.files;
+            if let Some(description) = target.description.clone() {
+                let uploaded = files.iter().position(|(p, _)| p.as_str() == SKILL_MD);
+                let base_text = match uploaded {
+                    Some(i) => Some(String::from_utf8(files[i].1.clone()).map_err(|_| {
+                        AppError::Unprocessable {
+                            code: "skill-md-invalid",
+                            detail: "SKILL.md must be UTF-8 text".into(),
+                        }
+                    })?),
+                    None => existing
+                        .as_ref()
+                        .and_then(|s| s.skill_md.as_deref().map(str::to_owned)),
+                };
+                let text = described(base_text, name.clone(), description).await?;
+                match uploaded {
+                    Some(i) => files[i].1 = text.into_bytes(),
+                    None => files.push((skill_md_path()?, text.into_bytes())),
+                }
+            }
+            let uploaded_files: Vec<String> =
+                files.iter().map(|(p, _)| p.as_str().to_owned()).collect();
+            let base = existing
+                .as_ref()
+                .map(|skill| self.user_root.join(&skill.record.name));
+            let mut staged = self.stage(base, files, cancel).await?;
+            if let Some(folder) = unpacked.folder.filter(|f| *f != name.as_str()) {
+                staged.warnings.push(Warning {
+                    code: "name-mismatch",
+                    field: "name".to_owned(),
+                    message: format!(
+                        "the folder {folder:?} holds the skill {:?}; it is stored by its \
+                         SKILL.md's name: rename the folder to match, so every tool finds it \
+                         under one name",
+                        name.as_str()
+                    ),
+                });
+            }
+            uploaded.push((uploaded_files, existing.is_none()));
+            plans.push(Plan::new(name, existing, staged, None));
         }
-        match existing {
-            Some(current) => {
-                let skill = self.replace(&current, files, None, cancel).await?;
-                Ok(Uploaded {
+        let skills = self.apply(plans).await?;
+        Ok(Uploaded {
+            skills: skills
+                .into_iter()
+                .zip(uploaded)
+                .map(|(skill, (uploaded_files, created))| UploadedSkill {
                     skill,
                     uploaded_files,
-                    created: false,
+                    created,
                 })
-            }
-            None => {
-                let skill = self.store_new(&name, files, cancel).await?;
-                Ok(Uploaded {
-                    skill,
-                    uploaded_files,
-                    created: true,
-                })
-            }
-        }
+                .collect(),
+            ignored,
+        })
     }
 
-    /// Stages `files` as a new skill `name`, writes its row, moves it into place.
-    async fn store_new(
-        &mut self,
-        name: &SkillName,
-        files: Vec<(SkillPath, Vec<u8>)>,
-        cancel: &Cancel,
-    ) -> Result<Arc<IndexedSkill>, AppError> {
-        let mut staged = self.stage(None, files, cancel).await?;
-        staged.warnings = skill_warnings(name.as_str(), Some(&staged.manifest), staged.warnings);
-        self.check_quota(0, staged.bytes)?;
-        let new = NewSkill {
-            id: Uuid::new_v4(),
-            user_id: self.user_id,
-            name: name.as_str().to_owned(),
-            description: staged.manifest.description.clone(),
-            skill_dir: format!("{}/{}", self.user_id, name.as_str()),
-            created_at: store::now(),
-        };
-        let record = self.store.insert_skill(&new).await?;
-        let (folder, skill) = staged.into_indexed(record);
-        let dir = self.user_root.join(name.as_str());
-        if let Err(e) = blocking(move || folder.commit_new(&dir)).await? {
-            // Undo the row so that row and folder agree; if that fails too, the next load of this
-            // workspace removes the row (it has no folder).
-            if let Err(undo) = self.store.delete_skill(self.user_id, skill.record.id).await {
-                tracing::error!(error = %undo, "could not remove the row of a skill whose folder failed");
-            }
-            return Err(AppError::from_io(e));
-        }
-        self.publish(|index| index.insert(Arc::clone(&skill)));
-        Ok(skill)
-    }
-
-    /// Stages `files` over the skill's current folder, updates its row, swaps the folder in.
-    async fn replace(
-        &mut self,
-        current: &IndexedSkill,
-        files: Vec<(SkillPath, Vec<u8>)>,
-        is_active: Option<bool>,
-        cancel: &Cancel,
-    ) -> Result<Arc<IndexedSkill>, AppError> {
-        let dir = self.user_root.join(&current.record.name);
-        let mut staged = self.stage(Some(dir.clone()), files, cancel).await?;
-        staged.warnings = skill_warnings(
-            &current.record.name,
-            Some(&staged.manifest),
-            staged.warnings,
-        );
-        self.check_quota(current.bytes, staged.bytes)?;
-        let record = self
+    /// Makes or changes every planned skill, all or nothing as far as checks go: the quota for
+    /// them together, their rows in one transaction, then each staged folder moved into place and
+    /// the index published once. A folder that cannot be moved (an I/O failure after the rows are
+    /// written) fails the request; a new skill's row is then removed again, and whatever else
+    /// disagrees is repaired when the workspace is next loaded (the folder is the truth).
+    async fn apply(&mut self, plans: Vec<Plan>) -> Result<Vec<Arc<IndexedSkill>>, AppError> {
+        let replacing: u64 = plans
+            .iter()
+            .filter_map(|p| p.existing.as_ref())
+            .map(|s| s.bytes)
+            .sum();
+        let adding: u64 = plans.iter().map(|p| p.staged.bytes).sum();
+        self.check_quota(replacing, adding)?;
+        let now = store::now();
+        let writes: Vec<SkillWrite> = plans
+            .iter()
+            .map(|plan| match &plan.existing {
+                Some(current) => SkillWrite::Update {
+                    id: current.record.id,
+                    description: plan.staged.manifest.description.clone(),
+                    is_active: plan.is_active,
+                },
+                None => SkillWrite::Insert(NewSkill {
+                    id: Uuid::new_v4(),
+                    user_id: self.user_id,
+                    name: plan.name.as_str().to_owned(),
+                    description: plan.staged.manifest.description.clone(),
+                    skill_dir: format!("{}/{}", self.user_id, plan.name.as_str()),
+                    created_at: now,
+                }),
+            })
+            .collect();
+        let records = self
             .store
-            .update_skill(
-                self.user_id,
-                current.record.id,
-                Some(&staged.manifest.description),
-                is_active,
-                store::now(),
-            )
+            .write_skills(self.user_id, &writes, now)
             .await?
             .ok_or(AppError::NotFound("skill"))?;
-        let (folder, skill) = staged.into_indexed(record);
-        blocking(move || folder.commit_replace(&dir))
-            .await?
-            .map_err(AppError::from_io)?;
-        self.publish(|index| index.insert(Arc::clone(&skill)));
-        Ok(skill)
+        let mut done: Vec<Arc<IndexedSkill>> = Vec::with_capacity(plans.len());
+        let mut failure = None;
+        for (plan, record) in plans.into_iter().zip(records) {
+            let id = record.id;
+            if failure.is_some() {
+                if plan.existing.is_none() {
+                    self.undo_insert(id).await;
+                }
+                continue;
+            }
+            let (folder, skill) = plan.staged.into_indexed(record);
+            let dir = self.user_root.join(plan.name.as_str());
+            let replacing = plan.existing.is_some();
+            let moved = blocking(move || {
+                if replacing {
+                    folder.commit_replace(&dir)
+                } else {
+                    folder.commit_new(&dir)
+                }
+            })
+            .await?;
+            match moved {
+                Ok(()) => done.push(skill),
+                Err(e) => {
+                    if !replacing {
+                        self.undo_insert(id).await;
+                    }
+                    failure = Some(AppError::from_io(e));
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.publish(|index| {
+                for skill in &done {
+                    index.insert(Arc::clone(skill));
+                }
+            });
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Removes the row of a new skill whose folder could not be put in place, so that row and
+    /// folder agree; if that fails too, the next load of this workspace removes the row (it has
+    /// no folder).
+    async fn undo_insert(&self, id: Uuid) {
+        if let Err(undo) = self.store.delete_skill(self.user_id, id).await {
+            tracing::error!(error = %undo, "could not remove the row of a skill whose folder failed");
+        }
     }
 
     /// Writes `files` over a copy of `base` in a staging folder and validates the result.
@@ -720,6 +829,34 @@ impl WorkspaceState {
             })
         })
         .await?
+    }
+}
+
+/// A skill to make or change: its name, what it is now (if it exists), its new content staged.
+struct Plan {
+    name: SkillName,
+    existing: Option<Arc<IndexedSkill>>,
+    staged: StagedSkill,
+    /// A new `is_active`, when the change sets one.
+    is_active: Option<bool>,
+}
+
+impl Plan {
+    /// The plan, with the warnings the staged skill gives under its stored name.
+    fn new(
+        name: SkillName,
+        existing: Option<Arc<IndexedSkill>>,
+        mut staged: StagedSkill,
+        is_active: Option<bool>,
+    ) -> Plan {
+        let warnings = std::mem::take(&mut staged.warnings);
+        staged.warnings = skill_warnings(name.as_str(), Some(&staged.manifest), warnings);
+        Plan {
+            name,
+            existing,
+            staged,
+            is_active,
+        }
     }
 }
 

@@ -21,22 +21,61 @@ const S_IFDIR: u32 = 0o040_000;
 const CENTRAL_HEADER_SIGNATURE: [u8; 4] = [0x50, 0x4b, 0x01, 0x02];
 const CENTRAL_HEADER_LEN: usize = 46;
 
-/// The files of a skill from a zip archive held in memory, with their paths inside the skill.
+/// The most skills one archive may hold.
+pub const MAX_SKILLS_PER_ARCHIVE: usize = 100;
+
+/// Entries that other systems add to archives and that are no one's content: macOS Finder's
+/// `__MACOSX/` folder and `._*` AppleDouble files, `.DS_Store`, Windows' `Thumbs.db` and
+/// `desktop.ini`.
+fn is_litter(path: &str) -> bool {
+    let mut components = path.split('/');
+    let name = path.rsplit('/').next().unwrap_or(path);
+    components.any(|c| c == "__MACOSX")
+        || name.starts_with("._")
+        || matches!(name, ".DS_Store" | "Thumbs.db" | "desktop.ini")
+}
+
+/// One skill found in an archive.
+#[derive(Debug)]
+pub struct UnpackedSkill {
+    /// The name of the folder it came in; `None` when its `SKILL.md` is at the archive's root.
+    pub folder: Option<String>,
+    /// Its files, with their paths inside the skill.
+    pub files: Vec<(SkillPath, Vec<u8>)>,
+}
+
+/// What an archive holds.
+#[derive(Debug)]
+pub struct Unpacked {
+    /// Every skill, by the path of its folder in the archive.
+    pub skills: Vec<UnpackedSkill>,
+    /// Entries left out: other systems' litter, and files outside every skill (a README beside
+    /// them, say).
+    pub ignored: Vec<String>,
+}
+
+/// The skills in a zip archive held in memory.
 ///
-/// `SKILL.md` must be at the archive's root, or every entry must lie in one top folder holding a
-/// `SKILL.md`, in which case that folder is stripped from the paths. Folder entries are not
-/// returned (folders are created for the files in them).
+/// Every folder holding a `SKILL.md` is a skill (the archive's root too), unless it lies inside
+/// another skill's folder: a skill's sub-folders are part of it. So a skill zipped alone, a skill
+/// in one top folder, and a repository downloaded as a zip (`repo-main/skills/a/SKILL.md`,
+/// `repo-main/skills/b/SKILL.md`, a README beside them) all unpack as people mean them. Each
+/// skill's limits apply to it alone; `max_unpacked_bytes` bounds the whole archive once
+/// decompressed, and at most [`MAX_SKILLS_PER_ARCHIVE`] skills are read. Other systems' litter
+/// (`__MACOSX/`, `._*`, `.DS_Store`) is left out, as are files outside every skill; folder entries
+/// are not needed (folders are made for the files in them).
 pub fn unpack(
     bytes: &[u8],
     limits: &Limits,
+    max_unpacked_bytes: u64,
     cancel: &Cancel,
-) -> Result<Vec<(SkillPath, Vec<u8>)>, UploadError> {
+) -> Result<Unpacked, UploadError> {
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_error)?;
     check_no_duplicates(bytes, &archive)?;
 
     // First every entry's name and kind, without decompressing anything.
-    let mut wanted: Vec<(usize, SkillPath)> = Vec::new();
-    let mut folders: Vec<SkillPath> = Vec::new();
+    let mut entries: Vec<(usize, SkillPath)> = Vec::new();
+    let mut ignored = Vec::new();
     for index in 0..archive.len() {
         let entry = archive.by_index_raw(index).map_err(zip_error)?;
         let name = entry.name();
@@ -50,6 +89,12 @@ pub fn unpack(
             path: name.to_owned(),
             reason,
         })?;
+        if is_litter(path.as_str()) {
+            if !is_folder {
+                ignored.push(path.as_str().to_owned());
+            }
+            continue;
+        }
         let file_type = entry.unix_mode().map(|mode| mode & S_IFMT).unwrap_or(0);
         let expected = if is_folder { S_IFDIR } else { S_IFREG };
         // Archives not made on Unix carry no type bits (0); those entries are what their name says.
@@ -63,13 +108,55 @@ pub fn unpack(
                 "{name:?} is encrypted, which is not supported"
             )));
         }
-        if is_folder {
-            folders.push(path);
-        } else {
-            wanted.push((index, path));
+        if !is_folder {
+            entries.push((index, path));
         }
     }
-    if wanted.len() > limits.max_skill_files {
+
+    // The skills' folders: every folder with a SKILL.md that no other such folder holds.
+    let mut roots: Vec<String> = entries
+        .iter()
+        .filter_map(|(_, path)| {
+            let path = path.as_str();
+            if path == SKILL_MD {
+                Some(String::new())
+            } else {
+                path.strip_suffix(SKILL_MD)
+                    .and_then(|dir| dir.strip_suffix('/'))
+                    .map(str::to_owned)
+            }
+        })
+        .collect();
+    roots.sort_by_key(String::len);
+    let mut kept: Vec<String> = Vec::new();
+    for root in roots {
+        if !kept.iter().any(|outer| inside(&root, outer)) {
+            kept.push(root);
+        }
+    }
+    kept.sort();
+    if kept.is_empty() {
+        return Err(UploadError::MissingSkillMd);
+    }
+    if kept.len() > MAX_SKILLS_PER_ARCHIVE {
+        return Err(UploadError::Zip(format!(
+            "the archive holds {} skills; at most {MAX_SKILLS_PER_ARCHIVE} are read from one upload",
+            kept.len()
+        )));
+    }
+    // Each file with its skill (by index in `kept`), or left out.
+    let mut wanted: Vec<(usize, usize, SkillPath)> = Vec::new();
+    let mut counts = vec![0usize; kept.len()];
+    for (index, path) in entries {
+        match kept.iter().position(|root| inside(path.as_str(), root)) {
+            Some(skill) => {
+                counts[skill] += 1;
+                wanted.push((index, skill, path));
+            }
+            None => ignored.push(path.as_str().to_owned()),
+        }
+    }
+    if counts.iter().any(|&n| n > limits.max_skill_files) {
         return Err(UploadError::TooManyFiles {
             limit: limits.max_skill_files,
         });
@@ -77,9 +164,20 @@ pub fn unpack(
 
     // Then the content, each entry through a cap one byte over the limit: reaching it proves the
     // entry too large without reading further, whatever sizes the headers claim.
-    let mut total = 0u64;
-    let mut files = Vec::with_capacity(wanted.len());
-    for (index, path) in wanted {
+    let mut totals = vec![0u64; kept.len()];
+    let mut unpacked = 0u64;
+    let mut skills: Vec<UnpackedSkill> = kept
+        .iter()
+        .map(|root| UnpackedSkill {
+            folder: root
+                .rsplit('/')
+                .next()
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned),
+            files: Vec::new(),
+        })
+        .collect();
+    for (index, skill, path) in wanted {
         cancel.check()?;
         let entry = archive.by_index(index).map_err(zip_error)?;
         let mut content = Vec::new();
@@ -94,16 +192,42 @@ pub fn unpack(
                 limit: limits.max_file_bytes,
             });
         }
-        total = total.saturating_add(size);
-        if total > limits.max_skill_bytes {
+        totals[skill] = totals[skill].saturating_add(size);
+        if totals[skill] > limits.max_skill_bytes {
             return Err(UploadError::SkillTooLarge {
                 limit: limits.max_skill_bytes,
             });
         }
-        files.push((path, content));
+        unpacked = unpacked.saturating_add(size);
+        if unpacked > max_unpacked_bytes {
+            return Err(UploadError::Zip(format!(
+                "the archive unpacks to more than {max_unpacked_bytes} bytes \
+                 (skills.max_unpacked_bytes)"
+            )));
+        }
+        let root = &kept[skill];
+        let inner = if root.is_empty() {
+            path
+        } else {
+            // A part of a valid path is valid; parsing again keeps the type honest.
+            SkillPath::parse(&path.as_str()[root.len() + 1..]).map_err(|reason| {
+                UploadError::InvalidPath {
+                    path: path.to_string(),
+                    reason,
+                }
+            })?
+        };
+        skills[skill].files.push((inner, content));
     }
+    Ok(Unpacked { skills, ignored })
+}
 
-    layout(files, &folders)
+/// Whether `path` is `folder` or lies inside it (`""` is the archive's root, which holds all).
+fn inside(path: &str, folder: &str) -> bool {
+    folder.is_empty()
+        || path
+            .strip_prefix(folder)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The zip crate indexes entries by name and silently keeps one of two entries with the same
@@ -141,47 +265,6 @@ fn check_no_duplicates(
         });
     }
     Ok(())
-}
-
-/// Applies the accepted layouts: `SKILL.md` at the root, or everything in one top folder that
-/// holds `SKILL.md` (the folder is then stripped).
-fn layout(
-    files: Vec<(SkillPath, Vec<u8>)>,
-    folders: &[SkillPath],
-) -> Result<Vec<(SkillPath, Vec<u8>)>, UploadError> {
-    if files.iter().any(|(path, _)| path.as_str() == SKILL_MD) {
-        return Ok(files);
-    }
-    let Some(top) = files
-        .first()
-        .and_then(|(path, _)| path.as_str().split_once('/'))
-        .map(|(top, _)| top.to_owned())
-    else {
-        return Err(UploadError::MissingSkillMd);
-    };
-    let prefix = format!("{top}/");
-    let all_inside = files
-        .iter()
-        .all(|(path, _)| path.as_str().starts_with(&prefix))
-        && folders
-            .iter()
-            .all(|path| path.as_str() == top || path.as_str().starts_with(&prefix));
-    let skill_md = format!("{prefix}{SKILL_MD}");
-    if !all_inside || !files.iter().any(|(path, _)| path.as_str() == skill_md) {
-        return Err(UploadError::MissingSkillMd);
-    }
-    files
-        .into_iter()
-        .map(|(path, content)| {
-            let inner = &path.as_str()[prefix.len()..];
-            // A part of a valid path is valid; parsing again keeps the type honest.
-            let inner = SkillPath::parse(inner).map_err(|reason| UploadError::InvalidPath {
-                path: path.to_string(),
-                reason,
-            })?;
-            Ok((inner, content))
-        })
-        .collect()
 }
 
 fn zip_error(e: ZipError) -> UploadError {
@@ -228,6 +311,13 @@ mod tests {
         zip.finish().unwrap().into_inner()
     }
 
+    /// The archive's one skill's files.
+    fn unpack_one(bytes: &[u8], limits: &Limits) -> Result<Vec<(SkillPath, Vec<u8>)>, UploadError> {
+        let mut unpacked = unpack(bytes, limits, u64::MAX, &Cancel::default())?;
+        assert_eq!(unpacked.skills.len(), 1, "{unpacked:?}");
+        Ok(unpacked.skills.remove(0).files)
+    }
+
     fn paths(files: &[(SkillPath, Vec<u8>)]) -> Vec<&str> {
         files.iter().map(|(p, _)| p.as_str()).collect()
     }
@@ -239,7 +329,7 @@ mod tests {
             ("scripts/", b""),
             ("scripts/run.py", b"print(1)\n"),
         ]);
-        let files = unpack(&zip, &limits(), &Cancel::default()).unwrap();
+        let files = unpack_one(&zip, &limits()).unwrap();
         assert_eq!(paths(&files), ["SKILL.md", "scripts/run.py"]);
         assert_eq!(files[1].1, b"print(1)\n");
     }
@@ -252,27 +342,98 @@ mod tests {
             ("demo/docs/", b""),
             ("demo/docs/ref.md", b"ref"),
         ]);
-        let files = unpack(&zip, &limits(), &Cancel::default()).unwrap();
+        let files = unpack_one(&zip, &limits()).unwrap();
         assert_eq!(paths(&files), ["SKILL.md", "docs/ref.md"]);
         assert_eq!(files[0].1, SKILL);
     }
 
     #[test]
-    fn other_layouts_have_no_skill_md() {
+    fn archives_without_a_skill_md_are_refused() {
         for entries in [
             &[("README.md", &b"x"[..])][..],
-            &[("a/SKILL.md", SKILL), ("b/other.md", b"x")][..],
-            &[("a/SKILL.md", SKILL), ("stray.md", b"x")][..],
-            &[("a/SKILL.md", SKILL), ("b/", b"")][..],
-            &[("a/b/SKILL.md", SKILL)][..],
+            &[("a/", &b""[..]), ("a/b/SKILL.txt", b"x")][..],
+            &[("__MACOSX/a/SKILL.md", SKILL)][..],
             &[][..],
         ] {
-            let err = unpack(&archive(entries), &limits(), &Cancel::default()).unwrap_err();
+            let err =
+                unpack(&archive(entries), &limits(), u64::MAX, &Cancel::default()).unwrap_err();
             assert!(
                 matches!(err, UploadError::MissingSkillMd),
                 "{entries:?}: {err}"
             );
         }
+    }
+
+    /// As macOS Finder zips a folder: `__MACOSX/` with AppleDouble `._*` copies, `.DS_Store`,
+    /// and no folder entries (as many tools write them).
+    #[test]
+    fn finder_litter_is_left_out() {
+        let zip = archive(&[
+            ("demo/SKILL.md", SKILL),
+            ("demo/.DS_Store", b"\0\0\0\x01Bud1"),
+            ("demo/scripts/run.sh", b"echo hi\n"),
+            ("__MACOSX/demo/._SKILL.md", b"\0\x05\x16\x07"),
+            ("__MACOSX/demo/scripts/._run.sh", b"\0\x05\x16\x07"),
+            ("demo/._notes.md", b"\0\x05\x16\x07"),
+            ("Thumbs.db", b"x"),
+        ]);
+        let unpacked = unpack(&zip, &limits(), u64::MAX, &Cancel::default()).unwrap();
+        assert_eq!(unpacked.skills.len(), 1);
+        assert_eq!(unpacked.skills[0].folder.as_deref(), Some("demo"));
+        assert_eq!(
+            paths(&unpacked.skills[0].files),
+            ["SKILL.md", "scripts/run.sh"]
+        );
+        assert_eq!(unpacked.ignored.len(), 5, "{:?}", unpacked.ignored);
+    }
+
+    /// A repository downloaded as a zip: several skills, a README beside them; a SKILL.md inside
+    /// a skill's folder is part of that skill.
+    #[test]
+    fn an_archive_holds_every_skill_in_it() {
+        let zip = archive(&[
+            ("repo-main/README.md", b"readme"),
+            ("repo-main/skills/b/SKILL.md", SKILL),
+            (
+                "repo-main/skills/b/templates/SKILL.md",
+                b"a template, not a skill",
+            ),
+            ("repo-main/skills/a/SKILL.md", SKILL),
+            ("repo-main/skills/a/ref.md", b"ref"),
+            ("repo-main/docs/guide.md", b"guide"),
+        ]);
+        let unpacked = unpack(&zip, &limits(), u64::MAX, &Cancel::default()).unwrap();
+        let found: Vec<(Option<&str>, Vec<&str>)> = unpacked
+            .skills
+            .iter()
+            .map(|s| (s.folder.as_deref(), paths(&s.files)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some("a"), vec!["SKILL.md", "ref.md"]),
+                (Some("b"), vec!["SKILL.md", "templates/SKILL.md"]),
+            ]
+        );
+        assert_eq!(
+            unpacked.ignored,
+            ["repo-main/README.md", "repo-main/docs/guide.md"]
+        );
+        // A SKILL.md at the root makes everything one skill.
+        let zip = archive(&[("SKILL.md", SKILL), ("a/SKILL.md", SKILL), ("b/x", b"x")]);
+        assert_eq!(unpack_one(&zip, &limits()).unwrap().len(), 3);
+        // Each skill has its limits; the archive is bounded as a whole.
+        let zip = archive(&[
+            ("a/SKILL.md", SKILL),
+            ("b/SKILL.md", SKILL),
+            ("b/big", &[1; 600]),
+        ]);
+        let err = unpack(&zip, &limits(), 700, &Cancel::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("skills.max_unpacked_bytes"),
+            "{err}"
+        );
+        assert!(unpack(&zip, &limits(), 800, &Cancel::default()).is_ok());
     }
 
     #[test]
@@ -289,7 +450,7 @@ mod tests {
             "a\0b",
         ] {
             let zip = archive(&[("SKILL.md", SKILL), (name, b"x")]);
-            let err = unpack(&zip, &limits(), &Cancel::default()).unwrap_err();
+            let err = unpack_one(&zip, &limits()).unwrap_err();
             match &err {
                 UploadError::InvalidPath { path, .. } => assert_eq!(path, name),
                 other => panic!("{name:?}: {other}"),
@@ -306,7 +467,7 @@ mod tests {
         )
         .unwrap();
         let bytes = zip.finish().unwrap().into_inner();
-        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&bytes, &limits()).unwrap_err();
         assert!(
             matches!(&err, UploadError::InvalidPath { path, .. } if path == "dir//"),
             "{err}"
@@ -320,7 +481,7 @@ mod tests {
         zip.write_all(SKILL).unwrap();
         zip.add_symlink("passwd", "/etc/passwd", options()).unwrap();
         let bytes = zip.finish().unwrap().into_inner();
-        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&bytes, &limits()).unwrap_err();
         assert!(
             matches!(&err, UploadError::NotARegularFile { path } if path == "passwd"),
             "{err}"
@@ -330,7 +491,7 @@ mod tests {
         for mode in [0o010_644, 0o020_644, 0o060_644, 0o140_644, 0o040_755] {
             let mut bytes = archive(&[("SKILL.md", SKILL), ("special", b"")]);
             set_unix_mode(&mut bytes, "special", mode);
-            let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+            let err = unpack_one(&bytes, &limits()).unwrap_err();
             assert!(
                 matches!(err, UploadError::NotARegularFile { .. }),
                 "{mode:o}: {err}"
@@ -339,7 +500,7 @@ mod tests {
         // A folder entry that says "regular file".
         let mut bytes = archive(&[("SKILL.md", SKILL), ("dir/", b"")]);
         set_unix_mode(&mut bytes, "dir/", 0o100_644);
-        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&bytes, &limits()).unwrap_err();
         assert!(matches!(err, UploadError::NotARegularFile { .. }), "{err}");
     }
 
@@ -371,7 +532,7 @@ mod tests {
         assert!(bytes.len() < 2 * 1024 * 1024, "{} bytes", bytes.len());
 
         let started = Instant::now();
-        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&bytes, &limits()).unwrap_err();
         assert!(
             matches!(&err, UploadError::FileTooLarge { path, limit } if path == "zeros.bin" && *limit == 1024 * 1024),
             "{err}"
@@ -392,7 +553,7 @@ mod tests {
             max_skill_files: 3,
         };
         let zip = archive(&[("SKILL.md", &SKILL[..50]), ("a", &[1; 60]), ("b", &[2; 60])]);
-        let err = unpack(&zip, &small, &Cancel::default()).unwrap_err();
+        let err = unpack_one(&zip, &small).unwrap_err();
         assert!(
             matches!(err, UploadError::SkillTooLarge { limit: 150 }),
             "{err}"
@@ -401,26 +562,24 @@ mod tests {
         // Folder entries do not count as files.
         let zip = archive(&[("d/", b""), ("SKILL.md", SKILL), ("a", b""), ("d/b", b"")]);
         assert_eq!(
-            unpack(
+            unpack_one(
                 &zip,
                 &Limits {
                     max_file_bytes: 1000,
                     ..small
                 },
-                &Cancel::default(),
             )
             .unwrap()
             .len(),
             3
         );
         let zip = archive(&[("SKILL.md", SKILL), ("a", b""), ("b", b""), ("c", b"")]);
-        let err = unpack(
+        let err = unpack_one(
             &zip,
             &Limits {
                 max_file_bytes: 1000,
                 ..small
             },
-            &Cancel::default(),
         )
         .unwrap_err();
         assert!(
@@ -446,7 +605,7 @@ mod tests {
 
     #[test]
     fn duplicate_entries_are_refused() {
-        let err = unpack(&archive_with_duplicate(), &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&archive_with_duplicate(), &limits()).unwrap_err();
         assert!(
             matches!(&err, UploadError::DuplicatePath { path } if path == "a.txt"),
             "{err}"
@@ -460,7 +619,7 @@ mod tests {
             b"not a zip at all".to_vec(),
             archive(&[("SKILL.md", SKILL)])[..30].to_vec(),
         ] {
-            let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+            let err = unpack_one(&bytes, &limits()).unwrap_err();
             assert!(matches!(err, UploadError::Zip(_)), "{err}");
             assert_eq!(err.code(), "invalid-zip");
         }
@@ -470,7 +629,7 @@ mod tests {
         for b in &mut bytes[data..data + 8] {
             *b ^= 0xff;
         }
-        let err = unpack(&bytes, &limits(), &Cancel::default()).unwrap_err();
+        let err = unpack_one(&bytes, &limits()).unwrap_err();
         assert!(matches!(err, UploadError::Zip(_)), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
-    RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
+    RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -732,6 +732,71 @@ impl PgStore {
                 .transpose()
         };
         run.await.map_err(fail("updating a skill"))
+    }
+
+    pub(crate) async fn write_skills(
+        &self,
+        user_id: Uuid,
+        writes: &[SkillWrite],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Vec<SkillRecord>>> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let insert = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO skills
+                         (id, user_id, name, description, skill_dir, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     RETURNING ",
+                    skill_columns!()
+                ))
+                .await?;
+            let update = tx
+                .prepare_cached(concat!(
+                    "UPDATE skills
+                     SET description = $3, is_active = coalesce($5, is_active), updated_at = $4
+                     WHERE id = $2 AND user_id = $1
+                     RETURNING ",
+                    skill_columns!()
+                ))
+                .await?;
+            let mut records = Vec::with_capacity(writes.len());
+            for write in writes {
+                let row = match write {
+                    SkillWrite::Insert(skill) => Some(
+                        tx.query_one(
+                            &insert,
+                            &[
+                                &skill.id,
+                                &skill.user_id,
+                                &skill.name,
+                                &skill.description,
+                                &skill.skill_dir,
+                                &skill.created_at,
+                            ],
+                        )
+                        .await?,
+                    ),
+                    SkillWrite::Update {
+                        id,
+                        description,
+                        is_active,
+                    } => {
+                        tx.query_opt(&update, &[&user_id, id, description, &now, is_active])
+                            .await?
+                    }
+                };
+                // Dropping the transaction rolls it back.
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                records.push(skill_from_row(&row)?);
+            }
+            tx.commit().await?;
+            Ok(Some(records))
+        };
+        run.await.map_err(fail("writing skills"))
     }
 
     pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {

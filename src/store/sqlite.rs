@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
-    RotateOutcome, SkillRecord, StoreError, StoreResult, UniqueField, UserRecord,
+    RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -717,6 +717,69 @@ impl SqliteStore {
                 skill_from_row,
             )
             .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn write_skills(
+        &self,
+        user_id: Uuid,
+        writes: &[SkillWrite],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Vec<SkillRecord>>> {
+        let writes = writes.to_vec();
+        self.with_conn("writing skills", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut records = Vec::with_capacity(writes.len());
+            for write in &writes {
+                let record = match write {
+                    SkillWrite::Insert(skill) => tx
+                        .prepare_cached(concat!(
+                            "INSERT INTO skills
+                                 (id, user_id, name, description, skill_dir, created_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                             RETURNING ",
+                            skill_columns!()
+                        ))?
+                        .query_row(
+                            params![
+                                skill.id,
+                                skill.user_id,
+                                skill.name,
+                                skill.description,
+                                skill.skill_dir,
+                                micros(skill.created_at)
+                            ],
+                            skill_from_row,
+                        )
+                        .optional()?,
+                    SkillWrite::Update {
+                        id,
+                        description,
+                        is_active,
+                    } => tx
+                        .prepare_cached(concat!(
+                            "UPDATE skills
+                             SET description = ?3, is_active = coalesce(?5, is_active),
+                                 updated_at = ?4
+                             WHERE id = ?2 AND user_id = ?1
+                             RETURNING ",
+                            skill_columns!()
+                        ))?
+                        .query_row(
+                            params![user_id, id, description, micros(now), is_active],
+                            skill_from_row,
+                        )
+                        .optional()?,
+                };
+                // Dropping the transaction rolls it back.
+                let Some(record) = record else {
+                    return Ok(None);
+                };
+                records.push(record);
+            }
+            tx.commit()?;
+            Ok(Some(records))
         })
         .await
     }

@@ -60,6 +60,7 @@ on_both_backends!(
     skill_names_are_unique_per_user,
     update_skill_changes_only_what_is_given,
     delete_skill_deletes_only_the_owners_skill,
+    write_skills_writes_all_or_nothing,
     look_alike_emails_are_taken_unless_both_are_ascii,
     concurrent_look_alike_emails_let_one_in,
 );
@@ -1174,6 +1175,82 @@ async fn delete_skill_deletes_only_the_owners_skill(store: Store) {
     add_skill(&store, owner.id, "pdf").await;
     // Deleting a skill is not a token-relevant change.
     assert_eq!(store.registry_epoch().await.unwrap(), 0);
+}
+
+/// Several skills' rows (an archive of skills) in one transaction: all written, or, when one
+/// cannot be (a name taken, a skill gone), none.
+async fn write_skills_writes_all_or_nothing(store: Store) {
+    let owner = add_user(&store, "Owner").await;
+    let other = add_user(&store, "Other").await;
+    let pdf = add_skill(&store, owner.id, "pdf").await;
+    let theirs = add_skill(&store, other.id, "docx").await;
+    let t1 = T0 + Duration::seconds(5);
+    let written = store
+        .write_skills(
+            owner.id,
+            &[
+                SkillWrite::Insert(new_skill(owner.id, "alpha", t1)),
+                SkillWrite::Update {
+                    id: pdf.id,
+                    description: "New.".into(),
+                    is_active: Some(false),
+                },
+                SkillWrite::Insert(new_skill(owner.id, "beta", t1)),
+            ],
+            t1,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(skill_names(&written), ["alpha", "pdf", "beta"]);
+    assert_eq!(written[1].description, "New.");
+    assert!(!written[1].is_active);
+    assert_eq!((written[1].created_at, written[1].updated_at), (T0, t1));
+    assert_eq!(store.skills_of_user(owner.id).await.unwrap().len(), 3);
+
+    let before = store.skills_of_user(owner.id).await.unwrap();
+    // A name taken: nothing written, the first insert and the update included.
+    let taken = store
+        .write_skills(
+            owner.id,
+            &[
+                SkillWrite::Insert(new_skill(owner.id, "gamma", t1)),
+                SkillWrite::Update {
+                    id: pdf.id,
+                    description: "Newer.".into(),
+                    is_active: None,
+                },
+                SkillWrite::Insert(new_skill(owner.id, "alpha", t1)),
+            ],
+            t1,
+        )
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::Duplicate(UniqueField::SkillName))),
+        "{taken:?}"
+    );
+    assert_eq!(store.skills_of_user(owner.id).await.unwrap(), before);
+    // Another user's skill, or one gone, is not updated, and nothing else is written.
+    for id in [theirs.id, Uuid::new_v4()] {
+        let gone = store
+            .write_skills(
+                owner.id,
+                &[
+                    SkillWrite::Insert(new_skill(owner.id, "delta", t1)),
+                    SkillWrite::Update {
+                        id,
+                        description: "x".into(),
+                        is_active: None,
+                    },
+                ],
+                t1,
+            )
+            .await
+            .unwrap();
+        assert!(gone.is_none());
+        assert_eq!(store.skills_of_user(owner.id).await.unwrap(), before);
+    }
+    assert_eq!(store.skills_of_user(other.id).await.unwrap(), vec![theirs]);
 }
 
 async fn look_alike_emails_are_taken_unless_both_are_ascii(store: Store) {

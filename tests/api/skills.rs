@@ -30,6 +30,8 @@ backend_tests!(
     costly_front_matter_is_refused_without_stalling_the_server,
     file_names_that_collide_elsewhere_are_refused_or_warned,
     text_fields_given_twice_are_refused,
+    zips_as_people_make_them,
+    the_corpus_of_skill_md_forms_is_accepted_with_its_warnings,
 );
 
 const SKILL_MD: &str =
@@ -586,9 +588,18 @@ async fn zips_upload_with_skill_md_at_the_root_or_in_one_top_folder(backend: Bac
         .map(|f| f["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["SKILL.md", "ref/a.md"]);
-    let no_skill_md = zip_of(&[("a/x.md", b"x"), ("b/SKILL.md", SKILL_MD.as_bytes())]);
+    // A file beside the skill's folder is left out (and said so); the folder's name differs
+    // from the SKILL.md's, which is said too.
+    let beside = zip_of(&[("a/x.md", b"x"), ("b/SKILL.md", SKILL_MD.as_bytes())]);
+    let res = upload(&app, &ann, &[("files", Some("beside.zip"), &beside)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["name"], "pdf", "{body}");
+    assert_eq!(body["ignored"], json!(["a/x.md"]), "{body}");
+    assert_eq!(body["warnings"][0]["code"], "name-mismatch", "{body}");
+    let no_skill_md = zip_of(&[("a/x.md", b"x"), ("b/README.md", b"y")]);
     let res = upload(&app, &ann, &[("files", Some("bad.zip"), &no_skill_md)]).await;
-    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "missing-skill-md").await;
     let garbage = upload(
         &app,
         &ann,
@@ -1602,4 +1613,188 @@ async fn text_fields_given_twice_are_refused(backend: Backend) {
     }
     let listed = app.get_json("/api/v1/skills", &ann.access).await;
     assert_eq!(listed["total"], 0, "{listed}");
+}
+
+/// Zips as people make them: macOS Finder's (`__MACOSX/`, `._*`, `.DS_Store`, no folder
+/// entries), and a repository's "Download ZIP" holding several skills, which are made or changed
+/// together; one broken skill among good ones writes nothing.
+async fn zips_as_people_make_them(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let finder = zip_of(&[
+        ("pdf/SKILL.md", SKILL_MD.as_bytes()),
+        ("pdf/.DS_Store", b"\0\0\0\x01Bud1\0"),
+        ("pdf/scripts/convert.py", b"print('ok')\n"),
+        ("__MACOSX/pdf/._SKILL.md", b"\0\x05\x16\x07\0\x02\0\0"),
+        (
+            "__MACOSX/pdf/scripts/._convert.py",
+            b"\0\x05\x16\x07\0\x02\0\0",
+        ),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("pdf.zip"), &finder)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["uploaded_files"],
+        json!(["SKILL.md", "scripts/convert.py"]),
+        "{body}"
+    );
+    assert_eq!(body["ignored"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(body["warnings"], json!([]), "{body}");
+
+    let skill = |name: &str| skill_md(name, &format!("The {name} skill."));
+    let (alpha, beta, pdf) = (skill("alpha"), skill("beta"), skill("pdf"));
+    let repo = zip_of(&[
+        ("tools-main/README.md", b"# Our skills"),
+        ("tools-main/skills/alpha/SKILL.md", alpha.as_bytes()),
+        (
+            "tools-main/skills/alpha/reference/SKILL.md",
+            b"an example, part of alpha",
+        ),
+        ("tools-main/skills/beta/SKILL.md", beta.as_bytes()),
+        ("tools-main/skills/pdf/SKILL.md", pdf.as_bytes()),
+        ("tools-main/skills/pdf/extra.md", b"new"),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("tools-main.zip"), &repo)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    let made: Vec<(&str, bool)> = body["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["created"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        made,
+        [("alpha", true), ("beta", true), ("pdf", false)],
+        "{body}"
+    );
+    assert!(
+        body.get("id").is_none(),
+        "several skills have no top-level skill: {body}"
+    );
+    assert_eq!(body["ignored"], json!(["tools-main/README.md"]));
+    let listed = app.get_json("/api/v1/skills", &ann.access).await;
+    assert_eq!(listed["total"], 3, "{listed}");
+    let pdf_id = listed["items"][2]["id"].as_str().unwrap().to_owned();
+    let files = app
+        .get_json(&format!("/api/v1/skills/{pdf_id}/files"), &ann.access)
+        .await;
+    assert_eq!(
+        files["total"], 3,
+        "the upload added to pdf and kept its files: {files}"
+    );
+    let alpha_files = app
+        .get_json(
+            &format!(
+                "/api/v1/skills/{}/files",
+                listed["items"][0]["id"].as_str().unwrap()
+            ),
+            &ann.access,
+        )
+        .await;
+    assert_eq!(alpha_files["total"], 2, "{alpha_files}");
+
+    // One broken skill among good ones: nothing of the archive is written.
+    let before = files_below(&app.data_dir.join("skills"));
+    let broken = zip_of(&[
+        ("r/gamma/SKILL.md", skill("gamma").as_bytes()),
+        (
+            "r/delta/SKILL.md",
+            b"---\nname: delta\n---\nno description\n",
+        ),
+        ("r/beta/SKILL.md", skill("beta").as_bytes()),
+        ("r/beta/new.md", b"new"),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("r.zip"), &broken)]).await;
+    let body = expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "skill-md-invalid").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("description"),
+        "{body}"
+    );
+    assert_nothing_written(&app, &before);
+    assert_eq!(
+        app.get_json("/api/v1/skills", &ann.access).await["total"],
+        3
+    );
+    // Two skills of one archive with one name: nothing either.
+    let two = zip_of(&[
+        ("r/gamma/SKILL.md", skill("gamma").as_bytes()),
+        ("r/delta/SKILL.md", skill("delta").as_bytes()),
+        ("r/duplicate/SKILL.md", skill("gamma").as_bytes()),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("r.zip"), &two)]).await;
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "duplicate-skill").await;
+    assert_nothing_written(&app, &before);
+    // A zip of several skills names each by its SKILL.md: skill_name makes no sense with it.
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_name", None, b"alpha"),
+            ("files", Some("tools-main.zip"), &repo),
+        ],
+    )
+    .await;
+    expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "several-skills").await;
+}
+
+/// The forms of SKILL.md found in public skill repositories, written here after their shapes
+/// (`tests/corpus/`, one folder per form): every one is accepted, with the warnings
+/// `tests/corpus/expected.json` lists. `tests/interop/compare_original.py` checks the same
+/// folder against the original server's text.
+async fn the_corpus_of_skill_md_forms_is_accepted_with_its_warnings(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(corpus.join("expected.json")).unwrap())
+            .unwrap();
+    let expected = expected.as_object().unwrap();
+    assert!(
+        expected.len() >= 25,
+        "the corpus has {} forms",
+        expected.len()
+    );
+    for (folder, want) in expected {
+        let text = std::fs::read(corpus.join(folder).join("SKILL.md")).unwrap();
+        // As people upload a skill's folder: zipped, in its folder.
+        let path = format!("{folder}/SKILL.md");
+        let zip = zip_of(&[(path.as_str(), &text)]);
+        let res = upload(&app, &ann, &[("files", Some("skill.zip"), &zip)]).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{folder}: {body}");
+        let mut codes: Vec<&str> = body["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["code"].as_str().unwrap())
+            .collect();
+        codes.sort_unstable();
+        let mut wanted: Vec<&str> = want["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        wanted.sort_unstable();
+        assert_eq!(codes, wanted, "{folder}: {body}");
+        for warning in body["warnings"].as_array().unwrap() {
+            assert!(
+                warning["message"].as_str().unwrap().len() > 30,
+                "{folder}: a warning must say how to fix it: {warning}"
+            );
+        }
+        // Read back as stored: SKILL.md byte for byte.
+        let id = body["id"].as_str().unwrap();
+        let stored = download(&app, &ann, id, "SKILL.md")
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(stored.as_ref(), text.as_slice(), "{folder}");
+    }
+    let listed = app.get_json("/api/v1/skills?limit=100", &ann.access).await;
+    assert_eq!(listed["total"], expected.len(), "{listed}");
 }

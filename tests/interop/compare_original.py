@@ -8,13 +8,18 @@ this server by name, so metadata lines are compared as a set after the identical
 other text must be equal byte for byte, except the differences the README lists, which are checked
 here to be exactly those. Exits 1 on any other difference.
 
+With --expected FILE (tests/corpus/expected.json), a skill may differ where that file says why
+(`original.metadata`: its metadata line; `original.load_skill`: its SKILL.md text), and each
+difference declared must show: the list stays exactly the differences there are.
+
   compare_original.py --skills DIR --original "agentskills-mcp config=default ..." \\
-      --ours "target/release/agentskills-mcp stdio --skills-dir DIR"
+      --ours "target/release/agentskills-mcp stdio --skills-dir DIR" [--expected FILE]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -43,7 +48,13 @@ def main() -> int:
     parser.add_argument("--skills", required=True, type=Path)
     parser.add_argument("--original", required=True)
     parser.add_argument("--ours", required=True)
+    parser.add_argument("--expected", type=Path)
     args = parser.parse_args()
+    declared = json.loads(args.expected.read_text()) if args.expected else {}
+
+    def differs(skill: str, what: str) -> str | None:
+        """Why `skill`'s `what` differs from the original's, if that is declared."""
+        return declared.get(skill, {}).get("original", {}).get(what)
 
     skills = sorted(p for p in args.skills.iterdir() if (p / "SKILL.md").is_file())
     calls: list[tuple[str, dict]] = [("load_skill_metadata", {})]
@@ -66,13 +77,26 @@ def main() -> int:
         what = f"{name} {arguments}"
         if name == "load_skill_metadata":
             their_lines, my_lines = theirs.split("\n"), mine.split("\n")
-            same = their_lines[0] == my_lines[0] and sorted(their_lines[1:]) == sorted(my_lines[1:])
             sorted_here = my_lines[1:] == sorted(my_lines[1:])
-            ok = same and sorted_here
+            only_mine = set(my_lines[1:]) - set(their_lines[1:])
+            only_theirs = set(their_lines[1:]) - set(my_lines[1:])
+            # Every line of ours the original does not have belongs to a skill whose difference
+            # is declared, and every declared difference shows.
+            mine_by_skill = {line[2:].split(": ", 1)[0]: line for line in my_lines[1:]}
+            expected_diff = {s for s in mine_by_skill if differs(s, "metadata")}
+            actual_diff = {s for s, line in mine_by_skill.items() if line in only_mine}
+            ok = (their_lines[0] == my_lines[0] and sorted_here
+                  and actual_diff == expected_diff and len(only_theirs) <= len(expected_diff))
+            for skill in sorted(expected_diff ^ actual_diff):
+                print(f"  metadata of {skill}: declared different: {bool(differs(skill, 'metadata'))},"
+                      f" is different: {skill in actual_diff}")
         elif n >= errors:
             # The original answers errors as ordinary text; this server says the same words in a
             # result marked isError (README: differences).
             ok = my_error and not their_error and mine == theirs
+        elif name == "load_skill" and differs(arguments["skill_name"], "load_skill"):
+            ok = not my_error and mine != theirs
+            what += f" (differs as declared: {differs(arguments['skill_name'], 'load_skill')})"
         else:
             ok = not my_error and mine == theirs
         if not ok:

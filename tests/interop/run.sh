@@ -9,7 +9,7 @@
 #    data dir, and gives a new user the skills in tests/interop/skills/ through the REST API;
 # 3. runs client.py (Python SDK) and client.mjs (TypeScript SDK) over Streamable HTTP, legacy SSE and
 #    stdio, compare_original.py (the tools' text against the original server, mcp-agentskills
-#    0.1.2, on the same folder), and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp
+#    0.1.2, on the same folder, and on the corpus of SKILL.md forms in tests/corpus), and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp
 #    through auth-proxy.mjs.
 # Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
 # check fails its scenario unless the runner could not try it because the server lacks the suite's own
@@ -182,6 +182,16 @@ compare() {
     --ours "$BIN stdio --skills-dir $SKILLS" 2>"$WORK/compare.err"
 }
 step "same text as mcp-agentskills 0.1.2 (stdio, one folder)" compare
+# The corpus of SKILL.md forms (tests/corpus): the same text, but for the differences
+# tests/corpus/expected.json declares (each of which must show).
+CORPUS="$ROOT/tests/corpus"
+compare_corpus() {
+  timeout 300 "$PYTHON" "$HERE/compare_original.py" --skills "$CORPUS" \
+    --expected "$CORPUS/expected.json" \
+    --original "$ORIGINAL config=default mcp.transport=stdio metadata.skill_dir=$CORPUS" \
+    --ours "$BIN stdio --skills-dir $CORPUS" 2>"$WORK/compare-corpus.err"
+}
+step "the corpus of SKILL.md forms: mcp-agentskills 0.1.2's text but where declared" compare_corpus
 
 # --- 4. the conformance suite ----------------------------------------------------------------------
 "$NODE" "$HERE/auth-proxy.mjs" "$BASE" >"$WORK/proxy.out" 2>&1 &

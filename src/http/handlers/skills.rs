@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::Checks;
 use super::accounts::authenticated;
-use crate::actors::workspace::{IndexedSkill, UploadPayload, UploadTarget};
+use crate::actors::workspace::{IndexedSkill, UploadPayload, UploadTarget, UploadedSkill};
 use crate::app::AppState;
 use crate::domain::{SkillName, SkillPath};
 use crate::error::{AppError, FieldError};
@@ -478,17 +478,32 @@ pub(crate) async fn upload(
     let form = read_upload(multipart, max_parts, max_body).await?;
     let (target, payload) = form.into_request()?;
     let uploaded = state.workspaces.upload(me.user.id, target, payload).await?;
-    tracing::info!(user_id = %me.user.id, skill = %uploaded.skill.record.name, files = uploaded.uploaded_files.len(), created = uploaded.created, "skill uploaded");
+    for one in &uploaded.skills {
+        tracing::info!(user_id = %me.user.id, skill = %one.skill.record.name, files = one.uploaded_files.len(), created = one.created, "skill uploaded");
+    }
+    let skills: Vec<UploadedView<'_>> = uploaded.skills.iter().map(UploadedView::from).collect();
+    let single = match skills.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
     Ok(json(
         StatusCode::CREATED,
-        &UploadedView {
-            id: uploaded.skill.record.id,
-            name: &uploaded.skill.record.name,
-            description: &uploaded.skill.record.description,
-            uploaded_files: &uploaded.uploaded_files,
-            warnings: &uploaded.skill.warnings,
+        &UploadAnswer {
+            single,
+            skills: &skills,
+            ignored: &uploaded.ignored,
         },
     ))
+}
+
+/// An upload's answer: each skill it made or changed, and what of an archive was left out. An
+/// upload of one skill (nearly all of them) also has that skill's fields at the top.
+#[derive(Serialize)]
+struct UploadAnswer<'a> {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    single: Option<&'a UploadedView<'a>>,
+    skills: &'a [UploadedView<'a>],
+    ignored: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -496,8 +511,22 @@ struct UploadedView<'a> {
     id: Uuid,
     name: &'a str,
     description: &'a str,
+    created: bool,
     uploaded_files: &'a [String],
     warnings: &'a [Warning],
+}
+
+impl<'a> From<&'a UploadedSkill> for UploadedView<'a> {
+    fn from(one: &'a UploadedSkill) -> Self {
+        UploadedView {
+            id: one.skill.record.id,
+            name: &one.skill.record.name,
+            description: &one.skill.record.description,
+            created: one.created,
+            uploaded_files: &one.uploaded_files,
+            warnings: &one.skill.warnings,
+        }
+    }
 }
 
 /// The fields of an upload as they arrived.
