@@ -72,9 +72,10 @@ impl Layers {
         }
         if !self.scratch {
             missing.push(format!(
-                "commands cannot get a bounded scratch space inside the sandbox ({}), so each runs \
-                 in a copy of its skill on the host, where what it writes is bounded only per file \
-                 (sandbox.file_size_bytes), neither in total nor in number of files",
+                "commands cannot get a bounded scratch space inside the sandbox ({}): without it, \
+                 a command can only run in a copy of its skill on the host, where what it writes \
+                 is bounded only per file (sandbox.file_size_bytes), neither in total nor in \
+                 number of files",
                 self.scratch_error.as_deref().unwrap_or("not probed")
             ));
         }
