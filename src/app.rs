@@ -150,12 +150,7 @@ impl App {
             "ready"
         );
         let metrics = Arc::new(Metrics::new());
-        let sandbox = Sandbox::start(
-            &settings.sandbox,
-            &data_dir.join("skills"),
-            Arc::clone(&metrics),
-        )
-        .await;
+        let sandbox = Sandbox::start(&settings.sandbox, Arc::clone(&metrics)).await;
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
             settings.skills.max_file_bytes,

@@ -200,8 +200,8 @@ pub struct SandboxSettings {
     /// The `agentskills-mcp` executable that applies Landlock inside the sandbox; empty: this one.
     pub helper: String,
     /// When the server runs as root, commands run as user ids from this one on, one per command
-    /// running at once (the process limit does not bind root, and counts per user id); the
-    /// skill's folder is handed to that id before each run. 0: run as root.
+    /// running at once (the process limit does not bind root, and counts per user id). 0: run as
+    /// root.
     pub run_as_uid: u32,
     /// Wall-clock limit of one command; it is killed, with everything it started, after it.
     pub timeout_secs: u64,
@@ -218,8 +218,15 @@ pub struct SandboxSettings {
     /// Processes and threads of one command (RLIMIT_NPROC, counted in the sandbox's own user
     /// namespace).
     pub processes: u64,
-    /// Size of the private `/tmp`.
+    /// Size of the private `/tmp` (a tmpfs of its own per command).
     pub tmp_bytes: u64,
+    /// Size of a command's scratch copy of its skill at `/skill` (a tmpfs of its own per command,
+    /// the skill's own files included): a command runs in a copy and what it writes is thrown
+    /// away, so this bounds what one command can write there in all.
+    pub scratch_bytes: u64,
+    /// Files and folders (inodes) each of `/skill` and `/tmp` may hold, the skill's own included:
+    /// empty files take no bytes but take kernel memory.
+    pub scratch_files: u64,
     /// Commands of one user running at once.
     pub per_user: usize,
     /// Commands running at once in all; 0: the number of cores.
@@ -252,6 +259,8 @@ impl Default for SandboxSettings {
             open_files: 256,
             processes: 64,
             tmp_bytes: 64 * 1024 * 1024,
+            scratch_bytes: 64 * 1024 * 1024,
+            scratch_files: 4096,
             per_user: 2,
             global: 0,
             queue: 32,
@@ -513,6 +522,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_SANDBOX_OPEN_FILES", "sandbox.open_files"),
     ("AGENTSKILLS_SANDBOX_PROCESSES", "sandbox.processes"),
     ("AGENTSKILLS_SANDBOX_TMP_BYTES", "sandbox.tmp_bytes"),
+    ("AGENTSKILLS_SANDBOX_SCRATCH_BYTES", "sandbox.scratch_bytes"),
+    ("AGENTSKILLS_SANDBOX_SCRATCH_FILES", "sandbox.scratch_files"),
     ("AGENTSKILLS_SANDBOX_PER_USER", "sandbox.per_user"),
     ("AGENTSKILLS_SANDBOX_GLOBAL", "sandbox.global"),
     ("AGENTSKILLS_SANDBOX_QUEUE", "sandbox.queue"),
@@ -533,6 +544,9 @@ fn kind_of(path: &str) -> Kind {
         _ => Kind::Int,
     }
 }
+
+/// The memory page tmpfs counts in.
+const PAGE: u64 = 4096;
 
 /// A configuration problem, worded for the operator: it names the setting and its source.
 #[derive(Debug, thiserror::Error)]
@@ -761,6 +775,37 @@ impl Settings {
                 "must not exceed skills.max_user_bytes",
             );
         }
+        // tmpfs reads a size or an inode count of 0 as "no limit": never what is meant.
+        let sb = &self.sandbox;
+        if sb.tmp_bytes < PAGE {
+            return fail("sandbox.tmp_bytes", "must be at least 4096 (one page)");
+        }
+        // Every skill an upload can make must fit in a command's scratch space: its bytes, plus
+        // up to a page per file, since tmpfs stores each file in whole pages.
+        let skill_room = sk
+            .max_skill_bytes
+            .saturating_add((sk.max_skill_files as u64).saturating_mul(PAGE));
+        if sb.scratch_bytes < skill_room {
+            return fail(
+                "sandbox.scratch_bytes",
+                &format!(
+                    "must be at least skills.max_skill_bytes plus 4096 bytes per file of \
+                     skills.max_skill_files ({skill_room}), so that every skill fits in a \
+                     command's scratch space"
+                ),
+            );
+        }
+        // Each file of a skill takes an inode, and so does each folder.
+        let skill_inodes = (sk.max_skill_files as u64).saturating_mul(2);
+        if sb.scratch_files < skill_inodes {
+            return fail(
+                "sandbox.scratch_files",
+                &format!(
+                    "must be at least twice skills.max_skill_files ({skill_inodes}), so that \
+                     every skill's files and folders fit in a command's scratch space"
+                ),
+            );
+        }
         if self.mcp.sse_keep_alive_secs == 0 {
             return fail("mcp.sse_keep_alive_secs", "must be at least 1");
         }
@@ -965,5 +1010,36 @@ mod tests {
 
         let err = Settings::from_toml_str("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn a_commands_scratch_space_must_hold_every_skill() {
+        let s = Settings::from_toml_str(
+            "",
+            &env(&[
+                ("AGENTSKILLS_SANDBOX_SCRATCH_BYTES", "33554432"),
+                ("AGENTSKILLS_SANDBOX_SCRATCH_FILES", "2048"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.sandbox.scratch_bytes, s.sandbox.scratch_files),
+            (32 * 1024 * 1024, 2048)
+        );
+        // 16 MiB of skill and 512 files of a page each do not fit in 17 MiB.
+        let err =
+            Settings::from_toml_str("[sandbox]\nscratch_bytes = 17825792\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sandbox.scratch_bytes"), "{err}");
+        let err = Settings::from_toml_str("[sandbox]\nscratch_files = 1000\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sandbox.scratch_files"), "{err}");
+        let err = Settings::from_toml_str("[sandbox]\ntmp_bytes = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("sandbox.tmp_bytes"), "{err}");
+        // Smaller skills make room for a smaller scratch space.
+        Settings::from_toml_str(
+            "[skills]\nmax_skill_bytes = 1048576\nmax_file_bytes = 1048576\nmax_skill_files = 16\n\
+             [sandbox]\nscratch_bytes = 2097152\nscratch_files = 32\n",
+            &[],
+        )
+        .unwrap();
     }
 }

@@ -241,12 +241,9 @@ async fn stdio(
         }
         (None, None) => return Err("give --token or --skills-dir".into()),
     };
-    let sandbox = agentskills_mcp::sandbox::Sandbox::start(
-        &settings.sandbox,
-        &source.skills_root(),
-        std::sync::Arc::default(),
-    )
-    .await;
+    let sandbox =
+        agentskills_mcp::sandbox::Sandbox::start(&settings.sandbox, std::sync::Arc::default())
+            .await;
     let server = McpServer::new(source, max_read, sandbox);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;

@@ -1,13 +1,19 @@
 //! The sandbox `run_shell_command` runs in.
 //!
-//! A command runs as `sh -c <command>` in the skill's folder, through these layers, each probed at
-//! start ([`probe`]) and shown on `/health`:
-//! - **bubblewrap**: new mount, PID, network, IPC and UTS namespaces (and a user namespace), all
-//!   capabilities dropped, a new session, killed with the server; only the system directories a
-//!   shell needs, read-only; the skill folder read-write at `/skill`; a small private `/tmp`; a
-//!   private `/proc` and a minimal `/dev`. No network at all, not even loopback.
+//! A command runs as `sh -c <command>` in a scratch copy of the skill's folder, never in the
+//! stored skill: what it writes is thrown away when it ends. It goes through these layers, each
+//! probed at start ([`probe`]) and shown on `/health`:
+//! - **bubblewrap**: new mount, PID, network, IPC and UTS namespaces (and a user namespace), a
+//!   new session, killed with the server; only the system directories a shell needs, read-only,
+//!   on a read-only root; a private `/proc` and a few devices. No network at all, not even
+//!   loopback.
+//! - **scratch space**: [`init`] inside bubblewrap mounts a tmpfs bounded in bytes and in files
+//!   on `/skill` and on `/tmp`, unpacks the skill's files (which the server reads and writes to
+//!   it as an archive) into `/skill`, detaches its own mount, then drops every capability.
+//!   Without it (no bubblewrap, degraded or off), the command runs in a copy of the skill in a
+//!   private host folder, bounded only per file.
 //! - **Landlock** (ABI 6, hard requirement) applied inside by [`init`]: read-only system paths,
-//!   read-write skill folder and `/tmp`, no TCP, signals and abstract sockets scoped.
+//!   read-write `/skill` and `/tmp`, no TCP, signals and abstract sockets scoped.
 //! - **rlimits**: CPU, data (`RLIMIT_DATA`), file size, open files, processes, no core dumps; the
 //!   process limit binds because commands of a root server run as another user id.
 //! - inherited file descriptors closed; the environment cleared to `PATH`, `HOME`, `LANG`.
@@ -15,8 +21,8 @@
 //!   its PID namespace, so nothing it started (`setsid` included) survives.
 //!
 //! Policy ([`SandboxMode`]): `strict` runs only when the file system, network, processes and
-//! signals are isolated (bubblewrap works); `degraded` runs with what is there and warns on every
-//! run; `off` runs unconfined. Capacity: a per-user cap, a global cap and a bounded queue; a full
+//! signals are isolated and writes bounded (bubblewrap and the scratch space work); `degraded`
+//! runs with what is there and warns on every run; `off` runs unconfined (in a host copy too). Capacity: a per-user cap, a global cap and a bounded queue; a full
 //! queue answers "busy" at once. [`Sandbox::shutdown`] kills every running command.
 
 pub mod init;
@@ -86,14 +92,9 @@ struct Inner {
 }
 
 impl Sandbox {
-    /// Probes the layers (commands will run in folders under `skills_root`) and logs what was
-    /// found.
-    pub async fn start(
-        settings: &SandboxSettings,
-        skills_root: &Path,
-        metrics: Arc<Metrics>,
-    ) -> Sandbox {
-        let layers = probe::probe(settings, skills_root).await;
+    /// Probes the layers and logs what was found.
+    pub async fn start(settings: &SandboxSettings, metrics: Arc<Metrics>) -> Sandbox {
+        let layers = probe::probe(settings).await;
         let sandbox = Sandbox::with_layers(settings, layers, metrics);
         let status = sandbox.status();
         match (status.mode, status.ready) {
@@ -169,7 +170,8 @@ impl Sandbox {
         }
     }
 
-    /// Runs `command` with `sh -c` in `skill_dir` for `user`, within the limits.
+    /// Runs `command` with `sh -c` in a scratch copy of `skill_dir` for `user`, within the
+    /// limits; `skill_dir` itself is only read.
     pub async fn run(
         &self,
         user: Uuid,

@@ -238,11 +238,6 @@ pub(crate) enum WorkspaceMessage {
         cancel: Cancel,
         reply: RpcReplyPort<Result<Uploaded, AppError>>,
     },
-    /// Reads a skill's folder again (a command may have changed it) and publishes what changed.
-    Rescan {
-        id: Uuid,
-        reply: RpcReplyPort<Result<(), AppError>>,
-    },
     /// Timer: stop when unused for the idle time.
     IdleCheck,
     /// Tests: make the handler panic, to see supervision at work.
@@ -365,7 +360,6 @@ impl Actor for WorkspaceActor {
                     Err(e) => Err(upload_error(e)),
                 },
             ),
-            WorkspaceMessage::Rescan { id, reply: port } => reply(port, state.rescan(id).await),
             WorkspaceMessage::IdleCheck => {
                 let idle = i64::try_from(state.settings.workspace_idle_secs).unwrap_or(i64::MAX);
                 if unix_now() - state.shared.last_used.load(Ordering::Relaxed) >= idle {
@@ -412,44 +406,6 @@ impl WorkspaceState {
         if let Some(listener) = self.listener.get() {
             listener(self.user_id);
         }
-    }
-
-    /// Reads skill `id`'s folder again; publishes it if its files changed (and keeps the row's
-    /// description in step with a rewritten `SKILL.md`).
-    async fn rescan(&mut self, id: Uuid) -> Result<(), AppError> {
-        let Some(current) = self.index().get(id).cloned() else {
-            return Ok(());
-        };
-        let dir = self.user_root.join(&current.record.name);
-        let max_read = self.settings.max_file_bytes;
-        let folder = blocking(move || read_folder(&dir, max_read)).await??;
-        if folder.files == current.files {
-            return Ok(());
-        }
-        let record = match &folder.manifest {
-            Some(m) if m.description != current.record.description => self
-                .store
-                .update_skill(self.user_id, id, Some(&m.description), None, store::now())
-                .await?
-                .unwrap_or_else(|| current.record.clone()),
-            _ => current.record.clone(),
-        };
-        let warnings = skill_warnings(
-            &record.name,
-            folder.manifest.as_ref(),
-            files::name_warnings(&folder.files),
-        );
-        let skill = Arc::new(IndexedSkill {
-            record,
-            bytes: total(&folder.files),
-            warnings,
-            files: folder.files,
-            skill_md: folder.skill_md,
-            manifest: folder.manifest,
-            load_skill_result: std::sync::OnceLock::new(),
-        });
-        self.publish(|index| index.insert(skill));
-        Ok(())
     }
 
     fn check_quota(&self, replacing: u64, new_bytes: u64) -> Result<(), AppError> {

@@ -240,13 +240,6 @@ impl Workspaces {
         uploaded
     }
 
-    /// Reads a skill's folder again after a command ran in it, so that the index (and so
-    /// resources, downloads and digests) shows what the command wrote.
-    pub async fn rescan(&self, user_id: Uuid, id: Uuid) -> Result<(), AppError> {
-        self.call(user_id, |reply| WorkspaceMessage::Rescan { id, reply })
-            .await
-    }
-
     /// Stops the user's workspace and removes their folder (their account was deleted). The actor
     /// is stopped and waited for first, so no change of theirs can be writing meanwhile.
     pub async fn remove_user(&self, user_id: Uuid) -> Result<(), AppError> {

@@ -597,7 +597,7 @@ mod tests {
         }
         let source = SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
         let settings = crate::config::SandboxSettings::default();
-        let sandbox = Sandbox::start(&settings, dir.path(), Arc::default()).await;
+        let sandbox = Sandbox::start(&settings, Arc::default()).await;
         let server = McpServer::new(source, 1 << 20, sandbox);
         let user = Uuid::nil();
         let load = |name: &str| json!({"name": "load_skill", "arguments": {"skill_name": name}});

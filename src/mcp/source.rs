@@ -35,23 +35,6 @@ impl SkillSource {
         }
     }
 
-    /// Reads a skill's folder again after a command may have changed it (a plain folder is read
-    /// again on its own when it is looked at).
-    pub async fn rescan(&self, skill: &SkillRecord) -> Result<(), AppError> {
-        match self {
-            SkillSource::Accounts(workspaces) => workspaces.rescan(skill.user_id, skill.id).await,
-            SkillSource::Folder(_) => Ok(()),
-        }
-    }
-
-    /// The folder every skill's folder is under.
-    pub fn skills_root(&self) -> PathBuf {
-        match self {
-            SkillSource::Accounts(workspaces) => workspaces.skills_root().to_owned(),
-            SkillSource::Folder(folder) => folder.root.clone(),
-        }
-    }
-
     pub fn skill_dir(&self, skill: &SkillRecord) -> PathBuf {
         match self {
             SkillSource::Accounts(workspaces) => workspaces.skill_dir(skill),

@@ -35,11 +35,13 @@ fn schema(value: Value) -> Arc<JsonObject> {
 /// What `tools/list` returns.
 pub fn definitions() -> Vec<Tool> {
     // Names, descriptions and argument descriptions as the original server (mcp-agentskills 0.1.2)
-    // gives them, except run_shell_command's, which here runs in the skill's folder by itself.
+    // gives them, except run_shell_command's, which here runs in a scratch copy of the skill's
+    // folder by itself: an agent that expects its writes to last should know they do not.
     let skill_name = json!({"type": "string", "description": "skill name"});
     let mut run = Tool::new(
         "run_shell_command",
         "Run a shell command (sh -c) in the skill's folder, in a sandbox, to run the skill's scripts. \
+         It runs in a scratch copy of the skill: files it writes are discarded after the run. \
          Returns stdout, stderr and the exit code.",
         schema(json!({
             "type": "object",
@@ -258,10 +260,6 @@ async fn run_shell_command(
         .run(user_id, &dir, command)
         .await
         .map_err(|refusal| failure(format!("{refusal}")))?;
-    // What the command wrote becomes part of the skill (resources, downloads, digests).
-    if let Err(e) = server.skills().rescan(&skill.record).await {
-        tracing::warn!(skill = name, error = %e, "could not read the skill again after a command");
-    }
     if let Some(warning) = &outcome.warning {
         tracing::warn!(
             skill = name,

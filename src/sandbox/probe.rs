@@ -23,6 +23,13 @@ pub struct Layers {
     pub helper_error: Option<String>,
     /// Resource limits (CPU, data, file size, open files, processes, core) are set on each command.
     pub rlimits: bool,
+    /// Each command gets a scratch space of its own inside bubblewrap: a copy of its skill on a
+    /// tmpfs bounded in bytes and files at `/skill`, a bounded `/tmp`, and no capabilities left.
+    /// Without it, a command runs in a copy of its skill on the host, bounded only per file.
+    pub scratch: bool,
+    /// Why there is no such scratch space, when there is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_error: Option<String>,
     /// Landlock (ABI 6) is applied to each command.
     pub landlock: bool,
     /// Why Landlock is not applied, when it is not.
@@ -36,9 +43,15 @@ pub struct Layers {
 impl Layers {
     /// Whether the file system, the network (TCP, UDP, Unix sockets), processes and signals are
     /// all isolated and bounded: what strict mode needs. bubblewrap's namespaces isolate all four
-    /// (Landlock has no rule for UDP nor for Unix sockets by path); the limits bound processes.
+    /// (Landlock has no rule for UDP nor for Unix sockets by path); the limits bound processes;
+    /// the scratch space bounds what a command writes, in bytes and in files.
     pub fn isolated(&self) -> bool {
-        self.bwrap.is_some() && self.rlimits
+        self.bwrap.is_some() && self.rlimits && self.scratch
+    }
+
+    /// Whether commands get their scratch space inside the sandbox (else a copy on the host).
+    pub(super) fn scratch_in_sandbox(&self) -> bool {
+        self.bwrap.is_some() && self.helper.is_some() && self.scratch
     }
 
     /// What is missing for strict mode, in words.
@@ -57,12 +70,21 @@ impl Layers {
                 self.helper_error.as_deref().unwrap_or("no helper")
             ));
         }
+        if !self.scratch {
+            missing.push(format!(
+                "commands cannot get a bounded scratch space inside the sandbox ({}): without it, \
+                 a command can only run in a copy of its skill on the host, where what it writes \
+                 is bounded only per file (sandbox.file_size_bytes), neither in total nor in \
+                 number of files",
+                self.scratch_error.as_deref().unwrap_or("not probed")
+            ));
+        }
         (!missing.is_empty()).then(|| missing.join("; "))
     }
 }
 
 /// Probes each layer the settings allow.
-pub(super) async fn probe(settings: &SandboxSettings, skills_root: &Path) -> Layers {
+pub(super) async fn probe(settings: &SandboxSettings) -> Layers {
     let run_as_uid = (rustix::process::geteuid().is_root() && settings.run_as_uid != 0)
         .then_some(settings.run_as_uid);
     let (helper, helper_error) = match try_helper(&settings.helper, &[]).await {
@@ -76,16 +98,6 @@ pub(super) async fn probe(settings: &SandboxSettings, skills_root: &Path) -> Lay
             Err(e) => (None, Some(e)),
         },
     };
-    // The sandbox's user must reach the skills (bubblewrap resolves the folder as that user).
-    let (bwrap, bwrap_error) = match (bwrap, &helper, run_as_uid) {
-        (Some(bwrap), Some(helper), Some(uid)) => {
-            match try_reach(helper, &bwrap, skills_root, uid).await {
-                Ok(()) => (Some(bwrap), bwrap_error),
-                Err(e) => (None, Some(e)),
-            }
-        }
-        (bwrap, _, _) => (bwrap, bwrap_error),
-    };
     let landlock_error = match &helper {
         _ if !settings.landlock => Some("turned off (sandbox.landlock = false)".to_owned()),
         None => Some("no working helper to apply it".to_owned()),
@@ -93,16 +105,26 @@ pub(super) async fn probe(settings: &SandboxSettings, skills_root: &Path) -> Lay
             .await
             .err(),
     };
-    Layers {
+    let mut layers = Layers {
         bwrap,
         bwrap_error,
         rlimits: helper.is_some(),
+        scratch: false,
+        scratch_error: None,
         landlock: landlock_error.is_none(),
         landlock_error,
         helper,
         helper_error,
         run_as_uid,
-    }
+    };
+    // The scratch space is tried the way a command runs, with every other layer found.
+    layers.scratch_error = match (&layers.bwrap, &layers.helper) {
+        (None, _) => Some("it needs bubblewrap".to_owned()),
+        (_, None) => Some("it needs the helper".to_owned()),
+        (Some(_), Some(_)) => super::run::try_scratch(settings, &layers).await.err(),
+    };
+    layers.scratch = layers.scratch_error.is_none();
+    layers
 }
 
 fn find_bwrap(setting: &str) -> Result<PathBuf, String> {
@@ -182,41 +204,6 @@ async fn try_bwrap(
         let said = String::from_utf8_lossy(&output.stderr);
         Err(format!("it failed here: {}", said.trim()))
     }
-}
-
-/// Mounts `skills_root` in a sandbox as the sandbox's user, as a real run does.
-async fn try_reach(
-    helper: &Path,
-    bwrap: &Path,
-    skills_root: &Path,
-    uid: u32,
-) -> Result<(), String> {
-    let uid_text = uid.to_string();
-    let output = tokio::process::Command::new(helper)
-        .arg("sandbox-init")
-        .arg("--pass")
-        .arg(skills_root)
-        .args(["--reap", "--uid", &uid_text, "--gid", &uid_text, "--"])
-        .arg(bwrap)
-        .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/", "/"])
-        .args(["--bind-fd", "@fd0", "/mnt", "--", "/bin/sh", "-c", "true"])
-        .env_clear()
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(10), output)
-        .await
-        .map_err(|_| "the reachability check did not finish within 10 s".to_owned())?
-        .map_err(|e| format!("the reachability check could not start: {e}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "the sandbox's user (uid {uid}) cannot reach {}: every folder above it must be searchable \
-         by others (chmod o+x): {}",
-        skills_root.display(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    ))
 }
 
 /// What the helper prints in the probe: proof that it is `agentskills-mcp` and that Landlock

@@ -1,5 +1,7 @@
 //! The skill folder on disk: listing it, reading one file without ever following a symlink out of
-//! it, writing a new version in a staging folder and swapping it in atomically, and removing it.
+//! it, writing a new version in a staging folder and swapping it in atomically, removing it, and
+//! handing a copy of it to a command (`run_shell_command` runs in a scratch copy: a tar archive
+//! for the sandbox to unpack, or a copy in a host folder).
 //!
 //! Skill folders are written only through [`write_staged`], which creates directories and regular
 //! files and nothing else, so a symlink or a special file below a skill folder is never expected.
@@ -184,6 +186,118 @@ pub fn read_beneath(
     })?;
     let fd = open_beneath(root.as_fd(), path.as_str(), FILE_FLAGS)?;
     read_capped(fd, max_bytes)
+}
+
+/// Writes the folders and regular files of `skill_dir` to `out` as a tar archive, for the sandbox
+/// to unpack into a command's scratch space. Each entry keeps its modification time and whether
+/// it is executable (mode 0755, else 0644; folders 0755); owners and other mode bits are not
+/// carried over. Symlinks and special files are left out and never followed, as everywhere in
+/// this module. A file that shrinks while it is being written is padded with zeros (one that
+/// grows is cut), so the archive always matches its headers.
+pub fn write_archive(skill_dir: &Path, out: impl Write) -> io::Result<()> {
+    let root = open_dir(skill_dir)?;
+    let mut builder = tar::Builder::new(out);
+    for node in list_tree(root.as_fd())? {
+        let mut header = tar::Header::new_gnu();
+        if node.is_dir {
+            let stat = match open_beneath(root.as_fd(), &node.path, DIR_FLAGS) {
+                Ok(fd) => rustix::fs::fstat(&fd)?,
+                Err(ReadError::Io(e)) => return Err(e),
+                // Not a folder any more: it is not part of the skill.
+                Err(_) => continue,
+            };
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+            builder.append_data(&mut header, &node.path, io::empty())?;
+            continue;
+        }
+        let (file, stat) = match open_regular(root.as_fd(), &node.path) {
+            Ok(opened) => opened,
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(_) => continue,
+        };
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(copy_mode(stat.st_mode));
+        header.set_size(size);
+        header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+        let exact = file.take(size).chain(io::repeat(0)).take(size);
+        builder.append_data(&mut header, &node.path, exact)?;
+    }
+    builder.into_inner()?.flush()
+}
+
+/// Copies the folders and regular files of `skill_dir` into the empty folder `dest` (a command's
+/// scratch copy on the host), each file with its executable bits as on disk; never follows a
+/// symlink. More than `max_bytes` of content or `max_entries` files and folders is refused with
+/// `StorageFull`, as the sandbox's own bounded scratch space would refuse it.
+pub fn copy_for_command(
+    skill_dir: &Path,
+    dest: &Path,
+    max_bytes: u64,
+    max_entries: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let root = open_dir(skill_dir)?;
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the skill is larger than a command's scratch space ({max_bytes} bytes, \
+                 {max_entries} files and folders)"
+            ),
+        )
+    };
+    for node in list_tree(root.as_fd())? {
+        entries += 1;
+        if entries > max_entries {
+            return Err(too_big());
+        }
+        let target = dest.join(&node.path);
+        if node.is_dir {
+            fs::DirBuilder::new().mode(0o755).create(&target)?;
+            continue;
+        }
+        let (mut source, stat) = match open_regular(root.as_fd(), &node.path) {
+            Ok(opened) => opened,
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(_) => continue,
+        };
+        let mode = copy_mode(stat.st_mode);
+        let mut copy = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&target)?;
+        let room = max_bytes.saturating_sub(bytes);
+        let copied = io::copy(&mut (&mut source).take(room.saturating_add(1)), &mut copy)?;
+        bytes = bytes.saturating_add(copied);
+        if bytes > max_bytes {
+            return Err(too_big());
+        }
+        // The process's umask may have taken bits off the mode it was created with.
+        copy.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// The mode a copy of a file gets: executable for everyone if any execute bit is set on disk
+/// (as `chmod +x` sets them), otherwise readable by everyone; nothing else is carried over.
+fn copy_mode(mode: u32) -> u32 {
+    if mode & 0o111 == 0 { 0o644 } else { 0o755 }
+}
+
+/// Opens `path` below `root` as a regular file, without following a symlink; with its status.
+fn open_regular(root: BorrowedFd<'_>, path: &str) -> Result<(File, rustix::fs::Stat), ReadError> {
+    let fd = open_beneath(root, path, FILE_FLAGS)?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| ReadError::Io(e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(ReadError::NotAFile);
+    }
+    Ok((File::from(fd), stat))
 }
 
 /// A new version of a skill folder, complete and checked, waiting in the staging folder. Dropped
@@ -869,6 +983,73 @@ mod tests {
             read_beneath(&tmp.path().join("gone"), &p("SKILL.md"), 1 << 20),
             Err(ReadError::NotFound)
         ));
+    }
+
+    #[test]
+    fn a_command_gets_the_skills_files_with_their_executable_bits_and_no_traps() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = skill_with_traps();
+        let skill = tmp.path().join("skill");
+        put(&skill, "dir with space/ünï cödé.txt", b"unicode");
+        fs::set_permissions(
+            skill.join("scripts/run.py"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+
+        // The archive: folders and regular files only, executable or not as on disk.
+        let mut archive = Vec::new();
+        write_archive(&skill, &mut archive).unwrap();
+        let mut entries: Vec<(String, u32, Vec<u8>)> = tar::Archive::new(archive.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let mode = e.header().mode().unwrap();
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                (path, mode, content)
+            })
+            .collect();
+        entries.sort();
+        let summary: Vec<(&str, u32)> = entries.iter().map(|(p, m, _)| (p.as_str(), *m)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("SKILL.md", 0o644),
+                ("dir with space", 0o755),
+                ("dir with space/ünï cödé.txt", 0o644),
+                ("docs", 0o755),
+                ("docs/a", 0o755),
+                ("docs/a/b.md", 0o644),
+                ("scripts", 0o755),
+                ("scripts/run.py", 0o755),
+            ]
+        );
+        assert_eq!(entries[7].2, b"print('hi')\n");
+
+        // The host copy: the same tree, the same bits, within the bounds.
+        let copy = tmp.path().join("copy");
+        fs::create_dir(&copy).unwrap();
+        copy_for_command(&skill, &copy, 1 << 20, 100).unwrap();
+        assert_eq!(
+            scan(&copy).unwrap(),
+            scan(&skill).unwrap(),
+            "the same files and contents"
+        );
+        assert_eq!(mode(&copy.join("scripts/run.py")), 0o755);
+        assert_eq!(mode(&copy.join("SKILL.md")), 0o644);
+        assert!(fs::symlink_metadata(copy.join("passwd")).is_err());
+        assert!(fs::symlink_metadata(copy.join("fifo")).is_err());
+
+        // Over either bound: refused as a full disk would be.
+        for (bytes, entries) in [(10, 100), (1 << 20, 3)] {
+            let over = tempfile::tempdir().unwrap();
+            let e = copy_for_command(&skill, over.path(), bytes, entries).unwrap_err();
+            assert!(is_storage_full(&e), "{e}");
+        }
     }
 
     /// The same refusals whether openat2 or the component walk does the opening.

@@ -1,7 +1,8 @@
-//! `run_shell_command` in the sandbox: what a command can do (run its skill's scripts, write in its
-//! skill, use the system's tools) and what it cannot (reach other skills, the data folder, the
-//! server's processes and environment, the network; outlive its timeout; exhaust memory, disk,
-//! processes or output), the refusal in strict mode without isolation, and the queue.
+//! `run_shell_command` in the sandbox: what a command can do (run its skill's scripts, write in a
+//! scratch copy of its skill, use the system's tools) and what it cannot (change the stored skill,
+//! reach other skills, the data folder, the server's processes and environment, the network; see
+//! host paths; hold capabilities; outlive its timeout; exhaust memory, disk, inodes, processes or
+//! output), the refusal in strict mode without isolation, and the queue.
 //!
 //! These need bubblewrap and user namespaces. Where the sandbox is unavailable they say so and
 //! pass, unless `TEST_REQUIRE_SANDBOX` is set, as `.ci/run` sets it: CI always runs them.
@@ -12,16 +13,35 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app_with};
 
 const SKILL_MD: &str = "---\nname: tools\ndescription: Scripts.\n---\n# Tools\n";
+const HELLO_SH: &[u8] = b"echo \"hello from $(pwd)\"\necho oops >&2\nexit 3\n";
+
+backend_tests!(
+    writes_beyond_the_scratch_space_stop_at_enospc_and_change_nothing,
+    files_beyond_the_inode_bound_stop_at_enospc,
+    a_commands_writes_are_discarded,
+    a_command_sees_no_host_path_and_holds_no_capability,
+    scripts_keep_their_executable_bit_and_odd_names_survive,
+    degraded_and_off_modes_run_in_a_host_copy,
+);
 
 /// A server with the sandbox (`tweak` on top of the defaults), Ann with the skill `tools`, her API
 /// token; `None` when the sandbox is unavailable here and not required.
 async fn sandboxed(
     tweak: impl FnOnce(&mut agentskills_mcp::config::Settings),
 ) -> Option<(TestApp, TestUser, String)> {
-    let app = spawn_app_with(Backend::Sqlite, tweak).await;
+    sandboxed_on(Backend::Sqlite, tweak).await
+}
+
+/// [`sandboxed`] on `backend`.
+async fn sandboxed_on(
+    backend: Backend,
+    tweak: impl FnOnce(&mut agentskills_mcp::config::Settings),
+) -> Option<(TestApp, TestUser, String)> {
+    let app = spawn_app_with(backend, tweak).await;
     let health = health_json(&app).await;
     if health["sandbox"]["ready"] != true {
         assert!(
@@ -36,6 +56,7 @@ async fn sandboxed(
         return None;
     }
     assert_eq!(health["sandbox"]["layers"]["rlimits"], true, "{health}");
+    assert_eq!(health["sandbox"]["layers"]["scratch"], true, "{health}");
     let ready = app
         .request(Method::GET, "/health/ready")
         .send()
@@ -51,10 +72,7 @@ async fn sandboxed(
         &ann,
         &[
             ("SKILL.md", SKILL_MD.as_bytes()),
-            (
-                "scripts/hello.sh",
-                b"echo \"hello from $(pwd)\"\necho oops >&2\nexit 3\n",
-            ),
+            ("scripts/hello.sh", HELLO_SH),
         ],
     )
     .await;
@@ -156,6 +174,45 @@ async fn metrics_text(app: &TestApp) -> String {
     res.text().await.unwrap()
 }
 
+/// The skill `tools` as the server keeps it: its id, its files as `GET /skills/{id}/files` lists
+/// them, the account's usage as the quotas count it, and the bytes of every file under the data
+/// folder's `skills`.
+async fn stored(app: &TestApp, user: &TestUser) -> (String, Value, u64, u64) {
+    let listed = app.get_json("/api/v1/skills", &user.access).await;
+    let id = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "tools")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let files = app
+        .get_json(&format!("/api/v1/skills/{id}/files"), &user.access)
+        .await;
+    let usage = app
+        .state
+        .workspaces
+        .index(user.id.parse().unwrap())
+        .await
+        .unwrap()
+        .bytes();
+    let mut on_disk = 0;
+    let mut stack = vec![app.data_dir.join("skills")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                on_disk += meta.len();
+            }
+        }
+    }
+    (id, files, usage, on_disk)
+}
+
 /// Every file named `name` under `dir`.
 fn find(dir: &Path, name: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -211,7 +268,8 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     assert!(out.duration_ms < 30_000, "{out:?}");
     assert_eq!(out.text, "hello from /skill\n\noops\n[exit code: 3]");
 
-    // It may write in its own skill, and the file is there on the host.
+    // It may write in its copy of the skill, and read it back; the copy is thrown away after it,
+    // so the file is neither on the host nor in the skill (its resources).
     let out = run(
         &app,
         &token,
@@ -220,13 +278,10 @@ async fn commands_run_in_their_skill_with_the_systems_tools() {
     )
     .await;
     assert_eq!(out.stdout, "written\n", "{out:?}");
-    let written = find(&app.data_dir, "out.txt");
-    assert_eq!(written.len(), 1, "{written:?}");
-    assert_eq!(std::fs::read_to_string(&written[0]).unwrap(), "written\n");
-    // The skill now has the file: it is a resource at once.
+    assert!(find(&app.data_dir, "out.txt").is_empty());
     let listed = run_raw(&app, &token, "resources/list", json!({})).await;
     assert!(
-        listed["result"]["resources"]
+        !listed["result"]["resources"]
             .as_array()
             .unwrap()
             .iter()
@@ -688,4 +743,273 @@ async fn a_request_past_its_timeout_gets_503_and_its_command_is_killed() {
     assert_eq!(body["code"], "timeout", "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(gone("sleep 4545").await, "the command outlived its request");
+}
+
+/// A command that writes far more than its scratch space holds (100 MB, in `/skill` and in `/tmp`)
+/// gets "No space left on device" from the kernel, and the stored skill, the account's usage and
+/// the data folder are as before.
+async fn writes_beyond_the_scratch_space_stop_at_enospc_and_change_nothing(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |s| {
+        s.sandbox.scratch_bytes = 8 * 1024 * 1024;
+        s.sandbox.tmp_bytes = 8 * 1024 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let before = stored(&app, &ann).await;
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "head -c 100000000 /dev/zero > big; echo skill $?; \
+         head -c 100000000 /dev/zero > /tmp/big; echo tmp $?; du -sk . /tmp | cut -f1",
+    )
+    .await;
+    assert!(!out.is_error, "{out:?}");
+    assert_eq!(
+        out.stderr.matches("No space left on device").count(),
+        2,
+        "{out:?}"
+    );
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("skill 1"), "{out:?}");
+    assert_eq!(lines.next(), Some("tmp 1"), "{out:?}");
+    for used in lines {
+        let kib: u64 = used.parse().unwrap();
+        assert!(kib <= 8 * 1024, "{kib} KiB used: {out:?}");
+    }
+    assert_eq!(stored(&app, &ann).await, before);
+    assert!(find(&app.data_dir, "big").is_empty());
+}
+
+/// A command that makes more files than its scratch space's inode bound fails at the bound, in
+/// `/skill` and in `/tmp`: empty files take no bytes, but each is kernel memory.
+async fn files_beyond_the_inode_bound_stop_at_enospc(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |s| s.sandbox.scratch_files = 1000).await
+    else {
+        return;
+    };
+    let before = stored(&app, &ann).await;
+    // `printf`, not `:`: a failed redirection of a special built-in would end the shell.
+    let many = "i=0; while [ $i -lt 3000 ] && printf '' > f$i; do i=$((i+1)); done; echo $i";
+    let out = run(&app, &token, "tools", &format!("{many}; cd /tmp && {many}")).await;
+    assert_eq!(
+        out.stderr.matches("No space left on device").count(),
+        2,
+        "{out:?}"
+    );
+    let made: Vec<u32> = out.stdout.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(made.len(), 2, "{out:?}");
+    // The skill's own files and folders take a few of the 1000 in `/skill`.
+    assert!((990..1000).contains(&made[0]), "{out:?}");
+    assert!((990..1000).contains(&made[1]), "{out:?}");
+    assert_eq!(stored(&app, &ann).await, before);
+}
+
+/// What a command writes or deletes in its skill is gone when it ends: the next `load_skill`,
+/// `read_reference_file` and REST read give the original, and the next command starts afresh.
+async fn a_commands_writes_are_discarded(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |_| {}).await else {
+        return;
+    };
+    let before = stored(&app, &ann).await;
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "echo changed > SKILL.md && rm scripts/hello.sh && mkdir new && echo new > new/file.txt \
+         && cat SKILL.md && ls",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert_eq!(out.stdout, "changed\nSKILL.md\nnew\nscripts\n", "{out:?}");
+
+    let loaded = run_raw(
+        &app,
+        &token,
+        "tools/call",
+        json!({"name": "load_skill", "arguments": {"skill_name": "tools"}}),
+    )
+    .await;
+    assert_eq!(loaded["result"]["content"][0]["text"], SKILL_MD, "{loaded}");
+    let read = run_raw(
+        &app,
+        &token,
+        "tools/call",
+        json!({"name": "read_reference_file",
+            "arguments": {"skill_name": "tools", "file_name": "scripts/hello.sh"}}),
+    )
+    .await;
+    assert_eq!(
+        read["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        HELLO_SH,
+        "{read}"
+    );
+    let id = &before.0;
+    let rest = app
+        .get_auth(&format!("/api/v1/skills/{id}/files/SKILL.md"), &ann.access)
+        .await;
+    assert_eq!(rest.status(), StatusCode::OK);
+    assert_eq!(rest.text().await.unwrap(), SKILL_MD);
+    assert_eq!(stored(&app, &ann).await, before);
+
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "cat SKILL.md && ls scripts && if [ -e new ]; then echo leaked; else echo fresh; fi",
+    )
+    .await;
+    assert_eq!(
+        out.stdout,
+        format!("{SKILL_MD}hello.sh\nfresh\n"),
+        "{out:?}"
+    );
+}
+
+/// `/proc/self/mountinfo` inside names neither the data folder, nor the user, nor the helper's
+/// host path (the skill is a copy on a tmpfs, and the helper's mount is detached before the
+/// command runs); and the command holds no capability at all.
+async fn a_command_sees_no_host_path_and_holds_no_capability(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |_| {}).await else {
+        return;
+    };
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "cat /proc/self/mountinfo; grep ^Cap /proc/self/status",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let helper = env!("CARGO_BIN_EXE_agentskills-mcp");
+    let helper_dir = Path::new(helper).parent().unwrap().display().to_string();
+    let data = app.data_dir.display().to_string();
+    let data_parent = app.data_dir.parent().unwrap().display().to_string();
+    for leak in [
+        data.as_str(),
+        data_parent.as_str(),
+        ann.id.as_str(),
+        helper,
+        helper_dir.as_str(),
+        "agentskills-sandbox-init",
+        "skills/",
+    ] {
+        assert!(!out.stdout.contains(leak), "{leak} shows: {}", out.stdout);
+    }
+    // `/skill` and `/tmp` are tmpfs of the command's own, bounded in files.
+    for mount in [" /skill ", " /tmp "] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.contains(mount) && l.contains("tmpfs") && l.contains("nr_inodes=4096")),
+            "{mount}: {}",
+            out.stdout
+        );
+    }
+    let caps: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .collect();
+    assert_eq!(caps.len(), 5, "{out:?}");
+    for line in caps {
+        assert!(line.ends_with(":\t0000000000000000"), "{line}");
+    }
+}
+
+/// The scratch copy keeps each file's executable bit as it is on disk (a script runs as
+/// `./scripts/x.sh`), and paths with spaces and non-ASCII letters as they are.
+async fn scripts_keep_their_executable_bit_and_odd_names_survive(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |_| {}).await else {
+        return;
+    };
+    app.upload_skill(
+        &ann,
+        &[
+            ("SKILL.md", SKILL_MD.as_bytes()),
+            ("scripts/x.sh", b"#!/bin/sh\necho \"x ran in $(pwd)\"\n"),
+            (
+                "dir with space/\u{fc}n\u{ef} c\u{f6}d\u{e9}.txt",
+                b"unicode ok\n",
+            ),
+        ],
+    )
+    .await;
+    // Uploads store files without the bit; a skill folder may have it on disk all the same.
+    let script = find(&app.data_dir, "x.sh");
+    assert_eq!(script.len(), 1, "{script:?}");
+    std::fs::set_permissions(
+        &script[0],
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = run(
+        &app,
+        &token,
+        "tools",
+        "./scripts/x.sh && cat 'dir with space/\u{fc}n\u{ef} c\u{f6}d\u{e9}.txt' \
+         && test ! -x SKILL.md && test ! -x scripts/hello.sh && echo plain",
+    )
+    .await;
+    assert_eq!(
+        out.stdout, "x ran in /skill\nunicode ok\nplain\n",
+        "{out:?}"
+    );
+}
+
+/// Without bubblewrap (degraded) or without the sandbox (off), a command runs in a copy of its
+/// skill in a private host folder, removed when it ends: the stored skill never changes either.
+async fn degraded_and_off_modes_run_in_a_host_copy(backend: Backend) {
+    use agentskills_mcp::config::SandboxMode;
+    for mode in [SandboxMode::Degraded, SandboxMode::Off] {
+        let app = spawn_app_with(backend.clone(), |s| {
+            s.sandbox.mode = mode;
+            s.sandbox.bwrap = String::new();
+        })
+        .await;
+        let ann = app.user("ann").await;
+        app.upload_skill(
+            &ann,
+            &[
+                ("SKILL.md", SKILL_MD.as_bytes()),
+                ("scripts/hello.sh", HELLO_SH),
+            ],
+        )
+        .await;
+        let (_, token) = app.api_token(&ann, "agent").await;
+        let before = stored(&app, &ann).await;
+        let out = run(
+            &app,
+            &token,
+            "tools",
+            "pwd && echo changed > SKILL.md && rm scripts/hello.sh && echo new > new.txt \
+             && cat SKILL.md",
+        )
+        .await;
+        let mut lines = out.stdout.lines();
+        let copy = PathBuf::from(lines.next().unwrap_or_default());
+        assert_eq!(lines.next(), Some("changed"), "{mode:?}: {out:?}");
+        assert!(
+            !copy.starts_with(&app.data_dir) && copy.is_absolute(),
+            "{mode:?}: {out:?}"
+        );
+        assert!(
+            !copy.exists(),
+            "{mode:?}: the copy {copy:?} was left behind"
+        );
+        assert_eq!(stored(&app, &ann).await, before, "{mode:?}");
+        assert!(find(&app.data_dir, "new.txt").is_empty());
+        if mode == SandboxMode::Degraded {
+            assert!(
+                out.text.contains("[warning: degraded sandbox")
+                    && out.text.contains("bounded only per file"),
+                "{out:?}"
+            );
+        }
+    }
 }
