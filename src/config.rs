@@ -102,7 +102,7 @@ pub struct AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenSettings {
-    /// API tokens one user may hold.
+    /// API tokens one user may hold; expired ones do not count.
     pub max_per_user: u32,
     /// `last_used_at` is written at most once per token per this interval (and on shutdown).
     pub last_used_flush_secs: u64,

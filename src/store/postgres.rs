@@ -827,9 +827,17 @@ impl PgStore {
                 .await?;
             tx.query_opt(&stmt, &[&token.user_id]).await?;
             let stmt = tx
-                .prepare_cached("SELECT count(*) FROM api_tokens WHERE user_id = $1")
+                // Expired tokens do not count: they no longer work, and a user should not have to
+                // clean them up to make a new one.
+                .prepare_cached(
+                    "SELECT count(*) FROM api_tokens
+                     WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+                )
                 .await?;
-            let count: i64 = tx.query_one(&stmt, &[&token.user_id]).await?.try_get(0)?;
+            let count: i64 = tx
+                .query_one(&stmt, &[&token.user_id, &token.created_at])
+                .await?
+                .try_get(0)?;
             if count >= i64::from(max_per_user) {
                 tx.rollback().await?;
                 return Ok(false);

@@ -805,9 +805,16 @@ impl SqliteStore {
         let inserted = self
             .write("creating an API token", move |tx| {
                 // The write lock taken by BEGIN IMMEDIATE keeps the count true until the insert.
+                // Expired tokens do not count: they no longer work, and a user should not have to
+                // clean them up to make a new one.
                 let count: i64 = tx
-                    .prepare_cached("SELECT count(*) FROM api_tokens WHERE user_id = ?1")?
-                    .query_row([token.user_id], |row| row.get(0))?;
+                    .prepare_cached(
+                        "SELECT count(*) FROM api_tokens
+                         WHERE user_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                    )?
+                    .query_row(params![token.user_id, micros(token.created_at)], |row| {
+                        row.get(0)
+                    })?;
                 if count >= i64::from(max_per_user) {
                     return Ok(false);
                 }

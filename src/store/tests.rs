@@ -844,27 +844,38 @@ async fn api_token_limit_is_enforced(store: Store) {
         .insert_api_token(&new_token(user.id, T0, None), 2)
         .await
         .unwrap();
-    let second = new_token(user.id, T0, Some(T0));
+    // Expired at T0: listed until deleted, but it works no more, so it does not count.
+    let expired = new_token(user.id, T0, Some(T0));
+    store.insert_api_token(&expired, 2).await.unwrap();
+    let second = new_token(user.id, T0, None);
     store.insert_api_token(&second, 2).await.unwrap();
+    assert_eq!(store.list_api_tokens(user.id, T0).await.unwrap().len(), 3);
     let epoch = store.registry_epoch().await.unwrap();
-
-    // Expired tokens still count: they are listed until deleted.
     let err = store
         .insert_api_token(&new_token(user.id, T0, None), 2)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LimitReached), "{err:?}");
     assert_eq!(store.registry_epoch().await.unwrap(), epoch);
-    assert_eq!(store.list_api_tokens(user.id, T0).await.unwrap().len(), 2);
     // The limit is per user.
     store
         .insert_api_token(&new_token(other.id, T0, None), 2)
         .await
         .unwrap();
-
+    // One that expires later counts until then.
+    let later = T0 + Duration::days(1);
     assert!(store.delete_api_token(user.id, second.id).await.unwrap());
     store
+        .insert_api_token(&new_token(user.id, T0, Some(later)), 2)
+        .await
+        .unwrap();
+    let err = store
         .insert_api_token(&new_token(user.id, T0, None), 2)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LimitReached), "{err:?}");
+    store
+        .insert_api_token(&new_token(user.id, later, None), 2)
         .await
         .unwrap();
     let err = store
