@@ -180,11 +180,28 @@ fn load_skill_metadata(index: &SkillIndex) -> Result<CallToolResult, CallToolRes
             out.push_str("\n- ");
             out.push_str(&skill.record.name);
             out.push_str(": ");
-            out.push_str(&skill.record.description);
+            // One line per skill, as the listing's first line promises: a description written
+            // over several lines (a literal `|` block) is listed on one.
+            push_one_line(&mut out, &skill.record.description);
         }
         out
     });
     Ok(text(listing.to_string()))
+}
+
+/// `text` with each line break (and the blanks around it) as one space.
+fn push_one_line(out: &mut String, text: &str) {
+    let mut lines = text.lines();
+    if let Some(first) = lines.next() {
+        out.push_str(first.trim_end());
+    }
+    for line in lines {
+        let line = line.trim();
+        if !line.is_empty() {
+            out.push(' ');
+            out.push_str(line);
+        }
+    }
 }
 
 async fn load_skill(
@@ -312,4 +329,21 @@ fn shell_result(outcome: &Outcome, timeout: std::time::Duration) -> CallToolResu
     };
     result.structured_content = Some(structured);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_description_over_several_lines_is_listed_on_one() {
+        for (text, listed) in [
+            ("One line.", "One line."),
+            ("Line one.\nLine two.", "Line one. Line two."),
+            ("a  \r\n\n   b\n", "a b"),
+            ("", ""),
+        ] {
+            let mut out = String::new();
+            super::push_one_line(&mut out, text);
+            assert_eq!(out, listed, "{text:?}");
+        }
+    }
 }

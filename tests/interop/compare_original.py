@@ -77,12 +77,15 @@ def main() -> int:
         what = f"{name} {arguments}"
         if name == "load_skill_metadata":
             their_lines, my_lines = theirs.split("\n"), mine.split("\n")
-            sorted_here = my_lines[1:] == sorted(my_lines[1:])
+            # Sorted by name (not by line: `folded-strip` sorts after `folded`).
+            names = [line[2:].split(": ", 1)[0] for line in my_lines[1:]]
+            sorted_here = names == sorted(names)
             only_mine = set(my_lines[1:]) - set(their_lines[1:])
             only_theirs = set(their_lines[1:]) - set(my_lines[1:])
             # Every line of ours the original does not have belongs to a skill whose difference
             # is declared, and every declared difference shows.
-            mine_by_skill = {line[2:].split(": ", 1)[0]: line for line in my_lines[1:]}
+            mine_by_skill = {line[2:].split(": ", 1)[0]: line
+                             for line in my_lines[1:] if line.startswith("- ")}
             expected_diff = {s for s in mine_by_skill if differs(s, "metadata")}
             actual_diff = {s for s, line in mine_by_skill.items() if line in only_mine}
             ok = (their_lines[0] == my_lines[0] and sorted_here

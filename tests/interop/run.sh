@@ -9,8 +9,8 @@
 #    data dir, and gives a new user the skills in tests/interop/skills/ through the REST API;
 # 3. runs client.py (Python SDK) and client.mjs (TypeScript SDK) over Streamable HTTP, legacy SSE and
 #    stdio, compare_original.py (the tools' text against the original server, mcp-agentskills
-#    0.1.2, on the same folder, and on the corpus of SKILL.md forms in tests/corpus), and the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp
-#    through auth-proxy.mjs.
+#    0.1.2, on the same folder, and on the corpus of SKILL.md forms in tests/corpus), and the
+#    conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs.
 # Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
 # check fails its scenario unless the runner could not try it because the server lacks the suite's own
 # diagnostic test_* tools (those print as "n/a").
