@@ -57,6 +57,10 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Connections open at once from one address (trusted proxies are exempt).
     pub max_connections_per_ip: usize,
+    /// Requests one HTTP/2 connection may have in progress at once (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`); each may hold an answer as large as the largest file
+    /// while it is made.
+    pub http2_max_concurrent_streams: u32,
     /// Origins (`https://app.example.com`) whose browser pages may call this server (CORS), each
     /// exactly as the browser sends it. Responses to them carry `Access-Control-Allow-Origin`
     /// with that origin (never `*`); anything else gets no CORS headers.
@@ -285,6 +289,9 @@ impl Default for ServerSettings {
             request_timeout_secs: 120,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            // HTTP/1.1 has one request in progress per connection; an MCP client needs a few
+            // (its requests and one event stream per session), not the hundreds hyper allows.
+            http2_max_concurrent_streams: 64,
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -407,6 +414,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_MAX_CONNECTIONS_PER_IP",
         "server.max_connections_per_ip",
+    ),
+    (
+        "AGENTSKILLS_HTTP2_MAX_CONCURRENT_STREAMS",
+        "server.http2_max_concurrent_streams",
     ),
     (
         "AGENTSKILLS_CORS_ALLOWED_ORIGINS",
@@ -638,6 +649,10 @@ impl Settings {
             (
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip as u64,
+            ),
+            (
+                "server.http2_max_concurrent_streams",
+                u64::from(self.server.http2_max_concurrent_streams),
             ),
             ("sandbox.cpu_secs", self.sandbox.cpu_secs),
             ("sandbox.open_files", self.sandbox.open_files),
