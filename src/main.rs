@@ -247,7 +247,8 @@ async fn stdio(
         std::sync::Arc::default(),
     )
     .await;
-    let server = McpServer::new(source, max_read, sandbox);
+    let limits = agentskills_mcp::mcp::limits::Limits::from_settings(&settings.mcp);
+    let server = McpServer::new(source, max_read, limits, sandbox);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;
     Ok(())

@@ -4,7 +4,7 @@
 //! this registry finds sessions by id and stops their actors when they end.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::SUPPORTED_VERSIONS;
 use super::inflight::InFlight;
 use crate::actors::session::{OUTBOUND_QUEUE, SessionActor, SessionMessage};
 
@@ -27,7 +28,8 @@ pub struct Session {
     pub id: String,
     pub user_id: Uuid,
     pub token_id: Uuid,
-    /// The version agreed at `initialize`.
+    /// The version agreed at `initialize` (for a legacy session, the version it opens with:
+    /// see [`Session::version`]).
     pub protocol_version: &'static str,
     /// Its requests in progress, which `notifications/cancelled` may stop.
     pub inflight: InFlight,
@@ -35,6 +37,9 @@ pub struct Session {
     last_seen: AtomicI64,
     /// Opened by `GET /sse` (HTTP+SSE, 2024-11-05), whose answers all go to its stream.
     legacy: bool,
+    /// A legacy session's `initialize` comes after it opens, over `POST /messages`, and may agree
+    /// on a later version: its place in [`SUPPORTED_VERSIONS`] plus one, 0 before.
+    negotiated: AtomicUsize,
     /// Owns the session's stream; stopped when the session ends.
     actor: ActorRef<SessionMessage>,
 }
@@ -50,6 +55,25 @@ impl Session {
         match sender {
             Ok(CallResult::Success(Some(tx))) => tx.send(message).await.is_ok(),
             _ => false,
+        }
+    }
+
+    /// The protocol version the session speaks: the one a legacy session's `initialize` agreed
+    /// on, once it has, else the one it was opened with.
+    pub fn version(&self) -> &'static str {
+        match self.negotiated.load(Ordering::Acquire) {
+            0 => self.protocol_version,
+            n => SUPPORTED_VERSIONS
+                .get(n - 1)
+                .copied()
+                .unwrap_or(self.protocol_version),
+        }
+    }
+
+    /// Remembers the version a legacy session's `initialize` agreed on.
+    pub fn set_negotiated(&self, version: &str) {
+        if let Some(at) = SUPPORTED_VERSIONS.iter().position(|v| *v == version) {
+            self.negotiated.store(at + 1, Ordering::Release);
         }
     }
 
@@ -211,6 +235,7 @@ impl Sessions {
             inflight: InFlight::default(),
             last_seen: AtomicI64::new(unix_now()),
             legacy,
+            negotiated: AtomicUsize::new(0),
             actor,
         });
         let mut map = self.lock();
@@ -371,6 +396,24 @@ mod tests {
         assert_eq!(legacy_stream.recv().await, None);
         assert_eq!(modern_stream.recv().await, None);
         assert!(!legacy.push(Bytes::from_static(b"0")).await);
+    }
+
+    #[tokio::test]
+    async fn a_legacy_session_remembers_the_version_initialize_agreed_on() {
+        let sessions = Sessions::new(Duration::from_secs(60), 5);
+        let (legacy, _stream) = sessions
+            .open_legacy(Uuid::new_v4(), Uuid::new_v4())
+            .await
+            .unwrap();
+        assert_eq!(legacy.version(), "2024-11-05");
+        legacy.set_negotiated("2025-06-18");
+        assert_eq!(legacy.version(), "2025-06-18");
+        legacy.set_negotiated("1999-01-01");
+        assert_eq!(
+            legacy.version(),
+            "2025-06-18",
+            "only versions this server speaks"
+        );
     }
 
     #[tokio::test]

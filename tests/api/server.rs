@@ -670,7 +670,7 @@ async fn connections_are_capped_per_address() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// Each request in progress may hold an answer as large as the largest file, so an HTTP/2
+/// Each request in progress may hold an answer as large as `mcp.max_answer_bytes`, so an HTTP/2
 /// connection is told how many it may have at once (`SETTINGS_MAX_CONCURRENT_STREAMS`), as
 /// HTTP/1.1 allows one: `server.http2_max_concurrent_streams`, 64 unless set.
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The legacy HTTP+SSE transport (protocol 2024-11-05): `GET /sse` opens a session and a stream
 //! whose first event, `endpoint`, names the URL to POST messages to (`/messages?session_id=…`);
-//! each POST there gets 202 and its answers come back on the stream as `message` events.
+//! each POST there gets 202 and its answers come back on the stream as `message` events (a
+//! batch's, as one event holding their array). Batches follow the version the session's
+//! `initialize` agreed on, and answers `mcp.max_answer_bytes`, as on `/mcp`.
 //!
 //! Same authentication, Origin/Host checks and limits as `/mcp`. The stream sends a keep-alive
 //! comment every 15 s; it ends when the client goes away (which ends the session), when the session
@@ -19,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::mcp::{authenticate, check_origin, rpc_refusal};
+use super::mcp::{authenticate, check_origin, refusal, rpc_refusal};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::http::Body;
@@ -27,7 +29,8 @@ use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
-use crate::mcp::sessions::{OpenError, Sessions};
+use crate::mcp::limits::BatchAnswer;
+use crate::mcp::sessions::{OpenError, Session, Sessions};
 
 /// `GET /sse`.
 pub(crate) async fn open(
@@ -200,32 +203,103 @@ pub(crate) async fn message(
             "parse error: the body is not JSON",
         ));
     };
-    let messages = match value {
-        Value::Array(items) => items,
-        other => vec![other],
+    let (messages, batch) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Ok(rpc_refusal(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                "invalid request: an empty batch",
+            ));
+        }
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
     };
-    for message in &messages {
-        let reply = match classify(message) {
+    if batch {
+        // The version `initialize` agreed on decides, as on `/mcp`: clients initialize over
+        // `/messages` with their own newest version, whatever the transport.
+        let checked = state
+            .mcp
+            .limits()
+            .check_batch(session.version(), messages.len(), "per POST");
+        if let Err(error) = checked {
+            return Ok(refusal(StatusCode::BAD_REQUEST, None, &error));
+        }
+    }
+    let answer = if batch {
+        Box::pin(answer_batch(state, &session, &messages)).await
+    } else {
+        answer_one(state, &session, &messages[0]).await
+    };
+    let Some(answer) = answer else {
+        let mut accepted = no_content();
+        *accepted.status_mut() = StatusCode::ACCEPTED;
+        return Ok(accepted);
+    };
+    if !session.push(Bytes::from(answer)).await {
+        return Ok(rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "the session's stream is closed",
+        ));
+    }
+    let mut accepted = no_content();
+    *accepted.status_mut() = StatusCode::ACCEPTED;
+    Ok(accepted)
+}
+
+/// The answer to one message, serialized; `None` for a notification, a response, or a request
+/// that was cancelled (which gets no response, as the protocol asks).
+async fn answer_one(state: &AppState, session: &Session, message: &Value) -> Option<Vec<u8>> {
+    let reply = match classify(message) {
+        Ok(Message::Request {
+            id,
+            method: "initialize",
+            params,
+        }) => Reply::Value(initialize(state, session, id, params)),
+        Ok(Message::Request { id, method, params }) => {
+            let version = session.version();
+            let work = state
+                .mcp
+                .reply(session.user_id, version, id, method, params);
+            let reply = session.inflight.run(id, work).await?;
+            return Some(state.mcp.bounded(reply, id, version, method));
+        }
+        Ok(Message::Notification {
+            method: CANCELLED,
+            params,
+        }) => {
+            session.inflight.cancel(params);
+            return None;
+        }
+        Ok(Message::Notification { .. } | Message::Response) => return None,
+        Err((id, error)) => Reply::Value(error_response(id, &error)),
+    };
+    Some(reply.into_bytes())
+}
+
+/// The answer to a batch (already checked against the session's version and
+/// `mcp.max_batch_messages`): one JSON array, which stops growing at `mcp.max_answer_bytes`.
+async fn answer_batch(state: &AppState, session: &Session, messages: &[Value]) -> Option<Vec<u8>> {
+    let mut answer = BatchAnswer::new(state.mcp.limits().max_answer_bytes);
+    for message in messages {
+        match classify(message) {
+            Ok(Message::Request { id, .. }) if answer.is_full() => answer.skip(id),
             Ok(Message::Request {
                 id,
                 method: "initialize",
                 params,
-            }) => Reply::Value(match state.mcp.initialize(params) {
-                Ok(negotiated) => result_response(id, negotiated.result),
-                Err(error) => error_response(Some(id), &error),
-            }),
+            }) => {
+                let response = initialize(state, session, id, params);
+                answer.push(Some(id), Reply::Value(response).into_bytes());
+            }
             Ok(Message::Request { id, method, params }) => {
-                let work = state.mcp.reply(
-                    session.user_id,
-                    session.protocol_version,
-                    id,
-                    method,
-                    params,
-                );
-                match session.inflight.run(id, work).await {
-                    Some(reply) => reply,
-                    // Cancelled: no response, as the protocol asks.
-                    None => continue,
+                let version = session.version();
+                let work = state
+                    .mcp
+                    .reply(session.user_id, version, id, method, params);
+                // Cancelled: no response, as the protocol asks.
+                if let Some(reply) = session.inflight.run(id, work).await {
+                    answer.push(Some(id), state.mcp.bounded(reply, id, version, method));
                 }
             }
             Ok(Message::Notification {
@@ -233,20 +307,23 @@ pub(crate) async fn message(
                 params,
             }) => {
                 session.inflight.cancel(params);
-                continue;
             }
-            Ok(Message::Notification { .. } | Message::Response) => continue,
-            Err((id, error)) => Reply::Value(error_response(id, &error)),
-        };
-        if !session.push(Bytes::from(reply.into_bytes())).await {
-            return Ok(rpc_refusal(
-                StatusCode::NOT_FOUND,
-                codes::INVALID_REQUEST,
-                "the session's stream is closed",
-            ));
+            Ok(Message::Notification { .. } | Message::Response) => {}
+            Err((id, error)) => {
+                answer.push(id, Reply::Value(error_response(id, &error)).into_bytes())
+            }
         }
     }
-    let mut accepted = no_content();
-    *accepted.status_mut() = StatusCode::ACCEPTED;
-    Ok(accepted)
+    answer.finish()
+}
+
+/// Answers `initialize` on a legacy session and remembers the version it agreed on.
+fn initialize(state: &AppState, session: &Session, id: &Value, params: Option<&Value>) -> Value {
+    match state.mcp.initialize(params) {
+        Ok(negotiated) => {
+            session.set_negotiated(negotiated.version);
+            result_response(id, negotiated.result)
+        }
+        Err(error) => error_response(Some(id), &error),
+    }
 }
