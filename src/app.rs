@@ -166,6 +166,7 @@ impl App {
         let sessions = Arc::new(Sessions::new(
             Duration::from_secs(settings.mcp.session_idle_secs),
             settings.mcp.max_sessions_per_token,
+            settings.mcp.max_queued_bytes,
         ));
         spawn_session_reaper(
             &sessions,

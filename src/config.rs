@@ -160,6 +160,10 @@ pub struct McpSettings {
     /// requests are not run. Keep it above `skills.max_file_bytes` with room for JSON escaping,
     /// or the largest files cannot be read over MCP.
     pub max_answer_bytes: usize,
+    /// Bytes of answers one user's legacy event streams (`GET /sse`, all of them together) may
+    /// hold before their clients read them. An answer that does not fit is not queued and its
+    /// `POST /messages` gets 429 with `Retry-After`. At least `mcp.max_answer_bytes`.
+    pub max_queued_bytes: usize,
 }
 
 /// Requests allowed per key; 0 turns a limit off. Each limit lets a burst of its size through at
@@ -373,6 +377,8 @@ impl Default for McpSettings {
             // The largest file (`skills.max_file_bytes`, 10 MiB) as JSON text, which escaping
             // makes longer.
             max_answer_bytes: 16 * 1024 * 1024,
+            // Two of the largest answers.
+            max_queued_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -497,6 +503,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "mcp.max_batch_messages",
     ),
     ("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "mcp.max_answer_bytes"),
+    ("AGENTSKILLS_MCP_MAX_QUEUED_BYTES", "mcp.max_queued_bytes"),
     (
         "AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE",
         "rate_limits.login_per_ip_per_minute",
@@ -804,6 +811,13 @@ impl Settings {
         if self.mcp.max_answer_bytes < 4096 {
             return fail("mcp.max_answer_bytes", "must be at least 4096");
         }
+        // So that any one answer fits when the user's streams are empty.
+        if self.mcp.max_queued_bytes < self.mcp.max_answer_bytes {
+            return fail(
+                "mcp.max_queued_bytes",
+                "must be at least mcp.max_answer_bytes",
+            );
+        }
         for origin in &self.mcp.allowed_origins {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
                 && !origin.ends_with('/')
@@ -1006,10 +1020,15 @@ mod tests {
         let s = Settings::from_toml_str("", &[]).unwrap();
         assert_eq!(s.mcp.max_batch_messages, 32);
         assert_eq!(s.mcp.max_answer_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.mcp.max_queued_bytes, 32 * 1024 * 1024);
         assert_eq!(s.server.http2_max_concurrent_streams, 64);
         for (text, setting) in [
             ("[mcp]\nmax_batch_messages = 0\n", "mcp.max_batch_messages"),
             ("[mcp]\nmax_answer_bytes = 100\n", "mcp.max_answer_bytes"),
+            (
+                "[mcp]\nmax_answer_bytes = 65536\nmax_queued_bytes = 65535\n",
+                "mcp.max_queued_bytes",
+            ),
             (
                 "[server]\nhttp2_max_concurrent_streams = 0\n",
                 "server.http2_max_concurrent_streams",
@@ -1022,6 +1041,7 @@ mod tests {
             "",
             &env(&[
                 ("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "65536"),
+                ("AGENTSKILLS_MCP_MAX_QUEUED_BYTES", "65536"),
                 ("AGENTSKILLS_MCP_MAX_BATCH_MESSAGES", "4"),
                 ("AGENTSKILLS_HTTP2_MAX_CONCURRENT_STREAMS", "8"),
             ]),
@@ -1030,10 +1050,11 @@ mod tests {
         assert_eq!(
             (
                 s.mcp.max_answer_bytes,
+                s.mcp.max_queued_bytes,
                 s.mcp.max_batch_messages,
                 s.server.http2_max_concurrent_streams
             ),
-            (65536, 4, 8)
+            (65536, 65536, 4, 8)
         );
     }
 }

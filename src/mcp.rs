@@ -48,8 +48,8 @@ pub mod codes {
     pub const HEADER_MISMATCH: i32 = -32020;
     /// MCP 2026-07-28: the request's protocol version is not served.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
-    /// This server: a limit was reached (an answer too large, a batch's answer full). `data`
-    /// names the setting and its value:
+    /// This server: a limit was reached (an answer too large, a batch's answer full, the bytes
+    /// queued on a user's event streams). `data` names the setting and its value:
     /// `{"limit": "mcp.max_answer_bytes", "max": 16777216}`. JSON-RPC leaves -32000 to -32099 to
     /// servers; this one is far from those MCP and its SDKs use (-32000, -32001, -32002, -32020
     /// to -32022, -32042).

@@ -1,5 +1,6 @@
 //! What one client may make the server hold: the messages of a batch, the bytes of one answer and
-//! of a batch's whole answer.
+//! of a batch's whole answer. (The bytes queued on event streams are bounded per user by
+//! [`crate::actors::session::QueueBudget`].)
 //!
 //! A batch of requests for one large file used to build every answer in memory before sending
 //! any: a 16 KB body could make the server hold a gigabyte. Now every transport checks a batch
@@ -43,6 +44,7 @@ pub const BATCHLESS_VERSION: &str = "2025-06-18";
 /// The settings the refusals name.
 pub const MAX_BATCH_MESSAGES: &str = "mcp.max_batch_messages";
 pub const MAX_ANSWER_BYTES: &str = "mcp.max_answer_bytes";
+pub const MAX_QUEUED_BYTES: &str = "mcp.max_queued_bytes";
 
 /// Whether a session of protocol `version` may send batches.
 pub fn batches_allowed(version: &str) -> bool {

@@ -1,6 +1,7 @@
 //! What one MCP client may make the server hold: batches (none from protocol 2025-06-18 on, at
-//! most `mcp.max_batch_messages` before), and the bytes of one answer and of a batch's answer
-//! (`mcp.max_answer_bytes`). Every refusal names the setting and its value.
+//! most `mcp.max_batch_messages` before), the bytes of one answer and of a batch's answer
+//! (`mcp.max_answer_bytes`), and the bytes of answers waiting on a user's legacy event streams
+//! (`mcp.max_queued_bytes`). Every refusal names the setting and its value.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use futures_util::StreamExt as _;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app, spawn_app_with};
@@ -641,4 +643,161 @@ async fn a_batch_of_large_reads_keeps_the_servers_memory_bounded() {
         growth < 128 * 1024,
         "the server's resident memory grew by {growth} KiB for one batch"
     );
+}
+
+// ---- The bytes queued on legacy event streams ----
+
+/// A legacy `/sse` client over a raw socket with a small receive buffer, so that it can stop
+/// reading (and the server's writes then stop soon after).
+struct RawStream {
+    socket: tokio::net::TcpStream,
+    endpoint: String,
+    /// Everything read so far.
+    read: Vec<u8>,
+}
+
+impl RawStream {
+    async fn open(app: &TestApp, token: &str) -> RawStream {
+        let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut socket = socket.connect(addr).await.unwrap();
+        socket
+            .write_all(
+                format!(
+                    "GET /sse HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut stream = RawStream {
+            socket,
+            endpoint: String::new(),
+            read: Vec::new(),
+        };
+        while !String::from_utf8_lossy(&stream.read).contains("\n\n") {
+            stream.read_some().await;
+        }
+        let text = String::from_utf8_lossy(&stream.read).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let at = text.find("/messages?session_id=").unwrap();
+        stream.endpoint = text[at..at + "/messages?session_id=".len() + 64].to_owned();
+        stream
+    }
+
+    async fn read_some(&mut self) -> usize {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(20), self.socket.read(&mut buf))
+            .await
+            .expect("bytes within 20 s")
+            .unwrap();
+        self.read.extend_from_slice(&buf[..n]);
+        n
+    }
+
+    fn messages(&self) -> usize {
+        String::from_utf8_lossy(&self.read)
+            .matches("event: message\n")
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_client_that_does_not_read_is_refused_until_it_does() {
+    const ANSWER_CAP: usize = 256 * 1024;
+    const QUEUE_CAP: usize = 512 * 1024;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.mcp.max_answer_bytes = ANSWER_CAP;
+        s.mcp.max_queued_bytes = QUEUE_CAP;
+    })
+    .await;
+    let (ann, token) = ann_with_files(&app, &[("part.md", &text(100 * 1024))]).await;
+    let user: uuid::Uuid = ann.id.parse().unwrap();
+
+    // A client that never reads its stream: its answers pile up until the user's budget is
+    // spent, and then its POSTs are refused with the limit named.
+    let mut stalled = RawStream::open(&app, &token).await;
+    let mut accepted = 0;
+    let refusal = loop {
+        assert!(accepted < 200, "200 answers of 100 KiB were queued");
+        let (status, headers, body) = post_legacy(
+            &app,
+            &token,
+            &stalled.endpoint,
+            &read_file(accepted, "part.md"),
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(headers["retry-after"], "1");
+            break body;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        accepted += 1;
+    };
+    assert_eq!(refusal["id"], accepted, "{refusal}");
+    assert_limit(&refusal["error"], "mcp.max_queued_bytes", QUEUE_CAP);
+    let queued = app.state.sessions.queued_bytes(user);
+    assert!(
+        queued <= QUEUE_CAP && queued > QUEUE_CAP - 110 * 1024,
+        "{queued}"
+    );
+
+    // The budget is the user's: another of their sessions, read at once, is refused as well.
+    let mut reader = Legacy::open(&app, &token).await;
+    let (status, _, body) =
+        post_legacy(&app, &token, &reader.endpoint, &read_file(1000, "part.md")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_limit(&body["error"], "mcp.max_queued_bytes", QUEUE_CAP);
+    // Another user's is not.
+    let bob = app.user("bob").await;
+    app.upload_skill(
+        &bob,
+        &[("SKILL.md", b"---\nname: big\ndescription: Bob's.\n---\n")],
+    )
+    .await;
+    let (_, bob_token) = app.api_token(&bob, "agent").await;
+    let mut bobs = Legacy::open(&app, &bob_token).await;
+    let (status, _, _) = post_legacy(&app, &bob_token, &bobs.endpoint, &ping(1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(bobs.message().await["id"], 1);
+
+    // Once the stalled client reads everything, the budget is back.
+    while stalled.messages() < accepted {
+        stalled.read_some().await;
+    }
+    assert_eq!(app.state.sessions.queued_bytes(user), 0);
+    let (status, _, body) =
+        post_legacy(&app, &token, &reader.endpoint, &read_file(1001, "part.md")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(reader.message().await["id"], 1001);
+
+    // A client that stops reading and goes away: its stream ends, and what it held is given back.
+    let gone = RawStream::open(&app, &token).await;
+    let mut id = 2000;
+    loop {
+        let (status, _, _) =
+            post_legacy(&app, &token, &gone.endpoint, &read_file(id, "part.md")).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(status, StatusCode::ACCEPTED);
+        id += 1;
+        assert!(id < 2200);
+    }
+    // Closed with answers unread, which the kernel tells the server with a reset.
+    drop(gone);
+    let started = std::time::Instant::now();
+    while app.state.sessions.queued_bytes(user) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} bytes stayed charged after the stream ended",
+            app.state.sessions.queued_bytes(user)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, body) =
+        post_legacy(&app, &token, &reader.endpoint, &read_file(3000, "part.md")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(reader.message().await["id"], 3000);
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::mcp::{authenticate, check_origin, refusal, rpc_refusal};
+use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::http::Body;
@@ -29,8 +30,8 @@ use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
-use crate::mcp::limits::BatchAnswer;
-use crate::mcp::sessions::{OpenError, Session, Sessions};
+use crate::mcp::limits::{BatchAnswer, MAX_QUEUED_BYTES, limit_error};
+use crate::mcp::sessions::{OpenError, PushError, Session, Sessions};
 
 /// `GET /sse`.
 pub(crate) async fn open(
@@ -74,7 +75,7 @@ pub(crate) async fn open(
 pub(crate) fn event_stream(
     state: &AppState,
     endpoint: Option<String>,
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: mpsc::Receiver<Queued>,
     guard: SessionGuard,
 ) -> Response<Body> {
     guard.sessions.stream_opened();
@@ -133,7 +134,7 @@ impl Drop for SessionGuard {
 struct EventStream {
     endpoint: Option<String>,
     /// Messages as serialized JSON.
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: mpsc::Receiver<Queued>,
     keep_alive: tokio::time::Interval,
     guard: SessionGuard,
 }
@@ -147,13 +148,19 @@ impl EventStream {
             )));
         }
         tokio::select! {
-            message = self.outbound.recv() => {
-                let message = message?;
+            queued = self.outbound.recv() => {
+                let Queued { message, charge } = queued?;
                 let mut event = Vec::with_capacity(message.len() + 24);
                 event.extend_from_slice(b"event: message\ndata: ");
                 event.extend_from_slice(&message);
                 event.extend_from_slice(b"\n\n");
-                Some(Bytes::from(event))
+                drop(message);
+                Some(match charge {
+                    // The answer's bytes stay charged to its user until hyper has written them
+                    // out and drops them: a client that does not read keeps them counted.
+                    Some(charge) => Bytes::from_owner(Charged { event, _charge: charge }),
+                    None => Bytes::from(event),
+                })
             }
             _ = self.keep_alive.tick() => {
                 // Also keeps the session from being reaped while its stream is open, and notices
@@ -162,6 +169,18 @@ impl EventStream {
                 Some(Bytes::from_static(b": keep-alive\n\n"))
             }
         }
+    }
+}
+
+/// An event whose answer is charged to its user's budget, for as long as its bytes live.
+struct Charged {
+    event: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.event
     }
 }
 
@@ -235,16 +254,33 @@ pub(crate) async fn message(
         *accepted.status_mut() = StatusCode::ACCEPTED;
         return Ok(accepted);
     };
-    if !session.push(Bytes::from(answer)).await {
-        return Ok(rpc_refusal(
+    match session.push(Bytes::from(answer)).await {
+        Ok(()) => {
+            let mut accepted = no_content();
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            Ok(accepted)
+        }
+        Err(PushError::Closed) => Ok(rpc_refusal(
             StatusCode::NOT_FOUND,
             codes::INVALID_REQUEST,
             "the session's stream is closed",
-        ));
+        )),
+        Err(PushError::OverBudget { queued, max }) => {
+            let id = (!batch).then(|| messages[0].get("id")).flatten();
+            let error = limit_error(
+                MAX_QUEUED_BYTES,
+                max,
+                format!(
+                    "the answer was not queued: this user's event streams hold {queued} bytes their clients have not read, and may hold {max} ({MAX_QUEUED_BYTES} = {max}); read the stream, then send the request again (it ran)"
+                ),
+            );
+            let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, id, &error);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(response)
+        }
     }
-    let mut accepted = no_content();
-    *accepted.status_mut() = StatusCode::ACCEPTED;
-    Ok(accepted)
 }
 
 /// The answer to one message, serialized; `None` for a notification, a response, or a request
