@@ -110,8 +110,9 @@ impl Limits {
 ///
 /// An answer that would take the array past the cap is replaced by an error naming it (its request
 /// ran: the error says so), and from then on the batch is full ([`BatchAnswer::is_full`]): its
-/// remaining requests are not run, and each gets an error ([`BatchAnswer::skip`]). Those errors
-/// are a few hundred bytes, and a batch holds at most `mcp.max_batch_messages`.
+/// remaining requests are not run, and each gets an error ([`BatchAnswer::skip`]). Errors are not
+/// held to the cap: each is a few hundred bytes beside the id it repeats, which came in the
+/// batch's body, and a batch holds at most `mcp.max_batch_messages` messages.
 #[derive(Debug)]
 pub struct BatchAnswer {
     /// `[` and the answers so far, separated by commas.
@@ -134,7 +135,7 @@ impl BatchAnswer {
         self.full
     }
 
-    /// Adds the answer (serialized) to the message with `id`.
+    /// Adds the answer (serialized) to the request with `id`.
     pub fn push(&mut self, id: Option<&Value>, answer: Vec<u8>) {
         // One byte for the separator and one for the closing bracket.
         let fits = !self.full && self.json.len() + answer.len() + 2 <= self.max;
@@ -154,6 +155,12 @@ impl BatchAnswer {
             ),
         );
         self.append_error(id, &error);
+    }
+
+    /// Adds `error`, the answer to a message that is not a valid request, whether the batch is
+    /// full or not.
+    pub fn error(&mut self, id: Option<&Value>, error: &RpcError) {
+        self.append_error(id, error);
     }
 
     /// Adds the error of request `id`, left unrun because the batch's answer is full.
@@ -241,22 +248,23 @@ mod tests {
         let mut answer = BatchAnswer::new(cap);
         answer.push(Some(&json!(1)), first.clone());
         assert!(!answer.is_full());
-        answer.push(
-            None,
-            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x"}}"#.to_vec(),
-        );
-        assert!(!answer.is_full(), "small answers fit beside the first");
+        answer.error(None, &RpcError::new(codes::INVALID_REQUEST, "x"));
+        assert!(!answer.is_full(), "an error fits beside the first answer");
         // This one would pass the cap: replaced, and the batch is full.
         answer.push(Some(&json!("b")), ok(2, 400));
         assert!(answer.is_full());
         answer.skip(&json!(3));
         answer.skip(&json!(4));
+        // A message that is not a request still gets its own error once the batch is full.
+        answer.error(Some(&json!(5)), &RpcError::new(codes::INVALID_REQUEST, "y"));
         let bytes = answer.finish().unwrap();
         let answers: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(answers.len(), 5);
+        assert_eq!(answers.len(), 6);
+        assert_eq!(answers[5]["id"], 5);
+        assert_eq!(answers[5]["error"]["message"], "y");
         assert_eq!(serde_json::to_vec(&answers[0]).unwrap(), first);
         assert_eq!(answers[1]["error"]["code"], -32600);
-        for (answer, id) in answers[2..].iter().zip([json!("b"), json!(3), json!(4)]) {
+        for (answer, id) in answers[2..5].iter().zip([json!("b"), json!(3), json!(4)]) {
             assert_eq!(answer["id"], id);
             assert_eq!(answer["error"]["code"], codes::LIMIT_REACHED);
             assert_eq!(

@@ -120,6 +120,7 @@ impl Connection {
                     match classify(item) {
                         // The batch's answer is full: the rest is not run.
                         Ok(Message::Request { id, .. }) if answer.is_full() => answer.skip(id),
+                        Err((id, error)) => answer.error(id, &error),
                         _ => {
                             if let Some(reply) = self.message(item, false).await {
                                 answer.push(item.get("id"), reply);

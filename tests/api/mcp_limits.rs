@@ -400,11 +400,13 @@ async fn a_batch_stops_running_once_its_answer_is_full(backend: Backend) {
         read_file(4, "part.md"),
         {"jsonrpc": "2.0", "id": 5, "method": "no/such/method"},
         ping(6),
+        // Not a request at all: its own error, full or not.
+        {"jsonrpc": "1.0", "id": 7, "method": "ping"},
     ]);
     let (status, _, body) = session.post(&batch).await;
     assert_eq!(status, StatusCode::OK);
     let answers = body.as_array().unwrap();
-    assert_eq!(answers.len(), 6, "{body}");
+    assert_eq!(answers.len(), 7, "{body}");
     for (n, answer) in answers.iter().enumerate() {
         assert_eq!(answer["id"], n + 1);
     }
@@ -418,10 +420,11 @@ async fn a_batch_stops_running_once_its_answer_is_full(backend: Backend) {
         "{}",
         said(&answers[3])
     );
-    for answer in &answers[4..] {
+    for answer in &answers[4..6] {
         assert_limit(&answer["error"], "mcp.max_answer_bytes", SMALL_CAP);
         assert!(said(answer).starts_with("not run"), "{answer}");
     }
+    assert_eq!(answers[6]["error"]["code"], -32600);
     let answered: usize = answers[..3].iter().map(|a| a.to_string().len()).sum();
     assert!(answered <= SMALL_CAP);
 }

@@ -356,10 +356,7 @@ async fn answer_batch(
                 session.inflight.cancel(params);
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
-            Err((id, error)) => {
-                let response = serde_json::to_vec(&error_response(id, &error)).unwrap_or_default();
-                answer.push(id, response);
-            }
+            Err((id, error)) => answer.error(id, &error),
         }
     }
     match answer.finish() {

@@ -345,9 +345,7 @@ async fn answer_batch(state: &AppState, session: &Session, messages: &[Value]) -
                 session.inflight.cancel(params);
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
-            Err((id, error)) => {
-                answer.push(id, Reply::Value(error_response(id, &error)).into_bytes())
-            }
+            Err((id, error)) => answer.error(id, &error),
         }
     }
     answer.finish()
