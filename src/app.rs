@@ -28,6 +28,7 @@ use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
 use crate::http::rate_limit::RateLimits;
+use crate::mcp::limits::Limits;
 use crate::mcp::{McpServer, Sessions, SkillSource};
 use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
@@ -154,11 +155,13 @@ impl App {
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
             settings.skills.max_file_bytes,
+            Limits::from_settings(&settings.mcp),
             sandbox.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             Duration::from_secs(settings.mcp.session_idle_secs),
             settings.mcp.max_sessions_per_token,
+            settings.mcp.max_queued_bytes,
         ));
         spawn_session_reaper(
             &sessions,

@@ -57,6 +57,10 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Connections open at once from one address (trusted proxies are exempt).
     pub max_connections_per_ip: usize,
+    /// Requests one HTTP/2 connection may have in progress at once (its
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`); each may hold an answer of up to
+    /// `mcp.max_answer_bytes` while it is made.
+    pub http2_max_concurrent_streams: u32,
     /// Origins (`https://app.example.com`) whose browser pages may call this server (CORS), each
     /// exactly as the browser sends it. Responses to them carry `Access-Control-Allow-Origin`
     /// with that origin (never `*`); anything else gets no CORS headers.
@@ -150,6 +154,19 @@ pub struct McpSettings {
     pub sse_keep_alive_secs: u64,
     /// Sessions one API token may hold open.
     pub max_sessions_per_token: usize,
+    /// Messages one JSON-RPC batch may hold (protocols before 2025-06-18; later ones have no
+    /// batches). A longer batch is refused whole (-32600) before anything in it runs.
+    pub max_batch_messages: usize,
+    /// Bytes of one answer, serialized. A larger one is replaced: for `tools/call` by a tool
+    /// result with `isError: true` that names this limit, for other methods by a JSON-RPC error
+    /// (-32090). It also bounds a batch's whole answer: once it is reached, the batch's remaining
+    /// requests are not run. Keep it above `skills.max_file_bytes` with room for JSON escaping,
+    /// or the largest files cannot be read over MCP.
+    pub max_answer_bytes: usize,
+    /// Bytes of answers one user's legacy event streams (`GET /sse`, all of them together) may
+    /// hold before their clients read them. An answer that does not fit is not queued and its
+    /// `POST /messages` gets 429 with `Retry-After`. At least `mcp.max_answer_bytes`.
+    pub max_queued_bytes: usize,
 }
 
 /// Requests allowed per key; 0 turns a limit off. Each limit lets a burst of its size through at
@@ -297,6 +314,9 @@ impl Default for ServerSettings {
             request_timeout_secs: 120,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            // HTTP/1.1 has one request in progress per connection; an MCP client needs a few
+            // (its requests and one event stream per session), not the hundreds hyper allows.
+            http2_max_concurrent_streams: 64,
             cors_allowed_origins: Vec::new(),
         }
     }
@@ -363,6 +383,15 @@ impl Default for McpSettings {
             session_idle_secs: 1800,
             sse_keep_alive_secs: 15,
             max_sessions_per_token: 64,
+            // The batches clients send bundle a few calls (listing tools, resources and
+            // prompts at once); 32 leaves room for those, where the 64 KiB body cap alone let a
+            // batch ask for about 400 answers.
+            max_batch_messages: 32,
+            // The largest file (`skills.max_file_bytes`, 10 MiB) as JSON text, which escaping
+            // makes longer.
+            max_answer_bytes: 16 * 1024 * 1024,
+            // Two of the largest answers.
+            max_queued_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -420,6 +449,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_MAX_CONNECTIONS_PER_IP",
         "server.max_connections_per_ip",
+    ),
+    (
+        "AGENTSKILLS_HTTP2_MAX_CONCURRENT_STREAMS",
+        "server.http2_max_concurrent_streams",
     ),
     (
         "AGENTSKILLS_CORS_ALLOWED_ORIGINS",
@@ -482,6 +515,12 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
         "mcp.max_sessions_per_token",
     ),
+    (
+        "AGENTSKILLS_MCP_MAX_BATCH_MESSAGES",
+        "mcp.max_batch_messages",
+    ),
+    ("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "mcp.max_answer_bytes"),
+    ("AGENTSKILLS_MCP_MAX_QUEUED_BYTES", "mcp.max_queued_bytes"),
     (
         "AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE",
         "rate_limits.login_per_ip_per_minute",
@@ -661,6 +700,10 @@ impl Settings {
                 "server.max_connections_per_ip",
                 self.server.max_connections_per_ip as u64,
             ),
+            (
+                "server.http2_max_concurrent_streams",
+                u64::from(self.server.http2_max_concurrent_streams),
+            ),
             ("sandbox.cpu_secs", self.sandbox.cpu_secs),
             ("sandbox.open_files", self.sandbox.open_files),
             ("sandbox.processes", self.sandbox.processes),
@@ -814,6 +857,20 @@ impl Settings {
         }
         if self.mcp.max_sessions_per_token == 0 {
             return fail("mcp.max_sessions_per_token", "must be at least 1");
+        }
+        if self.mcp.max_batch_messages == 0 {
+            return fail("mcp.max_batch_messages", "must be at least 1");
+        }
+        // Room for the errors that replace an answer too large, and for small answers beside them.
+        if self.mcp.max_answer_bytes < 4096 {
+            return fail("mcp.max_answer_bytes", "must be at least 4096");
+        }
+        // So that any one answer fits when the user's streams are empty.
+        if self.mcp.max_queued_bytes < self.mcp.max_answer_bytes {
+            return fail(
+                "mcp.max_queued_bytes",
+                "must be at least mcp.max_answer_bytes",
+            );
         }
         for origin in &self.mcp.allowed_origins {
             let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -1041,5 +1098,48 @@ mod tests {
             &[],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_limits_of_what_a_client_makes_the_server_hold_are_checked() {
+        let s = Settings::from_toml_str("", &[]).unwrap();
+        assert_eq!(s.mcp.max_batch_messages, 32);
+        assert_eq!(s.mcp.max_answer_bytes, 16 * 1024 * 1024);
+        assert_eq!(s.mcp.max_queued_bytes, 32 * 1024 * 1024);
+        assert_eq!(s.server.http2_max_concurrent_streams, 64);
+        for (text, setting) in [
+            ("[mcp]\nmax_batch_messages = 0\n", "mcp.max_batch_messages"),
+            ("[mcp]\nmax_answer_bytes = 100\n", "mcp.max_answer_bytes"),
+            (
+                "[mcp]\nmax_answer_bytes = 65536\nmax_queued_bytes = 65535\n",
+                "mcp.max_queued_bytes",
+            ),
+            (
+                "[server]\nhttp2_max_concurrent_streams = 0\n",
+                "server.http2_max_concurrent_streams",
+            ),
+        ] {
+            let err = Settings::from_toml_str(text, &[]).unwrap_err();
+            assert!(err.to_string().contains(setting), "{text}: {err}");
+        }
+        let s = Settings::from_toml_str(
+            "",
+            &env(&[
+                ("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "65536"),
+                ("AGENTSKILLS_MCP_MAX_QUEUED_BYTES", "65536"),
+                ("AGENTSKILLS_MCP_MAX_BATCH_MESSAGES", "4"),
+                ("AGENTSKILLS_HTTP2_MAX_CONCURRENT_STREAMS", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.mcp.max_answer_bytes,
+                s.mcp.max_queued_bytes,
+                s.mcp.max_batch_messages,
+                s.server.http2_max_concurrent_streams
+            ),
+            (65536, 65536, 4, 8)
+        );
     }
 }

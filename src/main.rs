@@ -244,7 +244,8 @@ async fn stdio(
     let sandbox =
         agentskills_mcp::sandbox::Sandbox::start(&settings.sandbox, std::sync::Arc::default())
             .await;
-    let server = McpServer::new(source, max_read, sandbox);
+    let limits = agentskills_mcp::mcp::limits::Limits::from_settings(&settings.mcp);
+    let server = McpServer::new(source, max_read, limits, sandbox);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;
     Ok(())

@@ -1,9 +1,11 @@
 //! MCP: the protocol, apart from any transport.
 //!
 //! - [`dispatch`]: JSON-RPC messages in, responses out: lifecycle, `ping`, tools, resources,
-//!   logging, with the JSON-RPC error codes (-32700, -32600, -32601, -32602, -32002).
+//!   logging, with the JSON-RPC error codes (-32700, -32600, -32601, -32602, -32002, and -32090
+//!   when a limit is reached).
 //! - [`tools`]: the four tools of the original server, with its names, arguments and text.
 //! - [`resources`]: each file of each active skill as `skill://<skill_name>/<path>`.
+//! - [`limits`]: what one client may make the server hold: batches, the bytes of an answer.
 //! - [`sessions`]: the sessions `initialize` opens, bound to the API token that opened them.
 //! - [`source`]: where skills come from: the accounts' workspaces, or one plain folder.
 //! - [`stdio`]: MCP over standard input and output, one JSON-RPC message per line.
@@ -13,6 +15,7 @@
 
 pub mod dispatch;
 pub mod inflight;
+pub mod limits;
 pub mod resources;
 pub mod sessions;
 pub mod skills_extension;
@@ -45,4 +48,10 @@ pub mod codes {
     pub const HEADER_MISMATCH: i32 = -32020;
     /// MCP 2026-07-28: the request's protocol version is not served.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
+    /// This server: a limit was reached (an answer too large, a batch's answer full, the bytes
+    /// queued on a user's event streams). `data` names the setting and its value:
+    /// `{"limit": "mcp.max_answer_bytes", "max": 16777216}`. JSON-RPC leaves -32000 to -32099 to
+    /// servers; this one is far from those MCP and its SDKs use (-32000, -32001, -32002, -32020
+    /// to -32022, -32042).
+    pub const LIMIT_REACHED: i32 = -32090;
 }

@@ -48,7 +48,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(256)
+        // Each request in progress may hold an answer as large as `mcp.max_answer_bytes`; the
+        // streams of one connection are bounded like HTTP/1.1's one request per connection is
+        // (hyper's default allows hundreds).
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(64 * 1024);
     let builders = Arc::new((http1, http2));
     let grace = Duration::from_secs(limits.shutdown_grace_secs);

@@ -6,8 +6,8 @@
 //! use `rmcp::model` types.
 
 use rmcp::model::{
-    CallToolRequestParams, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    ReadResourceRequestParams,
+    CallToolRequestParams, CallToolResult, ContentBlock, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, ReadResourceRequestParams,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::codes;
+use super::limits::{Limits, MAX_ANSWER_BYTES, limit_error};
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
 use crate::error::AppError;
@@ -326,17 +327,71 @@ pub struct McpServer {
     skills: SkillSource,
     /// Largest file `read_reference_file` and `resources/read` return.
     max_read_bytes: u64,
+    /// Batches and the bytes of an answer.
+    limits: Limits,
     /// Where `run_shell_command` runs commands.
     sandbox: Sandbox,
 }
 
 impl McpServer {
-    pub fn new(skills: SkillSource, max_read_bytes: u64, sandbox: Sandbox) -> McpServer {
+    pub fn new(
+        skills: SkillSource,
+        max_read_bytes: u64,
+        limits: Limits,
+        sandbox: Sandbox,
+    ) -> McpServer {
         McpServer {
             skills,
             max_read_bytes,
+            limits,
             sandbox,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The response to request `id` serialized, or, when it is larger than `mcp.max_answer_bytes`,
+    /// what replaces it ([`McpServer::oversized`]). A reply from the skill index's cache costs one
+    /// comparison here: this is on the hot path.
+    pub fn bounded(&self, reply: Reply, id: &Value, version: &str, method: &str) -> Vec<u8> {
+        let bytes = reply.into_bytes();
+        if self.answer_fits(bytes.len()) {
+            return bytes;
+        }
+        let size = bytes.len();
+        drop(bytes);
+        serde_json::to_vec(&self.oversized(id, version, method, size)).unwrap_or_default()
+    }
+
+    /// Whether an answer of `len` bytes may be sent.
+    pub fn answer_fits(&self, len: usize) -> bool {
+        len <= self.limits.max_answer_bytes
+    }
+
+    /// What answers request `id` when its answer (`size` bytes) is over `mcp.max_answer_bytes`:
+    /// for `tools/call` a tool result with `isError: true` (this server's tools report failures
+    /// as results, which the model reads), for anything else a JSON-RPC error; both name the
+    /// limit and its value.
+    #[cold]
+    pub fn oversized(&self, id: &Value, version: &str, method: &str, size: usize) -> Value {
+        let max = self.limits.max_answer_bytes;
+        if method == "tools/call" {
+            let result = CallToolResult::error(vec![ContentBlock::text(format!(
+                "The answer to this call would be {size} bytes, more than the {max} bytes one answer may hold ({MAX_ANSWER_BYTES} = {max}), so it was not sent. Read a smaller file, or ask the server's operator to raise {MAX_ANSWER_BYTES}."
+            ))]);
+            let stateless = version >= STATELESS_VERSION;
+            return respond(id, stateless, method, to_value(&result));
+        }
+        let error = limit_error(
+            MAX_ANSWER_BYTES,
+            max,
+            format!(
+                "the answer would be {size} bytes, more than the {max} bytes one answer may hold ({MAX_ANSWER_BYTES} = {max})"
+            ),
+        );
+        error_response(Some(id), &error)
     }
 
     /// Answers `initialize`: the version is the client's if this server speaks it, else the newest
@@ -598,7 +653,8 @@ mod tests {
         let source = SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
         let settings = crate::config::SandboxSettings::default();
         let sandbox = Sandbox::start(&settings, Arc::default()).await;
-        let server = McpServer::new(source, 1 << 20, sandbox);
+        let limits = Limits::from_settings(&crate::config::McpSettings::default());
+        let server = McpServer::new(source, 1 << 20, limits, sandbox);
         let user = Uuid::nil();
         let load = |name: &str| json!({"name": "load_skill", "arguments": {"skill_name": name}});
         let cached = [

@@ -4,8 +4,8 @@
 //! this registry finds sessions by id and stops their actors when they end.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,8 +14,9 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::SUPPORTED_VERSIONS;
 use super::inflight::InFlight;
-use crate::actors::session::{OUTBOUND_QUEUE, SessionActor, SessionMessage};
+use crate::actors::session::{OUTBOUND_QUEUE, QueueBudget, Queued, SessionActor, SessionMessage};
 
 /// How long a request waits for its session's actor.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,7 +28,8 @@ pub struct Session {
     pub id: String,
     pub user_id: Uuid,
     pub token_id: Uuid,
-    /// The version agreed at `initialize`.
+    /// The version agreed at `initialize` (for a legacy session, the version it opens with:
+    /// see [`Session::version`]).
     pub protocol_version: &'static str,
     /// Its requests in progress, which `notifications/cancelled` may stop.
     pub inflight: InFlight,
@@ -35,21 +37,69 @@ pub struct Session {
     last_seen: AtomicI64,
     /// Opened by `GET /sse` (HTTP+SSE, 2024-11-05), whose answers all go to its stream.
     legacy: bool,
+    /// A legacy session's `initialize` comes after it opens, over `POST /messages`, and may agree
+    /// on a later version: its place in [`SUPPORTED_VERSIONS`] plus one, 0 before.
+    negotiated: AtomicUsize,
+    /// The bytes of answers queued on the user's streams, shared by all the user's sessions.
+    budget: Arc<QueueBudget>,
     /// Owns the session's stream; stopped when the session ends.
     actor: ActorRef<SessionMessage>,
 }
 
+/// Why an answer was not queued on a session's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The session has no open stream.
+    Closed,
+    /// The user's streams already hold so many bytes that this answer would pass
+    /// `mcp.max_queued_bytes`.
+    OverBudget { queued: usize, max: usize },
+}
+
 impl Session {
-    /// Queues a message (serialized JSON) on the session's stream, waiting for room; `false` if it
-    /// has no open stream.
-    pub async fn push(&self, message: Bytes) -> bool {
+    /// Queues an answer (serialized JSON) on the session's stream, waiting for room, and charges
+    /// its bytes to the user's budget until the stream has written it out. An answer that does not
+    /// fit in the budget is not queued.
+    pub async fn push(&self, message: Bytes) -> Result<(), PushError> {
+        let charge =
+            self.budget
+                .try_charge(message.len())
+                .ok_or_else(|| PushError::OverBudget {
+                    queued: self.budget.used(),
+                    max: self.budget.max(),
+                })?;
         let sender = self
             .actor
             .call(SessionMessage::Outbound, Some(ACTOR_TIMEOUT))
             .await;
+        let queued = Queued {
+            message,
+            charge: Some(charge),
+        };
         match sender {
-            Ok(CallResult::Success(Some(tx))) => tx.send(message).await.is_ok(),
-            _ => false,
+            Ok(CallResult::Success(Some(tx))) => {
+                tx.send(queued).await.map_err(|_| PushError::Closed)
+            }
+            _ => Err(PushError::Closed),
+        }
+    }
+
+    /// The protocol version the session speaks: the one a legacy session's `initialize` agreed
+    /// on, once it has, else the one it was opened with.
+    pub fn version(&self) -> &'static str {
+        match self.negotiated.load(Ordering::Acquire) {
+            0 => self.protocol_version,
+            n => SUPPORTED_VERSIONS
+                .get(n - 1)
+                .copied()
+                .unwrap_or(self.protocol_version),
+        }
+    }
+
+    /// Remembers the version a legacy session's `initialize` agreed on.
+    pub fn set_negotiated(&self, version: &str) {
+        if let Some(at) = SUPPORTED_VERSIONS.iter().position(|v| *v == version) {
+            self.negotiated.store(at + 1, Ordering::Release);
         }
     }
 
@@ -63,7 +113,7 @@ impl Session {
     }
 
     /// Opens the session's stream (`GET /mcp`); `None` if one is already open.
-    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Bytes>> {
+    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Queued>> {
         match self
             .actor
             .call(SessionMessage::Attach, Some(ACTOR_TIMEOUT))
@@ -148,24 +198,55 @@ impl Registry {
 #[derive(Debug)]
 pub struct Sessions {
     map: Mutex<Registry>,
+    /// Each user's budget of queued bytes, held by the user's sessions (and by the answers still
+    /// charged to it); an entry whose budget nobody holds any more is pruned by
+    /// [`Sessions::reap`]. Its own lock, taken only when a session opens or by the reaper.
+    budgets: Mutex<HashMap<Uuid, Weak<QueueBudget>>>,
     /// Event streams open now (legacy `/sse` and `GET /mcp`).
     streams: std::sync::atomic::AtomicUsize,
     idle: Duration,
     max_per_token: usize,
+    /// `mcp.max_queued_bytes`.
+    max_queued_bytes: usize,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, max_per_token: usize) -> Sessions {
+    pub fn new(idle: Duration, max_per_token: usize, max_queued_bytes: usize) -> Sessions {
         Sessions {
             map: Mutex::new(Registry::default()),
+            budgets: Mutex::new(HashMap::new()),
             streams: std::sync::atomic::AtomicUsize::new(0),
             idle,
             max_per_token,
+            max_queued_bytes,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_budgets(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Weak<QueueBudget>>> {
+        self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user's budget: the one their sessions share, or a new one.
+    fn budget(&self, user_id: Uuid) -> Arc<QueueBudget> {
+        let mut budgets = self.lock_budgets();
+        if let Some(budget) = budgets.get(&user_id).and_then(Weak::upgrade) {
+            return budget;
+        }
+        let budget = Arc::new(QueueBudget::new(self.max_queued_bytes));
+        budgets.insert(user_id, Arc::downgrade(&budget));
+        budget
+    }
+
+    /// Bytes of answers queued on the user's streams and not yet written out.
+    pub fn queued_bytes(&self, user_id: Uuid) -> usize {
+        self.lock_budgets()
+            .get(&user_id)
+            .and_then(Weak::upgrade)
+            .map_or(0, |budget| budget.used())
     }
 
     pub async fn open(
@@ -182,7 +263,7 @@ impl Sessions {
         &self,
         user_id: Uuid,
         token_id: Uuid,
-    ) -> Result<(Arc<Session>, mpsc::Receiver<Bytes>), OpenError> {
+    ) -> Result<(Arc<Session>, mpsc::Receiver<Queued>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = self
             .insert(user_id, token_id, "2024-11-05", Some(tx))
@@ -195,7 +276,7 @@ impl Sessions {
         user_id: Uuid,
         token_id: Uuid,
         protocol_version: &'static str,
-        outbound: Option<mpsc::Sender<Bytes>>,
+        outbound: Option<mpsc::Sender<Queued>>,
     ) -> Result<Arc<Session>, OpenError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
@@ -211,6 +292,8 @@ impl Sessions {
             inflight: InFlight::default(),
             last_seen: AtomicI64::new(unix_now()),
             legacy,
+            negotiated: AtomicUsize::new(0),
+            budget: self.budget(user_id),
             actor,
         });
         let mut map = self.lock();
@@ -281,10 +364,14 @@ impl Sessions {
         }
     }
 
-    /// Ends sessions idle for longer than the idle time; returns how many.
+    /// Ends sessions idle for longer than the idle time; returns how many. Also forgets the
+    /// budgets of users who have no session (nor answer) left.
     pub fn reap(&self) -> usize {
         let cutoff = unix_now() - i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX);
-        self.close_where(|s| s.last_seen.load(Ordering::Relaxed) < cutoff)
+        let ended = self.close_where(|s| s.last_seen.load(Ordering::Relaxed) < cutoff);
+        self.lock_budgets()
+            .retain(|_, budget| budget.strong_count() > 0);
+        ended
     }
 
     pub fn len(&self) -> usize {
@@ -315,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn sessions_belong_to_their_token_and_are_capped() {
-        let sessions = Sessions::new(Duration::from_secs(60), 2);
+        let sessions = Sessions::new(Duration::from_secs(60), 2, 1 << 20);
         let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let a = sessions.open(user, token, "2025-06-18").await.unwrap();
         assert_eq!(a.id.len(), 64);
@@ -349,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn ending_a_session_ends_its_stream() {
-        let sessions = Sessions::new(Duration::from_secs(60), 5);
+        let sessions = Sessions::new(Duration::from_secs(60), 5, 1 << 20);
         let (user, token) = (Uuid::new_v4(), Uuid::new_v4());
         let (legacy, mut legacy_stream) = sessions.open_legacy(user, token).await.unwrap();
         let modern = sessions.open(user, token, "2025-11-25").await.unwrap();
@@ -360,22 +447,82 @@ mod tests {
         );
 
         let answer = Bytes::from_static(br#""answer""#);
-        assert!(legacy.push(answer.clone()).await);
-        assert_eq!(legacy_stream.recv().await, Some(answer));
+        assert_eq!(legacy.push(answer.clone()).await, Ok(()));
+        assert_eq!(legacy_stream.recv().await.map(|q| q.message), Some(answer));
         let changed = Bytes::from_static(br#""changed""#);
         sessions.notify_user(user, &changed);
-        assert_eq!(modern_stream.recv().await, Some(changed.clone()));
-        assert_eq!(legacy_stream.recv().await, Some(changed));
+        assert_eq!(
+            modern_stream.recv().await.map(|q| q.message),
+            Some(changed.clone())
+        );
+        assert_eq!(legacy_stream.recv().await.map(|q| q.message), Some(changed));
 
         assert_eq!(sessions.close_where(|s| s.user_id == user), 2);
-        assert_eq!(legacy_stream.recv().await, None);
-        assert_eq!(modern_stream.recv().await, None);
-        assert!(!legacy.push(Bytes::from_static(b"0")).await);
+        assert!(legacy_stream.recv().await.is_none());
+        assert!(modern_stream.recv().await.is_none());
+        assert_eq!(
+            legacy.push(Bytes::from_static(b"0")).await,
+            Err(PushError::Closed)
+        );
+        assert_eq!(sessions.queued_bytes(user), 0, "nothing stays charged");
+    }
+
+    #[tokio::test]
+    async fn a_users_sessions_share_one_budget_of_queued_bytes() {
+        let sessions = Sessions::new(Duration::from_secs(60), 5, 100);
+        let (user, other, token) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, mut a_stream) = sessions.open_legacy(user, token).await.unwrap();
+        let (b, b_stream) = sessions.open_legacy(user, token).await.unwrap();
+        let (c, _c_stream) = sessions.open_legacy(other, token).await.unwrap();
+        assert_eq!(a.push(Bytes::from(vec![b'x'; 60])).await, Ok(()));
+        assert_eq!(
+            b.push(Bytes::from(vec![b'x'; 41])).await,
+            Err(PushError::OverBudget {
+                queued: 60,
+                max: 100
+            }),
+            "the user's other session shares the budget"
+        );
+        assert_eq!(c.push(Bytes::from(vec![b'x'; 100])).await, Ok(()));
+        assert_eq!(b.push(Bytes::from(vec![b'x'; 40])).await, Ok(()));
+        assert_eq!(sessions.queued_bytes(user), 100);
+        // Read by its client: given back.
+        let read = a_stream.recv().await.unwrap();
+        drop(read);
+        assert_eq!(sessions.queued_bytes(user), 40);
+        // The stream ends with its message unread: given back too.
+        drop(b_stream);
+        assert_eq!(sessions.queued_bytes(user), 0);
+        assert_eq!(sessions.queued_bytes(other), 100);
+        // A user with no session left is forgotten by the reaper.
+        sessions.close_where(|s| s.user_id == user);
+        drop((a, b));
+        sessions.reap();
+        assert!(!sessions.lock_budgets().contains_key(&user));
+        assert!(sessions.lock_budgets().contains_key(&other));
+    }
+
+    #[tokio::test]
+    async fn a_legacy_session_remembers_the_version_initialize_agreed_on() {
+        let sessions = Sessions::new(Duration::from_secs(60), 5, 100);
+        let (legacy, _stream) = sessions
+            .open_legacy(Uuid::new_v4(), Uuid::new_v4())
+            .await
+            .unwrap();
+        assert_eq!(legacy.version(), "2024-11-05");
+        legacy.set_negotiated("2025-06-18");
+        assert_eq!(legacy.version(), "2025-06-18");
+        legacy.set_negotiated("1999-01-01");
+        assert_eq!(
+            legacy.version(),
+            "2025-06-18",
+            "only versions this server speaks"
+        );
     }
 
     #[tokio::test]
     async fn idle_sessions_are_reaped() {
-        let sessions = Sessions::new(Duration::from_secs(0), 10);
+        let sessions = Sessions::new(Duration::from_secs(0), 10, 1 << 20);
         let s = sessions
             .open(Uuid::new_v4(), Uuid::new_v4(), "2025-06-18")
             .await

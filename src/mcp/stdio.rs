@@ -5,6 +5,11 @@
 //! own task, so a slow request does not hold up the next one and `notifications/cancelled` can
 //! stop it (a cancelled request gets no response). When the input ends, the requests still
 //! running are finished and answered before `serve` returns.
+//!
+//! Batches and answers have the limits of every transport ([`super::limits`]): no batches once
+//! `initialize` has agreed on 2025-06-18 or later (nor before it, when requests are served in the
+//! newest version), at most `mcp.max_batch_messages` messages in one, and answers of at most
+//! `mcp.max_answer_bytes`, a batch's together.
 
 use std::sync::Arc;
 
@@ -17,10 +22,11 @@ use uuid::Uuid;
 use super::McpServer;
 use super::codes;
 use super::dispatch::{
-    CANCELLED, Message, RpcError, STATELESS_VERSION, check_stateless_version, classify,
+    CANCELLED, Message, Reply, RpcError, STATELESS_VERSION, check_stateless_version, classify,
     error_response, names_stateless_version, result_response, stateless_version,
 };
 use super::inflight::InFlight;
+use super::limits::BatchAnswer;
 
 /// Answers waiting for the writer.
 const OUTPUT_QUEUE: usize = 64;
@@ -36,12 +42,11 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (tx, mut rx) = mpsc::channel::<Value>(OUTPUT_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTPUT_QUEUE);
     let writer = async move {
-        while let Some(reply) = rx.recv().await {
-            let mut bytes = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-            bytes.push(b'\n');
-            output.write_all(&bytes).await?;
+        while let Some(mut line) = rx.recv().await {
+            line.push(b'\n');
+            output.write_all(&line).await?;
             output.flush().await?;
         }
         Ok::<(), std::io::Error>(())
@@ -77,11 +82,16 @@ struct Connection {
     version: Option<&'static str>,
     inflight: Arc<InFlight>,
     running: JoinSet<()>,
-    out: mpsc::Sender<Value>,
+    /// Answers, serialized.
+    out: mpsc::Sender<Vec<u8>>,
 }
 
 impl Connection {
     async fn send(&self, reply: Value) {
+        self.send_bytes(Reply::Value(reply).into_bytes()).await;
+    }
+
+    async fn send_bytes(&self, reply: Vec<u8>) {
         // The writer only stops on an output error, which `serve` reports.
         let _ = self.out.send(reply).await;
     }
@@ -98,43 +108,62 @@ impl Connection {
                 self.send(error_response(None, &error)).await;
             }
             Value::Array(items) => {
-                let mut replies = Vec::new();
-                for item in &items {
-                    replies.extend(self.message(item, false).await);
+                // Before `initialize`, requests are served in the newest version, which has no
+                // batches.
+                let version = self.version.unwrap_or(super::LATEST_VERSION);
+                let limits = self.server.limits();
+                if let Err(error) = limits.check_batch(version, items.len(), "per line") {
+                    return self.send(error_response(None, &error)).await;
                 }
-                if !replies.is_empty() {
-                    self.send(Value::Array(replies)).await;
+                let mut answer = BatchAnswer::new(limits.max_answer_bytes);
+                for item in &items {
+                    match classify(item) {
+                        // The batch's answer is full: the rest is not run.
+                        Ok(Message::Request { id, .. }) if answer.is_full() => answer.skip(id),
+                        Err((id, error)) => answer.error(id, &error),
+                        _ => {
+                            if let Some(reply) = self.message(item, false).await {
+                                answer.push(item.get("id"), reply);
+                            }
+                        }
+                    }
+                }
+                if let Some(answer) = answer.finish() {
+                    self.send_bytes(answer).await;
                 }
             }
             single => {
                 if let Some(reply) = self.message(&single, true).await {
-                    self.send(reply).await;
+                    self.send_bytes(reply).await;
                 }
             }
         }
     }
 
-    /// Handles one message: its reply now, or `None` (a notification, or a request that answers
-    /// later on its own task when `spawn` is set).
-    async fn message(&mut self, message: &Value, spawn: bool) -> Option<Value> {
+    /// Handles one message: its reply now (serialized, within `mcp.max_answer_bytes`), or `None`
+    /// (a notification, or a request that answers later on its own task when `spawn` is set).
+    async fn message(&mut self, message: &Value, spawn: bool) -> Option<Vec<u8>> {
         match classify(message) {
             Ok(Message::Request {
                 id,
                 method: "initialize",
                 params,
-            }) if self.version.is_none() => Some(match self.server.initialize(params) {
-                Ok(negotiated) => {
-                    self.version = Some(negotiated.version);
-                    result_response(id, negotiated.result)
-                }
-                Err(error) => error_response(Some(id), &error),
-            }),
+            }) if self.version.is_none() => {
+                let reply = match self.server.initialize(params) {
+                    Ok(negotiated) => {
+                        self.version = Some(negotiated.version);
+                        result_response(id, negotiated.result)
+                    }
+                    Err(error) => error_response(Some(id), &error),
+                };
+                Some(Reply::Value(reply).into_bytes())
+            }
             Ok(Message::Request { id, method, params }) => {
                 // A request naming its version in `_meta` is served statelessly (2026-07-28).
                 let version = if names_stateless_version(params) {
                     let checked = stateless_version(params).and_then(check_stateless_version);
                     if let Err(error) = checked {
-                        return Some(error_response(Some(id), &error));
+                        return Some(Reply::Value(error_response(Some(id), &error)).into_bytes());
                     }
                     STATELESS_VERSION
                 } else {
@@ -146,7 +175,8 @@ impl Connection {
                 let user_id = self.user_id;
                 let work = async move {
                     let answer = server.request(user_id, version, &id, &method, params.as_ref());
-                    inflight.run(&id, answer).await
+                    let answer = inflight.run(&id, answer).await?;
+                    Some(server.bounded(Reply::Value(answer), &id, version, &method))
                 };
                 if !spawn {
                     return work.await;
@@ -169,7 +199,7 @@ impl Connection {
                 None
             }
             Ok(Message::Notification { .. } | Message::Response) => None,
-            Err((id, error)) => Some(error_response(id, &error)),
+            Err((id, error)) => Some(Reply::Value(error_response(id, &error)).into_bytes()),
         }
     }
 }

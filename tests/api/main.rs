@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod faults;
 mod mcp;
+mod mcp_limits;
 mod mcp_stateless;
 mod openapi;
 mod rate_limits;

@@ -753,6 +753,46 @@ async fn connections_are_capped_per_address() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Each request in progress may hold an answer as large as `mcp.max_answer_bytes`, so an HTTP/2
+/// connection is told how many it may have at once (`SETTINGS_MAX_CONCURRENT_STREAMS`), as
+/// HTTP/1.1 allows one: `server.http2_max_concurrent_streams`, 64 unless set.
+#[tokio::test]
+async fn http2_connections_have_a_bounded_number_of_streams() {
+    for (setting, expected) in [(None, 64u32), (Some(7), 7)] {
+        let app = spawn_app_with(Backend::Sqlite, |s| {
+            if let Some(streams) = setting {
+                s.server.http2_max_concurrent_streams = streams;
+            }
+        })
+        .await;
+        let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        // The client preface, then an empty SETTINGS frame.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        // The server's first frame is its SETTINGS: 9 bytes of header (length, type, flags,
+        // stream), then 6 bytes per setting (identifier, value).
+        let announced = loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.unwrap();
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.unwrap();
+            let (kind, ack) = (head[3], head[4] & 1 == 1);
+            if kind == 4 && !ack {
+                break payload.chunks(6).find_map(|entry| {
+                    (u16::from_be_bytes([entry[0], entry[1]]) == 3)
+                        .then(|| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+                });
+            }
+        };
+        assert_eq!(announced, Some(expected), "setting {setting:?}");
+    }
+}
+
 /// The value of one sample line of a Prometheus text exposition (`name{labels}`), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()

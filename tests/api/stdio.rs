@@ -206,3 +206,73 @@ async fn a_token_serves_its_users_skills() {
         .unwrap();
     assert!(!out.status.success(), "stdio needs --token or --skills-dir");
 }
+
+/// The batch rules of every transport: none once `initialize` agreed on 2025-06-18 or later, at
+/// most `mcp.max_batch_messages` before; answers within `mcp.max_answer_bytes`.
+#[test]
+fn batches_and_answers_have_the_transports_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let skills = dir.path();
+    std::fs::create_dir_all(skills.join("big")).unwrap();
+    std::fs::write(
+        skills.join("big/SKILL.md"),
+        "---\nname: big\ndescription: Large files.\n---\n",
+    )
+    .unwrap();
+    std::fs::write(skills.join("big/large.md"), "x".repeat(8000)).unwrap();
+    let ping = |id: usize| json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+    let skills_dir = skills.to_str().unwrap();
+
+    let mut modern = StdioServer::start(&["--skills-dir", skills_dir], None);
+    modern.send(&initialize());
+    let reply = modern.send(&json!([ping(1), ping(2)]));
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        "batches were removed in protocol 2025-06-18; send one message per line"
+    );
+    modern.finish();
+
+    let mut old = StdioServer::start(&["--skills-dir", skills_dir], None);
+    let mut init = initialize();
+    init["params"]["protocolVersion"] = json!("2025-03-26");
+    old.send(&init);
+    let reply = old.send(&Value::Array((0..32).map(ping).collect()));
+    assert_eq!(reply.as_array().map(Vec::len), Some(32), "{reply}");
+    let reply = old.send(&Value::Array((0..33).map(ping).collect()));
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert_eq!(
+        reply["error"]["data"],
+        json!({"limit": "mcp.max_batch_messages", "max": 32})
+    );
+    old.finish();
+
+    // An answer over the cap is replaced by a result that names it.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"));
+    cmd.env_clear()
+        .env("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "4096")
+        .args(["stdio", "--skills-dir", skills_dir]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let mut capped = StdioServer { child, reader };
+    capped.send(&initialize());
+    let reply = capped.send(&call(
+        1,
+        "read_reference_file",
+        json!({"skill_name": "big", "file_name": "large.md"}),
+    ));
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    assert!(
+        reply["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("mcp.max_answer_bytes = 4096"),
+        "{reply}"
+    );
+    capped.finish();
+}

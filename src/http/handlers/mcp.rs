@@ -30,7 +30,8 @@ use crate::mcp::dispatch::{
     CANCELLED, Message, Reply, RpcError, STATELESS_VERSION, cancelled_response,
     check_stateless_version, classify, error_response, names_stateless_version, stateless_version,
 };
-use crate::mcp::sessions::OpenError;
+use crate::mcp::limits::BatchAnswer;
+use crate::mcp::sessions::{OpenError, Session};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -144,8 +145,12 @@ fn is_loopback_host(authority: &str) -> bool {
 
 /// A transport-level refusal with a JSON-RPC error body (no id).
 pub(crate) fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Response<Body> {
-    let body = error_response(None, &RpcError::new(code, message));
-    json_response(status, &body)
+    refusal(status, None, &RpcError::new(code, message))
+}
+
+/// A refusal with `error` (its `data` too) as a JSON-RPC error body.
+pub(crate) fn refusal(status: StatusCode, id: Option<&Value>, error: &RpcError) -> Response<Body> {
+    json_response(status, &error_response(id, error))
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -288,22 +293,61 @@ async fn post(
             "session not found; initialize a new one",
         ));
     };
-    let mut responses = Vec::new();
-    for message in &messages {
-        match classify(message) {
+    let version = session.protocol_version;
+    if !batch {
+        let message = &messages[0];
+        return Ok(match classify(message) {
             Ok(Message::Request { id, method, params }) => {
-                let (user, version) = (session.user_id, session.protocol_version);
-                if batch {
-                    let work = state.mcp.request(user, version, id, method, params);
-                    let response = session.inflight.run(id, work).await;
-                    responses.push(response.unwrap_or_else(|| cancelled_response(id)));
-                } else {
-                    // The one request: its reply may come serialized already.
-                    let work = state.mcp.reply(user, version, id, method, params);
-                    let reply = session.inflight.run(id, work).await;
-                    let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
-                    return Ok(answer_serialized(framing, reply.into_bytes()));
-                }
+                // The one request: its reply may come serialized already, and then costs one
+                // comparison against `mcp.max_answer_bytes`.
+                let work = state
+                    .mcp
+                    .reply(session.user_id, version, id, method, params);
+                let reply = session.inflight.run(id, work).await;
+                let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
+                answer_serialized(framing, state.mcp.bounded(reply, id, version, method))
+            }
+            Ok(Message::Notification {
+                method: CANCELLED,
+                params,
+            }) => {
+                session.inflight.cancel(params);
+                accepted()
+            }
+            Ok(Message::Notification { .. } | Message::Response) => accepted(),
+            Err((_, error)) => rpc_refusal(StatusCode::BAD_REQUEST, error.code, &error.message),
+        });
+    }
+    // Boxed: batches are rare, and the session path's future stays small.
+    Ok(Box::pin(answer_batch(state, &session, &messages, framing)).await)
+}
+
+/// Answers a batch in a session: refused whole, before anything runs, where the session's
+/// version has no batches or it holds more than `mcp.max_batch_messages`; otherwise one JSON
+/// array, which stops growing (and the batch stops running) at `mcp.max_answer_bytes`.
+async fn answer_batch(
+    state: &AppState,
+    session: &Session,
+    messages: &[Value],
+    framing: Framing,
+) -> Response<Body> {
+    let version = session.protocol_version;
+    let limits = state.mcp.limits();
+    if let Err(error) = limits.check_batch(version, messages.len(), "per POST") {
+        return refusal(StatusCode::BAD_REQUEST, None, &error);
+    }
+    let mut answer = BatchAnswer::new(limits.max_answer_bytes);
+    for message in messages {
+        match classify(message) {
+            // The batch's answer is full: the rest is not run.
+            Ok(Message::Request { id, .. }) if answer.is_full() => answer.skip(id),
+            Ok(Message::Request { id, method, params }) => {
+                let work = state
+                    .mcp
+                    .reply(session.user_id, version, id, method, params);
+                let reply = session.inflight.run(id, work).await;
+                let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
+                answer.push(Some(id), state.mcp.bounded(reply, id, version, method));
             }
             Ok(Message::Notification {
                 method: CANCELLED,
@@ -312,25 +356,13 @@ async fn post(
                 session.inflight.cancel(params);
             }
             Ok(Message::Notification { .. } | Message::Response) => {}
-            Err((_, error)) if !batch => {
-                return Ok(rpc_refusal(
-                    StatusCode::BAD_REQUEST,
-                    error.code,
-                    &error.message,
-                ));
-            }
-            Err((id, error)) => responses.push(error_response(id, &error)),
+            Err((id, error)) => answer.error(id, &error),
         }
     }
-    if responses.is_empty() {
-        return Ok(accepted());
+    match answer.finish() {
+        Some(json) => answer_serialized(framing, json),
+        None => accepted(),
     }
-    let body = if batch {
-        Value::Array(responses)
-    } else {
-        responses.pop().unwrap_or(Value::Null)
-    };
-    Ok(answer(framing, &body))
 }
 
 /// Serves a request of protocol 2026-07-28, which carries its version and capabilities in
@@ -371,13 +403,26 @@ async fn stateless(
         .mcp
         .request(principal.user_id, STATELESS_VERSION, id, method, params)
         .await;
-    match response
-        .get("error")
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_i64)
-    {
-        Some(code) => json_response(status_for(code), &response),
-        None => answer(framing, &response),
+    let error_code = |response: &Value| {
+        response
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+    };
+    if let Some(code) = error_code(&response) {
+        return json_response(status_for(code), &response);
+    }
+    let json = serde_json::to_vec(&response).unwrap_or_default();
+    if state.mcp.answer_fits(json.len()) {
+        return answer_serialized(framing, json);
+    }
+    let size = json.len();
+    drop((json, response));
+    // What replaces an answer too large: a tool result (a result), or a JSON-RPC error.
+    let replaced = state.mcp.oversized(id, STATELESS_VERSION, method, size);
+    match error_code(&replaced) {
+        Some(code) => json_response(status_for(code), &replaced),
+        None => answer(framing, &replaced),
     }
 }
 
@@ -399,6 +444,9 @@ fn status_for(code: i64) -> StatusCode {
             | codes::HEADER_MISMATCH
             | codes::UNSUPPORTED_PROTOCOL_VERSION,
         ) => StatusCode::BAD_REQUEST,
+        // A limit of this server, met by this request as it was sent: asking again the same way
+        // meets it again, so a client error, not a server failure.
+        Ok(codes::LIMIT_REACHED) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1,6 +1,8 @@
 //! The legacy HTTP+SSE transport (protocol 2024-11-05): `GET /sse` opens a session and a stream
 //! whose first event, `endpoint`, names the URL to POST messages to (`/messages?session_id=…`);
-//! each POST there gets 202 and its answers come back on the stream as `message` events.
+//! each POST there gets 202 and its answers come back on the stream as `message` events (a
+//! batch's, as one event holding their array). Batches follow the version the session's
+//! `initialize` agreed on, and answers `mcp.max_answer_bytes`, as on `/mcp`.
 //!
 //! Same authentication, Origin/Host checks and limits as `/mcp`. The stream sends a keep-alive
 //! comment every 15 s; it ends when the client goes away (which ends the session), when the session
@@ -19,7 +21,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::mcp::{authenticate, check_origin, rpc_refusal};
+use super::mcp::{authenticate, check_origin, refusal, rpc_refusal};
+use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::http::Body;
@@ -27,7 +30,8 @@ use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
-use crate::mcp::sessions::{OpenError, Sessions};
+use crate::mcp::limits::{BatchAnswer, MAX_QUEUED_BYTES, limit_error};
+use crate::mcp::sessions::{OpenError, PushError, Session, Sessions};
 
 /// `GET /sse`.
 pub(crate) async fn open(
@@ -71,7 +75,7 @@ pub(crate) async fn open(
 pub(crate) fn event_stream(
     state: &AppState,
     endpoint: Option<String>,
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: mpsc::Receiver<Queued>,
     guard: SessionGuard,
 ) -> Response<Body> {
     guard.sessions.stream_opened();
@@ -130,7 +134,7 @@ impl Drop for SessionGuard {
 struct EventStream {
     endpoint: Option<String>,
     /// Messages as serialized JSON.
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: mpsc::Receiver<Queued>,
     keep_alive: tokio::time::Interval,
     guard: SessionGuard,
 }
@@ -144,13 +148,19 @@ impl EventStream {
             )));
         }
         tokio::select! {
-            message = self.outbound.recv() => {
-                let message = message?;
+            queued = self.outbound.recv() => {
+                let Queued { message, charge } = queued?;
                 let mut event = Vec::with_capacity(message.len() + 24);
                 event.extend_from_slice(b"event: message\ndata: ");
                 event.extend_from_slice(&message);
                 event.extend_from_slice(b"\n\n");
-                Some(Bytes::from(event))
+                drop(message);
+                Some(match charge {
+                    // The answer's bytes stay charged to its user until hyper has written them
+                    // out and drops them: a client that does not read keeps them counted.
+                    Some(charge) => Bytes::from_owner(Charged { event, _charge: charge }),
+                    None => Bytes::from(event),
+                })
             }
             _ = self.keep_alive.tick() => {
                 // Also keeps the session from being reaped while its stream is open, and notices
@@ -159,6 +169,18 @@ impl EventStream {
                 Some(Bytes::from_static(b": keep-alive\n\n"))
             }
         }
+    }
+}
+
+/// An event whose answer is charged to its user's budget, for as long as its bytes live.
+struct Charged {
+    event: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.event
     }
 }
 
@@ -200,32 +222,120 @@ pub(crate) async fn message(
             "parse error: the body is not JSON",
         ));
     };
-    let messages = match value {
-        Value::Array(items) => items,
-        other => vec![other],
+    let (messages, batch) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Ok(rpc_refusal(
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_REQUEST,
+                "invalid request: an empty batch",
+            ));
+        }
+        Value::Array(items) => (items, true),
+        other => (vec![other], false),
     };
-    for message in &messages {
-        let reply = match classify(message) {
+    if batch {
+        // The version `initialize` agreed on decides, as on `/mcp`: clients initialize over
+        // `/messages` with their own newest version, whatever the transport.
+        let checked = state
+            .mcp
+            .limits()
+            .check_batch(session.version(), messages.len(), "per POST");
+        if let Err(error) = checked {
+            return Ok(refusal(StatusCode::BAD_REQUEST, None, &error));
+        }
+    }
+    let answer = if batch {
+        Box::pin(answer_batch(state, &session, &messages)).await
+    } else {
+        answer_one(state, &session, &messages[0]).await
+    };
+    let Some(answer) = answer else {
+        let mut accepted = no_content();
+        *accepted.status_mut() = StatusCode::ACCEPTED;
+        return Ok(accepted);
+    };
+    match session.push(Bytes::from(answer)).await {
+        Ok(()) => {
+            let mut accepted = no_content();
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            Ok(accepted)
+        }
+        Err(PushError::Closed) => Ok(rpc_refusal(
+            StatusCode::NOT_FOUND,
+            codes::INVALID_REQUEST,
+            "the session's stream is closed",
+        )),
+        Err(PushError::OverBudget { queued, max }) => {
+            let id = (!batch).then(|| messages[0].get("id")).flatten();
+            let error = limit_error(
+                MAX_QUEUED_BYTES,
+                max,
+                format!(
+                    "the answer was not queued: this user's event streams hold {queued} bytes their clients have not read, and may hold {max} ({MAX_QUEUED_BYTES} = {max}); read the stream, then send the request again (it ran)"
+                ),
+            );
+            let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, id, &error);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Ok(response)
+        }
+    }
+}
+
+/// The answer to one message, serialized; `None` for a notification, a response, or a request
+/// that was cancelled (which gets no response, as the protocol asks).
+async fn answer_one(state: &AppState, session: &Session, message: &Value) -> Option<Vec<u8>> {
+    let reply = match classify(message) {
+        Ok(Message::Request {
+            id,
+            method: "initialize",
+            params,
+        }) => Reply::Value(initialize(state, session, id, params)),
+        Ok(Message::Request { id, method, params }) => {
+            let version = session.version();
+            let work = state
+                .mcp
+                .reply(session.user_id, version, id, method, params);
+            let reply = session.inflight.run(id, work).await?;
+            return Some(state.mcp.bounded(reply, id, version, method));
+        }
+        Ok(Message::Notification {
+            method: CANCELLED,
+            params,
+        }) => {
+            session.inflight.cancel(params);
+            return None;
+        }
+        Ok(Message::Notification { .. } | Message::Response) => return None,
+        Err((id, error)) => Reply::Value(error_response(id, &error)),
+    };
+    Some(reply.into_bytes())
+}
+
+/// The answer to a batch (already checked against the session's version and
+/// `mcp.max_batch_messages`): one JSON array, which stops growing at `mcp.max_answer_bytes`.
+async fn answer_batch(state: &AppState, session: &Session, messages: &[Value]) -> Option<Vec<u8>> {
+    let mut answer = BatchAnswer::new(state.mcp.limits().max_answer_bytes);
+    for message in messages {
+        match classify(message) {
+            Ok(Message::Request { id, .. }) if answer.is_full() => answer.skip(id),
             Ok(Message::Request {
                 id,
                 method: "initialize",
                 params,
-            }) => Reply::Value(match state.mcp.initialize(params) {
-                Ok(negotiated) => result_response(id, negotiated.result),
-                Err(error) => error_response(Some(id), &error),
-            }),
+            }) => {
+                let response = initialize(state, session, id, params);
+                answer.push(Some(id), Reply::Value(response).into_bytes());
+            }
             Ok(Message::Request { id, method, params }) => {
-                let work = state.mcp.reply(
-                    session.user_id,
-                    session.protocol_version,
-                    id,
-                    method,
-                    params,
-                );
-                match session.inflight.run(id, work).await {
-                    Some(reply) => reply,
-                    // Cancelled: no response, as the protocol asks.
-                    None => continue,
+                let version = session.version();
+                let work = state
+                    .mcp
+                    .reply(session.user_id, version, id, method, params);
+                // Cancelled: no response, as the protocol asks.
+                if let Some(reply) = session.inflight.run(id, work).await {
+                    answer.push(Some(id), state.mcp.bounded(reply, id, version, method));
                 }
             }
             Ok(Message::Notification {
@@ -233,20 +343,21 @@ pub(crate) async fn message(
                 params,
             }) => {
                 session.inflight.cancel(params);
-                continue;
             }
-            Ok(Message::Notification { .. } | Message::Response) => continue,
-            Err((id, error)) => Reply::Value(error_response(id, &error)),
-        };
-        if !session.push(Bytes::from(reply.into_bytes())).await {
-            return Ok(rpc_refusal(
-                StatusCode::NOT_FOUND,
-                codes::INVALID_REQUEST,
-                "the session's stream is closed",
-            ));
+            Ok(Message::Notification { .. } | Message::Response) => {}
+            Err((id, error)) => answer.error(id, &error),
         }
     }
-    let mut accepted = no_content();
-    *accepted.status_mut() = StatusCode::ACCEPTED;
-    Ok(accepted)
+    answer.finish()
+}
+
+/// Answers `initialize` on a legacy session and remembers the version it agreed on.
+fn initialize(state: &AppState, session: &Session, id: &Value, params: Option<&Value>) -> Value {
+    match state.mcp.initialize(params) {
+        Ok(negotiated) => {
+            session.set_negotiated(negotiated.version);
+            result_response(id, negotiated.result)
+        }
+        Err(error) => error_response(Some(id), &error),
+    }
 }
