@@ -43,6 +43,8 @@ pub(crate) struct Activity {
     head_started: AtomicU64,
     /// Set at the first HTTP/2 request: from then on bytes between requests are not heads.
     http2: AtomicBool,
+    /// Wakes every waiter (the timer, and at shutdown the wait for the connection to be idle):
+    /// each registers before it reads the state, so no change is missed.
     changed: Notify,
 }
 
@@ -79,7 +81,7 @@ impl Activity {
             && self.head_started.load(Ordering::Relaxed) == NONE
         {
             self.head_started.store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
+            self.changed.notify_waiters();
         }
     }
 
@@ -91,6 +93,18 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NONE, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Resolves once no request is in flight (at once if none is).
+    pub(crate) async fn until_idle(&self) {
+        loop {
+            // Registered before the count is read, so an end in between is not missed.
+            let changed = self.changed.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Resolves when the connection should be closed: a head that is too slow, or too long idle.
@@ -150,7 +164,7 @@ impl Drop for InFlight {
             activity
                 .idle_since
                 .store(activity.now_ms(), Ordering::Relaxed);
-            activity.changed.notify_one();
+            activity.changed.notify_waiters();
         }
     }
 }

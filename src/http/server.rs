@@ -57,6 +57,10 @@ pub async fn serve(
     let grace = Duration::from_secs(limits.shutdown_grace_secs);
 
     let graceful = GracefulShutdown::new();
+    // Set at shutdown: a connection with nothing in flight then closes at once. hyper's graceful
+    // shutdown alone leaves a kept-alive connection that has started (or seems to have started)
+    // its next request head to the header timeout, which held shutdown up for seconds.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let connections = Arc::new(Connections::new(
         limits.max_connections,
         limits.max_connections_per_ip,
@@ -108,6 +112,7 @@ pub async fn serve(
         });
         let builders = Arc::clone(&builders);
         let watcher = graceful.watcher();
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             let serve = async {
                 let protocol = sniff(&stream).await;
@@ -135,6 +140,13 @@ pub async fn serve(
                 why = activity.expired(header_read, keep_alive_idle) => {
                     tracing::debug!(peer = %peer, reason = ?why, "connection closed by its timer");
                 }
+                () = async {
+                    // An error means the server is gone: close as at shutdown.
+                    let _ = closed.wait_for(|closing| *closing).await;
+                    activity.until_idle().await;
+                } => {
+                    tracing::debug!(peer = %peer, "connection closed at shutdown: nothing in flight");
+                }
             }
             drop(slot);
         });
@@ -143,6 +155,7 @@ pub async fn serve(
     // Long-lived event streams would hold their connections open for the whole grace period:
     // ending every session ends them, and clients reconnect to whichever server comes next.
     let ended = state.sessions.close_where(|_| true);
+    closing.send_replace(true);
     // Commands still running in the sandbox are killed; their calls answer at once.
     state.sandbox.shutdown();
     if ended > 0 {
