@@ -152,7 +152,8 @@ pub struct McpSettings {
     /// An event stream with nothing to send gets a keep-alive comment this often, so proxies and
     /// clients do not take it for dead.
     pub sse_keep_alive_secs: u64,
-    /// Sessions one API token may hold open.
+    /// Sessions one API token may hold open; a new one at the cap ends the token's least
+    /// recently used session.
     pub max_sessions_per_token: usize,
     /// Messages one JSON-RPC batch may hold (protocols before 2025-06-18; later ones have no
     /// batches). A longer batch is refused whole (-32600) before anything in it runs.

@@ -131,7 +131,7 @@ impl Session {
     }
 
     fn touch(&self) {
-        self.last_seen.store(unix_now(), Ordering::Relaxed);
+        self.last_seen.store(unix_millis(), Ordering::Relaxed);
     }
 
     fn end(&self) {
@@ -139,17 +139,16 @@ impl Session {
     }
 }
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// Milliseconds since the Unix epoch: fine enough to tell which of a token's sessions was used
+/// last, as eviction at the cap needs.
+fn unix_millis() -> i64 {
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error(
-        "this API token already has {0} open MCP sessions; close one (DELETE /mcp) or wait for it to expire"
-    )]
-    TooMany(usize),
     #[error("no random session id: {0}")]
     Random(getrandom::Error),
     #[error("the session's actor did not start: {0}")]
@@ -161,18 +160,22 @@ pub enum OpenError {
 #[derive(Debug, Default)]
 struct Registry {
     by_id: HashMap<String, Arc<Session>>,
-    per_token: HashMap<Uuid, usize>,
+    /// Each token's sessions, oldest first: at most `max_per_token` of them.
+    per_token: HashMap<Uuid, Vec<Arc<Session>>>,
 }
 
 impl Registry {
     fn held(&self, token_id: Uuid) -> usize {
-        self.per_token.get(&token_id).copied().unwrap_or(0)
+        self.per_token.get(&token_id).map_or(0, Vec::len)
     }
 
     fn insert(&mut self, session: Arc<Session>) {
-        *self.per_token.entry(session.token_id).or_default() += 1;
+        self.per_token
+            .entry(session.token_id)
+            .or_default()
+            .push(Arc::clone(&session));
         if let Some(old) = self.by_id.insert(session.id.clone(), session) {
-            // Two equal 256-bit random ids: never, but the counts stay true.
+            // Two equal 256-bit random ids: never, but the lists stay true.
             self.forget(&old);
         }
     }
@@ -185,11 +188,23 @@ impl Registry {
 
     fn forget(&mut self, session: &Session) {
         if let Some(held) = self.per_token.get_mut(&session.token_id) {
-            *held -= 1;
-            if *held == 0 {
+            held.retain(|s| !std::ptr::eq(Arc::as_ptr(s), session));
+            if held.is_empty() {
                 self.per_token.remove(&session.token_id);
             }
         }
+    }
+
+    /// Removes the token's least recently used session (the oldest of those used last at the same
+    /// millisecond) and returns it.
+    fn evict_least_recent(&mut self, token_id: Uuid) -> Option<Arc<Session>> {
+        let held = self.per_token.get(&token_id)?;
+        let oldest = held
+            .iter()
+            .enumerate()
+            .min_by_key(|(position, s)| (s.last_seen.load(Ordering::Relaxed), *position))
+            .map(|(_, s)| s.id.clone())?;
+        self.remove(&oldest)
     }
 }
 
@@ -290,19 +305,28 @@ impl Sessions {
             token_id,
             protocol_version,
             inflight: InFlight::default(),
-            last_seen: AtomicI64::new(unix_now()),
+            last_seen: AtomicI64::new(unix_millis()),
             legacy,
             negotiated: AtomicUsize::new(0),
             budget: self.budget(user_id),
             actor,
         });
-        let mut map = self.lock();
-        if map.held(token_id) >= self.max_per_token {
-            drop(map);
-            session.end();
-            return Err(OpenError::TooMany(self.max_per_token));
+        // At the cap, the token's least recently used session makes room: clients that restart
+        // without closing their sessions (editors, agents) must not lock themselves out.
+        let evicted = {
+            let mut map = self.lock();
+            let evicted = if map.held(token_id) >= self.max_per_token.max(1) {
+                map.evict_least_recent(token_id)
+            } else {
+                None
+            };
+            map.insert(Arc::clone(&session));
+            evicted
+        };
+        if let Some(evicted) = evicted {
+            tracing::info!(%token_id, "the API token is at its session cap: its least recently used session ended");
+            evicted.end();
         }
-        map.insert(Arc::clone(&session));
         Ok(session)
     }
 
@@ -367,7 +391,8 @@ impl Sessions {
     /// Ends sessions idle for longer than the idle time; returns how many. Also forgets the
     /// budgets of users who have no session (nor answer) left.
     pub fn reap(&self) -> usize {
-        let cutoff = unix_now() - i64::try_from(self.idle.as_secs()).unwrap_or(i64::MAX);
+        let idle = i64::try_from(self.idle.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = unix_millis().saturating_sub(idle);
         let ended = self.close_where(|s| s.last_seen.load(Ordering::Relaxed) < cutoff);
         self.lock_budgets()
             .retain(|_, budget| budget.strong_count() > 0);
@@ -411,27 +436,56 @@ mod tests {
             sessions.get(&a.id, other).is_none(),
             "another token must not reach it"
         );
-        sessions.open(user, token, "2025-06-18").await.unwrap();
-        assert!(matches!(
-            sessions.open(user, token, "2025-06-18").await,
-            Err(OpenError::TooMany(2))
-        ));
+        let b = sessions.open(user, token, "2025-06-18").await.unwrap();
         sessions.open(user, other, "2025-06-18").await.unwrap();
         assert!(!sessions.close(&a.id, other));
         assert!(sessions.close(&a.id, token));
         assert!(sessions.get(&a.id, token).is_none());
         assert_eq!(sessions.close_where(|s| s.token_id == token), 1);
+        assert!(sessions.get(&b.id, token).is_none());
         assert_eq!(sessions.len(), 1);
         // Closed sessions no longer count toward the cap, however they ended.
         for _ in 0..2 {
             sessions.open(user, token, "2025-06-18").await.unwrap();
         }
-        assert!(sessions.open(user, token, "2025-06-18").await.is_err());
+        assert_eq!(sessions.lock().held(token), 2);
         assert_eq!(sessions.close_where(|s| s.token_id == token), 2);
         let again = sessions.open(user, token, "2025-06-18").await.unwrap();
         assert!(sessions.close(&again.id, token));
         assert!(!sessions.lock().per_token.contains_key(&token));
         assert_eq!(sessions.lock().held(other), 1);
+    }
+
+    /// At the cap, a new session ends the token's least recently used one (its stream ends);
+    /// the others, and other tokens' sessions, live on.
+    #[tokio::test]
+    async fn at_the_cap_the_least_recently_used_session_makes_room() {
+        let sessions = Sessions::new(Duration::from_secs(60), 2, 1 << 20);
+        let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let first = sessions.open(user, token, "2025-11-25").await.unwrap();
+        let second = sessions.open(user, token, "2025-11-25").await.unwrap();
+        let theirs = sessions.open(user, other, "2025-11-25").await.unwrap();
+        let mut second_stream = second.attach_stream().await.unwrap();
+        // The first is used after the second was opened: the second is now the least recent.
+        first.last_seen.store(unix_millis() + 10, Ordering::Relaxed);
+        let third = sessions.open(user, token, "2025-11-25").await.unwrap();
+        assert!(
+            sessions.get(&second.id, token).is_none(),
+            "the LRU session ended"
+        );
+        assert!(second_stream.recv().await.is_none(), "its stream ended");
+        for live in [&first, &third] {
+            assert!(sessions.get(&live.id, token).is_some());
+        }
+        assert!(sessions.get(&theirs.id, other).is_some());
+        assert_eq!(sessions.lock().held(token), 2);
+        // Used at the same millisecond: the oldest goes.
+        let at = unix_millis();
+        first.last_seen.store(at, Ordering::Relaxed);
+        third.last_seen.store(at, Ordering::Relaxed);
+        sessions.open(user, token, "2025-11-25").await.unwrap();
+        assert!(sessions.get(&first.id, token).is_none());
+        assert!(sessions.get(&third.id, token).is_some());
     }
 
     #[tokio::test]
@@ -527,7 +581,7 @@ mod tests {
             .open(Uuid::new_v4(), Uuid::new_v4(), "2025-06-18")
             .await
             .unwrap();
-        s.last_seen.store(unix_now() - 5, Ordering::Relaxed);
+        s.last_seen.store(unix_millis() - 5000, Ordering::Relaxed);
         assert_eq!(sessions.reap(), 1);
         assert!(sessions.is_empty());
     }

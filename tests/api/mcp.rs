@@ -21,6 +21,7 @@ backend_tests!(
     skill_names_and_paths_complete,
     a_token_reaches_only_its_own_users_skills,
     revoking_a_token_or_deleting_the_account_ends_its_sessions,
+    at_the_session_cap_the_least_recently_used_session_ends,
 );
 
 const ACCEPT: &str = "application/json, text/event-stream";
@@ -768,4 +769,72 @@ async fn skill_names_and_paths_complete(backend: Backend) {
     assert_eq!(body["error"]["code"], -32602);
     let body = mcp.call("completion/complete", json!({})).await;
     assert_eq!(body["error"]["code"], -32602);
+}
+
+/// Clients that restart without closing their sessions (editors, agents) never lock their token
+/// out: at `mcp.max_sessions_per_token`, a new `initialize` ends the token's least recently used
+/// session, whose stream closes; the others, and other tokens' sessions, go on.
+async fn at_the_session_cap_the_least_recently_used_session_ends(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.mcp.max_sessions_per_token = 2).await;
+    let (ann, token) = ann_with_skills(&app).await;
+    let (_, second_token) = app.api_token(&ann, "other client").await;
+    let mut first = Mcp::connect(&app, &token, "2025-11-25").await;
+    let mut stale = Mcp::connect(&app, &token, "2025-11-25").await;
+    let mut elsewhere = Mcp::connect(&app, &second_token, "2025-11-25").await;
+    let open_stream = |mcp: &Mcp<'_>| {
+        app.request(Method::GET, "/mcp")
+            .bearer_auth(&mcp.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", mcp.session.clone().unwrap())
+            .send()
+    };
+    let mut stale_stream = open_stream(&stale).await.unwrap();
+    assert_eq!(stale_stream.status(), StatusCode::OK);
+    let mut first_stream = open_stream(&first).await.unwrap();
+    assert_eq!(first_stream.status(), StatusCode::OK);
+    stale.call("ping", json!({})).await;
+    // The first session is used last, after a pause long enough for the clock to move.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    first.call("ping", json!({})).await;
+
+    let mut restarted = Mcp::connect(&app, &token, "2025-11-25").await;
+    restarted.call("ping", json!({})).await;
+    // The least recently used session is gone, and its stream has ended.
+    let (status, _, _) = stale
+        .raw(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = stale_stream.chunk().await.unwrap() {
+            assert!(chunk.starts_with(b":"), "only keep-alives: {chunk:?}");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the evicted session's stream did not end");
+    // The others live: their requests are answered, and the first one's stream still carries
+    // notifications.
+    first.call("ping", json!({})).await;
+    elsewhere.call("ping", json!({})).await;
+    app.upload_skill(&ann, &[("SKILL.md", skill_md_of("xlsx").as_bytes())])
+        .await;
+    let notified = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut seen = Vec::new();
+        while let Some(chunk) = first_stream.chunk().await.unwrap() {
+            seen.extend_from_slice(&chunk);
+            if String::from_utf8_lossy(&seen).contains("notifications/resources/list_changed") {
+                return;
+            }
+        }
+        panic!("the stream ended: {}", String::from_utf8_lossy(&seen));
+    })
+    .await;
+    assert!(
+        notified.is_ok(),
+        "the live session's stream got no notification"
+    );
+    assert_eq!(app.state.sessions.len(), 3);
+}
+
+fn skill_md_of(name: &str) -> String {
+    format!("---\nname: {name}\ndescription: The {name} skill.\n---\n# {name}\n")
 }

@@ -31,7 +31,7 @@ use crate::mcp::dispatch::{
     check_stateless_version, classify, error_response, names_stateless_version, stateless_version,
 };
 use crate::mcp::limits::BatchAnswer;
-use crate::mcp::sessions::{OpenError, Session};
+use crate::mcp::sessions::Session;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -544,21 +544,7 @@ async fn open_session(
         .await
     {
         Ok(session) => session,
-        Err(OpenError::TooMany(_)) => {
-            let refusal = RpcError::new(
-                codes::INVALID_REQUEST,
-                "too many open sessions for this API token",
-            );
-            let mut response = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &error_response(Some(id), &refusal),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-            return response;
-        }
-        Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
+        Err(e) => {
             tracing::error!(error = %e, "could not open an MCP session");
             return rpc_refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,

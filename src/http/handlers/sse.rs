@@ -31,7 +31,7 @@ use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
 use crate::mcp::limits::{BatchAnswer, MAX_QUEUED_BYTES, limit_error};
-use crate::mcp::sessions::{OpenError, PushError, Session, Sessions};
+use crate::mcp::sessions::{PushError, Session, Sessions};
 
 /// `GET /sse`.
 pub(crate) async fn open(
@@ -46,16 +46,7 @@ pub(crate) async fn open(
         .await
     {
         Ok(opened) => opened,
-        Err(OpenError::TooMany(_)) => {
-            return Ok(rpc_refusal(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::INVALID_REQUEST,
-                "too many open sessions for this API token",
-            ));
-        }
-        Err(e @ (OpenError::Random(_) | OpenError::Actor(_))) => {
-            return Err(AppError::internal(e));
-        }
+        Err(e) => return Err(AppError::internal(e)),
     };
     tracing::info!(user_id = %principal.user_id, "legacy SSE session opened");
     let endpoint = format!("/messages?session_id={}", session.id);
