@@ -524,11 +524,17 @@ async fn saturated_password_hashing_answers_503_with_retry_after(backend: Backen
             );
         }
     }
-    // Once the burst is over, logins go through again.
-    assert_eq!(
-        app.login("ann@example.com", "password-123").await.status(),
-        StatusCode::OK
-    );
+    // Once the burst is over, logins go through again (a hash the burst started may still hold
+    // the one slot for a moment on a busy machine; the wait here is 1 ms).
+    let mut again = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        again = app.login("ann@example.com", "password-123").await.status();
+        if again != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(again, StatusCode::OK);
 }
 
 /// Runs the real binary with debug logging, walks through every credential, then looks for each
