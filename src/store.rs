@@ -486,7 +486,14 @@ impl Store {
 
     /// Inserts a skill; `Duplicate(SkillName)` if the user already has one of that name.
     pub async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
-        dispatch!(self.insert_skill(skill))
+        let insert = [SkillWrite::Insert(skill.clone())];
+        self.write_skills(skill.user_id, &insert, skill.created_at)
+            .await?
+            .and_then(|mut written| written.pop())
+            .ok_or_else(|| StoreError::Backend {
+                context: "creating a skill",
+                source: "the insert returned no row".into(),
+            })
     }
 
     /// Every skill of the user, by name.

@@ -19,7 +19,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
     RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
@@ -651,36 +651,6 @@ impl PgStore {
     }
 
     // ---- skills ----
-
-    pub(crate) async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
-        let client = self.client().await?;
-        let run = async {
-            let stmt = client
-                .prepare_cached(concat!(
-                    "INSERT INTO skills
-                         (id, user_id, name, description, skill_dir, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
-                     RETURNING ",
-                    skill_columns!()
-                ))
-                .await?;
-            let row = client
-                .query_one(
-                    &stmt,
-                    &[
-                        &skill.id,
-                        &skill.user_id,
-                        &skill.name,
-                        &skill.description,
-                        &skill.skill_dir,
-                        &skill.created_at,
-                    ],
-                )
-                .await?;
-            skill_from_row(&row)
-        };
-        run.await.map_err(fail("creating a skill"))
-    }
 
     pub(crate) async fn skills_of_user(&self, user_id: Uuid) -> StoreResult<Vec<SkillRecord>> {
         let client = self.client().await?;

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewSkill, NewUser,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
     RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
 };
 use crate::config::DatabaseSettings;
@@ -652,32 +652,6 @@ impl SqliteStore {
     }
 
     // ---- skills ----
-
-    pub(crate) async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
-        let skill = skill.clone();
-        self.with_conn("creating a skill", move |c| {
-            let at = micros(skill.created_at);
-            c.prepare_cached(concat!(
-                "INSERT INTO skills
-                     (id, user_id, name, description, skill_dir, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 RETURNING ",
-                skill_columns!()
-            ))?
-            .query_row(
-                params![
-                    skill.id,
-                    skill.user_id,
-                    skill.name,
-                    skill.description,
-                    skill.skill_dir,
-                    at
-                ],
-                skill_from_row,
-            )
-        })
-        .await
-    }
 
     pub(crate) async fn skills_of_user(&self, user_id: Uuid) -> StoreResult<Vec<SkillRecord>> {
         // The column's default BINARY collation orders names by their UTF-8 bytes, like the
