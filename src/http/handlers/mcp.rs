@@ -158,6 +158,27 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     with_body(status, "application/json", full(bytes))
 }
 
+/// A POST body's JSON-RPC messages, and whether they came as a batch; the refusal (400, -32700
+/// or -32600) when the body is not JSON or is an empty batch.
+pub(crate) fn messages_of(bytes: &[u8]) -> Result<(Vec<Value>, bool), Box<Response<Body>>> {
+    let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(Box::new(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::PARSE_ERROR,
+            "parse error: the body is not JSON",
+        )));
+    };
+    match value {
+        Value::Array(items) if items.is_empty() => Err(Box::new(rpc_refusal(
+            StatusCode::BAD_REQUEST,
+            codes::INVALID_REQUEST,
+            "invalid request: an empty batch",
+        ))),
+        Value::Array(items) => Ok((items, true)),
+        other => Ok((vec![other], false)),
+    }
+}
+
 /// How the client wants answers framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -216,23 +237,9 @@ async fn post(
 ) -> Result<Response<Body>, AppError> {
     let (parts, bytes) = read_json_bytes(req, &state.settings.server).await?;
     let headers = parts.headers;
-    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(rpc_refusal(
-            StatusCode::BAD_REQUEST,
-            codes::PARSE_ERROR,
-            "parse error: the body is not JSON",
-        ));
-    };
-    let (messages, batch) = match value {
-        Value::Array(items) if items.is_empty() => {
-            return Ok(rpc_refusal(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_REQUEST,
-                "invalid request: an empty batch",
-            ));
-        }
-        Value::Array(items) => (items, true),
-        other => (vec![other], false),
+    let (messages, batch) = match messages_of(&bytes) {
+        Ok(read) => read,
+        Err(refusal) => return Ok(*refusal),
     };
     // Refusals of the whole request name the request's id when there is exactly one.
     let refuse = |status: StatusCode, code: i32, message: &str| {

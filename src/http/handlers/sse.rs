@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::mcp::{authenticate, check_origin, refusal, rpc_refusal};
+use super::mcp::{authenticate, check_origin, messages_of, refusal, rpc_refusal};
 use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -206,23 +206,9 @@ pub(crate) async fn message(
         ));
     };
     let (_, bytes) = read_json_bytes(req, &state.settings.server).await?;
-    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok(rpc_refusal(
-            StatusCode::BAD_REQUEST,
-            codes::PARSE_ERROR,
-            "parse error: the body is not JSON",
-        ));
-    };
-    let (messages, batch) = match value {
-        Value::Array(items) if items.is_empty() => {
-            return Ok(rpc_refusal(
-                StatusCode::BAD_REQUEST,
-                codes::INVALID_REQUEST,
-                "invalid request: an empty batch",
-            ));
-        }
-        Value::Array(items) => (items, true),
-        other => (vec![other], false),
+    let (messages, batch) = match messages_of(&bytes) {
+        Ok(read) => read,
+        Err(refusal) => return Ok(*refusal),
     };
     if batch {
         // The version `initialize` agreed on decides, as on `/mcp`: clients initialize over
