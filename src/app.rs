@@ -112,9 +112,19 @@ impl App {
             }
             Err(e) => return Err(StartError::Actor(e.to_string())),
         }
-        let workspaces = Workspaces::start(store.clone(), skills_root, settings.skills.clone())
-            .await
-            .map_err(StartError::Actor)?;
+        let blobs_root = settings.server.data_dir.join("blobs");
+        let blobs =
+            crate::storage::BlobStore::local(&blobs_root).map_err(|e| StartError::DataDir {
+                path: blobs_root,
+                source: std::io::Error::other(e),
+            })?;
+        let workspaces =
+            Workspaces::start(store.clone(), blobs, skills_root, settings.skills.clone())
+                .await
+                .map_err(StartError::Actor)?;
+        // Skills written by a release before versions become version 1 now, not at their
+        // owner's first request.
+        versions_for_old_skills(&store, &workspaces).await?;
         let (registry, _) = TokenRegistry::start(store.clone(), &settings.tokens)
             .await
             .map_err(|e| StartError::Actor(e.to_string()))?;
@@ -221,6 +231,35 @@ impl App {
         state.auth.stop();
         tracing::info!("stopped");
     }
+}
+
+/// Loads the workspace of every user who has a skill written by a release before versions, which
+/// records it as its version 1 (`load_index`); the workspaces then stop when idle.
+pub async fn versions_for_old_skills(
+    store: &crate::store::Store,
+    workspaces: &Workspaces,
+) -> Result<usize, StartError> {
+    let mut users: Vec<uuid::Uuid> = store
+        .unversioned_skills()
+        .await?
+        .into_iter()
+        .map(|s| s.user_id)
+        .collect();
+    users.dedup();
+    for user in &users {
+        workspaces.index(*user).await.map_err(|e| {
+            StartError::Actor(format!(
+                "the skills of user {user} could not be given versions: {e}"
+            ))
+        })?;
+    }
+    if !users.is_empty() {
+        tracing::info!(
+            users = users.len(),
+            "recorded skills from before versions as version 1"
+        );
+    }
+    Ok(users.len())
 }
 
 /// Drops recovered rate-limit keys every minute; stops when the service is dropped.

@@ -131,6 +131,9 @@ pub struct SkillSettings {
     /// Most bytes one uploaded archive may unpack to, all its skills together (each skill is
     /// bounded by `max_skill_bytes` besides).
     pub max_unpacked_bytes: u64,
+    /// Versions kept per skill (the current one always among them); older ones are pruned and
+    /// the blobs no version refers to are collected.
+    pub keep_versions: u32,
     /// A user's workspace actor stops after this many seconds without use (it is started again on
     /// demand).
     pub workspace_idle_secs: u64,
@@ -371,6 +374,7 @@ impl Default for SkillSettings {
             max_user_bytes: 100 * 1024 * 1024,
             max_upload_bytes: 20 * 1024 * 1024,
             max_unpacked_bytes: 64 * 1024 * 1024,
+            keep_versions: 20,
             workspace_idle_secs: 300,
         }
     }
@@ -501,6 +505,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_MAX_UNPACKED_BYTES",
         "skills.max_unpacked_bytes",
     ),
+    ("AGENTSKILLS_KEEP_VERSIONS", "skills.keep_versions"),
     (
         "AGENTSKILLS_WORKSPACE_IDLE_SECS",
         "skills.workspace_idle_secs",
@@ -806,6 +811,12 @@ impl Settings {
         }
         if sk.max_skill_files == 0 {
             return fail("skills.max_skill_files", "must be at least 1");
+        }
+        if sk.keep_versions == 0 {
+            return fail(
+                "skills.keep_versions",
+                "must be at least 1 (the current version is always kept)",
+            );
         }
         if sk.max_file_bytes > sk.max_skill_bytes {
             return fail(

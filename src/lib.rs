@@ -15,4 +15,5 @@ pub mod mcp;
 pub mod metrics;
 pub mod sandbox;
 pub mod skills;
+pub mod storage;
 pub mod store;

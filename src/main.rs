@@ -235,8 +235,12 @@ async fn stdio(
                 .map(|t| t.user_id)
                 .ok_or("--token: the API token is unknown, revoked or expired")?;
             let skills_root = settings.server.data_dir.join("skills");
+            let blobs = agentskills_mcp::storage::BlobStore::local(
+                &settings.server.data_dir.join("blobs"),
+            )?;
             let workspaces =
-                Workspaces::start_reader(store, skills_root, settings.skills.clone()).await?;
+                Workspaces::start_reader(store, blobs, skills_root, settings.skills.clone())
+                    .await?;
             (SkillSource::Accounts(workspaces), user_id)
         }
         (None, None) => return Err("give --token or --skills-dir".into()),

@@ -202,6 +202,41 @@ pub struct SkillRecord {
     pub is_active: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The current version; 0 for a skill a release before versions wrote, not yet versioned.
+    pub version: i64,
+}
+
+/// One file of a version: what its manifest records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFile {
+    pub path: String,
+    /// Lower-case hex: the blob that holds its bytes.
+    pub sha256: String,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// A new version's content, written together with its skill's row.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Sorted by path.
+    pub files: Vec<VersionFile>,
+    /// sha256 of the manifest (see `storage::manifest_digest`).
+    pub digest: String,
+    /// The `SKILL.md` front matter, as JSON text.
+    pub front_matter: String,
+}
+
+/// A version as its list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub skill_id: Uuid,
+    pub version: i64,
+    pub created_at: OffsetDateTime,
+    pub digest: String,
+    pub file_count: i64,
+    pub size: i64,
+    pub front_matter: String,
 }
 
 #[derive(Debug, Clone)]
@@ -214,16 +249,18 @@ pub struct NewSkill {
     pub created_at: OffsetDateTime,
 }
 
-/// One skill row to write as part of [`Store::write_skills`].
+/// One skill row to write as part of [`Store::write_skills`], with the version it makes.
 #[derive(Debug, Clone)]
 pub enum SkillWrite {
-    Insert(NewSkill),
-    /// A new description for an existing skill, and its `is_active` if given (its `updated_at`
-    /// set to the write's time).
+    /// A new skill, at version 1.
+    Insert(NewSkill, NewVersion),
+    /// A new version of an existing skill (its number the current one's plus one), its
+    /// description, and its `is_active` if given (its `updated_at` set to the write's time).
     Update {
         id: Uuid,
         description: String,
         is_active: Option<bool>,
+        version: NewVersion,
     },
 }
 
@@ -484,10 +521,15 @@ impl Store {
 
     // ---- skills ----
 
-    /// Inserts a skill; `Duplicate(SkillName)` if the user already has one of that name.
-    pub async fn insert_skill(&self, skill: &NewSkill) -> StoreResult<SkillRecord> {
-        let insert = [SkillWrite::Insert(skill.clone())];
-        self.write_skills(skill.user_id, &insert, skill.created_at)
+    /// Inserts a skill at version 1 with `version`; `Duplicate(SkillName)` if the user already
+    /// has one of that name.
+    pub async fn insert_skill(
+        &self,
+        skill: &NewSkill,
+        version: &NewVersion,
+    ) -> StoreResult<SkillRecord> {
+        let insert = [SkillWrite::Insert(skill.clone(), version.clone())];
+        self.write_skills(skill.user_id, &insert, skill.created_at, u32::MAX)
             .await?
             .and_then(|mut written| written.pop())
             .ok_or_else(|| StoreError::Backend {
@@ -513,16 +555,67 @@ impl Store {
         dispatch!(self.update_skill(user_id, id, description, is_active, now))
     }
 
-    /// Writes every change in one transaction: all or nothing. The records come back in the
-    /// order of `writes`; `None` (and nothing written) if a skill to update no longer exists; a
-    /// name taken is `Duplicate(SkillName)`, with nothing written either.
+    /// Writes every change in one transaction: all or nothing. Each makes a version (its
+    /// manifest, its files' blob rows, the skill's current version switched to it) and prunes the
+    /// skill's versions to the newest `keep` (the current one always stays). The records come
+    /// back in the order of `writes`; `None` (and nothing written) if a skill to update no longer
+    /// exists; a name taken is `Duplicate(SkillName)`, with nothing written either. The blobs
+    /// themselves must be stored before this is called: a version never points at a missing one.
     pub async fn write_skills(
         &self,
         user_id: Uuid,
         writes: &[SkillWrite],
         now: OffsetDateTime,
+        keep: u32,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
-        dispatch!(self.write_skills(user_id, writes, now))
+        dispatch!(self.write_skills(user_id, writes, now, keep))
+    }
+
+    /// The skill's versions, newest first.
+    pub async fn versions(&self, user_id: Uuid, skill_id: Uuid) -> StoreResult<Vec<VersionRecord>> {
+        dispatch!(self.versions(user_id, skill_id))
+    }
+
+    /// One version of the skill with its files (by path); `None` if there is no such version.
+    pub async fn version(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<(VersionRecord, Vec<VersionFile>)>> {
+        dispatch!(self.version(user_id, skill_id, version))
+    }
+
+    /// Bytes of the user's blobs: what the quota counts (a file kept by several versions or
+    /// skills counts once).
+    pub async fn blob_bytes(&self, user_id: Uuid) -> StoreResult<u64> {
+        dispatch!(self.blob_bytes(user_id))
+    }
+
+    /// The user's blobs that no version refers to any more, with their sizes.
+    pub async fn unreferenced_blobs(&self, user_id: Uuid) -> StoreResult<Vec<(String, u64)>> {
+        dispatch!(self.unreferenced_blobs(user_id))
+    }
+
+    /// Every blob the user holds.
+    pub async fn blobs_of(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
+        dispatch!(self.blobs_of(user_id))
+    }
+
+    /// Forgets a blob, if no version refers to it (then `true`): collection removes the stored
+    /// bytes first, then this row.
+    pub async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
+        dispatch!(self.forget_blob(user_id, sha256))
+    }
+
+    /// The files of the current version of each of the user's skills.
+    pub async fn current_files(&self, user_id: Uuid) -> StoreResult<Vec<(Uuid, VersionFile)>> {
+        dispatch!(self.current_files(user_id))
+    }
+
+    /// Every skill a release before versions wrote (`version` 0), of every user.
+    pub async fn unversioned_skills(&self) -> StoreResult<Vec<SkillRecord>> {
+        dispatch!(self.unversioned_skills())
     }
 
     /// Deletes the user's skill; `false` if they have no such skill.

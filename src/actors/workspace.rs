@@ -6,17 +6,20 @@
 //! an immutable [`SkillIndex`] through an `ArcSwap` after every change, and readers take the current
 //! one, which is always a whole, consistent state.
 //!
-//! Each change follows the same order so that the database row and the folder never disagree:
-//! the new content is written to a staging folder first (validated there: `SKILL.md`, limits), then
-//! the row is written, then the staged folder is swapped into place atomically. A failure before
-//! the swap leaves nothing behind; a crash between row and swap is repaired when the workspace is
-//! next loaded ([`load_index`]): the folder is the truth for what exists, rows without a folder are
-//! deleted, folders without a row are removed, and descriptions follow `SKILL.md`.
+//! Every change of a skill's content makes a new, immutable version ([`crate::storage`]), in the
+//! same order each time: the new content is written to a staging folder first (validated there:
+//! `SKILL.md`, limits), its files are stored as blobs, the version is recorded (the skill's row
+//! and its current-version pointer in the same transaction), then the staged folder is swapped in
+//! as the skill's folder, which is the current version materialized. A failure before the record
+//! leaves nothing but unreferenced blobs, which collection removes; a crash between record and
+//! swap is repaired when the workspace is next loaded ([`load_index`]): the database is the truth,
+//! and a folder that is not its skill's current version is materialized again from the blobs.
+//! Folders without a row are removed; a skill written before versions becomes version 1.
 //!
 //! File-system work runs on the blocking pool; the handler awaits it, which holds up only this
 //! user's mailbox.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -35,7 +38,11 @@ use crate::skills::files::{self, FileEntry, Limits, UploadError};
 use crate::skills::manifest::{self, Manifest};
 use crate::skills::zip_upload::{self, UnpackedSkill};
 use crate::skills::{Cancel, Warning};
-use crate::store::{self, NewSkill, SkillRecord, SkillWrite, Store, StoreError, UniqueField};
+use crate::storage::{self, BlobError, BlobStore};
+use crate::store::{
+    self, NewSkill, NewVersion, SkillRecord, SkillWrite, Store, StoreError, UniqueField,
+    VersionFile,
+};
 
 /// The file every skill has at its root.
 pub const SKILL_MD: &str = "SKILL.md";
@@ -250,6 +257,7 @@ pub(crate) struct WorkspaceActor;
 pub(crate) struct WorkspaceArgs {
     pub(crate) user_id: Uuid,
     pub(crate) store: Store,
+    pub(crate) blobs: BlobStore,
     pub(crate) skills_root: PathBuf,
     pub(crate) settings: SkillSettings,
     pub(crate) shared: Arc<Shared>,
@@ -259,6 +267,10 @@ pub(crate) struct WorkspaceArgs {
 pub(crate) struct WorkspaceState {
     user_id: Uuid,
     store: Store,
+    blobs: BlobStore,
+    /// The user's blobs (their digests), and their total size: what the quota counts.
+    blob_digests: HashSet<String>,
+    blob_bytes: u64,
     /// `<data_dir>/skills/<user_id>`.
     user_root: PathBuf,
     /// `<data_dir>/skills/.staging`: on the same file system, so swaps are renames.
@@ -279,9 +291,19 @@ impl Actor for WorkspaceActor {
         _myself: ActorRef<Self::Msg>,
         args: WorkspaceArgs,
     ) -> Result<WorkspaceState, ActorProcessingErr> {
+        let blob_digests: HashSet<String> = args
+            .store
+            .blobs_of(args.user_id)
+            .await?
+            .into_iter()
+            .collect();
+        let blob_bytes = args.store.blob_bytes(args.user_id).await?;
         Ok(WorkspaceState {
             user_id: args.user_id,
             store: args.store,
+            blobs: args.blobs,
+            blob_digests,
+            blob_bytes,
             user_root: args.skills_root.join(args.user_id.to_string()),
             staging: staging_root(&args.skills_root),
             settings: args.settings,
@@ -299,6 +321,10 @@ impl Actor for WorkspaceActor {
         let idle = Duration::from_secs(state.settings.workspace_idle_secs);
         let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         state.timer = Some(myself.send_interval(every, || WorkspaceMessage::IdleCheck));
+        // Whatever a crash or a stop left half done: blobs no version refers to (a collection cut
+        // short, versions pruned just before), and blobs stored for a change never recorded.
+        state.collect_garbage().await;
+        state.sweep_unrecorded_blobs().await;
         Ok(())
     }
 
@@ -408,17 +434,17 @@ impl WorkspaceState {
         }
     }
 
-    fn check_quota(&self, replacing: u64, new_bytes: u64) -> Result<(), AppError> {
-        let after = self
-            .index()
-            .bytes()
-            .saturating_sub(replacing)
-            .saturating_add(new_bytes);
+    /// Refuses a change whose new blobs would take the user's over their quota: what counts is
+    /// each distinct file the user holds, in any skill and any version kept, once.
+    fn check_quota(&self, new_bytes: u64) -> Result<(), AppError> {
+        let after = self.blob_bytes.saturating_add(new_bytes);
         if after > self.settings.max_user_bytes {
             return Err(AppError::TooLarge {
                 code: "quota-exceeded",
                 detail: format!(
-                    "your skills would take {after} bytes; an account may keep at most {} bytes",
+                    "your skills and their versions would take {after} bytes; an account may \
+                     keep at most {} bytes (skills.keep_versions versions of each skill are \
+                     kept: delete skills you no longer need)",
                     self.settings.max_user_bytes
                 ),
             });
@@ -498,7 +524,64 @@ impl WorkspaceState {
                 tracing::error!(user_id = %self.user_id, error = %e, "skill folder removal did not finish")
             }
         }
+        // Its versions went with the row: their blobs, unless another version holds them, go.
+        self.collect_garbage().await;
         Ok(())
+    }
+
+    /// Removes the user's blobs that no version refers to: each one's bytes first, then its row.
+    /// A crash in between leaves a row whose bytes are gone, which no version refers to either,
+    /// and which the next collection removes; a version never points at a missing blob. Errors
+    /// are logged: the blobs stay until the next collection.
+    async fn collect_garbage(&mut self) {
+        let unreferenced = match self.store.unreferenced_blobs(self.user_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(user_id = %self.user_id, error = %e, "could not look for unreferenced blobs");
+                return;
+            }
+        };
+        let mut collected = 0usize;
+        for (sha256, size) in unreferenced {
+            if let Err(e) = self.blobs.delete(self.user_id, &sha256).await {
+                tracing::warn!(user_id = %self.user_id, error = %e, "could not remove an unreferenced blob");
+                continue;
+            }
+            match self.store.forget_blob(self.user_id, &sha256).await {
+                Ok(true) => {
+                    self.blob_digests.remove(&sha256);
+                    self.blob_bytes = self.blob_bytes.saturating_sub(size);
+                    collected += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(user_id = %self.user_id, error = %e, "could not forget a removed blob");
+                }
+            }
+        }
+        if collected > 0 {
+            tracing::debug!(user_id = %self.user_id, collected, "collected unreferenced blobs");
+        }
+    }
+
+    /// Removes stored blobs that have no row: stored for a change that a crash stopped before it
+    /// was recorded. Only this actor stores the user's blobs, so none is in the middle of one.
+    async fn sweep_unrecorded_blobs(&mut self) {
+        let stored = match self.blobs.list(self.user_id).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(user_id = %self.user_id, error = %e, "could not list the user's blobs");
+                return;
+            }
+        };
+        for sha256 in stored {
+            if self.blob_digests.contains(&sha256) {
+                continue;
+            }
+            if let Err(e) = self.blobs.delete(self.user_id, &sha256).await {
+                tracing::warn!(user_id = %self.user_id, error = %e, "could not remove an unrecorded blob");
+            }
+        }
     }
 
     async fn upload(
@@ -666,43 +749,74 @@ impl WorkspaceState {
         })
     }
 
-    /// Makes or changes every planned skill, all or nothing as far as checks go: the quota for
-    /// them together, their rows in one transaction, then each staged folder moved into place and
-    /// the index published once. A folder that cannot be moved (an I/O failure after the rows are
-    /// written) fails the request; a new skill's row is then removed again, and whatever else
-    /// disagrees is repaired when the workspace is next loaded (the folder is the truth).
+    /// Makes a new version of every planned skill, all or nothing as far as checks go: the quota
+    /// for them together, their new blobs stored, their versions and rows recorded in one
+    /// transaction, then each staged folder moved into place and the index published once. A
+    /// folder that cannot be moved (an I/O failure after the record) fails the request; a new
+    /// skill's row is then removed again, and a folder left behind its version is materialized
+    /// again when the workspace is next loaded (the record is the truth).
     async fn apply(&mut self, plans: Vec<Plan>) -> Result<Vec<Arc<IndexedSkill>>, AppError> {
-        let replacing: u64 = plans
-            .iter()
-            .filter_map(|p| p.existing.as_ref())
-            .map(|s| s.bytes)
-            .sum();
-        let adding: u64 = plans.iter().map(|p| p.staged.bytes).sum();
-        self.check_quota(replacing, adding)?;
+        // The blobs this change adds, each once, whichever skills hold them.
+        let mut adding: Vec<(String, PathBuf)> = Vec::new();
+        let mut added_bytes = 0u64;
+        let mut seen: HashSet<&str> = HashSet::new();
+        for plan in &plans {
+            for entry in &plan.staged.entries {
+                if !self.blob_digests.contains(&entry.sha256) && seen.insert(&entry.sha256) {
+                    adding.push((
+                        entry.sha256.clone(),
+                        plan.staged.staged.dir().join(&entry.path),
+                    ));
+                    added_bytes = added_bytes.saturating_add(entry.size);
+                }
+            }
+        }
+        self.check_quota(added_bytes)?;
+        // Stored before any version refers to them: a crash from here on leaves at most blobs
+        // that no version refers to.
+        for (sha256, path) in &adding {
+            self.blobs
+                .put_file(self.user_id, sha256, path)
+                .await
+                .map_err(blob_error)?;
+        }
         let now = store::now();
         let writes: Vec<SkillWrite> = plans
             .iter()
-            .map(|plan| match &plan.existing {
-                Some(current) => SkillWrite::Update {
-                    id: current.record.id,
-                    description: plan.staged.manifest.description.clone(),
-                    is_active: plan.is_active,
-                },
-                None => SkillWrite::Insert(NewSkill {
-                    id: Uuid::new_v4(),
-                    user_id: self.user_id,
-                    name: plan.name.as_str().to_owned(),
-                    description: plan.staged.manifest.description.clone(),
-                    skill_dir: format!("{}/{}", self.user_id, plan.name.as_str()),
-                    created_at: now,
-                }),
+            .map(|plan| {
+                let version = new_version(&plan.staged.entries, &plan.staged.manifest);
+                match &plan.existing {
+                    Some(current) => SkillWrite::Update {
+                        id: current.record.id,
+                        description: plan.staged.manifest.description.clone(),
+                        is_active: plan.is_active,
+                        version,
+                    },
+                    None => SkillWrite::Insert(
+                        NewSkill {
+                            id: Uuid::new_v4(),
+                            user_id: self.user_id,
+                            name: plan.name.as_str().to_owned(),
+                            description: plan.staged.manifest.description.clone(),
+                            skill_dir: format!("{}/{}", self.user_id, plan.name.as_str()),
+                            created_at: now,
+                        },
+                        version,
+                    ),
+                }
             })
             .collect();
         let records = self
             .store
-            .write_skills(self.user_id, &writes, now)
+            .write_skills(self.user_id, &writes, now, self.settings.keep_versions)
             .await?
             .ok_or(AppError::NotFound("skill"))?;
+        for (sha256, path) in adding {
+            let size = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
+            if self.blob_digests.insert(sha256) {
+                self.blob_bytes = self.blob_bytes.saturating_add(size);
+            }
+        }
         let mut done: Vec<Arc<IndexedSkill>> = Vec::with_capacity(plans.len());
         let mut failure = None;
         for (plan, record) in plans.into_iter().zip(records) {
@@ -741,6 +855,8 @@ impl WorkspaceState {
                 }
             });
         }
+        // Versions past `skills.keep_versions` were pruned with the record: their blobs may go.
+        self.collect_garbage().await;
         match failure {
             Some(e) => Err(e),
             None => Ok(done),
@@ -853,37 +969,57 @@ pub enum Repair {
 }
 
 /// Builds a user's index from the database and the disk, repairing any disagreement a crash left
-/// (with [`Repair::Yes`]).
+/// (with [`Repair::Yes`]): the database is the truth, and each skill's folder is made its current
+/// version again from the blobs where it is not; a skill written before versions becomes version 1
+/// from its folder.
 pub(crate) async fn load_index(
     store: &Store,
+    blobs: &BlobStore,
     user_id: Uuid,
     skills_root: &Path,
     settings: &SkillSettings,
     repair: Repair,
 ) -> Result<SkillIndex, AppError> {
     let rows = store.skills_of_user(user_id).await?;
+    let mut current: HashMap<Uuid, Vec<VersionFile>> = HashMap::new();
+    if rows.iter().any(|r| r.version > 0) {
+        for (skill_id, file) in store.current_files(user_id).await? {
+            current.entry(skill_id).or_default().push(file);
+        }
+    }
     let user_root = skills_root.join(user_id.to_string());
     let max_read = settings.max_file_bytes;
+    let scan_root = user_root.clone();
     let Folders { found, orphans } =
-        blocking(move || read_folders(&user_root, rows, max_read, repair)).await??;
+        blocking(move || read_folders(&scan_root, rows, max_read, repair)).await??;
     for orphan in orphans {
         tracing::warn!(%user_id, folder = %orphan, "removed a skill folder that had no database row");
     }
     let mut skills = Vec::with_capacity(found.len());
-    for (record, folder) in found {
-        let Some(folder) = folder else {
-            if repair == Repair::Yes {
-                tracing::warn!(%user_id, skill = %record.name, "removed a skill row whose folder is missing");
-                store.delete_skill(user_id, record.id).await?;
+    for (mut record, mut folder) in found {
+        if repair == Repair::Yes {
+            if record.version == 0 {
+                // Written by a release before versions: its folder becomes version 1.
+                let Some(found) = &folder else {
+                    tracing::warn!(%user_id, skill = %record.name, "removed a skill row whose folder is missing");
+                    store.delete_skill(user_id, record.id).await?;
+                    continue;
+                };
+                let dir = user_root.join(&record.name);
+                record = first_version(store, blobs, &record, found, &dir, settings).await?;
+            } else {
+                let want = current.remove(&record.id).unwrap_or_default();
+                if folder.as_ref().is_none_or(|f| !is_version(&f.files, &want)) {
+                    tracing::warn!(%user_id, skill = %record.name, version = record.version, "the skill's folder is not its current version: making it again from its blobs");
+                    let staging = staging_root(skills_root);
+                    let dir = user_root.join(&record.name);
+                    materialize(blobs, user_id, &want, &staging, &dir, settings).await?;
+                    folder = Some(blocking(move || read_folder(&dir, max_read)).await??);
+                }
             }
+        }
+        let Some(folder) = folder else {
             continue;
-        };
-        let record = match &folder.manifest {
-            Some(m) if repair == Repair::Yes && m.description != record.description => store
-                .update_skill(user_id, record.id, Some(&m.description), None, store::now())
-                .await?
-                .unwrap_or(record),
-            _ => record,
         };
         let warnings = skill_warnings(
             &record.name,
@@ -901,6 +1037,111 @@ pub(crate) async fn load_index(
         });
     }
     Ok(SkillIndex::from_skills(skills))
+}
+
+/// Whether a folder's files are exactly a version's: the same paths, contents and executable
+/// bits.
+fn is_version(files: &[FileEntry], version: &[VersionFile]) -> bool {
+    files.len() == version.len()
+        && files
+            .iter()
+            .zip(version)
+            .all(|(f, v)| f.path == v.path && f.sha256 == v.sha256 && f.executable == v.executable)
+}
+
+/// Records a skill written before versions as version 1 of itself: its folder's files stored as
+/// blobs, then the version recorded. Returns its row as it now is.
+async fn first_version(
+    store: &Store,
+    blobs: &BlobStore,
+    record: &SkillRecord,
+    folder: &Folder,
+    dir: &Path,
+    settings: &SkillSettings,
+) -> Result<SkillRecord, AppError> {
+    for file in &folder.files {
+        blobs
+            .put_file(record.user_id, &file.sha256, &dir.join(&file.path))
+            .await
+            .map_err(blob_error)?;
+    }
+    let front_matter = folder.manifest.as_ref().map_or_else(
+        || serde_json::json!({"name": record.name, "description": record.description}),
+        |m| m.front_matter.clone(),
+    );
+    let files: Vec<VersionFile> = folder
+        .files
+        .iter()
+        .map(|e| VersionFile {
+            path: e.path.clone(),
+            sha256: e.sha256.clone(),
+            size: e.size,
+            executable: e.executable,
+        })
+        .collect();
+    let version = NewVersion {
+        digest: storage::manifest_digest(&files),
+        files,
+        front_matter: front_matter.to_string(),
+    };
+    let description = folder
+        .manifest
+        .as_ref()
+        .map_or_else(|| record.description.clone(), |m| m.description.clone());
+    let write = [SkillWrite::Update {
+        id: record.id,
+        description,
+        is_active: None,
+        version,
+    }];
+    let written = store
+        .write_skills(record.user_id, &write, store::now(), settings.keep_versions)
+        .await?
+        .and_then(|mut records| records.pop())
+        .ok_or(AppError::NotFound("skill"))?;
+    tracing::info!(user_id = %record.user_id, skill = %record.name, "recorded a skill from before versions as its version 1");
+    Ok(written)
+}
+
+/// Writes a version's files from the blobs into a staging folder, checks it as an upload, and
+/// swaps it in as `dir` (made if it is missing).
+async fn materialize(
+    blobs: &BlobStore,
+    user_id: Uuid,
+    version: &[VersionFile],
+    staging: &Path,
+    dir: &Path,
+    settings: &SkillSettings,
+) -> Result<(), AppError> {
+    let root = staging.to_owned();
+    let folder = blocking(move || files::StagingDir::create(&root))
+        .await?
+        .map_err(AppError::from_io)?;
+    for file in version {
+        let path = SkillPath::parse(&file.path).map_err(AppError::internal)?;
+        let target = folder.place(&path).map_err(AppError::from_io)?;
+        blobs
+            .copy_to(user_id, &file.sha256, &target, file.executable)
+            .await
+            .map_err(blob_error)?;
+    }
+    let limits = Limits {
+        max_file_bytes: settings.max_file_bytes,
+        max_skill_bytes: settings.max_skill_bytes,
+        max_skill_files: settings.max_skill_files,
+    };
+    let root = staging.to_owned();
+    let dir = dir.to_owned();
+    blocking(move || {
+        let staged = folder.finish(&root, &limits).map_err(upload_error)?;
+        if dir.exists() {
+            staged.commit_replace(&dir)
+        } else {
+            staged.commit_new(&dir)
+        }
+        .map_err(AppError::from_io)
+    })
+    .await?
 }
 
 /// Each row with its folder (`None`: missing), and the folders removed for having no row.
@@ -967,6 +1208,32 @@ fn read_folder(dir: &Path, max_read: u64) -> Result<Folder, AppError> {
 
 fn total(entries: &[FileEntry]) -> u64 {
     entries.iter().map(|f| f.size).sum()
+}
+
+/// The version a skill's files make: their manifest, its digest, the front matter as JSON.
+fn new_version(entries: &[FileEntry], manifest: &Manifest) -> NewVersion {
+    let files: Vec<VersionFile> = entries
+        .iter()
+        .map(|e| VersionFile {
+            path: e.path.clone(),
+            sha256: e.sha256.clone(),
+            size: e.size,
+            executable: e.executable,
+        })
+        .collect();
+    NewVersion {
+        digest: storage::manifest_digest(&files),
+        files,
+        front_matter: manifest.front_matter.to_string(),
+    }
+}
+
+/// A blob store failure: a full disk is 507, anything else the server's problem.
+pub(crate) fn blob_error(e: BlobError) -> AppError {
+    match e {
+        BlobError::Io(io) => AppError::from_io(io),
+        other => AppError::internal(other),
+    }
 }
 
 fn skill_md_path() -> Result<SkillPath, AppError> {

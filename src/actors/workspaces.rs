@@ -28,6 +28,7 @@ use crate::config::SkillSettings;
 use crate::domain::SkillName;
 use crate::error::AppError;
 use crate::skills::Cancel;
+use crate::storage::BlobStore;
 use crate::store::Store;
 
 /// How long a change to a user's skills may take (an upload unpacks, hashes and syncs files).
@@ -67,6 +68,7 @@ struct Inner {
     writers: Mutex<()>,
     supervisor: ActorRef<SupervisorMessage>,
     store: Store,
+    blobs: BlobStore,
     skills_root: PathBuf,
     settings: SkillSettings,
     repair: Repair,
@@ -90,24 +92,27 @@ impl Workspaces {
     /// is `<data_dir>/skills`.
     pub async fn start(
         store: Store,
+        blobs: BlobStore,
         skills_root: PathBuf,
         settings: SkillSettings,
     ) -> Result<Workspaces, String> {
-        Self::start_with(store, skills_root, settings, Repair::Yes).await
+        Self::start_with(store, blobs, skills_root, settings, Repair::Yes).await
     }
 
     /// Starts a supervisor for a process that only reads beside a running server (`stdio
     /// --token`): loading a workspace repairs nothing.
     pub async fn start_reader(
         store: Store,
+        blobs: BlobStore,
         skills_root: PathBuf,
         settings: SkillSettings,
     ) -> Result<Workspaces, String> {
-        Self::start_with(store, skills_root, settings, Repair::No).await
+        Self::start_with(store, blobs, skills_root, settings, Repair::No).await
     }
 
     async fn start_with(
         store: Store,
+        blobs: BlobStore,
         skills_root: PathBuf,
         settings: SkillSettings,
         repair: Repair,
@@ -120,6 +125,7 @@ impl Workspaces {
             writers: Mutex::new(()),
             supervisor,
             store,
+            blobs,
             skills_root,
             settings,
             repair,
@@ -257,7 +263,13 @@ impl Workspaces {
         tokio::task::spawn_blocking(move || crate::skills::files::remove_skill_dir(&folder))
             .await
             .map_err(AppError::internal)?
-            .map_err(AppError::internal)
+            .map_err(AppError::internal)?;
+        // Their blob rows went with the account; their bytes go now.
+        self.inner
+            .blobs
+            .remove_user(user_id)
+            .await
+            .map_err(crate::actors::workspace::blob_error)
     }
 
     /// Sends a change to the user's actor. A message that could not be delivered (the actor
@@ -394,6 +406,7 @@ impl Inner {
     async fn spawn(&self, user_id: Uuid) -> Result<Workspace, AppError> {
         let index = load_index(
             &self.store,
+            &self.blobs,
             user_id,
             &self.skills_root,
             &self.settings,
@@ -408,6 +421,7 @@ impl Inner {
         let args = WorkspaceArgs {
             user_id,
             store: self.store.clone(),
+            blobs: self.blobs.clone(),
             skills_root: self.skills_root.clone(),
             settings: self.settings.clone(),
             shared: Arc::clone(&shared),
@@ -496,6 +510,7 @@ mod tests {
             .unwrap();
         let workspaces = Workspaces::start(
             store.clone(),
+            BlobStore::local(&dir.path().join("blobs")).unwrap(),
             dir.path().join("skills"),
             SkillSettings::default(),
         )

@@ -128,6 +128,8 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
                 is_active: true,
                 created_at: now,
                 updated_at: now,
+                // A plain folder has no versions: it is what it is on disk.
+                version: 0,
             },
             bytes: entries.iter().map(|f| f.size).sum(),
             warnings,

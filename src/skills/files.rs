@@ -36,6 +36,8 @@ pub struct FileEntry {
     pub size: u64,
     /// SHA-256 of the content, lower-case hex.
     pub sha256: String,
+    /// Whether the owner may execute it (its mode has `u+x`).
+    pub executable: bool,
 }
 
 /// Size and count caps for one skill.
@@ -157,10 +159,14 @@ pub fn scan(skill_dir: &Path) -> io::Result<Vec<FileEntry>> {
                 Err(ReadError::Io(e)) => return Err(e),
             };
         let (size, sha256) = hash(&mut file)?;
+        let executable = rustix::fs::fstat(&file)
+            .map(|stat| stat.st_mode & 0o100 != 0)
+            .map_err(io::Error::from)?;
         entries.push(FileEntry {
             path: node.path,
             size,
             sha256,
+            executable,
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -469,16 +475,43 @@ pub fn clean_removed(parent: &Path) -> io::Result<usize> {
 
 /// A folder under the staging root, removed on drop while armed.
 #[derive(Debug)]
-struct StagingDir {
+pub struct StagingDir {
     path: PathBuf,
     armed: bool,
 }
 
 impl StagingDir {
-    fn create(staging_root: &Path) -> io::Result<StagingDir> {
+    /// A new, empty folder under `staging_root` (created if need be).
+    pub fn create(staging_root: &Path) -> io::Result<StagingDir> {
+        fs::create_dir_all(staging_root)?;
         let path = staging_root.join(random_hex()?);
         fs::create_dir(&path)?;
         Ok(StagingDir { path, armed: true })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where a file of the skill at `path` goes in this folder, its parent folders made.
+    pub fn place(&self, path: &SkillPath) -> io::Result<PathBuf> {
+        let target = self.path.join(path.as_str());
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        Ok(target)
+    }
+
+    /// The folder, once every file is in it, checked as an upload is (limits, names, `SKILL.md`)
+    /// and ready to be committed.
+    pub fn finish(self, staging_root: &Path, limits: &Limits) -> Result<Staged, UploadError> {
+        let (manifest, warnings) = check_tree(&self.path, limits)?;
+        sync_dir(staging_root)?;
+        Ok(Staged {
+            dir: self,
+            manifest,
+            warnings,
+        })
     }
 }
 
@@ -737,6 +770,12 @@ fn copy_tree(base: &Path, dest: &Path, cancel: &Cancel) -> Result<(), UploadErro
             };
         let mut copy = File::create_new(&target)?;
         io::copy(&mut source, &mut copy)?;
+        // A script stays executable in the new version.
+        let mode = rustix::fs::fstat(&source).map_err(io::Error::from)?.st_mode;
+        if mode & 0o111 != 0 {
+            use std::os::unix::fs::PermissionsExt as _;
+            copy.set_permissions(fs::Permissions::from_mode(0o755))?;
+        }
         copy.sync_all()?;
     }
     Ok(())
@@ -1206,6 +1245,7 @@ mod tests {
             path: path.to_owned(),
             size: 0,
             sha256: String::new(),
+            executable: false,
         };
         let fine = [entry("SKILL.md"), entry("a/b.md"), entry("a/c.md")];
         assert!(name_warnings(&fine).is_empty());

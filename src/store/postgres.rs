@@ -19,8 +19,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser, NewVersion,
     RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
+    VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -46,7 +47,7 @@ macro_rules! user_columns {
 /// The columns [`skill_from_row`] reads, in its order.
 macro_rules! skill_columns {
     () => {
-        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at"
+        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at, version"
     };
 }
 
@@ -709,15 +710,16 @@ impl PgStore {
         user_id: Uuid,
         writes: &[SkillWrite],
         now: OffsetDateTime,
+        keep: u32,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
         let mut client = self.client().await?;
         let run = async {
             let tx = client.transaction().await?;
             let insert = tx
                 .prepare_cached(concat!(
-                    "INSERT INTO skills
-                         (id, user_id, name, description, skill_dir, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
+                    "INSERT INTO skills (id, user_id, name, description, skill_dir,
+                                         created_at, updated_at, version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, 1)
                      RETURNING ",
                     skill_columns!()
                 ))
@@ -725,7 +727,8 @@ impl PgStore {
             let update = tx
                 .prepare_cached(concat!(
                     "UPDATE skills
-                     SET description = $3, is_active = coalesce($5, is_active), updated_at = $4
+                     SET description = $3, is_active = coalesce($5, is_active), updated_at = $4,
+                         version = version + 1
                      WHERE id = $2 AND user_id = $1
                      RETURNING ",
                     skill_columns!()
@@ -734,7 +737,7 @@ impl PgStore {
             let mut records = Vec::with_capacity(writes.len());
             for write in writes {
                 let row = match write {
-                    SkillWrite::Insert(skill) => Some(
+                    SkillWrite::Insert(skill, _) => Some(
                         tx.query_one(
                             &insert,
                             &[
@@ -752,6 +755,7 @@ impl PgStore {
                         id,
                         description,
                         is_active,
+                        ..
                     } => {
                         tx.query_opt(&update, &[&user_id, id, description, &now, is_active])
                             .await?
@@ -761,12 +765,212 @@ impl PgStore {
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                records.push(skill_from_row(&row)?);
+                let record = skill_from_row(&row)?;
+                let version = match write {
+                    SkillWrite::Insert(_, version) | SkillWrite::Update { version, .. } => version,
+                };
+                write_version(&tx, user_id, record.id, record.version, version, now, keep).await?;
+                records.push(record);
             }
             tx.commit().await?;
             Ok(Some(records))
         };
         run.await.map_err(fail("writing skills"))
+    }
+
+    pub(crate) async fn versions(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT skill_id, version, created_at, digest, file_count, size, front_matter
+                     FROM skill_versions WHERE user_id = $1 AND skill_id = $2
+                     ORDER BY version DESC",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&user_id, &skill_id])
+                .await?
+                .iter()
+                .map(version_from_row)
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing versions"))
+    }
+
+    pub(crate) async fn version(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<(VersionRecord, Vec<VersionFile>)>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT skill_id, version, created_at, digest, file_count, size, front_matter
+                     FROM skill_versions WHERE user_id = $1 AND skill_id = $2 AND version = $3",
+                )
+                .await?;
+            let Some(row) = client
+                .query_opt(&stmt, &[&user_id, &skill_id, &version])
+                .await?
+            else {
+                return Ok(None);
+            };
+            let record = version_from_row(&row)?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT path, sha256, size, executable FROM version_files
+                     WHERE skill_id = $1 AND version = $2 ORDER BY path",
+                )
+                .await?;
+            let files = client
+                .query(&stmt, &[&skill_id, &version])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(VersionFile {
+                        path: row.try_get(0)?,
+                        sha256: row.try_get(1)?,
+                        size: u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or(0),
+                        executable: row.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Fail>>()?;
+            Ok(Some((record, files)))
+        };
+        run.await.map_err(fail("reading a version"))
+    }
+
+    pub(crate) async fn blob_bytes(&self, user_id: Uuid) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT coalesce(sum(size), 0)::bigint FROM blobs WHERE user_id = $1",
+                )
+                .await?;
+            let bytes: i64 = client.query_one(&stmt, &[&user_id]).await?.try_get(0)?;
+            Ok(u64::try_from(bytes).unwrap_or(0))
+        };
+        run.await.map_err(fail("counting blobs"))
+    }
+
+    pub(crate) async fn unreferenced_blobs(
+        &self,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT sha256, size FROM blobs AS b WHERE user_id = $1 AND NOT EXISTS
+                         (SELECT 1 FROM version_files AS f
+                          WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&user_id])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0)?,
+                        u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+                    ))
+                })
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("finding unreferenced blobs"))
+    }
+
+    pub(crate) async fn blobs_of(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached("SELECT sha256 FROM blobs WHERE user_id = $1")
+                .await?;
+            client
+                .query(&stmt, &[&user_id])
+                .await?
+                .iter()
+                .map(|row| Ok(row.try_get(0)?))
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing blobs"))
+    }
+
+    pub(crate) async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "DELETE FROM blobs WHERE user_id = $1 AND sha256 = $2 AND NOT EXISTS
+                         (SELECT 1 FROM version_files WHERE user_id = $1 AND sha256 = $2)",
+                )
+                .await?;
+            Ok(client.execute(&stmt, &[&user_id, &sha256]).await? > 0)
+        };
+        run.await.map_err(fail("forgetting a blob"))
+    }
+
+    pub(crate) async fn current_files(
+        &self,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<(Uuid, VersionFile)>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT f.skill_id, f.path, f.sha256, f.size, f.executable
+                     FROM version_files AS f JOIN skills AS s
+                          ON s.id = f.skill_id AND s.version = f.version
+                     WHERE s.user_id = $1 ORDER BY f.skill_id, f.path",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&user_id])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0)?,
+                        VersionFile {
+                            path: row.try_get(1)?,
+                            sha256: row.try_get(2)?,
+                            size: u64::try_from(row.try_get::<_, i64>(3)?).unwrap_or(0),
+                            executable: row.try_get(4)?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("reading current versions"))
+    }
+
+    pub(crate) async fn unversioned_skills(&self) -> StoreResult<Vec<SkillRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    skill_columns!(),
+                    " FROM skills WHERE version = 0 ORDER BY user_id, name"
+                ))
+                .await?;
+            client
+                .query(&stmt, &[])
+                .await?
+                .iter()
+                .map(skill_from_row)
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("listing unversioned skills"))
     }
 
     pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
@@ -1062,7 +1266,103 @@ fn skill_from_row(row: &Row) -> Result<SkillRecord, Fail> {
         is_active: row.try_get(5)?,
         created_at: row.try_get(6)?,
         updated_at: row.try_get(7)?,
+        version: row.try_get(8)?,
     })
+}
+
+fn version_from_row(row: &Row) -> Result<VersionRecord, Fail> {
+    Ok(VersionRecord {
+        skill_id: row.try_get(0)?,
+        version: row.try_get(1)?,
+        created_at: row.try_get(2)?,
+        digest: row.try_get(3)?,
+        file_count: row.try_get(4)?,
+        size: row.try_get(5)?,
+        front_matter: row.try_get(6)?,
+    })
+}
+
+/// Records `version` of a skill (its row, its files, their blob rows) and prunes the skill's
+/// versions older than the newest `keep`.
+async fn write_version(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: Uuid,
+    skill_id: Uuid,
+    number: i64,
+    version: &NewVersion,
+    now: OffsetDateTime,
+    keep: u32,
+) -> Result<(), Fail> {
+    let size: u64 = version.files.iter().map(|f| f.size).sum();
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    let count = i64::try_from(version.files.len()).unwrap_or(i64::MAX);
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO skill_versions
+                 (skill_id, version, user_id, created_at, digest, file_count, size, front_matter)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &skill_id,
+            &number,
+            &user_id,
+            &now,
+            &version.digest,
+            &count,
+            &size,
+            &version.front_matter,
+        ],
+    )
+    .await?;
+    // One statement for all the files and one for their blobs, whatever their number.
+    let paths: Vec<&str> = version.files.iter().map(|f| f.path.as_str()).collect();
+    let shas: Vec<&str> = version.files.iter().map(|f| f.sha256.as_str()).collect();
+    let sizes: Vec<i64> = version
+        .files
+        .iter()
+        .map(|f| i64::try_from(f.size).unwrap_or(i64::MAX))
+        .collect();
+    let executable: Vec<bool> = version.files.iter().map(|f| f.executable).collect();
+    let files = tx
+        .prepare_cached(
+            "INSERT INTO version_files (skill_id, version, path, user_id, sha256, size, executable)
+             SELECT $1, $2, f.path, $3, f.sha256, f.size, f.executable
+             FROM unnest($4::text[], $5::text[], $6::bigint[], $7::boolean[])
+                  AS f (path, sha256, size, executable)",
+        )
+        .await?;
+    tx.execute(
+        &files,
+        &[
+            &skill_id,
+            &number,
+            &user_id,
+            &paths,
+            &shas,
+            &sizes,
+            &executable,
+        ],
+    )
+    .await?;
+    let blobs = tx
+        .prepare_cached(
+            "INSERT INTO blobs (user_id, sha256, size, created_at)
+             SELECT DISTINCT ON (b.sha256) $1, b.sha256, b.size, $2
+             FROM unnest($3::text[], $4::bigint[]) AS b (sha256, size)
+             ON CONFLICT (user_id, sha256) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&blobs, &[&user_id, &now, &shas, &sizes]).await?;
+    if let Some(oldest_kept) = number.checked_sub(i64::from(keep)) {
+        let prune = tx
+            .prepare_cached("DELETE FROM skill_versions WHERE skill_id = $1 AND version <= $2")
+            .await?;
+        tx.execute(&prune, &[&skill_id, &oldest_kept]).await?;
+    }
+    Ok(())
 }
 
 /// The first key of the advisory locks taken on email skeletons ("mail" in ASCII); the second is

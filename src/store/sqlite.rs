@@ -22,8 +22,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser,
+    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser, NewVersion,
     RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
+    VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -57,7 +58,7 @@ macro_rules! user_columns {
 /// The columns [`skill_from_row`] reads, in its order.
 macro_rules! skill_columns {
     () => {
-        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at"
+        "id, user_id, name, description, skill_dir, is_active, created_at, updated_at, version"
     };
 }
 
@@ -700,6 +701,7 @@ impl SqliteStore {
         user_id: Uuid,
         writes: &[SkillWrite],
         now: OffsetDateTime,
+        keep: u32,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
         let writes = writes.to_vec();
         self.with_conn("writing skills", move |c| {
@@ -707,11 +709,11 @@ impl SqliteStore {
             let mut records = Vec::with_capacity(writes.len());
             for write in &writes {
                 let record = match write {
-                    SkillWrite::Insert(skill) => tx
+                    SkillWrite::Insert(skill, _) => tx
                         .prepare_cached(concat!(
-                            "INSERT INTO skills
-                                 (id, user_id, name, description, skill_dir, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                            "INSERT INTO skills (id, user_id, name, description, skill_dir,
+                                                 created_at, updated_at, version)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1)
                              RETURNING ",
                             skill_columns!()
                         ))?
@@ -731,11 +733,12 @@ impl SqliteStore {
                         id,
                         description,
                         is_active,
+                        ..
                     } => tx
                         .prepare_cached(concat!(
                             "UPDATE skills
                              SET description = ?3, is_active = coalesce(?5, is_active),
-                                 updated_at = ?4
+                                 updated_at = ?4, version = version + 1
                              WHERE id = ?2 AND user_id = ?1
                              RETURNING ",
                             skill_columns!()
@@ -750,10 +753,168 @@ impl SqliteStore {
                 let Some(record) = record else {
                     return Ok(None);
                 };
+                let version = match write {
+                    SkillWrite::Insert(_, version) | SkillWrite::Update { version, .. } => version,
+                };
+                write_version(
+                    &tx,
+                    user_id,
+                    record.id,
+                    record.version,
+                    version,
+                    micros(now),
+                    keep,
+                )?;
                 records.push(record);
             }
             tx.commit()?;
             Ok(Some(records))
+        })
+        .await
+    }
+
+    pub(crate) async fn versions(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        self.with_conn("listing versions", move |c| {
+            c.prepare_cached(
+                "SELECT skill_id, version, created_at, digest, file_count, size, front_matter
+                 FROM skill_versions WHERE user_id = ?1 AND skill_id = ?2 ORDER BY version DESC",
+            )?
+            .query_map(params![user_id, skill_id], version_from_row)?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn version(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+        version: i64,
+    ) -> StoreResult<Option<(VersionRecord, Vec<VersionFile>)>> {
+        self.with_conn("reading a version", move |c| {
+            let Some(record) = c
+                .prepare_cached(
+                    "SELECT skill_id, version, created_at, digest, file_count, size, front_matter
+                     FROM skill_versions WHERE user_id = ?1 AND skill_id = ?2 AND version = ?3",
+                )?
+                .query_row(params![user_id, skill_id, version], version_from_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let files = c
+                .prepare_cached(
+                    "SELECT path, sha256, size, executable FROM version_files
+                     WHERE skill_id = ?1 AND version = ?2 ORDER BY path",
+                )?
+                .query_map(params![skill_id, version], |row| {
+                    Ok(VersionFile {
+                        path: row.get(0)?,
+                        sha256: row.get(1)?,
+                        size: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                        executable: row.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((record, files)))
+        })
+        .await
+    }
+
+    pub(crate) async fn blob_bytes(&self, user_id: Uuid) -> StoreResult<u64> {
+        self.with_conn("counting blobs", move |c| {
+            let bytes: i64 = c
+                .prepare_cached("SELECT coalesce(sum(size), 0) FROM blobs WHERE user_id = ?1")?
+                .query_row([user_id], |row| row.get(0))?;
+            Ok(u64::try_from(bytes).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub(crate) async fn unreferenced_blobs(
+        &self,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.with_conn("finding unreferenced blobs", move |c| {
+            c.prepare_cached(
+                "SELECT sha256, size FROM blobs AS b WHERE user_id = ?1 AND NOT EXISTS
+                     (SELECT 1 FROM version_files AS f
+                      WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
+            )?
+            .query_map([user_id], |row| {
+                Ok((
+                    row.get(0)?,
+                    u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn blobs_of(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
+        self.with_conn("listing blobs", move |c| {
+            c.prepare_cached("SELECT sha256 FROM blobs WHERE user_id = ?1")?
+                .query_map([user_id], |row| row.get(0))?
+                .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
+        let sha256 = sha256.to_owned();
+        self.with_conn("forgetting a blob", move |c| {
+            let deleted = c
+                .prepare_cached(
+                    "DELETE FROM blobs WHERE user_id = ?1 AND sha256 = ?2 AND NOT EXISTS
+                         (SELECT 1 FROM version_files WHERE user_id = ?1 AND sha256 = ?2)",
+                )?
+                .execute(params![user_id, sha256])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn current_files(
+        &self,
+        user_id: Uuid,
+    ) -> StoreResult<Vec<(Uuid, VersionFile)>> {
+        self.with_conn("reading current versions", move |c| {
+            c.prepare_cached(
+                "SELECT f.skill_id, f.path, f.sha256, f.size, f.executable
+                 FROM version_files AS f JOIN skills AS s
+                      ON s.id = f.skill_id AND s.version = f.version
+                 WHERE s.user_id = ?1 ORDER BY f.skill_id, f.path",
+            )?
+            .query_map([user_id], |row| {
+                Ok((
+                    row.get(0)?,
+                    VersionFile {
+                        path: row.get(1)?,
+                        sha256: row.get(2)?,
+                        size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                        executable: row.get(4)?,
+                    },
+                ))
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn unversioned_skills(&self) -> StoreResult<Vec<SkillRecord>> {
+        self.with_conn("listing unversioned skills", move |c| {
+            c.prepare_cached(concat!(
+                "SELECT ",
+                skill_columns!(),
+                " FROM skills WHERE version = 0 ORDER BY user_id, name"
+            ))?
+            .query_map([], skill_from_row)?
+            .collect()
         })
         .await
     }
@@ -1013,7 +1174,75 @@ fn skill_from_row(row: &Row<'_>) -> rusqlite::Result<SkillRecord> {
         is_active: row.get(5)?,
         created_at: time_at(row, 6)?,
         updated_at: time_at(row, 7)?,
+        version: row.get(8)?,
     })
+}
+
+fn version_from_row(row: &Row<'_>) -> rusqlite::Result<VersionRecord> {
+    Ok(VersionRecord {
+        skill_id: row.get(0)?,
+        version: row.get(1)?,
+        created_at: time_at(row, 2)?,
+        digest: row.get(3)?,
+        file_count: row.get(4)?,
+        size: row.get(5)?,
+        front_matter: row.get(6)?,
+    })
+}
+
+/// Records `version` of a skill (its row, its files, their blob rows) and prunes the skill's
+/// versions older than the newest `keep`.
+fn write_version(
+    tx: &Transaction<'_>,
+    user_id: Uuid,
+    skill_id: Uuid,
+    number: i64,
+    version: &NewVersion,
+    now: i64,
+    keep: u32,
+) -> rusqlite::Result<()> {
+    let size: u64 = version.files.iter().map(|f| f.size).sum();
+    tx.prepare_cached(
+        "INSERT INTO skill_versions
+             (skill_id, version, user_id, created_at, digest, file_count, size, front_matter)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        skill_id,
+        number,
+        user_id,
+        now,
+        version.digest,
+        i64::try_from(version.files.len()).unwrap_or(i64::MAX),
+        i64::try_from(size).unwrap_or(i64::MAX),
+        version.front_matter,
+    ])?;
+    let mut file = tx.prepare_cached(
+        "INSERT INTO version_files (skill_id, version, path, user_id, sha256, size, executable)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut blob = tx.prepare_cached(
+        "INSERT INTO blobs (user_id, sha256, size, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id, sha256) DO NOTHING",
+    )?;
+    for f in &version.files {
+        let size = i64::try_from(f.size).unwrap_or(i64::MAX);
+        file.execute(params![
+            skill_id,
+            number,
+            f.path,
+            user_id,
+            f.sha256,
+            size,
+            f.executable
+        ])?;
+        blob.execute(params![user_id, f.sha256, size, now])?;
+    }
+    if let Some(oldest_kept) = number.checked_sub(i64::from(keep)) {
+        tx.prepare_cached("DELETE FROM skill_versions WHERE skill_id = ?1 AND version <= ?2")?
+            .execute(params![skill_id, oldest_kept])?;
+    }
+    Ok(())
 }
 
 fn revoke_all_sessions(tx: &Transaction<'_>, user_id: Uuid, now: i64) -> rusqlite::Result<usize> {

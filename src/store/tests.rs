@@ -253,6 +253,24 @@ async fn count_rows(store: &Store, table: &'static str) -> i64 {
     }
 }
 
+/// A version of one file, `SKILL.md` with `content` (its digest made up from it).
+fn version_of(content: &str) -> NewVersion {
+    let sha256 = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(content.as_bytes()))
+    };
+    NewVersion {
+        files: vec![VersionFile {
+            path: "SKILL.md".to_owned(),
+            sha256,
+            size: content.len() as u64,
+            executable: false,
+        }],
+        digest: format!("{:0>64}", content.len()),
+        front_matter: "{}".to_owned(),
+    }
+}
+
 fn new_skill(user_id: Uuid, name: &str, created_at: OffsetDateTime) -> NewSkill {
     NewSkill {
         id: Uuid::new_v4(),
@@ -266,7 +284,7 @@ fn new_skill(user_id: Uuid, name: &str, created_at: OffsetDateTime) -> NewSkill 
 
 async fn add_skill(store: &Store, user_id: Uuid, name: &str) -> SkillRecord {
     store
-        .insert_skill(&new_skill(user_id, name, T0))
+        .insert_skill(&new_skill(user_id, name, T0), &version_of("v1"))
         .await
         .unwrap()
 }
@@ -444,7 +462,7 @@ async fn timestamps_round_trip_exactly(store: Store) {
         assert!(!at_expiry[0].is_active);
 
         let skill = store
-            .insert_skill(&new_skill(user.id, "pdf", at))
+            .insert_skill(&new_skill(user.id, "pdf", at), &version_of("v1"))
             .await
             .unwrap();
         assert_eq!((skill.created_at, skill.updated_at), (at, at));
@@ -1007,7 +1025,7 @@ async fn skills_are_listed_by_name_then_id(store: Store) {
     assert!(store.skills_of_user(user.id).await.unwrap().is_empty());
 
     let skill = new_skill(user.id, "xlsx", T0);
-    let inserted = store.insert_skill(&skill).await.unwrap();
+    let inserted = store.insert_skill(&skill, &version_of("v1")).await.unwrap();
     assert_eq!(
         inserted,
         SkillRecord {
@@ -1019,6 +1037,7 @@ async fn skills_are_listed_by_name_then_id(store: Store) {
             is_active: true,
             created_at: T0,
             updated_at: T0,
+            version: 1,
         }
     );
     // Inserted out of order and at different times: listed by name, by bytes on both back ends
@@ -1029,7 +1048,7 @@ async fn skills_are_listed_by_name_then_id(store: Store) {
     {
         let at = T0 - Duration::minutes(i as i64);
         store
-            .insert_skill(&new_skill(user.id, name, at))
+            .insert_skill(&new_skill(user.id, name, at), &version_of("v1"))
             .await
             .unwrap();
     }
@@ -1063,7 +1082,10 @@ async fn skill_names_are_unique_per_user(store: Store) {
 
     // Another id, the same name: refused, and the first row is untouched.
     let err = store
-        .insert_skill(&new_skill(user.id, "pdf", T0 + Duration::minutes(1)))
+        .insert_skill(
+            &new_skill(user.id, "pdf", T0 + Duration::minutes(1)),
+            &version_of("v1"),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -1200,15 +1222,17 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
         .write_skills(
             owner.id,
             &[
-                SkillWrite::Insert(new_skill(owner.id, "alpha", t1)),
+                SkillWrite::Insert(new_skill(owner.id, "alpha", t1), version_of("new")),
                 SkillWrite::Update {
                     id: pdf.id,
                     description: "New.".into(),
                     is_active: Some(false),
+                    version: version_of("pdf v2"),
                 },
-                SkillWrite::Insert(new_skill(owner.id, "beta", t1)),
+                SkillWrite::Insert(new_skill(owner.id, "beta", t1), version_of("new")),
             ],
             t1,
+            20,
         )
         .await
         .unwrap()
@@ -1225,15 +1249,17 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
         .write_skills(
             owner.id,
             &[
-                SkillWrite::Insert(new_skill(owner.id, "gamma", t1)),
+                SkillWrite::Insert(new_skill(owner.id, "gamma", t1), version_of("new")),
                 SkillWrite::Update {
                     id: pdf.id,
                     description: "Newer.".into(),
                     is_active: None,
+                    version: version_of("pdf v3"),
                 },
-                SkillWrite::Insert(new_skill(owner.id, "alpha", t1)),
+                SkillWrite::Insert(new_skill(owner.id, "alpha", t1), version_of("new")),
             ],
             t1,
+            20,
         )
         .await;
     assert!(
@@ -1247,14 +1273,16 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
             .write_skills(
                 owner.id,
                 &[
-                    SkillWrite::Insert(new_skill(owner.id, "delta", t1)),
+                    SkillWrite::Insert(new_skill(owner.id, "delta", t1), version_of("new")),
                     SkillWrite::Update {
                         id,
                         description: "x".into(),
                         is_active: None,
+                        version: version_of("x"),
                     },
                 ],
                 t1,
+                20,
             )
             .await
             .unwrap();
@@ -1439,8 +1467,9 @@ async fn rows_from_before_the_skeleton_column_are_back_filled(store: Store) {
         ids.insert(username, id);
     }
 
-    // The rest of the migrations, and the back-fill.
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    // The rest of the migrations (V0002 and every later one), and the back-fill.
+    assert!(store.migrate().await.unwrap() >= 1);
+    assert_eq!(store.migrate().await.unwrap(), 0);
     assert_eq!(
         count_rows(&store, "users WHERE email_skeleton IS NULL").await,
         0

@@ -412,7 +412,8 @@ async fn expect_storage_full(app: &TestApp, user: &TestUser, res: Response, befo
 
 /// The data dir on a 4 MiB tmpfs: uploads within every limit but beyond the disk are refused with
 /// 507 `storage-full`, leave no row, folder or staged files, and an update that does not fit leaves
-/// the old version whole; once there is room again, uploads work. Needs root (to mount).
+/// the old version whole; once there is room again, uploads work. Needs root (to mount). A file
+/// takes its size twice on the data dir: in its skill's folder and as a blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_uploads_with_507_and_leaves_no_half_skill() {
     let dir = tempfile::tempdir().unwrap();
@@ -462,8 +463,8 @@ async fn a_full_disk_refuses_uploads_with_507_and_leaves_no_half_skill() {
     expect_storage_full(&app, &ann, res, &empty).await;
     assert!(!user_dir.join("big").exists(), "a half skill folder");
 
-    // One that fits, then one that does not fit beside it.
-    let a_data = blob(5 << 19);
+    // One that fits (twice 1 MiB), then one that does not fit beside it (twice 1.5 MiB).
+    let a_data = blob(1 << 20);
     let res = upload(
         &app,
         &ann,
@@ -481,7 +482,7 @@ async fn a_full_disk_refuses_uploads_with_507_and_leaves_no_half_skill() {
     let alpha_files = app
         .get_json(&format!("/api/v1/skills/{alpha_id}/files"), &ann.access)
         .await;
-    let b_data = blob(2 << 20);
+    let b_data = blob(3 << 19);
     let beta = [
         ("SKILL.md", &skill_md("beta", "The second.")[..]),
         ("data.bin", &b_data[..]),
@@ -497,7 +498,7 @@ async fn a_full_disk_refuses_uploads_with_507_and_leaves_no_half_skill() {
         Some(&alpha_id),
         &[
             ("SKILL.md", &skill_md("alpha", "Changed.")),
-            ("more.bin", &blob(1 << 19)),
+            ("more.bin", &blob(1 << 20)),
         ],
     )
     .await;

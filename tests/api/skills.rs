@@ -997,16 +997,19 @@ async fn size_and_count_limits_are_enforced(backend: Backend) {
     let archive = zip_of(&[("SKILL.md", skill), ("big.bin", &big)]);
     let res = upload(&app, &ann, &[("files", Some("a.zip"), &archive)]).await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    // The account's quota across skills.
-    for name in ["one", "two"] {
+    // The account's quota across skills: distinct files count, each once.
+    let contents: Vec<(Vec<u8>, Vec<u8>)> = (0u8..3)
+        .map(|n| (vec![b'a' + n; 900], vec![b'x' + n; 900]))
+        .collect();
+    for (name, (a, b)) in ["one", "two"].into_iter().zip(&contents) {
         let text = skill_md(name, "Quota test.");
         let res = upload(
             &app,
             &ann,
             &[
                 ("files", Some("SKILL.md"), text.as_bytes()),
-                ("files", Some("a"), &kb),
-                ("files", Some("b"), &kb),
+                ("files", Some("a"), a),
+                ("files", Some("b"), b),
             ],
         )
         .await;
@@ -1018,12 +1021,24 @@ async fn size_and_count_limits_are_enforced(backend: Backend) {
         &ann,
         &[
             ("files", Some("SKILL.md"), text.as_bytes()),
-            ("files", Some("a"), &kb),
-            ("files", Some("b"), &kb),
+            ("files", Some("a"), &contents[2].0),
+            ("files", Some("b"), &contents[2].1),
         ],
     )
     .await;
     expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "quota-exceeded").await;
+    // The same files in another skill cost nothing more: only its SKILL.md is new.
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("files", Some("SKILL.md"), text.as_bytes()),
+            ("files", Some("a"), &contents[0].0),
+            ("files", Some("b"), &contents[1].1),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
     // A body of 10,000 parts: refused for their number.
     let fields: Vec<(&str, Option<&str>, &[u8])> = (0..10_000)
         .map(|_| ("files", Some("a"), b"x".as_slice()))
@@ -1090,9 +1105,10 @@ async fn size_and_count_limits_are_enforced(backend: Backend) {
         .await
         .unwrap();
     expect_error(res, StatusCode::UNPROCESSABLE_ENTITY, "multipart-expected").await;
+    // "one", "two" and "three" (made of the first two's files): the refusals wrote nothing.
     assert_eq!(
         app.get_json("/api/v1/skills", &ann.access).await["total"],
-        2
+        3
     );
 }
 
@@ -1260,7 +1276,8 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
     app.stop().await;
     let skills = app.data_dir.join("skills");
     let user_root = skills.join(&ann.id);
-    // A crash after the row, before the folder: a row without a folder.
+    // A crash after the version was recorded, before its folder was swapped in: a row whose
+    // folder is missing.
     std::fs::remove_dir_all(user_root.join("lost")).unwrap();
     // A crash after the folder, before the row: a folder without a row.
     std::fs::create_dir_all(user_root.join("orphan")).unwrap();
@@ -1275,7 +1292,8 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
     // A crash while removing a deleted account's folder.
     std::fs::create_dir_all(skills.join(".removing-gone-1234/pdf")).unwrap();
     std::fs::write(skills.join(".removing-gone-1234/pdf/SKILL.md"), "x").unwrap();
-    // SKILL.md edited behind the server's back (by a script): the row follows the file.
+    // SKILL.md edited behind the server's back, in place: the version is the truth, and the
+    // stored blob is not touched (it is a copy, not a link).
     std::fs::write(
         user_root.join("kept/SKILL.md"),
         skill_md("kept", "Edited on disk."),
@@ -1296,8 +1314,13 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["kept"]);
-    assert_eq!(list["items"][0]["description"], "Edited on disk.");
+    // Both skills are their current version again, made from their blobs.
+    assert_eq!(names, ["kept", "lost"]);
+    assert_eq!(list["items"][0]["description"], "Stays.");
+    let kept = std::fs::read_to_string(user_root.join("kept/SKILL.md")).unwrap();
+    assert!(kept.contains("Stays."), "{kept}");
+    let lost = std::fs::read_to_string(user_root.join("lost/SKILL.md")).unwrap();
+    assert!(lost.contains("Folder goes."), "{lost}");
     assert!(
         !user_root.join("orphan").exists(),
         "the orphan folder is still there"
@@ -1312,10 +1335,12 @@ async fn a_restart_repairs_what_a_crash_left(backend: Backend) {
     );
     let rows = again.state.store.skills_of_user(user_id).await.unwrap();
     assert_eq!(
-        rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-        ["kept"]
+        rows.iter()
+            .map(|r| (r.name.as_str(), r.version))
+            .collect::<Vec<_>>(),
+        [("kept", 1), ("lost", 1)]
     );
-    assert_eq!(rows[0].description, "Edited on disk.");
+    assert_eq!(rows[0].description, "Stays.");
 }
 
 async fn concurrent_uploads_to_one_skill_are_serialized(backend: Backend) {

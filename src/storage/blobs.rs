@@ -1,0 +1,300 @@
+//! The blob store: each user's files, stored once by their sha256.
+//!
+//! It is `object_store`'s interface over whatever holds the bytes: the local file system by
+//! default (under `<data_dir>/blobs`), so that another store (S3) is a configuration switch, not
+//! new code. A blob is written with create-only semantics and never changed: its name is its
+//! content's digest. A blob is always a copy, never a hard link to a skill's folder: someone
+//! editing a materialized file in place (an operator, as root) must not change every version that
+//! holds those bytes. Local blobs are read-only besides.
+//!
+//! Keys are `<user id>/<first two hex digits>/<sha256>`; a digest is checked to be 64 lower-case
+//! hex digits before it is made into a key, so no key can leave its user's prefix.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use uuid::Uuid;
+
+/// Why a blob could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("{0:?} is not a sha256 digest")]
+    InvalidDigest(String),
+    #[error("blob {0} is missing")]
+    Missing(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("blob store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// The handle: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    /// The local store, when the blobs are files on this machine: then a version is made from
+    /// staged files by hard links, and materialized by copying files.
+    local: Option<Arc<LocalFileSystem>>,
+}
+
+impl BlobStore {
+    /// Blobs as files under `root` (created if need be).
+    pub fn local(root: &Path) -> Result<BlobStore, BlobError> {
+        std::fs::create_dir_all(root)?;
+        let store = Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
+        Ok(BlobStore {
+            store: Arc::clone(&store) as Arc<dyn ObjectStore>,
+            local: Some(store),
+        })
+    }
+
+    fn key(user: Uuid, sha256: &str) -> Result<Key, BlobError> {
+        if sha256.len() != 64
+            || !sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(BlobError::InvalidDigest(sha256.to_owned()));
+        }
+        Ok(Key::from(format!("{user}/{}/{sha256}", &sha256[..2])))
+    }
+
+    /// The file of a local blob.
+    fn local_path(&self, user: Uuid, sha256: &str) -> Result<Option<PathBuf>, BlobError> {
+        match &self.local {
+            Some(local) => Ok(Some(local.path_to_filesystem(&Self::key(user, sha256)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a copy of `source`'s bytes as blob `sha256` of `user`, unless it is there already.
+    pub async fn put_file(&self, user: Uuid, sha256: &str, source: &Path) -> Result<(), BlobError> {
+        if let Some(target) = self.local_path(user, sha256)? {
+            let source = source.to_owned();
+            return tokio::task::spawn_blocking(move || link_blob(&source, &target))
+                .await
+                .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+        }
+        let bytes = tokio::fs::read(source).await?;
+        self.put(user, sha256, Bytes::from(bytes)).await
+    }
+
+    /// Stores `bytes` as blob `sha256` of `user`, unless it is there already.
+    pub async fn put(&self, user: Uuid, sha256: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let key = Self::key(user, sha256)?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bytes of blob `sha256` of `user`.
+    pub async fn get(&self, user: Uuid, sha256: &str) -> Result<Bytes, BlobError> {
+        let key = Self::key(user, sha256)?;
+        match self.store.get(&key).await {
+            Ok(found) => Ok(found.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(BlobError::Missing(sha256.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes blob `sha256` of `user` to `target` (a new file, in a folder that exists), with
+    /// the executable bit if `executable`. A copy, not a link: the same blob may be executable in
+    /// one version and not in another.
+    pub async fn copy_to(
+        &self,
+        user: Uuid,
+        sha256: &str,
+        target: &Path,
+        executable: bool,
+    ) -> Result<(), BlobError> {
+        let target = target.to_owned();
+        if let Some(source) = self.local_path(user, sha256)? {
+            let missing = sha256.to_owned();
+            return tokio::task::spawn_blocking(move || {
+                match std::fs::copy(&source, &target) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && !source.exists() => {
+                        return Err(BlobError::Missing(missing));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                set_mode(&target, executable)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?;
+        }
+        let bytes = self.get(user, sha256).await?;
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(&target, &bytes)?;
+            set_mode(&target, executable)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Removes blob `sha256` of `user`; one that is not there is not an error.
+    pub async fn delete(&self, user: Uuid, sha256: &str) -> Result<(), BlobError> {
+        let key = Self::key(user, sha256)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The digests of every blob stored for `user`.
+    pub async fn list(&self, user: Uuid) -> Result<Vec<String>, BlobError> {
+        let prefix = Key::from(user.to_string());
+        let mut listing = self.store.list(Some(&prefix));
+        let mut digests = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                // A blob removed while the listing ran.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(name) = meta.location.filename()
+                && Self::key(user, name).is_ok()
+            {
+                digests.push(name.to_owned());
+            }
+        }
+        Ok(digests)
+    }
+
+    /// Removes every blob of `user` (their account is deleted).
+    pub async fn remove_user(&self, user: Uuid) -> Result<(), BlobError> {
+        for sha256 in self.list(user).await? {
+            self.delete(user, &sha256).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `source` to the blob file `target`, read-only; a blob already there is kept. The copy
+/// is written beside the target and published by a hard link of its own, so that a reader never
+/// sees a half-written blob and two writers of one blob cannot clobber each other.
+fn link_blob(source: &Path, target: &Path) -> Result<(), BlobError> {
+    if target.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let partial = target.with_extension(format!("partial-{}", Uuid::new_v4()));
+    std::fs::copy(source, &partial)?;
+    let published = (|| {
+        // Nothing writes a blob after it is made; read-only keeps a mistake from changing
+        // every version that holds it.
+        let mut permissions = std::fs::metadata(&partial)?.permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&partial, permissions)?;
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::hard_link(&partial, target)
+    })();
+    let _ = std::fs::remove_file(&partial);
+    match published {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `0755` for an executable file, `0644` for any other.
+fn set_mode(path: &Path, executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = if executable { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn blobs_are_stored_once_read_back_listed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::local(&dir.path().join("blobs")).unwrap();
+        let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, b"hello").unwrap();
+        let digest = sha(b"hello");
+        blobs.put_file(ann, &digest, &staged).await.unwrap();
+        // Again, and from bytes: still one blob, unchanged.
+        blobs.put_file(ann, &digest, &staged).await.unwrap();
+        blobs
+            .put(ann, &digest, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(blobs.get(ann, &digest).await.unwrap(), "hello");
+        assert_eq!(blobs.list(ann).await.unwrap(), vec![digest.clone()]);
+        assert!(blobs.list(bob).await.unwrap().is_empty());
+        assert!(matches!(
+            blobs.get(bob, &digest).await,
+            Err(BlobError::Missing(_))
+        ));
+
+        // Materialized as a copy with the mode asked for.
+        let out = dir.path().join("out.sh");
+        blobs.copy_to(ann, &digest, &out, true).await.unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+
+        blobs.delete(ann, &digest).await.unwrap();
+        blobs.delete(ann, &digest).await.unwrap();
+        assert!(blobs.list(ann).await.unwrap().is_empty());
+        assert!(matches!(
+            blobs
+                .copy_to(ann, &digest, &dir.path().join("gone"), false)
+                .await,
+            Err(BlobError::Missing(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_digest_never_leaves_its_users_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::local(dir.path()).unwrap();
+        let user = Uuid::new_v4();
+        for bad in [
+            "../../etc/passwd",
+            "",
+            &"A".repeat(64),
+            &"a".repeat(63),
+            &format!("{}/x", "a".repeat(62)),
+        ] {
+            assert!(
+                matches!(
+                    blobs.put(user, bad, Bytes::new()).await,
+                    Err(BlobError::InvalidDigest(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
