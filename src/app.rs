@@ -29,6 +29,7 @@ use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
 use crate::http::rate_limit::RateLimits;
 use crate::mcp::limits::Limits;
+use crate::mcp::listen::{Change, ListenStreams};
 use crate::mcp::{McpServer, Sessions, SkillSource};
 use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub workspaces: Workspaces,
     pub mcp: McpServer,
     pub sessions: Arc<Sessions>,
+    /// The `subscriptions/listen` streams of clients without a session.
+    pub listen: Arc<ListenStreams>,
     pub sandbox: Sandbox,
     pub rate_limits: RateLimits,
     pub metrics: Arc<Metrics>,
@@ -177,15 +180,22 @@ impl App {
             &sessions,
             Duration::from_secs(settings.mcp.session_idle_secs),
         );
+        let listen = Arc::new(ListenStreams::new(
+            settings.mcp.max_listen_streams_per_token,
+        ));
         {
-            // Open MCP sessions hear of every change to their user's skills.
+            // Open MCP sessions and listen streams hear of every change to their user's skills.
             let sessions = Arc::downgrade(&sessions);
+            let listen = Arc::downgrade(&listen);
             let changed = bytes::Bytes::from_static(
                 br#"{"jsonrpc":"2.0","method":"notifications/resources/list_changed"}"#,
             );
             workspaces.on_change(Arc::new(move |user_id| {
                 if let Some(sessions) = sessions.upgrade() {
                     sessions.notify_user(user_id, &changed);
+                }
+                if let Some(listen) = listen.upgrade() {
+                    listen.notify_user(user_id, Change::ResourcesListChanged);
                 }
             }));
         }
@@ -198,6 +208,7 @@ impl App {
             workspaces,
             mcp,
             sessions,
+            listen,
             sandbox,
             rate_limits,
             metrics,

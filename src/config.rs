@@ -158,6 +158,10 @@ pub struct McpSettings {
     /// Sessions one API token may hold open; a new one at the cap ends the token's least
     /// recently used session.
     pub max_sessions_per_token: usize,
+    /// `subscriptions/listen` streams (protocol 2026-07-28) one API token may hold open at once.
+    /// One more is refused (HTTP 429, -32090) until one of them ends. Counted apart from
+    /// sessions, so that neither can crowd out the other.
+    pub max_listen_streams_per_token: usize,
     /// Messages one JSON-RPC batch may hold (protocols before 2025-06-18; later ones have no
     /// batches). A longer batch is refused whole (-32600) before anything in it runs.
     pub max_batch_messages: usize,
@@ -388,6 +392,9 @@ impl Default for McpSettings {
             session_idle_secs: 1800,
             sse_keep_alive_secs: 15,
             max_sessions_per_token: 64,
+            // A client listens on one stream, or on a few with different filters; each holds a
+            // connection open.
+            max_listen_streams_per_token: 16,
             // The batches clients send bundle a few calls (listing tools, resources and
             // prompts at once); 32 leaves room for those, where the 64 KiB body cap alone let a
             // batch ask for about 400 answers.
@@ -520,6 +527,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN",
         "mcp.max_sessions_per_token",
+    ),
+    (
+        "AGENTSKILLS_MCP_MAX_LISTEN_STREAMS_PER_TOKEN",
+        "mcp.max_listen_streams_per_token",
     ),
     (
         "AGENTSKILLS_MCP_MAX_BATCH_MESSAGES",
@@ -869,6 +880,9 @@ impl Settings {
         }
         if self.mcp.max_sessions_per_token == 0 {
             return fail("mcp.max_sessions_per_token", "must be at least 1");
+        }
+        if self.mcp.max_listen_streams_per_token == 0 {
+            return fail("mcp.max_listen_streams_per_token", "must be at least 1");
         }
         if self.mcp.max_batch_messages == 0 {
             return fail("mcp.max_batch_messages", "must be at least 1");

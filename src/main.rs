@@ -251,7 +251,11 @@ async fn stdio(
     let limits = agentskills_mcp::mcp::limits::Limits::from_settings(&settings.mcp);
     let server = McpServer::new(source, max_read, limits, sandbox);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
-    agentskills_mcp::mcp::stdio::serve(&server, user_id, input, tokio::io::stdout()).await?;
+    let listen = std::sync::Arc::new(agentskills_mcp::mcp::listen::ListenStreams::new(
+        settings.mcp.max_listen_streams_per_token,
+    ));
+    agentskills_mcp::mcp::stdio::serve(&server, user_id, listen, input, tokio::io::stdout())
+        .await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - [`tools`]: the four tools of the original server, with its names, arguments and text.
 //! - [`resources`]: each file of each active skill as `skill://<skill_name>/<path>`.
 //! - [`limits`]: what one client may make the server hold: batches, the bytes of an answer.
+//! - [`listen`]: the streams `subscriptions/listen` opens (2026-07-28), and what they are told.
 //! - [`sessions`]: the sessions `initialize` opens, bound to the API token that opened them.
 //! - [`source`]: where skills come from: the accounts' workspaces, or one plain folder.
 //! - [`stdio`]: MCP over standard input and output, one JSON-RPC message per line.
@@ -16,6 +17,7 @@
 pub mod dispatch;
 pub mod inflight;
 pub mod limits;
+pub mod listen;
 pub mod resources;
 pub mod sessions;
 pub mod skills_extension;

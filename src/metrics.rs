@@ -38,6 +38,7 @@ struct LimitLabel {
 pub struct Snapshot {
     pub mcp_sessions: usize,
     pub mcp_streams: usize,
+    pub mcp_listen_streams: usize,
     pub workspace_actors: usize,
     pub sandbox_running: usize,
     pub sandbox_waiting: usize,
@@ -54,7 +55,7 @@ pub struct Metrics {
     latency: Family<Route, Histogram, fn() -> Histogram>,
     sandbox_runs: Family<Outcome, Counter>,
     rate_limited: Family<LimitLabel, Counter>,
-    gauges: [Gauge<i64, std::sync::atomic::AtomicI64>; 8],
+    gauges: [Gauge<i64, std::sync::atomic::AtomicI64>; 9],
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,11 +65,15 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
-const GAUGES: [(&str, &str); 8] = [
+const GAUGES: [(&str, &str); 9] = [
     ("mcp_sessions", "Open MCP sessions"),
     (
         "mcp_streams",
         "Open MCP event streams (GET /mcp and legacy /sse)",
+    ),
+    (
+        "mcp_listen_streams",
+        "Open subscriptions/listen streams (protocol 2026-07-28)",
     ),
     (
         "workspace_actors",
@@ -115,7 +120,7 @@ impl Metrics {
             "Requests refused by a rate limit, by limit",
             rate_limited.clone(),
         );
-        let gauges: [Gauge<i64, std::sync::atomic::AtomicI64>; 8] = Default::default();
+        let gauges: [Gauge<i64, std::sync::atomic::AtomicI64>; 9] = Default::default();
         for ((name, help), gauge) in GAUGES.iter().zip(&gauges) {
             registry.register(*name, *help, gauge.clone());
         }
@@ -152,6 +157,7 @@ impl Metrics {
         let values = [
             snapshot.mcp_sessions,
             snapshot.mcp_streams,
+            snapshot.mcp_listen_streams,
             snapshot.workspace_actors,
             snapshot.sandbox_running,
             snapshot.sandbox_waiting,

@@ -249,16 +249,7 @@ impl Workspaces {
     /// Stops the user's workspace and removes their folder (their account was deleted). The actor
     /// is stopped and waited for first, so no change of theirs can be writing meanwhile.
     pub async fn remove_user(&self, user_id: Uuid) -> Result<(), AppError> {
-        let slot = self.inner.slots.load().get(&user_id).cloned();
-        if let Some(workspace) = slot.as_ref().and_then(|s| s.workspace.get())
-            && let Err(e) = workspace
-                .actor
-                .stop_and_wait(Some("account deleted".to_owned()), Some(CALL_TIMEOUT))
-                .await
-        {
-            tracing::warn!(%user_id, error = %e, "workspace did not stop in time");
-        }
-        self.inner.remove_slot(user_id, slot.as_ref());
+        self.stop_workspace(user_id, "account deleted").await;
         let folder = self.inner.skills_root.join(user_id.to_string());
         tokio::task::spawn_blocking(move || crate::skills::files::remove_skill_dir(&folder))
             .await
@@ -270,6 +261,62 @@ impl Workspaces {
             .remove_user(user_id)
             .await
             .map_err(crate::actors::workspace::blob_error)
+    }
+
+    /// Stops the user's workspace, if one runs, and forgets it: the next request starts a fresh
+    /// one from the database and the disk.
+    async fn stop_workspace(&self, user_id: Uuid, why: &str) {
+        let slot = self.inner.slots.load().get(&user_id).cloned();
+        if let Some(workspace) = slot.as_ref().and_then(|s| s.workspace.get())
+            && let Err(e) = workspace
+                .actor
+                .stop_and_wait(Some(why.to_owned()), Some(CALL_TIMEOUT))
+                .await
+        {
+            tracing::warn!(%user_id, error = %e, "workspace did not stop in time");
+        }
+        self.inner.remove_slot(user_id, slot.as_ref());
+    }
+
+    /// A digest of the user's skills as another process sees them: their rows (id, name,
+    /// description, flag, time of the last change) and the modification times of their folders
+    /// (see [`crate::skills::files::modification_times`]). Two equal stamps, no change in between
+    /// that the stamp can see. For a process that only reads beside a running server (`stdio
+    /// --token`): the server's own changes reach it through [`Workspaces::on_change`] instead.
+    pub async fn stamp(&self, user_id: Uuid) -> Result<[u8; 32], AppError> {
+        let rows = self.inner.store.skills_of_user(user_id).await?;
+        let root = self.inner.skills_root.join(user_id.to_string());
+        let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+        let times = tokio::task::spawn_blocking(move || {
+            crate::skills::files::modification_times(&root, &names)
+        })
+        .await
+        .map_err(AppError::internal)?;
+        let mut digest = blake3::Hasher::new();
+        for row in &rows {
+            digest.update(row.id.as_bytes());
+            for text in [&row.name, &row.description] {
+                digest.update(&(text.len() as u64).to_le_bytes());
+                digest.update(text.as_bytes());
+            }
+            digest.update(&[u8::from(row.is_active)]);
+            digest.update(&row.version.to_le_bytes());
+            digest.update(&row.updated_at.unix_timestamp_nanos().to_le_bytes());
+        }
+        for time in times {
+            let nanos = time
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u128::MAX, |d| d.as_nanos());
+            digest.update(&nanos.to_le_bytes());
+        }
+        Ok(*digest.finalize().as_bytes())
+    }
+
+    /// Forgets the user's loaded skills, so that the next read loads them afresh: for a process
+    /// that only reads beside a running server (`stdio --token`) and has seen, by
+    /// [`Workspaces::stamp`], that the server changed them.
+    pub async fn reload(&self, user_id: Uuid) {
+        self.stop_workspace(user_id, "reloaded").await;
     }
 
     /// Sends a change to the user's actor. A message that could not be delivered (the actor
@@ -601,6 +648,51 @@ mod tests {
         );
         assert_eq!(workspaces.index(bob).await.unwrap().len(), 1);
         assert_eq!(workspaces.live_count(), 2);
+    }
+
+    /// A process that only reads (`stdio --token`) notices the server's changes by their stamp,
+    /// and serves them once it reloads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_notices_the_servers_changes_by_their_stamp() {
+        let (dir, store, server) = setup().await;
+        let ann = user(&store, "ann").await;
+        let reader = Workspaces::start_reader(
+            store.clone(),
+            BlobStore::local(&dir.path().join("blobs")).unwrap(),
+            dir.path().join("skills"),
+            SkillSettings::default(),
+        )
+        .await
+        .unwrap();
+        let empty = reader.stamp(ann).await.unwrap();
+        assert_eq!(reader.index(ann).await.unwrap().len(), 0);
+        let pdf = server
+            .create(ann, name("pdf"), "PDF.".into())
+            .await
+            .unwrap();
+        let created = reader.stamp(ann).await.unwrap();
+        assert_ne!(created, empty);
+        assert_eq!(reader.stamp(ann).await.unwrap(), created, "nothing changed");
+        assert_eq!(
+            reader.index(ann).await.unwrap().len(),
+            0,
+            "the loaded index is kept until it is reloaded"
+        );
+        reader.reload(ann).await;
+        assert_eq!(reader.index(ann).await.unwrap().len(), 1);
+        server
+            .update(ann, pdf.record.id, Some("Portable documents.".into()), None)
+            .await
+            .unwrap();
+        assert_ne!(reader.stamp(ann).await.unwrap(), created);
+        // Another user's change is not this user's.
+        let bob = user(&store, "bob").await;
+        let ann_now = reader.stamp(ann).await.unwrap();
+        server
+            .create(bob, name("notes"), "Notes.".into())
+            .await
+            .unwrap();
+        assert_eq!(reader.stamp(ann).await.unwrap(), ann_now);
     }
 
     /// A zip of `count` files of `size` bytes each, with a SKILL.md for `skill`.

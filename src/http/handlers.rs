@@ -3,6 +3,7 @@
 pub(crate) mod accounts;
 pub(crate) mod docs;
 pub(crate) mod health;
+pub(crate) mod listen;
 pub(crate) mod mcp;
 pub(crate) mod skills;
 pub(crate) mod sse;

@@ -156,10 +156,16 @@ pub async fn serve(
     // ending every session ends them, and clients reconnect to whichever server comes next.
     let ended = state.sessions.close_where(|_| true);
     closing.send_replace(true);
+    // Listen streams end with their request's result, which tells their clients the end is meant.
+    let listening = state.listen.close_where(|_, _| true);
     // Commands still running in the sandbox are killed; their calls answer at once.
     state.sandbox.shutdown();
-    if ended > 0 {
-        tracing::info!(sessions = ended, "ended MCP sessions for shutdown");
+    if ended > 0 || listening > 0 {
+        tracing::info!(
+            sessions = ended,
+            listen_streams = listening,
+            "ended MCP sessions and listen streams for shutdown"
+        );
     }
     tracing::info!(
         connections = graceful.count(),

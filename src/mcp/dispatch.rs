@@ -585,19 +585,21 @@ impl McpServer {
     }
 }
 
-/// What the server offers: the same in both eras, except that list-change notifications and
-/// log levels need a session.
+/// What the server offers: the same in both eras, except for notifications and log levels.
+/// Resource list changes reach a session's stream, and without a session a `subscriptions/listen`
+/// stream ([`super::listen`]), which delivers nothing else: tools and prompts never change and
+/// resource subscriptions are not offered, so a stateless client is told of neither. Sessions
+/// also declare tool list changes and log levels.
 fn capabilities(session: bool) -> Value {
     let mut capabilities = json!({
         "tools": {},
-        "resources": {},
+        "resources": {"listChanged": true},
         "prompts": {},
         "completions": {},
         "extensions": {skills_extension::ID: skills_extension::capability()},
     });
     if session {
         capabilities["tools"] = json!({"listChanged": true});
-        capabilities["resources"] = json!({"listChanged": true});
         capabilities["logging"] = json!({});
     }
     capabilities

@@ -17,7 +17,7 @@ use crate::store::{self, SkillRecord};
 
 /// How long a folder's index is reused before the folder is read again: the folder is edited by
 /// hand, so changes should show up, but not cost a scan per request.
-const FOLDER_RESCAN: Duration = Duration::from_secs(2);
+pub const FOLDER_RESCAN: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub enum SkillSource {
@@ -35,6 +35,40 @@ impl SkillSource {
         }
     }
 
+    /// A digest of `user_id`'s skills as they can be seen from outside the process that changes
+    /// them: equal stamps, no change in between. For a folder, its index (read again once it is
+    /// [`FOLDER_RESCAN`] old: names, descriptions, every file's path and digest); for the
+    /// accounts, the user's rows and the modification times of their folders
+    /// ([`Workspaces::stamp`]). A stdio server compares stamps to tell its listen streams of
+    /// changes made by hand or by the HTTP server beside it.
+    pub async fn stamp(&self, user_id: Uuid) -> Result<Stamp, AppError> {
+        match self {
+            SkillSource::Accounts(workspaces) => Ok(Stamp(workspaces.stamp(user_id).await?)),
+            SkillSource::Folder(folder) => {
+                let index = Box::pin(folder.index()).await?;
+                let mut digest = blake3::Hasher::new();
+                for skill in index.skills() {
+                    let texts = [&skill.record.name, &skill.record.description];
+                    let files = skill.files.iter().flat_map(|f| [&f.path, &f.sha256]);
+                    for text in texts.into_iter().chain(files) {
+                        digest.update(&(text.len() as u64).to_le_bytes());
+                        digest.update(text.as_bytes());
+                    }
+                }
+                Ok(Stamp(*digest.finalize().as_bytes()))
+            }
+        }
+    }
+
+    /// Makes the next read see the skills as they are now. The accounts' index is loaded once
+    /// and kept: a process that only reads beside the server (`stdio --token`) forgets it when a
+    /// stamp says the server changed it. A folder is read again by itself.
+    pub async fn reload(&self, user_id: Uuid) {
+        if let SkillSource::Accounts(workspaces) = self {
+            workspaces.reload(user_id).await;
+        }
+    }
+
     pub fn skill_dir(&self, skill: &SkillRecord) -> PathBuf {
         match self {
             SkillSource::Accounts(workspaces) => workspaces.skill_dir(skill),
@@ -42,6 +76,10 @@ impl SkillSource {
         }
     }
 }
+
+/// What [`SkillSource::stamp`] gives: a digest to compare with a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([u8; 32]);
 
 /// A plain folder of skills: `<root>/<skill_name>/SKILL.md`.
 #[derive(Debug)]

@@ -467,6 +467,17 @@ pub fn remove_skill_dir(dir: &Path) -> io::Result<()> {
     fs::remove_dir_all(&hidden)
 }
 
+/// The modification times of `root` and of each of its entries `names` (`None` for one that is
+/// missing or cannot be read), not following symlinks. A skill is written by swapping a new folder
+/// in and removed by renaming it away, and both change its parent's time, so a process that only
+/// reads (`stdio --token`) compares these to notice that the server changed a user's skills.
+pub fn modification_times(root: &Path, names: &[String]) -> Vec<Option<std::time::SystemTime>> {
+    let time = |path: &Path| fs::symlink_metadata(path).and_then(|m| m.modified()).ok();
+    std::iter::once(time(root))
+        .chain(names.iter().map(|name| time(&root.join(name))))
+        .collect()
+}
+
 /// Removes the leftovers of [`remove_skill_dir`] interrupted by a crash from `parent` (a folder
 /// holding skill folders). Returns how many were removed.
 pub fn clean_removed(parent: &Path) -> io::Result<usize> {

@@ -12,6 +12,7 @@ mod credentials;
 mod faults;
 mod mcp;
 mod mcp_limits;
+mod mcp_listen;
 mod mcp_stateless;
 mod openapi;
 mod rate_limits;

@@ -276,3 +276,276 @@ fn batches_and_answers_have_the_transports_limits() {
     );
     capped.finish();
 }
+
+/// The binary in stdio mode, its output read on a thread of its own, so that a test can wait for
+/// a message with a limit, and see the output end. Answers and notifications share the output:
+/// [`StdioLines::call`] keeps the notifications that come before its answer for
+/// [`StdioLines::notification`].
+struct StdioLines {
+    child: Child,
+    messages: std::sync::mpsc::Receiver<Value>,
+    notifications: std::collections::VecDeque<Value>,
+}
+
+impl StdioLines {
+    fn start(args: &[&str], data_dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentskills-mcp"));
+        cmd.env_clear()
+            .envs(env.iter().copied())
+            .arg("stdio")
+            .args(args);
+        if let Some(dir) = data_dir {
+            cmd.arg("--data-dir").arg(dir);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, messages) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let line = line.unwrap();
+                let message = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line:?}"));
+                if tx.send(message).is_err() {
+                    return;
+                }
+            }
+        });
+        StdioLines {
+            child,
+            messages,
+            notifications: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn send(&mut self, message: &Value) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line, waited for at most 30 s (a change is looked for every 2 s).
+    fn next(&self) -> Value {
+        self.messages
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a message within 30 s")
+    }
+
+    /// Sends a request and waits for its answer.
+    fn call(&mut self, request: &Value) -> Value {
+        self.send(request);
+        loop {
+            let message = self.next();
+            if message.get("method").is_none() {
+                assert_eq!(message["id"], request["id"], "{message}");
+                return message;
+            }
+            self.notifications.push_back(message);
+        }
+    }
+
+    /// The next notification.
+    fn notification(&mut self) -> Value {
+        let message = self
+            .notifications
+            .pop_front()
+            .unwrap_or_else(|| self.next());
+        assert!(message.get("id").is_none(), "{message}");
+        message
+    }
+
+    /// Closes the input; the notifications not yet taken and everything written after, until the
+    /// server exits (successfully).
+    fn finish(mut self) -> Vec<Value> {
+        drop(self.child.stdin.take());
+        let rest = self
+            .notifications
+            .drain(..)
+            .chain(self.messages.iter())
+            .collect();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        rest
+    }
+}
+
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// A 2026-07-28 request: its version and capabilities in `_meta`, no `initialize` needed.
+fn stateless(id: Value, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+fn listen(id: Value, notifications: Value) -> Value {
+    stateless(
+        id,
+        "subscriptions/listen",
+        json!({"notifications": notifications}),
+    )
+}
+
+fn subscription(message: &Value) -> &Value {
+    &message["params"]["_meta"][SUBSCRIPTION_ID]
+}
+
+/// Writes a skill into `skills` at once (made beside it, then renamed into place), as an editor
+/// saving a folder would, so that the server never reads it half written.
+fn add_skill(skills: &std::path::Path, name: &str) {
+    let staging = skills.parent().unwrap().join(format!(".{name}.new"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(
+        staging.join("SKILL.md"),
+        format!("---\nname: {name}\ndescription: Late.\n---\n"),
+    )
+    .unwrap();
+    std::fs::rename(&staging, skills.join(name)).unwrap();
+}
+
+/// `subscriptions/listen` on stdio: acknowledgements and notifications on standard output tagged
+/// with their stream's id, the filter honored, at most `mcp.max_listen_streams_per_token` streams,
+/// one ended by the client's `notifications/cancelled`, and the rest by the server's when the
+/// input ends.
+#[test]
+fn listen_streams_on_stdio_hear_of_changes_through_their_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let skills = dir.path().join("skills");
+    std::fs::create_dir_all(skills.join("pdf")).unwrap();
+    std::fs::write(
+        skills.join("pdf/SKILL.md"),
+        "---\nname: pdf\ndescription: PDFs.\n---\n",
+    )
+    .unwrap();
+    let mut server = StdioLines::start(
+        &["--skills-dir", skills.to_str().unwrap()],
+        None,
+        &[("AGENTSKILLS_MCP_MAX_LISTEN_STREAMS_PER_TOKEN", "3")],
+    );
+    let resources = json!({"resourcesListChanged": true});
+    server.send(&listen(json!("a"), resources.clone()));
+    server.send(&listen(json!(2), json!({"promptsListChanged": true})));
+    server.send(&listen(json!("c"), resources.clone()));
+    // Each stream's first message is its acknowledgement (the streams' order is their own).
+    let mut acks: Vec<Value> = (0..3).map(|_| server.notification()).collect();
+    acks.sort_by_key(|ack| subscription(ack).to_string());
+    for ack in &acks {
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+        assert!(ack.get("id").is_none(), "a notification: {ack}");
+    }
+    assert_eq!(
+        acks.iter().map(subscription).collect::<Vec<_>>(),
+        [&json!("a"), &json!("c"), &json!(2)]
+    );
+    assert_eq!(acks[0]["params"]["notifications"], resources);
+    assert_eq!(acks[2]["params"]["notifications"], json!({}));
+
+    // A fourth is over the cap; an id already listening is refused too.
+    let refused = server.call(&listen(json!("d"), resources.clone()));
+    assert_eq!(refused["error"]["code"], -32090, "{refused}");
+    assert_eq!(
+        refused["error"]["data"],
+        json!({"limit": "mcp.max_listen_streams_per_token", "max": 3})
+    );
+    let again = server.call(&listen(json!("a"), resources.clone()));
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+
+    // The client ends "c". Lines are read in order: once the request after it is answered, the
+    // cancellation has been handled.
+    server.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": "c", "reason": "done"}}),
+    );
+    server.call(&stateless(json!(10), "tools/list", json!({})));
+
+    add_skill(&skills, "zeta");
+    let changed = server.notification();
+    assert_eq!(
+        changed,
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/list_changed",
+            "params": {"_meta": {SUBSCRIPTION_ID: "a"}}})
+    );
+    let listed = server.call(&stateless(json!(11), "resources/list", json!({})));
+    assert!(
+        listed["result"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["uri"] == "skill://zeta/SKILL.md"),
+        "{listed}"
+    );
+
+    // The input ends: the server ends the streams still open, each with `notifications/cancelled`
+    // naming it; the one filtered to prompts heard nothing before, nor did the cancelled one.
+    let mut rest = server.finish();
+    rest.sort_by_key(|m| subscription(m).to_string());
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    for (message, id) in rest.iter().zip([json!("a"), json!(2)]) {
+        assert_eq!(
+            *message,
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+                "requestId": id, "reason": "the server ended this subscription",
+                "_meta": {SUBSCRIPTION_ID: id}}})
+        );
+    }
+}
+
+/// A stdio server for a user hears of changes made through the HTTP server beside it (same data
+/// dir and database), tells its listen streams, and serves the skills as they now are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_on_stdio_hears_of_changes_made_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.data_dir = data.clone()).await;
+    let ann = app.user("ann").await;
+    let (_, token) = app.api_token(&ann, "stdio").await;
+    let data_dir = data.clone();
+    let mut server = tokio::task::spawn_blocking(move || {
+        let mut server = StdioLines::start(&["--token", &token], Some(&data_dir), &[]);
+        server.send(&listen(json!(1), json!({"resourcesListChanged": true})));
+        let ack = server.notification();
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+        // The skills as they were when it started listening.
+        let listed = server.call(&stateless(json!(2), "resources/list", json!({})));
+        assert_eq!(listed["result"]["resources"], json!([]));
+        server
+    })
+    .await
+    .unwrap();
+
+    app.upload_skill(
+        &ann,
+        &[("SKILL.md", b"---\nname: pdf\ndescription: PDFs.\n---\n")],
+    )
+    .await;
+    tokio::task::spawn_blocking(move || {
+        let changed = |note: &Value| {
+            note["method"] == "notifications/resources/list_changed" && *subscription(note) == 1
+        };
+        // A look may fall between the server's writing the skill's row and swapping its folder
+        // in; the swap is then the next change heard. Either way the skill is served once heard.
+        for _ in 0..5 {
+            let note = server.notification();
+            assert!(changed(&note), "{note}");
+            let listed = server.call(&stateless(json!(3), "resources/list", json!({})));
+            let uris = listed["result"]["resources"].as_array().unwrap().clone();
+            if uris.iter().any(|r| r["uri"] == "skill://pdf/SKILL.md") {
+                let rest = server.finish();
+                let (last, before) = rest.split_last().unwrap();
+                assert!(before.iter().all(changed), "{rest:?}");
+                assert_eq!(last["method"], "notifications/cancelled");
+                assert_eq!(last["params"]["requestId"], 1);
+                return;
+            }
+        }
+        panic!("the new skill was never served");
+    })
+    .await
+    .unwrap();
+}

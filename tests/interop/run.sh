@@ -13,7 +13,8 @@
 #    conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs.
 # Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
 # check fails its scenario unless the runner could not try it because the server lacks the suite's own
-# diagnostic test_* tools (those print as "n/a").
+# diagnostic test_* tools (those print as "n/a"); checks the runner skipped (a feature the server
+# does not offer) print as "skip".
 # --keep keeps the work dir (server log, conformance results) and prints where it is.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -232,14 +233,18 @@ for (const s of scenarios) {
   const na = (c) => c.status === 'FAILURE' && c.details?.untestable && /does not list the diagnostic tool/.test(c.errorMessage);
   const failures = checks.filter((c) => c.status === 'FAILURE' && !na(c));
   const warnings = checks.filter((c) => c.status === 'WARNING');
+  // Skipped checks did not run (the runner found the feature not offered): listed, so that a check
+  // expected to run shows whether it did.
+  const skipped = checks.filter((c) => c.status === 'SKIPPED');
   const ok = checks.length > 0 && failures.length === 0;
   if (!ok) bad++;
   const count = (f) => checks.filter(f).length;
   console.log(`  ${ok ? 'ok  ' : 'FAIL'} ${s.padEnd(30)} ${count((c) => c.status === 'SUCCESS')} ok, ${failures.length} failed, ` +
-    `${warnings.length} warnings${count(na) ? `, ${count(na)} n/a` : ''}`);
+    `${warnings.length} warnings${count(na) ? `, ${count(na)} n/a` : ''}${skipped.length ? `, ${skipped.length} skipped` : ''}`);
   for (const c of failures) console.log(`         FAIL ${c.id}: ${oneLine(c.errorMessage)}`);
   for (const c of warnings) console.log(`         warn ${c.id}: ${oneLine(c.errorMessage)}`);
   for (const c of checks.filter(na)) console.log(`         n/a  ${c.id}: ${oneLine(c.errorMessage)}`);
+  for (const c of skipped) console.log(`         skip ${c.id}: ${oneLine(c.details?.note ?? c.errorMessage)}`);
   if (!checks.length) {
     const log = fs.readFileSync(path.join(out, s, 'runner.log'), 'utf8').split('\n');
     const said = log.filter((l) => /error|fail/i.test(l) && !/^\s+at /.test(l)).slice(0, 2);

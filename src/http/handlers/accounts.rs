@@ -251,6 +251,7 @@ pub(crate) async fn delete_me(
     let user_id = me.user.id;
     state.auth.delete_account(me, password).await?;
     state.sessions.close_where(|s| s.user_id == user_id);
+    state.listen.close_where(|user, _| user == user_id);
     Ok(no_content())
 }
 

@@ -202,6 +202,7 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
     let snapshot = crate::metrics::Snapshot {
         mcp_sessions: state.sessions.len(),
         mcp_streams: state.sessions.streams(),
+        mcp_listen_streams: state.listen.len(),
         workspace_actors: state.workspaces.live_count(),
         sandbox_running: sandbox.running,
         sandbox_waiting: sandbox.waiting,

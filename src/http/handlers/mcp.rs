@@ -8,6 +8,10 @@
 //! - `DELETE` ends the session.
 //! - `GET` opens the session's stream, on which the server sends notifications (such as
 //!   `notifications/resources/list_changed` when the user's skills change); one per session.
+//! - A request of protocol 2026-07-28 names its version in `_meta` and needs no session. Its
+//!   `subscriptions/listen` is answered with a `text/event-stream` that stays open and carries
+//!   the notifications the request's filter asks for ([`crate::mcp::listen`]), the way `GET`
+//!   does for a session.
 //!
 //! Every request needs `Authorization: Bearer <API token>`, checked against the token registry
 //! (no database). `Origin` and `Host` are checked against DNS rebinding (403).
@@ -31,6 +35,7 @@ use crate::mcp::dispatch::{
     check_stateless_version, classify, error_response, names_stateless_version, stateless_version,
 };
 use crate::mcp::limits::BatchAnswer;
+use crate::mcp::listen::{Ending, Filter, LISTEN};
 use crate::mcp::sessions::Session;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -406,6 +411,9 @@ async fn stateless(
     if let Err(error) = checked {
         return refusal_for(Some(id), &error);
     }
+    if method == LISTEN {
+        return listen(state, principal, headers, id, params);
+    }
     let response = state
         .mcp
         .request(principal.user_id, STATELESS_VERSION, id, method, params)
@@ -431,6 +439,72 @@ async fn stateless(
         Some(code) => json_response(status_for(code), &replaced),
         None => answer(framing, &replaced),
     }
+}
+
+/// `subscriptions/listen`: answered with a `text/event-stream` that stays open, on which the
+/// stream's acknowledgement comes first and the notifications its filter asks for follow. Refused
+/// (before anything is sent) with 406 when the client does not accept an event stream, 400 for a
+/// bad filter, and 429 when the token holds `mcp.max_listen_streams_per_token` streams already.
+fn listen(
+    state: &AppState,
+    principal: Principal,
+    headers: &HeaderMap,
+    id: &Value,
+    params: Option<&Value>,
+) -> Response<Body> {
+    if !accepts_event_stream(headers) {
+        let error = RpcError::new(
+            codes::INVALID_REQUEST,
+            "subscriptions/listen is answered with a stream: accept text/event-stream",
+        );
+        return refusal(StatusCode::NOT_ACCEPTABLE, Some(id), &error);
+    }
+    let filter = match Filter::from_params(params) {
+        Ok(filter) => filter,
+        Err(error) => return refusal_for(Some(id), &error),
+    };
+    let opened = state.listen.open(
+        principal.user_id,
+        principal.token_id,
+        id,
+        filter,
+        Ending::Result,
+    );
+    match opened {
+        Ok(stream) => {
+            tracing::debug!(user_id = %principal.user_id, "MCP listen stream opened");
+            let keep_alive = std::time::Duration::from_secs(state.settings.mcp.sse_keep_alive_secs);
+            super::listen::event_stream(stream, keep_alive)
+        }
+        Err(refused) => {
+            // Asking again succeeds once one of the token's streams has ended.
+            let mut response = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(id),
+                &refused.rpc_error(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
+    }
+}
+
+/// Whether the client takes a `text/event-stream` answer (one that sends no `Accept` takes
+/// anything).
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return true;
+    };
+    accept.to_str().is_ok_and(|accept| {
+        accept.split(',').any(|t| {
+            let media = t.split(';').next().unwrap_or("").trim();
+            ["text/event-stream", "text/*", "*/*"]
+                .iter()
+                .any(|w| media.eq_ignore_ascii_case(w))
+        })
+    })
 }
 
 /// A stateless error, with the HTTP status the protocol gives its code.

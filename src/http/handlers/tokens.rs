@@ -132,6 +132,7 @@ pub(crate) async fn delete(
         return Err(AppError::NotFound("token"));
     }
     state.sessions.close_where(|s| s.token_id == id);
+    state.listen.close_where(|_, token_id| token_id == id);
     tracing::info!(user_id = %me.user.id, token_id = %id, "API token revoked");
     Ok(no_content())
 }
