@@ -1,4 +1,4 @@
-//! The console's stylesheet and script, embedded in the binary and served under names that hold
+//! The console's stylesheet, script and icon, embedded in the binary and served under names that hold
 //! a hash of their bytes (`/assets/console.1a2b3c4d5e6f7a8b.js`), so browsers may keep them for a
 //! year: a new release has new names.
 
@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// One embedded file.
 #[derive(Debug)]
@@ -36,6 +37,14 @@ static STYLESHEET: LazyLock<Asset> =
 static SCRIPT: LazyLock<Asset> =
     LazyLock::new(|| Asset::new("console", "js", "text/javascript; charset=utf-8", JS));
 
+static FAVICON: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new("favicon", "svg", "image/svg+xml", ICON));
+
+/// The icon, so that browsers do not ask for `/favicon.ico` (a 404 in their console).
+pub fn favicon() -> &'static Asset {
+    &FAVICON
+}
+
 pub fn stylesheet() -> &'static Asset {
     &STYLESHEET
 }
@@ -46,7 +55,7 @@ pub fn script() -> &'static Asset {
 
 /// The asset served at `/assets/<name>`, if `name` is the current name of one.
 pub fn find(name: &str) -> Option<&'static Asset> {
-    [stylesheet(), script()]
+    [stylesheet(), script(), favicon()]
         .into_iter()
         .find(|a| a.path.strip_prefix("/assets/") == Some(name))
 }

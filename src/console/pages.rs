@@ -13,6 +13,7 @@ pub struct Chrome {
     pub title: String,
     pub css: &'static str,
     pub js: &'static str,
+    pub icon: &'static str,
     pub csrf: String,
     /// The signed-in user's name; `None` on the sign-in and sign-up pages.
     pub user: Option<String>,
@@ -34,6 +35,7 @@ impl Chrome {
             title: title.into(),
             css: &super::assets::stylesheet().path,
             js: &super::assets::script().path,
+            icon: &super::assets::favicon().path,
             csrf,
             user,
             section,
