@@ -254,6 +254,7 @@ backend_tests!(
     sign_in_is_limited_and_hashed_like_the_api_login,
     a_hostile_skill_md_is_rendered_with_nothing_that_runs,
     skill_files_are_never_served_as_html,
+    the_list_pages_searches_and_says_what_to_do_when_empty,
 );
 
 async fn the_whole_walk_through_the_console(backend: Backend) {
@@ -1133,4 +1134,60 @@ async fn the_public_url_is_what_clients_and_forms_use() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+async fn the_list_pages_searches_and_says_what_to_do_when_empty(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_up("pager").await;
+    let csrf = browser.csrf("/skills").await;
+    // 23 skills: two pages of 20 and 3.
+    for i in 0..23 {
+        let name = format!("skill-{i:02}");
+        let description = if i % 10 == 7 {
+            "Mentions seven."
+        } else {
+            "Plain."
+        };
+        let res = browser
+            .post(
+                "/skills",
+                &[
+                    ("csrf", &csrf),
+                    ("name", &name),
+                    ("description", description),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{name}");
+    }
+    let rows = |html: &str| {
+        let doc = Html::parse_document(html);
+        doc.select(&Selector::parse("[data-testid=skill-row]").unwrap())
+            .map(|e| e.value().attr("data-skill-name").unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (_, html) = browser.page("/skills").await;
+    assert_eq!(rows(&html).len(), 20);
+    assert!(text_of(&html, "#skills-pager").contains("Page 1 of 2"));
+    let doc = Html::parse_document(&html);
+    let next = doc
+        .select(&Selector::parse("#skills-next").unwrap())
+        .next()
+        .unwrap()
+        .value()
+        .attr("href")
+        .unwrap()
+        .to_owned();
+    let (_, html) = browser.page(&next).await;
+    assert_eq!(rows(&html), ["skill-20", "skill-21", "skill-22"]);
+    assert!(html.contains("id=\"skills-prev\""));
+    // Search matches names and descriptions, case-insensitively.
+    let (_, html) = browser.page("/skills?search=SEVEN").await;
+    assert_eq!(rows(&html), ["skill-07", "skill-17"]);
+    assert!(!html.contains("id=\"skills-pager\""));
+    // No match: a way back to every skill.
+    let (_, html) = browser.page("/skills?search=nothing-like-it").await;
+    assert!(html.contains("id=\"skills-no-match\""));
+    assert!(html.contains("href=\"/skills\" id=\"skills-clear-search\""));
 }
