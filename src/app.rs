@@ -27,6 +27,7 @@ use crate::actors::workspace::staging_root;
 use crate::actors::workspaces::Workspaces;
 use crate::auth::{JwtKeys, PasswordHasher};
 use crate::config::Settings;
+use crate::console::csrf::Csrf;
 use crate::http::rate_limit::RateLimits;
 use crate::mcp::limits::Limits;
 use crate::mcp::listen::{Change, ListenStreams};
@@ -50,6 +51,8 @@ pub struct AppState {
     pub sandbox: Sandbox,
     pub rate_limits: RateLimits,
     pub metrics: Arc<Metrics>,
+    /// The web console's CSRF keys, derived from the signing secret.
+    pub csrf: Csrf,
     pub started: Instant,
 }
 
@@ -212,6 +215,7 @@ impl App {
             sandbox,
             rate_limits,
             metrics,
+            csrf: Csrf::new(&secret),
             started,
         });
         spawn_rate_limit_pruner(&state);

@@ -65,6 +65,21 @@ pub struct ServerSettings {
     /// exactly as the browser sends it. Responses to them carry `Access-Control-Allow-Origin`
     /// with that origin (never `*`); anything else gets no CORS headers.
     pub cors_allowed_origins: Vec<String>,
+    /// The URL people and MCP clients reach this server by (`https://skills.example.com`): the
+    /// web console builds client configuration from it and accepts forms only from its origin.
+    /// Empty: the address the browser used (its `Host` header, checked).
+    pub public_url: Option<String>,
+}
+
+impl ServerSettings {
+    /// `server.public_url` without a trailing `/`, when set (validated at start: `http` or
+    /// `https`, a host, no path).
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +341,7 @@ impl Default for ServerSettings {
             // (its requests and one event stream per session), not the hundreds hyper allows.
             http2_max_concurrent_streams: 64,
             cors_allowed_origins: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -432,6 +448,7 @@ enum Kind {
 /// Every environment variable that overrides a setting: (variable, `section.key`).
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_BIND", "server.bind"),
+    ("AGENTSKILLS_PUBLIC_URL", "server.public_url"),
     ("AGENTSKILLS_DATA_DIR", "server.data_dir"),
     (
         "AGENTSKILLS_HEADER_READ_TIMEOUT_SECS",
@@ -589,9 +606,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 
 fn kind_of(path: &str) -> Kind {
     match path {
-        "server.bind" | "server.data_dir" | "database.url" | "auth.secret_key"
-        | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level" | "log.format" | "sandbox.mode"
-        | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
+        "server.bind" | "server.data_dir" | "server.public_url" | "database.url"
+        | "auth.secret_key" | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level"
+        | "log.format" | "sandbox.mode" | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
         "sandbox.landlock" => Kind::Bool,
         "mcp.allowed_origins"
         | "mcp.allowed_hosts"
@@ -746,6 +763,19 @@ impl Settings {
                 return fail(
                     "server.cors_allowed_origins",
                     "each origin must be scheme://host[:port], like https://app.example.com (no path, no *)",
+                );
+            }
+        }
+        if let Some(url) = self.server.public_url() {
+            let well_formed = url.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https")
+                    && rest.parse::<http::uri::Authority>().is_ok()
+                    && !rest.contains(['/', '?', '#', '@'])
+            });
+            if !well_formed {
+                return fail(
+                    "server.public_url",
+                    "must be scheme://host[:port], like https://skills.example.com (http or https, no path)",
                 );
             }
         }

@@ -5,8 +5,10 @@
 
 mod account;
 mod api_token;
+mod browser_session;
 mod skill;
 
 pub use account::{Email, Password, Username, email_skeleton};
 pub use api_token::{ApiTokenSecret, TOKEN_PREFIX, TokenName};
+pub use browser_session::BrowserSessionSecret;
 pub use skill::{SkillName, SkillPath};

@@ -8,6 +8,7 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod http;

@@ -175,6 +175,14 @@ async fn serve(settings: Settings) -> CliResult {
     let app = App::build(settings).await?;
     let url = format!("http://{}", app.local_addr());
     tracing::info!("listening on {url}");
+    // The console is where a person begins: it is at the public URL when one is set.
+    let console = app
+        .state()
+        .settings
+        .server
+        .public_url()
+        .map_or_else(|| url.clone(), str::to_owned);
+    tracing::info!("web console: open {console}/ in a browser to sign up and upload skills");
     tracing::info!(
         "begin with: curl -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' -d '{{\"email\":\"you@example.com\",\"username\":\"you\",\"password\":\"a long password\"}}'"
     );

@@ -264,6 +264,30 @@ pub enum SkillWrite {
     },
 }
 
+/// A new browser session of the web console: a login session whose credential is a cookie.
+#[derive(Debug, Clone)]
+pub struct NewBrowserSession {
+    /// BLAKE3 of the cookie's secret; the secret itself is never stored.
+    pub id_hash: [u8; 32],
+    /// The login session it belongs to (an `auth_sessions` row made with it).
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    /// The user's token version at sign-in: the session is refused once it moves on.
+    pub token_version: i64,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What checking a browser session's cookie needs, read in one query.
+#[derive(Debug, Clone)]
+pub struct BrowserSessionRecord {
+    pub user: UserRecord,
+    pub session_id: Uuid,
+    pub token_version: i64,
+    /// Its login session is revoked.
+    pub revoked: bool,
+    pub expires_at: OffsetDateTime,
+}
+
 /// Counts shown on `GET /users/me`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountCounts {
@@ -514,7 +538,31 @@ impl Store {
         dispatch!(self.revoke_session(user_id, session_id, now))
     }
 
-    /// Deletes refresh tokens past their expiry and sessions left with none; returns rows removed.
+    /// Starts a login session whose credential is a browser session's cookie (no refresh token).
+    pub async fn insert_browser_session(
+        &self,
+        session: &NewBrowserSession,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        dispatch!(self.insert_browser_session(session, now))
+    }
+
+    /// The browser session whose cookie hashes to `id_hash`, with its user and whether its login
+    /// session is revoked; `None` when there is none.
+    pub async fn browser_session(
+        &self,
+        id_hash: [u8; 32],
+    ) -> StoreResult<Option<BrowserSessionRecord>> {
+        dispatch!(self.browser_session(id_hash))
+    }
+
+    /// Deletes one browser session (its login session is revoked separately, by the caller).
+    pub async fn delete_browser_session(&self, id_hash: [u8; 32]) -> StoreResult<bool> {
+        dispatch!(self.delete_browser_session(id_hash))
+    }
+
+    /// Deletes refresh tokens and browser sessions past their expiry and login sessions left with
+    /// neither; returns rows removed.
     pub async fn purge_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
         dispatch!(self.purge_expired(now))
     }

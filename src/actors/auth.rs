@@ -6,7 +6,10 @@
 //! one slow login never holds up another. The actor also runs the hourly purge of expired refresh tokens.
 //!
 //! Checking an access token on a REST request ([`AuthService::authenticate`]) does not go through
-//! the mailbox at all: it is a signature check and one indexed query.
+//! the mailbox at all: it is a signature check and one indexed query. A browser session of the web
+//! console is a login session too, whose credential is a cookie's secret instead of a pair of JWTs
+//! ([`AuthService::login_browser`], [`AuthService::authenticate_browser`]): it is checked by the
+//! same rule ([`session_is_current`]), so everything that ends a login's JWTs ends it as well.
 //!
 //! Rules (SPEC section 7): one 401 message for an unknown login and a wrong password, with the same
 //! cost (a dummy hash for unknown users); refresh tokens rotate and a reused one revokes its whole
@@ -25,9 +28,11 @@ use super::token_registry::TokenRegistry;
 use super::workspaces::Workspaces;
 use super::{ask, reply};
 use crate::auth::{HashError, JwtKeys, PasswordHasher, TokenKind, TokenRejected};
-use crate::domain::{Email, Password, Username};
+use crate::domain::{BrowserSessionSecret, Email, Password, Username};
 use crate::error::AppError;
-use crate::store::{self, NewRefreshToken, NewUser, RotateOutcome, Store, UserRecord};
+use crate::store::{
+    self, NewBrowserSession, NewRefreshToken, NewUser, RotateOutcome, Store, UserRecord,
+};
 
 /// The words a user must type to delete their account.
 pub const DELETE_CONFIRMATION: &str = "DELETE MY ACCOUNT";
@@ -47,6 +52,14 @@ pub struct TokenPair {
     pub refresh_token: String,
     /// Seconds until the access token expires.
     pub expires_in: i64,
+}
+
+/// A browser session just started: its secret goes into the cookie, once, and is never kept.
+#[derive(Debug)]
+pub struct BrowserLogin {
+    pub secret: BrowserSessionSecret,
+    pub user: AuthedUser,
+    pub expires_at: OffsetDateTime,
 }
 
 /// What a login names the account by, in the normal form of [`Email::normalize`] (which for a
@@ -110,6 +123,11 @@ enum AuthMessage {
         LoginTarget,
         Password,
         RpcReplyPort<Result<TokenPair, AppError>>,
+    ),
+    BrowserLogin(
+        LoginTarget,
+        Password,
+        RpcReplyPort<Result<BrowserLogin, AppError>>,
     ),
     Refresh(String, RpcReplyPort<Result<TokenPair, AppError>>),
     Logout {
@@ -202,6 +220,20 @@ impl AuthService {
         .await
     }
 
+    /// [`AuthService::login`] for the web console: the same checks (the caller applies the same
+    /// rate limits first), then a login session whose credential is a browser session's secret,
+    /// valid for as long as a refresh token would be.
+    pub async fn login_browser(
+        &self,
+        target: LoginTarget,
+        password: Password,
+    ) -> Result<BrowserLogin, AppError> {
+        ask(&self.actor, self.timeout, "auth", |r| {
+            AuthMessage::BrowserLogin(target, password, r)
+        })
+        .await
+    }
+
     pub async fn refresh(&self, refresh_token: String) -> Result<TokenPair, AppError> {
         ask(&self.actor, self.timeout, "auth", |r| {
             AuthMessage::Refresh(refresh_token, r)
@@ -266,7 +298,7 @@ impl AuthService {
             .access_context(claims.sub, claims.sid)
             .await?
             .ok_or_else(invalid_token)?;
-        if revoked || !user.is_active || user.token_version != claims.ver {
+        if !session_is_current(&user, claims.ver, revoked) {
             return Err(invalid_token());
         }
         Ok(AuthedUser {
@@ -274,6 +306,50 @@ impl AuthService {
             session_id: claims.sid,
         })
     }
+
+    /// Checks a browser session's secret: one indexed query, then the rule of
+    /// [`AuthService::authenticate`] (the user active, the token version the one of sign-in, the
+    /// login session not revoked) and the session's expiry.
+    pub async fn authenticate_browser(
+        &self,
+        secret: &BrowserSessionSecret,
+    ) -> Result<AuthedUser, AppError> {
+        let found = self
+            .core
+            .store
+            .browser_session(secret.hash())
+            .await?
+            .ok_or_else(invalid_token)?;
+        if !session_is_current(&found.user, found.token_version, found.revoked)
+            || found.expires_at <= OffsetDateTime::now_utc()
+        {
+            return Err(invalid_token());
+        }
+        Ok(AuthedUser {
+            user: found.user,
+            session_id: found.session_id,
+        })
+    }
+
+    /// Signs this browser out: its login session is revoked (as `POST /auth/logout` does) and
+    /// its row deleted.
+    pub async fn end_browser_session(
+        &self,
+        user: AuthedUser,
+        secret: &BrowserSessionSecret,
+    ) -> Result<(), AppError> {
+        let hash = secret.hash();
+        self.logout(user, false).await?;
+        self.core.store.delete_browser_session(hash).await?;
+        Ok(())
+    }
+}
+
+/// The one rule for every credential of a login session (an access token, a browser session):
+/// the user is active, the credential was issued under the user's current token version (which
+/// logout-everywhere, a password change and deactivation bump) and its session is not revoked.
+fn session_is_current(user: &UserRecord, version: i64, revoked: bool) -> bool {
+    !revoked && user.is_active && user.token_version == version
 }
 
 struct AuthActor;
@@ -333,6 +409,11 @@ impl Actor for AuthActor {
             }
             AuthMessage::Login(target, password, port) => {
                 tokio::spawn(async move { reply(port, core.login(target, password).await) });
+            }
+            AuthMessage::BrowserLogin(target, password, port) => {
+                tokio::spawn(
+                    async move { reply(port, core.login_browser(target, password).await) },
+                );
             }
             AuthMessage::Refresh(token, port) => {
                 tokio::spawn(async move { reply(port, core.refresh(&token).await) });
@@ -406,10 +487,54 @@ impl AuthCore {
     }
 
     async fn login(&self, target: LoginTarget, password: Password) -> Result<TokenPair, AppError> {
+        let user = self.check_login(target, &password).await?;
+        let now = OffsetDateTime::now_utc();
+        let session_id = Uuid::new_v4();
+        let (pair, refresh) = self.issue_pair(&user, session_id, now)?;
+        self.store
+            .insert_session(session_id, user.id, refresh, store::now())
+            .await?;
+        Ok(pair)
+    }
+
+    async fn login_browser(
+        &self,
+        target: LoginTarget,
+        password: Password,
+    ) -> Result<BrowserLogin, AppError> {
+        let user = self.check_login(target, &password).await?;
+        let secret = BrowserSessionSecret::generate().map_err(AppError::internal)?;
+        let now = store::now();
+        let expires_at = now + time::Duration::seconds(self.jwt.refresh_ttl_secs());
+        let session = NewBrowserSession {
+            id_hash: secret.hash(),
+            session_id: Uuid::new_v4(),
+            user_id: user.id,
+            token_version: user.token_version,
+            expires_at,
+        };
+        self.store.insert_browser_session(&session, now).await?;
+        Ok(BrowserLogin {
+            secret,
+            user: AuthedUser {
+                user,
+                session_id: session.session_id,
+            },
+            expires_at,
+        })
+    }
+
+    /// The password check of every login: against the account's hash (a dummy one when there is
+    /// none, at the same cost), the account active, the hash upgraded when its parameters are old.
+    async fn check_login(
+        &self,
+        target: LoginTarget,
+        password: &Password,
+    ) -> Result<UserRecord, AppError> {
         let user = target.user;
         let matched = self
             .hasher
-            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await
             .map_err(hash_error)?;
         let user = match user {
@@ -423,15 +548,9 @@ impl AuthCore {
             });
         }
         if self.hasher.needs_upgrade(&user.password_hash) {
-            self.upgrade_hash(&user, &password).await;
+            self.upgrade_hash(&user, password).await;
         }
-        let now = OffsetDateTime::now_utc();
-        let session_id = Uuid::new_v4();
-        let (pair, refresh) = self.issue_pair(&user, session_id, now)?;
-        self.store
-            .insert_session(session_id, user.id, refresh, store::now())
-            .await?;
-        Ok(pair)
+        Ok(user)
     }
 
     async fn refresh(&self, token: &str) -> Result<TokenPair, AppError> {

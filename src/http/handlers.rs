@@ -1,6 +1,7 @@
 //! Request handlers, one file per group of endpoints, and the JSON shapes they answer with.
 
 pub(crate) mod accounts;
+pub(crate) mod console;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod listen;

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::handlers::console::{self, ConsolePage};
 use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens};
 use super::{Body, cors, response};
 use crate::app::AppState;
@@ -56,6 +57,8 @@ pub enum Endpoint {
     Sse,
     /// The legacy HTTP+SSE transport's message endpoint.
     SseMessage,
+    /// A page, form or asset of the web console (HTML for browsers: not in the OpenAPI document).
+    Console(ConsolePage),
 }
 
 impl Endpoint {
@@ -123,7 +126,15 @@ impl Endpoint {
                 }
                 _ => return Err(AppError::NoRoute),
             },
-            _ => return Err(AppError::NoRoute),
+            // The console's routes come last, so that no API or MCP path is matched later than
+            // before: they are cold paths.
+            rest => match console::route(rest) {
+                Some(choices) => choices
+                    .into_iter()
+                    .map(|(m, page)| (m, Endpoint::Console(page)))
+                    .collect(),
+                None => return Err(AppError::NoRoute),
+            },
         };
         choices
             .iter()
@@ -164,6 +175,7 @@ impl Endpoint {
             Endpoint::Mcp => "mcp",
             Endpoint::Sse => "sse",
             Endpoint::SseMessage => "sse.message",
+            Endpoint::Console(page) => page.name(),
         }
     }
 }
@@ -177,7 +189,7 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let client = state.rate_limits.client(peer.ip(), req.headers());
-    req.extensions_mut().insert(ClientIp(client));
+    req.extensions_mut().insert(ClientIp(client, peer.ip()));
     let request_id = request_id(req.headers());
     let span = tracing::info_span!("request", id = %request_id);
     async move {
@@ -237,9 +249,10 @@ pub(crate) async fn handle(
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// The client's address (the peer's, or what a trusted proxy says), for handlers that limit by it.
+/// The client's address (the peer's, or what a trusted proxy says), for handlers that limit by it,
+/// and the peer's own (which decides whether a proxy's headers are believed).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientIp(pub(crate) std::net::IpAddr);
+pub(crate) struct ClientIp(pub(crate) std::net::IpAddr, pub(crate) std::net::IpAddr);
 
 /// The request's id: the client's `X-Request-Id` when it is a plain token (1 to 64 letters,
 /// digits, `-`, `_`, `.`), so a caller can follow its request through the logs; otherwise a new
@@ -308,6 +321,7 @@ async fn dispatch(
         Endpoint::Mcp => mcp::mcp(state, req).await,
         Endpoint::Sse => Box::pin(sse::open(state, req)).await,
         Endpoint::SseMessage => sse::message(state, req).await,
+        Endpoint::Console(page) => Ok(Box::pin(console::handle(state, req, page)).await),
     }
 }
 
@@ -325,7 +339,11 @@ mod tests {
     ];
 
     /// How many variants [`Endpoint`] has; [`variant_index`] gives each its own number below it.
-    const VARIANTS: usize = 29;
+    const VARIANTS: usize = 30;
+
+    /// Variants left out of the document on purpose: the console's pages are HTML for people
+    /// (forms with CSRF tokens and cookies), not part of the API the document describes.
+    const UNDOCUMENTED: [usize; 1] = [29];
 
     /// A match without a wildcard: a new variant does not compile until it is numbered here, and
     /// then `the_document_reaches_every_endpoint` fails until the document has an operation that
@@ -361,6 +379,7 @@ mod tests {
             Endpoint::Mcp => 26,
             Endpoint::Sse => 27,
             Endpoint::SseMessage => 28,
+            Endpoint::Console(_) => 29,
         }
     }
 
@@ -464,7 +483,9 @@ mod tests {
                 }
             }
         }
-        (0..VARIANTS).filter(|&i| !reached[i]).collect()
+        (0..VARIANTS)
+            .filter(|&i| !reached[i] && !UNDOCUMENTED.contains(&i))
+            .collect()
     }
 
     /// Each (method, path) where the router and the document disagree: routed but not
@@ -533,6 +554,46 @@ mod tests {
                 "TRACE /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
                 "CONNECT /api/v1/users/me: 405 allowing {\"DELETE\", \"GET\", \"PUT\"}, documented {\"GET\", \"PUT\"}",
             ]
+        );
+    }
+
+    #[test]
+    fn no_documented_path_is_a_console_page_and_the_console_is_routed() {
+        for (template, path, methods) in documented_paths(&document()) {
+            for method in methods {
+                let parsed =
+                    Endpoint::parse(&Method::from_bytes(method.as_bytes()).unwrap(), &path);
+                assert!(
+                    !matches!(parsed, Ok(Endpoint::Console(_))),
+                    "{method} {template} is documented but routed to the console"
+                );
+            }
+        }
+        assert_eq!(
+            Endpoint::parse(&Method::GET, "/").unwrap(),
+            Endpoint::Console(ConsolePage::Home)
+        );
+        assert_eq!(
+            Endpoint::parse(&Method::POST, "/signin").unwrap(),
+            Endpoint::Console(ConsolePage::SignIn)
+        );
+        let id = Uuid::new_v4();
+        assert_eq!(
+            Endpoint::parse(&Method::GET, &format!("/skills/{id}/files/a/b.md")).unwrap(),
+            Endpoint::Console(ConsolePage::SkillFile(id, "a/b.md".to_owned()))
+        );
+        assert!(matches!(
+            Endpoint::parse(&Method::GET, "/signout"),
+            Err(AppError::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse(&Method::GET, "/nowhere"),
+            Err(AppError::NoRoute)
+        ));
+        // The MCP endpoint is matched before any console route.
+        assert_eq!(
+            Endpoint::parse(&Method::POST, "/mcp").unwrap(),
+            Endpoint::Mcp
         );
     }
 

@@ -19,9 +19,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser, NewVersion,
-    RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
-    VersionFile, VersionRecord,
+    AccountCounts, ApiTokenRecord, BrowserSessionRecord, LiveApiToken, NewApiToken,
+    NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
+    SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -639,16 +639,103 @@ impl PgStore {
                 .await?;
             let tokens = tx.execute(&stmt, &[&now]).await?;
             let stmt = tx
+                .prepare_cached("DELETE FROM browser_sessions WHERE expires_at <= $1")
+                .await?;
+            let browsers = tx.execute(&stmt, &[&now]).await?;
+            let stmt = tx
                 .prepare_cached(
                     "DELETE FROM auth_sessions s
-                     WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = s.id)",
+                     WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = s.id)
+                       AND NOT EXISTS (SELECT 1 FROM browser_sessions b WHERE b.session_id = s.id)",
                 )
                 .await?;
             let sessions = tx.execute(&stmt, &[]).await?;
             tx.commit().await?;
-            Ok(tokens + sessions)
+            Ok(tokens + browsers + sessions)
         };
         run.await.map_err(fail("purging expired sessions"))
+    }
+
+    pub(crate) async fn insert_browser_session(
+        &self,
+        session: &NewBrowserSession,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO auth_sessions (id, user_id, created_at) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&session.session_id, &session.user_id, &now])
+                .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO browser_sessions
+                         (id_hash, session_id, token_version, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &session.id_hash.as_slice(),
+                    &session.session_id,
+                    &session.token_version,
+                    &now,
+                    &session.expires_at,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        run.await.map_err(fail("starting a browser session"))
+    }
+
+    pub(crate) async fn browser_session(
+        &self,
+        id_hash: [u8; 32],
+    ) -> StoreResult<Option<BrowserSessionRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            // Column order as in user_columns!, so user_from_row can read the first eight.
+            let stmt = client
+                .prepare_cached(
+                    "SELECT u.id, u.email, u.username, u.password_hash, u.is_active,
+                            u.token_version, u.created_at, u.updated_at,
+                            s.id, s.revoked_at IS NOT NULL, b.token_version, b.expires_at
+                     FROM browser_sessions b
+                     JOIN auth_sessions s ON s.id = b.session_id
+                     JOIN users u ON u.id = s.user_id
+                     WHERE b.id_hash = $1",
+                )
+                .await?;
+            match client.query_opt(&stmt, &[&id_hash.as_slice()]).await? {
+                Some(row) => Ok(Some(BrowserSessionRecord {
+                    user: user_from_row(&row)?,
+                    session_id: row.try_get(8)?,
+                    revoked: row.try_get(9)?,
+                    token_version: row.try_get(10)?,
+                    expires_at: row.try_get(11)?,
+                })),
+                None => Ok(None),
+            }
+        };
+        run.await.map_err(fail("reading a browser session"))
+    }
+
+    pub(crate) async fn delete_browser_session(&self, id_hash: [u8; 32]) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached("DELETE FROM browser_sessions WHERE id_hash = $1")
+                .await?;
+            Ok(client.execute(&stmt, &[&id_hash.as_slice()]).await? > 0)
+        };
+        run.await.map_err(fail("ending a browser session"))
     }
 
     // ---- skills ----

@@ -22,9 +22,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, LiveApiToken, NewApiToken, NewRefreshToken, NewUser, NewVersion,
-    RotateOutcome, SkillRecord, SkillWrite, StoreError, StoreResult, UniqueField, UserRecord,
-    VersionFile, VersionRecord,
+    AccountCounts, ApiTokenRecord, BrowserSessionRecord, LiveApiToken, NewApiToken,
+    NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
+    SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
@@ -640,14 +640,88 @@ impl SqliteStore {
             let tokens = tx
                 .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at <= ?1")?
                 .execute([micros(now)])?;
+            let browsers = tx
+                .prepare_cached("DELETE FROM browser_sessions WHERE expires_at <= ?1")?
+                .execute([micros(now)])?;
             let sessions = tx
                 .prepare_cached(
                     "DELETE FROM auth_sessions
                      WHERE NOT EXISTS (SELECT 1 FROM refresh_tokens r
-                                       WHERE r.session_id = auth_sessions.id)",
+                                       WHERE r.session_id = auth_sessions.id)
+                       AND NOT EXISTS (SELECT 1 FROM browser_sessions b
+                                       WHERE b.session_id = auth_sessions.id)",
                 )?
                 .execute([])?;
-            Ok((tokens + sessions) as u64)
+            Ok((tokens + browsers + sessions) as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn insert_browser_session(
+        &self,
+        session: &NewBrowserSession,
+        now: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let session = session.clone();
+        self.write("starting a browser session", move |tx| {
+            let now = micros(now);
+            tx.prepare_cached(
+                "INSERT INTO auth_sessions (id, user_id, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![session.session_id, session.user_id, now])?;
+            tx.prepare_cached(
+                "INSERT INTO browser_sessions
+                     (id_hash, session_id, token_version, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                session.id_hash,
+                session.session_id,
+                session.token_version,
+                now,
+                micros(session.expires_at)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn browser_session(
+        &self,
+        id_hash: [u8; 32],
+    ) -> StoreResult<Option<BrowserSessionRecord>> {
+        self.with_conn("reading a browser session", move |c| {
+            // Column order as in user_columns!, so user_from_row can read the first eight.
+            c.prepare_cached(
+                "SELECT u.id, u.email, u.username, u.password_hash, u.is_active, u.token_version,
+                        u.created_at, u.updated_at,
+                        s.id, s.revoked_at IS NOT NULL, b.token_version, b.expires_at
+                 FROM browser_sessions b
+                 JOIN auth_sessions s ON s.id = b.session_id
+                 JOIN users u ON u.id = s.user_id
+                 WHERE b.id_hash = ?1",
+            )?
+            .query_row([id_hash], |row| {
+                Ok(BrowserSessionRecord {
+                    user: user_from_row(row)?,
+                    session_id: row.get(8)?,
+                    revoked: row.get(9)?,
+                    token_version: row.get(10)?,
+                    expires_at: time_at(row, 11)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_browser_session(&self, id_hash: [u8; 32]) -> StoreResult<bool> {
+        self.with_conn("ending a browser session", move |c| {
+            Ok(
+                c.prepare_cached("DELETE FROM browser_sessions WHERE id_hash = ?1")?
+                    .execute([id_hash])?
+                    > 0,
+            )
         })
         .await
     }

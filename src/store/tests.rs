@@ -50,6 +50,7 @@ on_both_backends!(
     set_password_revokes_sessions_and_bumps_version,
     end_all_sessions_and_deactivation_revoke_sessions,
     access_context_and_revoke_session,
+    browser_sessions_follow_their_login_session_and_expire,
     purge_expired_removes_expired_tokens_and_empty_sessions,
     live_api_tokens_exclude_expired_tokens_and_inactive_users,
     api_token_limit_is_enforced,
@@ -781,6 +782,67 @@ async fn purge_expired_removes_expired_tokens_and_empty_sessions(store: Store) {
         2
     );
     assert_eq!(count_rows(&store, "auth_sessions").await, 0);
+}
+
+async fn browser_sessions_follow_their_login_session_and_expire(store: Store) {
+    let user = add_user(&store, "Bea").await;
+    let new = |hash: u8, expires_at| NewBrowserSession {
+        id_hash: [hash; 32],
+        session_id: Uuid::new_v4(),
+        user_id: user.id,
+        token_version: user.token_version,
+        expires_at,
+    };
+    let kept = new(1, T0 + Duration::hours(2));
+    let short = new(2, T0 + Duration::hours(1));
+    for session in [&kept, &short] {
+        store.insert_browser_session(session, T0).await.unwrap();
+    }
+    let read = store.browser_session([1; 32]).await.unwrap().unwrap();
+    assert_eq!(read.user, user);
+    assert_eq!(read.session_id, kept.session_id);
+    assert_eq!(read.token_version, user.token_version);
+    assert_eq!(read.expires_at, kept.expires_at);
+    assert!(!read.revoked);
+    assert!(store.browser_session([9; 32]).await.unwrap().is_none());
+
+    // Revoking the login session shows on the browser session.
+    assert!(
+        store
+            .revoke_session(user.id, kept.session_id, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .browser_session([1; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
+    // A login session with a live browser session is not "empty": the purge keeps both until
+    // the browser session expires, then removes it and its login session.
+    assert_eq!(store.purge_expired(T0).await.unwrap(), 0);
+    assert_eq!(
+        store.purge_expired(T0 + Duration::hours(1)).await.unwrap(),
+        2
+    );
+    assert!(store.browser_session([2; 32]).await.unwrap().is_none());
+    assert!(store.browser_session([1; 32]).await.unwrap().is_some());
+
+    assert!(store.delete_browser_session([1; 32]).await.unwrap());
+    assert!(!store.delete_browser_session([1; 32]).await.unwrap());
+    assert_eq!(count_rows(&store, "browser_sessions").await, 0);
+
+    // Deleting the user takes its browser sessions with it.
+    store
+        .insert_browser_session(&new(3, T0 + Duration::days(1)), T0)
+        .await
+        .unwrap();
+    assert!(store.delete_user(user.id).await.unwrap());
+    assert_eq!(count_rows(&store, "browser_sessions").await, 0);
 }
 
 async fn live_api_tokens_exclude_expired_tokens_and_inactive_users(store: Store) {

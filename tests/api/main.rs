@@ -8,6 +8,7 @@ mod helpers;
 mod accounts;
 mod api_tokens;
 mod cli;
+mod console;
 mod credentials;
 mod faults;
 mod mcp;

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Checks;
-use crate::actors::auth::{AuthedUser, DELETE_CONFIRMATION, LoginName, Registration, TokenPair};
+use crate::actors::auth::{
+    AuthedUser, DELETE_CONFIRMATION, LoginName, LoginTarget, Registration, TokenPair,
+};
 use crate::app::AppState;
 use crate::domain::{Email, Password, Username};
 use crate::error::AppError;
@@ -89,10 +91,22 @@ pub(crate) async fn register(
 ) -> Result<Response<Body>, AppError> {
     state.rate_limits.register(client_ip(&req))?;
     let body: RegisterBody = json_body(req, &state.settings.server).await?;
+    let user = create_account(state, &body.email, &body.username, body.password).await?;
+    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
+}
+
+/// Registration's checks and the account it makes, for the API and the console alike (each
+/// applies `RateLimits::register` first).
+pub(crate) async fn create_account(
+    state: &AppState,
+    email: &str,
+    username: &str,
+    password: String,
+) -> Result<UserRecord, AppError> {
     let mut checks = Checks::default();
-    let email = checks.check("email", Email::parse(&body.email));
-    let username = checks.check("username", Username::parse(&body.username));
-    let password = checks.check("password", Password::parse(body.password));
+    let email = checks.check("email", Email::parse(email));
+    let username = checks.check("username", Username::parse(username));
+    let password = checks.check("password", Password::parse(password));
     let (email, username, password) = checks.finish(
         email
             .zip(username)
@@ -108,7 +122,7 @@ pub(crate) async fn register(
         })
         .await?;
     tracing::info!(user_id = %user.id, "user registered");
-    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
+    Ok(user)
 }
 
 #[derive(Deserialize)]
@@ -128,17 +142,32 @@ pub(crate) async fn login(
     let mut checks = Checks::default();
     // `email` may hold a username too (clients with a single "login" field send it there).
     let name = match (body.email, body.username) {
-        (Some(login), None) | (None, Some(login)) if login.len() <= Email::MAX_LEN => {
-            Some(LoginName::parse(&login))
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            checks.check("email", Err("must be at most 254 characters"))
-        }
+        (Some(login), None) | (None, Some(login)) => checks.check("email", login_name(&login)),
         (None, None) => checks.check("email", Err("give `email` or `username`")),
         (Some(_), Some(_)) => checks.check("username", Err("give `email` or `username`, not both")),
     };
     let password = checks.check("password", Password::candidate(body.password));
     let (name, password) = checks.finish(name.zip(password))?;
+    let target = login_target(state, name).await?;
+    let pair = state.auth.login(target, password).await?;
+    Ok(token_pair(&pair))
+}
+
+/// What a login's name field names: an email or a user name, within an email's length.
+pub(crate) fn login_name(login: &str) -> Result<LoginName, &'static str> {
+    if login.len() <= Email::MAX_LEN {
+        Ok(LoginName::parse(login))
+    } else {
+        Err("must be at most 254 characters")
+    }
+}
+
+/// The account a login names, once the per-account limit allows another try: the step of every
+/// sign-in (API or console) between `RateLimits::login_from` and the password check.
+pub(crate) async fn login_target(
+    state: &AppState,
+    name: LoginName,
+) -> Result<LoginTarget, AppError> {
     // Before any hashing: guessing one account's password from many addresses, under every
     // spelling of its name, stops here. The account is looked up first, since the limit is keyed by
     // it; the lookup is one indexed query whether or not the account exists, and what follows is
@@ -146,8 +175,7 @@ pub(crate) async fn login(
     // for one than for the other.
     let target = state.auth.find_login(name).await?;
     state.rate_limits.login_to(&target)?;
-    let pair = state.auth.login(target, password).await?;
-    Ok(token_pair(&pair))
+    Ok(target)
 }
 
 pub(crate) async fn refresh(
@@ -205,13 +233,22 @@ pub(crate) async fn update_me(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: UpdateMeBody = json_body(req, &state.settings.server).await?;
+    let user = update_profile(state, &me, body.email.as_deref(), body.username.as_deref()).await?;
+    Ok(json(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// A change of email or user name (either may be left as it is), for the API and the console.
+pub(crate) async fn update_profile(
+    state: &AppState,
+    me: &AuthedUser,
+    email: Option<&str>,
+    username: Option<&str>,
+) -> Result<UserRecord, AppError> {
     let mut checks = Checks::default();
-    let email = body.email.map(|e| checks.check("email", Email::parse(&e)));
-    let username = body
-        .username
-        .map(|u| checks.check("username", Username::parse(&u)));
+    let email = email.map(|e| checks.check("email", Email::parse(e)));
+    let username = username.map(|u| checks.check("username", Username::parse(u)));
     let (email, username) = checks.finish(Some((email.flatten(), username.flatten())))?;
-    let user = state
+    state
         .store
         .update_profile(
             me.user.id,
@@ -220,8 +257,7 @@ pub(crate) async fn update_me(
             store::now(),
         )
         .await?
-        .ok_or(AppError::NotFound("user"))?;
-    Ok(json(StatusCode::OK, &UserView::from(&user)))
+        .ok_or(AppError::NotFound("user"))
 }
 
 #[derive(Deserialize)]
@@ -237,11 +273,23 @@ pub(crate) async fn delete_me(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: DeleteMeBody = json_body(req, &state.settings.server).await?;
+    delete_account(state, me, body.password, &body.confirm).await?;
+    Ok(no_content())
+}
+
+/// Deleting the account (password and the typed confirmation checked), for the API and the
+/// console; the user's MCP sessions end with it.
+pub(crate) async fn delete_account(
+    state: &AppState,
+    me: AuthedUser,
+    password: String,
+    confirm: &str,
+) -> Result<(), AppError> {
     let mut checks = Checks::default();
-    let password = checks.check("password", Password::candidate(body.password));
+    let password = checks.check("password", Password::candidate(password));
     let confirmed = checks.check(
         "confirm",
-        if body.confirm == DELETE_CONFIRMATION {
+        if confirm == DELETE_CONFIRMATION {
             Ok(())
         } else {
             Err("must be exactly \"DELETE MY ACCOUNT\"")
@@ -252,7 +300,7 @@ pub(crate) async fn delete_me(
     state.auth.delete_account(me, password).await?;
     state.sessions.close_where(|s| s.user_id == user_id);
     state.listen.close_where(|user, _| user == user_id);
-    Ok(no_content())
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -268,13 +316,21 @@ pub(crate) async fn change_password(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: ChangePasswordBody = json_body(req, &state.settings.server).await?;
-    let mut checks = Checks::default();
-    let current = checks.check(
-        "current_password",
-        Password::candidate(body.current_password),
-    );
-    let new = checks.check("new_password", Password::parse(body.new_password));
-    let (current, new) = checks.finish(current.zip(new))?;
-    state.auth.change_password(me, current, new).await?;
+    set_password(state, me, body.current_password, body.new_password).await?;
     Ok(no_content())
+}
+
+/// A password change, for the API and the console: it bumps the token version, which ends
+/// every JWT and every browser session of the user.
+pub(crate) async fn set_password(
+    state: &AppState,
+    me: AuthedUser,
+    current: String,
+    new: String,
+) -> Result<(), AppError> {
+    let mut checks = Checks::default();
+    let current = checks.check("current_password", Password::candidate(current));
+    let new = checks.check("new_password", Password::parse(new));
+    let (current, new) = checks.finish(current.zip(new))?;
+    state.auth.change_password(me, current, new).await
 }

@@ -156,7 +156,7 @@ fn may_see_details(state: &AppState, client: IpAddr) -> bool {
 }
 
 /// Why commands do not run, or run with less isolation, in words that name no path or id.
-fn sandbox_reason(mode: SandboxMode, ready: bool) -> Option<&'static str> {
+pub(crate) fn sandbox_reason(mode: SandboxMode, ready: bool) -> Option<&'static str> {
     match (mode, ready) {
         (SandboxMode::Strict, true) => None,
         (SandboxMode::Strict, false) => Some(

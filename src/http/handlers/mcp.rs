@@ -94,8 +94,7 @@ pub(crate) fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<
             });
         }
     }
-    let check_host = !mcp.allowed_hosts.is_empty() || state.settings.server.bind.ip().is_loopback();
-    if check_host {
+    if checks_host(state) {
         let host = req
             .uri()
             .authority()
@@ -106,14 +105,7 @@ pub(crate) fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             });
-        let allowed = host.as_deref().is_some_and(|h| {
-            is_loopback_host(h)
-                || mcp
-                    .allowed_hosts
-                    .iter()
-                    .any(|a| a.eq_ignore_ascii_case(h) || a.eq_ignore_ascii_case(strip_port(h)))
-        });
-        if !allowed {
+        if !host.as_deref().is_some_and(|h| host_listed(state, h)) {
             return Err(AppError::Forbidden {
                 code: "host-not-allowed",
                 detail: "this server does not answer to that Host (see mcp.allowed_hosts)",
@@ -121,6 +113,23 @@ pub(crate) fn check_origin(state: &AppState, req: &Request<Incoming>) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether the `Host` is checked at all: when `mcp.allowed_hosts` is set or the server listens on
+/// loopback (DNS-rebinding protection).
+pub(crate) fn checks_host(state: &AppState) -> bool {
+    !state.settings.mcp.allowed_hosts.is_empty() || state.settings.server.bind.ip().is_loopback()
+}
+
+/// A loopback name or one of `mcp.allowed_hosts` (with or without its port).
+pub(crate) fn host_listed(state: &AppState, host: &str) -> bool {
+    is_loopback_host(host)
+        || state
+            .settings
+            .mcp
+            .allowed_hosts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(strip_port(host)))
 }
 
 /// `host[:port]` of `scheme://host[:port]`.

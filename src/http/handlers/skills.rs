@@ -195,15 +195,7 @@ pub(crate) async fn create(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: CreateBody = json_body(req, &state.settings.server).await?;
-    let mut checks = Checks::default();
-    let name = checks.check("name", SkillName::parse(&body.name));
-    let description = checks.check("description", check_description(&body.description));
-    let (name, description) = checks.finish(name.zip(description))?;
-    let skill = state
-        .workspaces
-        .create(me.user.id, name, description)
-        .await?;
-    tracing::info!(user_id = %me.user.id, skill = %skill.record.name, "skill created");
+    let skill = create_skill(state, me.user.id, &body.name, &body.description).await?;
     Ok(json(
         StatusCode::CREATED,
         &Created {
@@ -218,9 +210,25 @@ pub(crate) async fn create(
     ))
 }
 
+/// A new skill's checks and the skill, for the API and the console.
+pub(crate) async fn create_skill(
+    state: &AppState,
+    user_id: Uuid,
+    name: &str,
+    description: &str,
+) -> Result<Arc<IndexedSkill>, AppError> {
+    let mut checks = Checks::default();
+    let name = checks.check("name", SkillName::parse(name));
+    let description = checks.check("description", check_description(description));
+    let (name, description) = checks.finish(name.zip(description))?;
+    let skill = state.workspaces.create(user_id, name, description).await?;
+    tracing::info!(%user_id, skill = %skill.record.name, "skill created");
+    Ok(skill)
+}
+
 /// A description the API is to write into `SKILL.md`: not empty, within the front matter's room
 /// (over 1024 characters is accepted, with a warning in the answer).
-fn check_description(raw: &str) -> Result<String, String> {
+pub(crate) fn check_description(raw: &str) -> Result<String, String> {
     crate::skills::manifest::check_description(raw)
         .map(str::to_owned)
         .map_err(|e| {
@@ -231,7 +239,11 @@ fn check_description(raw: &str) -> Result<String, String> {
 }
 
 /// The user's skill `id`, or 404.
-async fn owned(state: &AppState, user_id: Uuid, id: Uuid) -> Result<Arc<IndexedSkill>, AppError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Arc<IndexedSkill>, AppError> {
     let index = state.workspaces.index(user_id).await?;
     index.get(id).cloned().ok_or(AppError::NotFound("skill"))
 }
@@ -262,16 +274,33 @@ pub(crate) async fn update(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: UpdateBody = json_body(req, &state.settings.server).await?;
-    let mut checks = Checks::default();
-    let description = body
-        .description
-        .map(|d| checks.check("description", check_description(&d)));
-    let description = checks.finish(Some(description.flatten()))?;
-    let skill = state
-        .workspaces
-        .update(me.user.id, id, description, body.is_active)
-        .await?;
+    let skill = update_skill(
+        state,
+        me.user.id,
+        id,
+        body.description.as_deref(),
+        body.is_active,
+    )
+    .await?;
     Ok(detail(StatusCode::OK, &skill))
+}
+
+/// A change of description (written into `SKILL.md`) or of the active flag, for the API and the
+/// console.
+pub(crate) async fn update_skill(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+    description: Option<&str>,
+    is_active: Option<bool>,
+) -> Result<Arc<IndexedSkill>, AppError> {
+    let mut checks = Checks::default();
+    let description = description.map(|d| checks.check("description", check_description(d)));
+    let description = checks.finish(Some(description.flatten()))?;
+    state
+        .workspaces
+        .update(user_id, id, description, is_active)
+        .await
 }
 
 /// `DELETE /skills/{id}`: the row and the folder.
@@ -281,9 +310,19 @@ pub(crate) async fn delete(
     id: Uuid,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
-    state.workspaces.delete(me.user.id, id).await?;
-    tracing::info!(user_id = %me.user.id, skill_id = %id, "skill deleted");
+    delete_skill(state, me.user.id, id).await?;
     Ok(no_content())
+}
+
+/// Deletes one of the user's skills, row and folder.
+pub(crate) async fn delete_skill(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<(), AppError> {
+    state.workspaces.delete(user_id, id).await?;
+    tracing::info!(%user_id, skill_id = %id, "skill deleted");
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -318,8 +357,20 @@ pub(crate) async fn get_file(
     raw_path: &str,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
+    let (shown, bytes) = read_file(state, me.user.id, id, raw_path).await?;
+    Ok(download(bytes, &shown))
+}
+
+/// A skill file's bytes (its path as given in the URL, percent-encoded), read without following
+/// symlinks, with its path: for the API and the console.
+pub(crate) async fn read_file(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+    raw_path: &str,
+) -> Result<(String, Vec<u8>), AppError> {
     let path = parse_path_param(raw_path)?;
-    let skill = owned(state, me.user.id, id).await?;
+    let skill = owned(state, user_id, id).await?;
     let dir = state.workspaces.skill_dir(&skill.record);
     let max = state.settings.skills.max_skill_bytes;
     let shown = path.as_str().to_owned();
@@ -327,17 +378,26 @@ pub(crate) async fn get_file(
         .await
         .map_err(AppError::internal)?
         .map_err(|e| read_error(e, &shown))?;
+    Ok((shown, bytes))
+}
+
+/// A file as a download: `application/octet-stream` and `Content-Disposition: attachment`, so
+/// no browser shows it as a page of this origin.
+pub(crate) fn download(bytes: Vec<u8>, path: &str) -> Response<Body> {
     let mut response = with_body(StatusCode::OK, "application/octet-stream", full(bytes));
-    let file_name = shown.rsplit('/').next().unwrap_or("file");
+    let file_name = path.rsplit('/').next().unwrap_or("file");
     if let Ok(value) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{}\"",
-        file_name.replace(['"', '\\'], "_")
+        file_name.replace(
+            |c: char| c == '"' || c == '\\' || !c.is_ascii_graphic() && c != ' ',
+            "_"
+        )
     )) {
         response
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, value);
     }
-    Ok(response)
+    response
 }
 
 /// The path part of the URL, percent-decoded and validated.
@@ -368,7 +428,16 @@ pub(crate) async fn export(
     id: Uuid,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
-    let skill = owned(state, me.user.id, id).await?;
+    export_skill(state, me.user.id, id).await
+}
+
+/// A skill as a zip, for the API and the console.
+pub(crate) async fn export_skill(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<Response<Body>, AppError> {
+    let skill = owned(state, user_id, id).await?;
     let dir = state.workspaces.skill_dir(&skill.record);
     let max = state.settings.skills.max_skill_bytes;
     let name = skill.record.name.clone();
@@ -422,7 +491,18 @@ pub(crate) async fn upload(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
-    state.rate_limits.upload(me.user.id)?;
+    upload_as(state, me.user.id, req).await
+}
+
+/// An upload for `user_id`, whoever authenticated it: the API's bearer token, or the console's
+/// browser session with its CSRF token and `Origin` (the console's script posts the same
+/// multipart body the API takes, and gets the same answer).
+pub(crate) async fn upload_as(
+    state: &AppState,
+    user_id: Uuid,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    state.rate_limits.upload(user_id)?;
     let settings = &state.settings;
     let boundary = req
         .headers()
@@ -477,9 +557,9 @@ pub(crate) async fn upload(
     let max_parts = settings.skills.max_skill_files + UPLOAD_FIELDS.len();
     let form = read_upload(multipart, max_parts, max_body).await?;
     let (target, payload) = form.into_request()?;
-    let uploaded = state.workspaces.upload(me.user.id, target, payload).await?;
+    let uploaded = state.workspaces.upload(user_id, target, payload).await?;
     for one in &uploaded.skills {
-        tracing::info!(user_id = %me.user.id, skill = %one.skill.record.name, files = one.uploaded_files.len(), created = one.created, "skill uploaded");
+        tracing::info!(%user_id, skill = %one.skill.record.name, files = one.uploaded_files.len(), created = one.created, "skill uploaded");
     }
     let skills: Vec<UploadedView<'_>> = uploaded.skills.iter().map(UploadedView::from).collect();
     let single = match skills.as_slice() {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::Checks;
 use super::accounts::authenticated;
+use crate::actors::token_registry::CreatedToken;
 use crate::app::AppState;
 use crate::domain::TokenName;
 use crate::error::AppError;
@@ -94,21 +95,7 @@ pub(crate) async fn create(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: CreateBody = json_body(req, &state.settings.server).await?;
-    let mut checks = Checks::default();
-    let name = checks.check("name", TokenName::parse(&body.name));
-    let days = checks.check(
-        "expires_in_days",
-        match body.expires_in_days {
-            Some(d) if d == 0 || d > MAX_EXPIRES_IN_DAYS => {
-                Err("must be between 1 and 3650 (omit it for a token that never expires)")
-            }
-            other => Ok(other),
-        },
-    );
-    let (name, days) = checks.finish(name.zip(days))?;
-    let lifetime = days.map(|d| time::Duration::days(i64::from(d)));
-    let created = state.registry.create(me.user.id, name, lifetime).await?;
-    tracing::info!(user_id = %me.user.id, token_id = %created.id, "API token created");
+    let created = create_token(state, me.user.id, &body.name, body.expires_in_days).await?;
     Ok(json(
         StatusCode::CREATED,
         &CreatedView {
@@ -122,17 +109,52 @@ pub(crate) async fn create(
     ))
 }
 
+/// A new API token's checks and the token, for the API and the console.
+pub(crate) async fn create_token(
+    state: &AppState,
+    user_id: Uuid,
+    name: &str,
+    expires_in_days: Option<u32>,
+) -> Result<CreatedToken, AppError> {
+    let mut checks = Checks::default();
+    let name = checks.check("name", TokenName::parse(name));
+    let days = checks.check(
+        "expires_in_days",
+        match expires_in_days {
+            Some(d) if d == 0 || d > MAX_EXPIRES_IN_DAYS => {
+                Err("must be between 1 and 3650 (omit it for a token that never expires)")
+            }
+            other => Ok(other),
+        },
+    );
+    let (name, days) = checks.finish(name.zip(days))?;
+    let lifetime = days.map(|d| time::Duration::days(i64::from(d)));
+    let created = state.registry.create(user_id, name, lifetime).await?;
+    tracing::info!(%user_id, token_id = %created.id, "API token created");
+    Ok(created)
+}
+
 pub(crate) async fn delete(
     state: &AppState,
     req: Request<Incoming>,
     id: Uuid,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
-    if !state.registry.revoke(me.user.id, id).await? {
+    revoke_token(state, me.user.id, id).await?;
+    Ok(no_content())
+}
+
+/// Revokes one of the user's tokens (404 for anyone else's); its MCP sessions end at once.
+pub(crate) async fn revoke_token(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+) -> Result<(), AppError> {
+    if !state.registry.revoke(user_id, id).await? {
         return Err(AppError::NotFound("token"));
     }
     state.sessions.close_where(|s| s.token_id == id);
     state.listen.close_where(|_, token_id| token_id == id);
-    tracing::info!(user_id = %me.user.id, token_id = %id, "API token revoked");
-    Ok(no_content())
+    tracing::info!(%user_id, token_id = %id, "API token revoked");
+    Ok(())
 }
