@@ -57,6 +57,10 @@ pub enum AppError {
         code: &'static str,
         detail: &'static str,
     },
+    /// 412: an `If-Match` precondition does not hold (the skill changed since the client read
+    /// it); nothing was changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// 404: no such resource, or one that belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -127,6 +131,7 @@ impl AppError {
             AppError::NotFound(_) | AppError::NoRoute => 404,
             AppError::MethodNotAllowed(_) => 405,
             AppError::BodyTimeout => 408,
+            AppError::PreconditionFailed(_) => 412,
             AppError::PayloadTooLarge(_) | AppError::TooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
             AppError::RateLimited(..) => 429,
@@ -152,6 +157,7 @@ impl AppError {
             AppError::NoRoute => "no-route",
             AppError::MethodNotAllowed(_) => "method-not-allowed",
             AppError::BodyTimeout => "body-timeout",
+            AppError::PreconditionFailed(_) => "precondition-failed",
             AppError::PayloadTooLarge(_) => "payload-too-large",
             AppError::UnsupportedMediaType => "unsupported-media-type",
             AppError::RateLimited(..) => "rate-limited",

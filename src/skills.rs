@@ -5,6 +5,7 @@
 //! work on (`<data_dir>/skills/<user_id>/<skill_name>`) and a staging folder on the same file
 //! system (so that the final step is a rename).
 
+pub mod diff;
 pub mod files;
 pub mod manifest;
 pub mod zip_upload;

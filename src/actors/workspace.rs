@@ -66,6 +66,56 @@ pub struct IndexedSkill {
     pub warnings: Vec<Warning>,
 }
 
+impl IndexedSkill {
+    /// The entity tag of the skill's state as the API shows it: its current version and whether
+    /// it is active (every other change of the skill makes a new version). Quoted, as it goes in
+    /// an `ETag` header; the same state always has the same tag, across restarts too.
+    pub fn etag(&self) -> String {
+        let active = if self.record.is_active {
+            ""
+        } else {
+            "-inactive"
+        };
+        format!("\"v{}{active}\"", self.record.version)
+    }
+}
+
+/// An `If-Match` condition on a change (RFC 9110, section 13.1.1): the change goes ahead only if
+/// the skill it changes exists and, unless the condition is `*`, is in a state one of the entity
+/// tags names. Comparison is strong: a weak tag (`W/"…"`) never matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Tags(Vec<String>),
+}
+
+impl IfMatch {
+    /// Whether the condition holds for `skill` (`None`: the change would make a new skill).
+    pub fn check(&self, skill: Option<&IndexedSkill>) -> Result<(), AppError> {
+        match (self, skill) {
+            (IfMatch::Any, Some(_)) => Ok(()),
+            (IfMatch::Tags(tags), Some(skill)) => {
+                let etag = skill.etag();
+                if tags.contains(&etag) {
+                    Ok(())
+                } else {
+                    Err(AppError::PreconditionFailed(format!(
+                        "the skill {:?} changed since you read it: it is now {etag}, not {}; \
+                         nothing was changed: read it again and make your change to that",
+                        skill.record.name,
+                        tags.join(", ")
+                    )))
+                }
+            }
+            (_, None) => Err(AppError::PreconditionFailed(
+                "If-Match names a state of a skill, but there is no such skill: this would make a \
+                 new one; nothing was changed"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
 /// A consistent view of one user's skills.
 #[derive(Debug, Default)]
 pub struct SkillIndex {
@@ -176,6 +226,8 @@ pub struct UploadTarget {
     pub skill_id: Option<Uuid>,
     pub skill_name: Option<SkillName>,
     pub description: Option<String>,
+    /// The state the skill must be in for the upload to go ahead.
+    pub if_match: Option<IfMatch>,
 }
 
 /// The files of an upload: parts with their relative paths, or one zip archive.
@@ -232,6 +284,15 @@ pub(crate) enum WorkspaceMessage {
         id: Uuid,
         description: Option<String>,
         is_active: Option<bool>,
+        if_match: Option<IfMatch>,
+        cancel: Cancel,
+        reply: RpcReplyPort<Result<Arc<IndexedSkill>, AppError>>,
+    },
+    /// A new version of the skill with the files of its version `version`.
+    Restore {
+        id: Uuid,
+        version: i64,
+        if_match: Option<IfMatch>,
         cancel: Cancel,
         reply: RpcReplyPort<Result<Arc<IndexedSkill>, AppError>>,
     },
@@ -364,12 +425,30 @@ impl Actor for WorkspaceActor {
                 id,
                 description,
                 is_active,
+                if_match,
                 cancel,
                 reply: port,
             } => reply(
                 port,
                 match cancel.check() {
-                    Ok(()) => state.update(id, description, is_active, &cancel).await,
+                    Ok(()) => {
+                        state
+                            .update(id, description, is_active, if_match.as_ref(), &cancel)
+                            .await
+                    }
+                    Err(e) => Err(upload_error(e)),
+                },
+            ),
+            WorkspaceMessage::Restore {
+                id,
+                version,
+                if_match,
+                cancel,
+                reply: port,
+            } => reply(
+                port,
+                match cancel.check() {
+                    Ok(()) => state.restore(id, version, if_match.as_ref(), &cancel).await,
                     Err(e) => Err(upload_error(e)),
                 },
             ),
@@ -476,9 +555,13 @@ impl WorkspaceState {
         id: Uuid,
         description: Option<String>,
         is_active: Option<bool>,
+        if_match: Option<&IfMatch>,
         cancel: &Cancel,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         let current = Arc::clone(self.index().get(id).ok_or(AppError::NotFound("skill"))?);
+        if let Some(condition) = if_match {
+            condition.check(Some(&current))?;
+        }
         let description = description.filter(|d| *d != current.record.description);
         let Some(description) = description else {
             let record = self
@@ -500,6 +583,41 @@ impl WorkspaceState {
         let staged = self.stage(Some(dir), files, cancel).await?;
         let name = skill_name(&current.record.name)?;
         let plan = Plan::new(name, Some(current), staged, is_active);
+        self.apply(vec![plan])
+            .await?
+            .pop()
+            .ok_or(AppError::NotFound("skill"))
+    }
+
+    /// Makes the files of the skill's version `number` its new current version.
+    async fn restore(
+        &mut self,
+        id: Uuid,
+        number: i64,
+        if_match: Option<&IfMatch>,
+        cancel: &Cancel,
+    ) -> Result<Arc<IndexedSkill>, AppError> {
+        let current = Arc::clone(self.index().get(id).ok_or(AppError::NotFound("skill"))?);
+        if let Some(condition) = if_match {
+            condition.check(Some(&current))?;
+        }
+        let (_, files) = self
+            .store
+            .version(self.user_id, id, number)
+            .await?
+            .ok_or(AppError::NotFound("version"))?;
+        cancel.check().map_err(upload_error)?;
+        let staged = stage_from_blobs(
+            &self.blobs,
+            self.user_id,
+            &files,
+            &self.staging,
+            &self.limits(),
+        )
+        .await?;
+        let staged = blocking(move || examine(staged)).await??;
+        let name = skill_name(&current.record.name)?;
+        let plan = Plan::new(name, Some(current), staged, None);
         self.apply(vec![plan])
             .await?
             .pop()
@@ -678,6 +796,9 @@ impl WorkspaceState {
                     index.by_name(&named).cloned()
                 }
             };
+            if let Some(condition) = &target.if_match {
+                condition.check(existing.as_deref())?;
+            }
             let name = match (&existing, &target.skill_name) {
                 (Some(skill), _) => skill_name(&skill.record.name)?,
                 (None, Some(name)) => name.clone(),
@@ -885,23 +1006,29 @@ impl WorkspaceState {
         blocking(move || {
             let staged = files::write_staged(&staging, base.as_deref(), &files, &limits, &cancel)
                 .map_err(upload_error)?;
-            let entries = files::scan(staged.dir()).map_err(AppError::from_io)?;
-            let skill_md = std::fs::read_to_string(staged.dir().join(SKILL_MD))
-                .ok()
-                .map(Arc::from);
-            let manifest = staged.manifest().clone();
-            let warnings = staged.warnings().to_vec();
-            Ok(StagedSkill {
-                warnings,
-                bytes: total(&entries),
-                staged,
-                entries,
-                skill_md,
-                manifest,
-            })
+            examine(staged)
         })
         .await?
     }
+}
+
+/// A staged skill with what the index needs of it: its files, `SKILL.md`, front matter and
+/// warnings. Blocking.
+fn examine(staged: files::Staged) -> Result<StagedSkill, AppError> {
+    let entries = files::scan(staged.dir()).map_err(AppError::from_io)?;
+    let skill_md = std::fs::read_to_string(staged.dir().join(SKILL_MD))
+        .ok()
+        .map(Arc::from);
+    let manifest = staged.manifest().clone();
+    let warnings = staged.warnings().to_vec();
+    Ok(StagedSkill {
+        warnings,
+        bytes: total(&entries),
+        staged,
+        entries,
+        skill_md,
+        manifest,
+    })
 }
 
 /// A skill to make or change: its name, what it is now (if it exists), its new content staged.
@@ -1103,16 +1230,14 @@ async fn first_version(
     Ok(written)
 }
 
-/// Writes a version's files from the blobs into a staging folder, checks it as an upload, and
-/// swaps it in as `dir` (made if it is missing).
-async fn materialize(
+/// Writes a version's files from the blobs into a staging folder and checks it as an upload.
+async fn stage_from_blobs(
     blobs: &BlobStore,
     user_id: Uuid,
     version: &[VersionFile],
     staging: &Path,
-    dir: &Path,
-    settings: &SkillSettings,
-) -> Result<(), AppError> {
+    limits: &Limits,
+) -> Result<files::Staged, AppError> {
     let root = staging.to_owned();
     let folder = blocking(move || files::StagingDir::create(&root))
         .await?
@@ -1125,15 +1250,29 @@ async fn materialize(
             .await
             .map_err(blob_error)?;
     }
+    let root = staging.to_owned();
+    let limits = *limits;
+    blocking(move || folder.finish(&root, &limits).map_err(upload_error)).await?
+}
+
+/// Writes a version's files from the blobs into a staging folder, checks it as an upload, and
+/// swaps it in as `dir` (made if it is missing).
+async fn materialize(
+    blobs: &BlobStore,
+    user_id: Uuid,
+    version: &[VersionFile],
+    staging: &Path,
+    dir: &Path,
+    settings: &SkillSettings,
+) -> Result<(), AppError> {
     let limits = Limits {
         max_file_bytes: settings.max_file_bytes,
         max_skill_bytes: settings.max_skill_bytes,
         max_skill_files: settings.max_skill_files,
     };
-    let root = staging.to_owned();
+    let staged = stage_from_blobs(blobs, user_id, version, staging, &limits).await?;
     let dir = dir.to_owned();
     blocking(move || {
-        let staged = folder.finish(&root, &limits).map_err(upload_error)?;
         if dir.exists() {
             staged.commit_replace(&dir)
         } else {

@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::workspace::{
-    IndexedSkill, Repair, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded,
+    IfMatch, IndexedSkill, Repair, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded,
     WorkspaceActor, WorkspaceArgs, WorkspaceMessage, load_index,
 };
 use crate::config::SkillSettings;
@@ -203,6 +203,7 @@ impl Workspaces {
         id: Uuid,
         description: Option<String>,
         is_active: Option<bool>,
+        if_match: Option<IfMatch>,
     ) -> Result<Arc<IndexedSkill>, AppError> {
         let cancel = Cancel::default();
         let guard = cancel.on_drop();
@@ -211,12 +212,69 @@ impl Workspaces {
                 id,
                 description: description.clone(),
                 is_active,
+                if_match: if_match.clone(),
                 cancel: cancel.clone(),
                 reply,
             })
             .await;
         guard.disarm();
         updated
+    }
+
+    /// Makes the skill's version `version` its current content again, as a new version.
+    pub async fn restore(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        version: i64,
+        if_match: Option<IfMatch>,
+    ) -> Result<Arc<IndexedSkill>, AppError> {
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        let restored = self
+            .call(user_id, |reply| WorkspaceMessage::Restore {
+                id,
+                version,
+                if_match: if_match.clone(),
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        guard.disarm();
+        restored
+    }
+
+    /// The versions of the user's skill `id` that are kept, newest first (none: no such skill).
+    pub async fn versions(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+    ) -> Result<Vec<crate::store::VersionRecord>, AppError> {
+        Ok(self.inner.store.versions(user_id, id).await?)
+    }
+
+    /// One kept version of the user's skill `id`, with its files by path.
+    pub async fn version(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        version: i64,
+    ) -> Result<(crate::store::VersionRecord, Vec<crate::store::VersionFile>), AppError> {
+        self.inner
+            .store
+            .version(user_id, id, version)
+            .await?
+            .ok_or(AppError::NotFound("version"))
+    }
+
+    /// The bytes of one of the user's blobs. A blob collected a moment ago (its version was
+    /// pruned meanwhile) is 404, like its version.
+    pub async fn blob(&self, user_id: Uuid, sha256: &str) -> Result<bytes::Bytes, AppError> {
+        match self.inner.blobs.get(user_id, sha256).await {
+            Ok(bytes) => Ok(bytes),
+            Err(crate::storage::BlobError::Missing(_)) => Err(AppError::NotFound("version")),
+            Err(e) => Err(crate::actors::workspace::blob_error(e)),
+        }
     }
 
     pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), AppError> {
@@ -681,7 +739,13 @@ mod tests {
         reader.reload(ann).await;
         assert_eq!(reader.index(ann).await.unwrap().len(), 1);
         server
-            .update(ann, pdf.record.id, Some("Portable documents.".into()), None)
+            .update(
+                ann,
+                pdf.record.id,
+                Some("Portable documents.".into()),
+                None,
+                None,
+            )
             .await
             .unwrap();
         assert_ne!(reader.stamp(ann).await.unwrap(), created);

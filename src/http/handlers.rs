@@ -9,6 +9,7 @@ pub(crate) mod mcp;
 pub(crate) mod skills;
 pub(crate) mod sse;
 pub(crate) mod tokens;
+pub(crate) mod versions;
 
 use crate::error::{AppError, FieldError};
 

@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::handlers::console::{self, ConsolePage};
-use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens};
+use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens, versions};
 use super::{Body, cors, response};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -52,6 +52,13 @@ pub enum Endpoint {
     /// The skill and the file's path as it appears in the URL (still percent-encoded).
     GetSkillFile(Uuid, String),
     ExportSkill(Uuid),
+    ListVersions(Uuid),
+    GetVersion(Uuid, i64),
+    /// The skill, the version and the file's path as it appears in the URL.
+    GetVersionFile(Uuid, i64, String),
+    ExportVersion(Uuid, i64),
+    RestoreVersion(Uuid, i64),
+    DiffSkill(Uuid),
     Mcp,
     /// The legacy HTTP+SSE transport's stream.
     Sse,
@@ -114,6 +121,25 @@ impl Endpoint {
                             vec![("GET", Endpoint::GetSkillFile(id, path.join("/")))]
                         }
                         ["export"] => vec![("GET", Endpoint::ExportSkill(id))],
+                        ["diff"] => vec![("GET", Endpoint::DiffSkill(id))],
+                        ["versions"] => vec![("GET", Endpoint::ListVersions(id))],
+                        ["versions", n, rest @ ..] => {
+                            // Versions are numbered from 1; anything else names none.
+                            let n = n
+                                .parse::<i64>()
+                                .ok()
+                                .filter(|v| *v >= 1 && v.to_string() == *n)
+                                .ok_or(AppError::NotFound("version"))?;
+                            match rest {
+                                [] => vec![("GET", Endpoint::GetVersion(id, n))],
+                                ["export"] => vec![("GET", Endpoint::ExportVersion(id, n))],
+                                ["restore"] => vec![("POST", Endpoint::RestoreVersion(id, n))],
+                                ["files", path @ ..] if !path.is_empty() => {
+                                    vec![("GET", Endpoint::GetVersionFile(id, n, path.join("/")))]
+                                }
+                                _ => return Err(AppError::NoRoute),
+                            }
+                        }
                         _ => return Err(AppError::NoRoute),
                     }
                 }
@@ -172,6 +198,12 @@ impl Endpoint {
             Endpoint::ListSkillFiles(_) => "skills.files.list",
             Endpoint::GetSkillFile(..) => "skills.files.get",
             Endpoint::ExportSkill(_) => "skills.export",
+            Endpoint::ListVersions(_) => "skills.versions.list",
+            Endpoint::GetVersion(..) => "skills.versions.get",
+            Endpoint::GetVersionFile(..) => "skills.versions.files.get",
+            Endpoint::ExportVersion(..) => "skills.versions.export",
+            Endpoint::RestoreVersion(..) => "skills.versions.restore",
+            Endpoint::DiffSkill(_) => "skills.diff",
             Endpoint::Mcp => "mcp",
             Endpoint::Sse => "sse",
             Endpoint::SseMessage => "sse.message",
@@ -318,6 +350,14 @@ async fn dispatch(
         Endpoint::ListSkillFiles(id) => Box::pin(skills::list_files(state, req, id)).await,
         Endpoint::GetSkillFile(id, path) => Box::pin(skills::get_file(state, req, id, &path)).await,
         Endpoint::ExportSkill(id) => Box::pin(skills::export(state, req, id)).await,
+        Endpoint::ListVersions(id) => Box::pin(versions::list(state, req, id)).await,
+        Endpoint::GetVersion(id, n) => Box::pin(versions::get(state, req, id, n)).await,
+        Endpoint::GetVersionFile(id, n, path) => {
+            Box::pin(versions::get_file(state, req, id, n, &path)).await
+        }
+        Endpoint::ExportVersion(id, n) => Box::pin(versions::export(state, req, id, n)).await,
+        Endpoint::RestoreVersion(id, n) => Box::pin(versions::restore(state, req, id, n)).await,
+        Endpoint::DiffSkill(id) => Box::pin(versions::diff(state, req, id)).await,
         Endpoint::Mcp => mcp::mcp(state, req).await,
         Endpoint::Sse => Box::pin(sse::open(state, req)).await,
         Endpoint::SseMessage => sse::message(state, req).await,
@@ -339,7 +379,7 @@ mod tests {
     ];
 
     /// How many variants [`Endpoint`] has; [`variant_index`] gives each its own number below it.
-    const VARIANTS: usize = 30;
+    const VARIANTS: usize = 36;
 
     /// Variants left out of the document on purpose: the console's pages are HTML for people
     /// (forms with CSRF tokens and cookies), not part of the API the document describes.
@@ -380,11 +420,18 @@ mod tests {
             Endpoint::Sse => 27,
             Endpoint::SseMessage => 28,
             Endpoint::Console(_) => 29,
+            Endpoint::ListVersions(_) => 30,
+            Endpoint::GetVersion(..) => 31,
+            Endpoint::GetVersionFile(..) => 32,
+            Endpoint::ExportVersion(..) => 33,
+            Endpoint::RestoreVersion(..) => 34,
+            Endpoint::DiffSkill(_) => 35,
         }
     }
 
     const SAMPLE_ID: &str = "0b7c6d2e-3f4a-4b5c-8d9e-0f1a2b3c4d5e";
     const SAMPLE_PATH: &str = "scripts/convert.py";
+    const SAMPLE_VERSION: &str = "7";
 
     fn document() -> Value {
         serde_json::from_str(super::super::handlers::docs::OPENAPI_JSON)
@@ -405,7 +452,8 @@ mod tests {
                     .collect();
                 let concrete = template
                     .replace("{id}", SAMPLE_ID)
-                    .replace("{path}", SAMPLE_PATH);
+                    .replace("{path}", SAMPLE_PATH)
+                    .replace("{n}", SAMPLE_VERSION);
                 assert!(
                     !concrete.contains('{'),
                     "{template}: a path parameter without a sample value in this test"
@@ -441,9 +489,17 @@ mod tests {
                     | Endpoint::UpdateSkill(got)
                     | Endpoint::DeleteSkill(got)
                     | Endpoint::ListSkillFiles(got)
-                    | Endpoint::ExportSkill(got) => assert_eq!(*got, id),
+                    | Endpoint::ExportSkill(got)
+                    | Endpoint::ListVersions(got)
+                    | Endpoint::DiffSkill(got) => assert_eq!(*got, id),
                     Endpoint::GetSkillFile(got, file) => {
                         assert_eq!((*got, file.as_str()), (id, SAMPLE_PATH))
+                    }
+                    Endpoint::GetVersion(got, n)
+                    | Endpoint::ExportVersion(got, n)
+                    | Endpoint::RestoreVersion(got, n) => assert_eq!((*got, *n), (id, 7)),
+                    Endpoint::GetVersionFile(got, n, file) => {
+                        assert_eq!((*got, *n, file.as_str()), (id, 7, SAMPLE_PATH))
                     }
                     _ => {}
                 }

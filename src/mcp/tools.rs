@@ -41,8 +41,9 @@ pub fn definitions() -> Vec<Tool> {
     let mut run = Tool::new(
         "run_shell_command",
         "Run a shell command (sh -c) in the skill's folder, in a sandbox, to run the skill's scripts. \
-         It runs in a scratch copy of the skill: files it writes are discarded after the run. \
-         Returns stdout, stderr and the exit code.",
+         It runs in a scratch copy of the skill's current version: files it writes are \
+         discarded after the run and never change the skill (only its owner's uploads and edits \
+         make a new version). Returns stdout, stderr and the exit code.",
         schema(json!({
             "type": "object",
             "properties": {

@@ -23,3 +23,4 @@ mod sessions;
 mod skills;
 mod sse;
 mod stdio;
+mod versions;

@@ -23,6 +23,7 @@ backend_tests!(
     writes_beyond_the_scratch_space_stop_at_enospc_and_change_nothing,
     files_beyond_the_inode_bound_stop_at_enospc,
     a_commands_writes_are_discarded,
+    an_upload_during_a_command_is_neither_lost_nor_mixed,
     a_command_sees_no_host_path_and_holds_no_capability,
     scripts_keep_their_executable_bit_and_odd_names_survive,
     degraded_and_off_modes_run_in_a_host_copy,
@@ -814,6 +815,12 @@ async fn a_commands_writes_are_discarded(backend: Backend) {
         return;
     };
     let before = stored(&app, &ann).await;
+    let versions_before = app
+        .get_json(
+            &format!("/api/v1/skills/{}/versions", before.0),
+            &ann.access,
+        )
+        .await;
     let out = run(
         &app,
         &token,
@@ -856,6 +863,11 @@ async fn a_commands_writes_are_discarded(backend: Backend) {
     assert_eq!(rest.status(), StatusCode::OK);
     assert_eq!(rest.text().await.unwrap(), SKILL_MD);
     assert_eq!(stored(&app, &ann).await, before);
+    // No version was made: only the API changes a skill.
+    let versions_after = app
+        .get_json(&format!("/api/v1/skills/{id}/versions"), &ann.access)
+        .await;
+    assert_eq!(versions_after, versions_before);
 
     let out = run(
         &app,
@@ -869,6 +881,66 @@ async fn a_commands_writes_are_discarded(backend: Backend) {
         format!("{SKILL_MD}hello.sh\nfresh\n"),
         "{out:?}"
     );
+}
+
+/// An upload while a command runs in the same skill: the command works on the version it started
+/// with, whole (it sees either the old `SKILL.md` or the new one, never a mix or none), its writes
+/// never reach the stored skill, and the upload's version is what stays.
+async fn an_upload_during_a_command_is_neither_lost_nor_mixed(backend: Backend) {
+    let Some((app, ann, token)) = sandboxed_on(backend, |_| {}).await else {
+        return;
+    };
+    let (id, ..) = stored(&app, &ann).await;
+    let version = |v: Value| v["version"].as_i64().unwrap();
+    let before = version(
+        app.get_json(&format!("/api/v1/skills/{id}"), &ann.access)
+            .await,
+    );
+    let new_md =
+        "---\nname: tools\ndescription: Scripts, uploaded during a command.\n---\n# Tools\n";
+    let (client, base, command_token) = (app.client.clone(), app.base.clone(), token.clone());
+    let command = tokio::spawn(async move {
+        shell(
+            &client,
+            &base,
+            &command_token,
+            "sleep 0.5; cat SKILL.md; echo written-by-the-command > SKILL.md; \
+             echo x > scripts/made.sh",
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.upload_skill(&ann, &[("SKILL.md", new_md.as_bytes())])
+        .await;
+    let body = command.await.unwrap();
+    let stdout = body["result"]["structuredContent"]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(stdout == SKILL_MD || stdout == new_md, "{body}");
+    let after = app
+        .get_json(&format!("/api/v1/skills/{id}"), &ann.access)
+        .await;
+    assert_eq!(version(after.clone()), before + 1, "{after}");
+    let paths: Vec<&str> = after["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["SKILL.md", "scripts/hello.sh"]);
+    let rest = app
+        .get_auth(&format!("/api/v1/skills/{id}/files/SKILL.md"), &ann.access)
+        .await;
+    assert_eq!(rest.text().await.unwrap(), new_md);
+    let loaded = run_raw(
+        &app,
+        &token,
+        "tools/call",
+        json!({"name": "load_skill", "arguments": {"skill_name": "tools"}}),
+    )
+    .await;
+    assert_eq!(loaded["result"]["content"][0]["text"], new_md, "{loaded}");
 }
 
 /// `/proc/self/mountinfo` inside names neither the data folder, nor the user, nor the helper's

@@ -689,8 +689,15 @@ async fn signed_in_page(
         P::SkillDescription(id) => {
             let form = session_form(state, visit, req, small).await?;
             let description = form.text("description");
-            match skills::update_skill(state, session.user.user.id, id, Some(&description), None)
-                .await
+            match skills::update_skill(
+                state,
+                session.user.user.id,
+                id,
+                Some(&description),
+                None,
+                None,
+            )
+            .await
             {
                 Ok(_) => Ok(redirect(&format!("/skills/{id}?notice=description-saved"))),
                 Err(e) => {
@@ -716,7 +723,7 @@ async fn signed_in_page(
         P::SkillActive(id) => {
             let form = session_form(state, visit, req, small).await?;
             let active = form.get("is_active") == Some("true");
-            skills::update_skill(state, session.user.user.id, id, None, Some(active)).await?;
+            skills::update_skill(state, session.user.user.id, id, None, Some(active), None).await?;
             let done = if active { "activated" } else { "deactivated" };
             Ok(redirect(&format!("/skills/{id}?notice={done}")))
         }

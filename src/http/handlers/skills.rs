@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::Checks;
 use super::accounts::authenticated;
-use crate::actors::workspace::{IndexedSkill, UploadPayload, UploadTarget, UploadedSkill};
+use crate::actors::workspace::{IfMatch, IndexedSkill, UploadPayload, UploadTarget, UploadedSkill};
 use crate::app::AppState;
 use crate::domain::{SkillName, SkillPath};
 use crate::error::{AppError, FieldError};
@@ -41,6 +41,8 @@ struct SkillSummary<'a> {
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
     file_count: usize,
+    /// The current version's number.
+    version: i64,
 }
 
 impl<'a> From<&'a IndexedSkill> for SkillSummary<'a> {
@@ -53,6 +55,7 @@ impl<'a> From<&'a IndexedSkill> for SkillSummary<'a> {
             created_at: s.record.created_at,
             updated_at: s.record.updated_at,
             file_count: s.files.len(),
+            version: s.record.version,
         }
     }
 }
@@ -84,9 +87,9 @@ fn file_views(files: &[FileEntry]) -> Vec<FileEntryView<'_>> {
         .collect()
 }
 
-fn detail(status: StatusCode, skill: &IndexedSkill) -> Response<Body> {
+pub(crate) fn detail(status: StatusCode, skill: &IndexedSkill) -> Response<Body> {
     let files = file_views(&skill.files);
-    json(
+    let response = json(
         status,
         &SkillDetail {
             summary: SkillSummary::from(skill),
@@ -94,7 +97,52 @@ fn detail(status: StatusCode, skill: &IndexedSkill) -> Response<Body> {
             files: &files,
             warnings: &skill.warnings,
         },
-    )
+    );
+    with_etag(response, skill)
+}
+
+/// `response` with the skill's `ETag`: what a client sends back in `If-Match` to change the skill
+/// only if nobody changed it since.
+pub(crate) fn with_etag(mut response: Response<Body>, skill: &IndexedSkill) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&skill.etag()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The `If-Match` condition of a request, if it has one: `*`, or a list of entity tags (RFC
+/// 9110, section 13.1.1). A value that is neither is 400, rather than a condition that silently
+/// never holds.
+pub(crate) fn if_match(headers: &http::HeaderMap) -> Result<Option<IfMatch>, AppError> {
+    let mut tags = Vec::new();
+    let mut any = false;
+    for value in headers.get_all(header::IF_MATCH) {
+        let text = value.to_str().map_err(|_| invalid_if_match())?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            if tag == "*" {
+                any = true;
+            } else if opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"') {
+                tags.push(tag.to_owned());
+            } else {
+                return Err(invalid_if_match());
+            }
+        }
+    }
+    Ok(match (any, tags.is_empty()) {
+        (true, _) => Some(IfMatch::Any),
+        (false, false) => Some(IfMatch::Tags(tags)),
+        (false, true) => None,
+    })
+}
+
+fn invalid_if_match() -> AppError {
+    AppError::BadRequest {
+        code: "if-match-invalid",
+        detail: "If-Match must be * or entity tags as the ETag header gives them (\"v3\", quotes \
+                 included)"
+            .to_owned(),
+    }
 }
 
 #[derive(Serialize)]
@@ -185,6 +233,7 @@ struct Created<'a> {
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     skill_dir: &'a str,
+    version: i64,
     warnings: &'a [Warning],
 }
 
@@ -196,7 +245,7 @@ pub(crate) async fn create(
     let me = authenticated(state, &req).await?;
     let body: CreateBody = json_body(req, &state.settings.server).await?;
     let skill = create_skill(state, me.user.id, &body.name, &body.description).await?;
-    Ok(json(
+    let response = json(
         StatusCode::CREATED,
         &Created {
             id: skill.record.id,
@@ -205,9 +254,11 @@ pub(crate) async fn create(
             is_active: skill.record.is_active,
             created_at: skill.record.created_at,
             skill_dir: &skill.record.skill_dir,
+            version: skill.record.version,
             warnings: &skill.warnings,
         },
-    ))
+    );
+    Ok(with_etag(response, &skill))
 }
 
 /// A new skill's checks and the skill, for the API and the console.
@@ -266,13 +317,15 @@ struct UpdateBody {
     is_active: Option<bool>,
 }
 
-/// `PUT /skills/{id} {description?, is_active?}`; the description is written into `SKILL.md` too.
+/// `PUT /skills/{id} {description?, is_active?}`; the description is written into `SKILL.md` too
+/// (a new version). With `If-Match`, only if the skill is still in the state its ETag names.
 pub(crate) async fn update(
     state: &AppState,
     req: Request<Incoming>,
     id: Uuid,
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
+    let condition = if_match(req.headers())?;
     let body: UpdateBody = json_body(req, &state.settings.server).await?;
     let skill = update_skill(
         state,
@@ -280,6 +333,7 @@ pub(crate) async fn update(
         id,
         body.description.as_deref(),
         body.is_active,
+        condition,
     )
     .await?;
     Ok(detail(StatusCode::OK, &skill))
@@ -293,13 +347,14 @@ pub(crate) async fn update_skill(
     id: Uuid,
     description: Option<&str>,
     is_active: Option<bool>,
+    if_match: Option<IfMatch>,
 ) -> Result<Arc<IndexedSkill>, AppError> {
     let mut checks = Checks::default();
     let description = description.map(|d| checks.check("description", check_description(d)));
     let description = checks.finish(Some(description.flatten()))?;
     state
         .workspaces
-        .update(user_id, id, description, is_active)
+        .update(user_id, id, description, is_active, if_match)
         .await
 }
 
@@ -383,7 +438,7 @@ pub(crate) async fn read_file(
 
 /// A file as a download: `application/octet-stream` and `Content-Disposition: attachment`, so
 /// no browser shows it as a page of this origin.
-pub(crate) fn download(bytes: Vec<u8>, path: &str) -> Response<Body> {
+pub(crate) fn download(bytes: impl Into<Bytes>, path: &str) -> Response<Body> {
     let mut response = with_body(StatusCode::OK, "application/octet-stream", full(bytes));
     let file_name = path.rsplit('/').next().unwrap_or("file");
     if let Ok(value) = HeaderValue::from_str(&format!(
@@ -401,7 +456,7 @@ pub(crate) fn download(bytes: Vec<u8>, path: &str) -> Response<Body> {
 }
 
 /// The path part of the URL, percent-decoded and validated.
-fn parse_path_param(raw: &str) -> Result<SkillPath, AppError> {
+pub(crate) fn parse_path_param(raw: &str) -> Result<SkillPath, AppError> {
     let decoded = percent_encoding::percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| AppError::validation("path", "must be UTF-8"))?;
@@ -441,43 +496,55 @@ pub(crate) async fn export_skill(
     let dir = state.workspaces.skill_dir(&skill.record);
     let max = state.settings.skills.max_skill_bytes;
     let name = skill.record.name.clone();
-    let disposition = format!("attachment; filename=\"{name}.zip\"");
-    let archive = tokio::task::spawn_blocking(move || build_zip(&dir, &name, &skill.files, max))
-        .await
-        .map_err(AppError::internal)??;
+    let stem = name.clone();
+    let archive = tokio::task::spawn_blocking(move || {
+        let mut files = Vec::with_capacity(skill.files.len());
+        for entry in &skill.files {
+            let Ok(path) = SkillPath::parse(&entry.path) else {
+                continue;
+            };
+            match files::read_beneath(&dir, &path, max) {
+                Ok(bytes) => files.push((entry.path.clone(), bytes, entry.executable)),
+                // Changed since it was indexed (a script removed or replaced it): left out.
+                Err(ReadError::Io(e)) => return Err(AppError::internal(e)),
+                Err(_) => {}
+            }
+        }
+        build_zip(&name, &files)
+    })
+    .await
+    .map_err(AppError::internal)??;
+    Ok(zip_response(archive, &stem))
+}
+
+/// A zip to download as `<file_stem>.zip`.
+pub(crate) fn zip_response(archive: Vec<u8>, file_stem: &str) -> Response<Body> {
     let mut response = with_body(StatusCode::OK, "application/zip", full(archive));
-    // Skill names are `a-z0-9-`, always a valid header value.
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
+    // Skill names are `a-z0-9-` (and version numbers digits), always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_stem}.zip\"")) {
         response
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, value);
     }
-    Ok(response)
+    response
 }
 
-fn build_zip(
-    dir: &std::path::Path,
+/// A zip of a skill's files (path, bytes, executable) under a folder named `name`: a layout
+/// `POST /skills/upload` takes back as it is. Scripts keep their executable bit (mode 0755, the
+/// rest 0644).
+pub(crate) fn build_zip(
     name: &str,
-    entries: &[FileEntry],
-    max: u64,
+    entries: &[(String, Vec<u8>, bool)],
 ) -> Result<Vec<u8>, AppError> {
     use std::io::Write as _;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    for entry in entries {
-        let Ok(path) = SkillPath::parse(&entry.path) else {
-            continue;
-        };
-        let bytes = match files::read_beneath(dir, &path, max) {
-            Ok(bytes) => bytes,
-            // Changed since it was indexed (a script removed or replaced it): leave it out.
-            Err(ReadError::Io(e)) => return Err(AppError::internal(e)),
-            Err(_) => continue,
-        };
-        zip.start_file(format!("{name}/{}", entry.path), options)
+    for (path, bytes, executable) in entries {
+        let mode = if *executable { 0o755 } else { 0o644 };
+        zip.start_file(format!("{name}/{path}"), options.unix_permissions(mode))
             .map_err(AppError::internal)?;
-        zip.write_all(&bytes).map_err(AppError::internal)?;
+        zip.write_all(bytes).map_err(AppError::internal)?;
     }
     Ok(zip.finish().map_err(AppError::internal)?.into_inner())
 }
@@ -503,6 +570,7 @@ pub(crate) async fn upload_as(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     state.rate_limits.upload(user_id)?;
+    let condition = if_match(req.headers())?;
     let settings = &state.settings;
     let boundary = req
         .headers()
@@ -556,7 +624,7 @@ pub(crate) async fn upload_as(
     let multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let max_parts = settings.skills.max_skill_files + UPLOAD_FIELDS.len();
     let form = read_upload(multipart, max_parts, max_body).await?;
-    let (target, payload) = form.into_request()?;
+    let (target, payload) = form.into_request(condition)?;
     let uploaded = state.workspaces.upload(user_id, target, payload).await?;
     for one in &uploaded.skills {
         tracing::info!(%user_id, skill = %one.skill.record.name, files = one.uploaded_files.len(), created = one.created, "skill uploaded");
@@ -566,14 +634,18 @@ pub(crate) async fn upload_as(
         [one] => Some(one),
         _ => None,
     };
-    Ok(json(
+    let response = json(
         StatusCode::CREATED,
         &UploadAnswer {
             single,
             skills: &skills,
             ignored: &uploaded.ignored,
         },
-    ))
+    );
+    Ok(match uploaded.skills.as_slice() {
+        [one] => with_etag(response, &one.skill),
+        _ => response,
+    })
 }
 
 /// An upload's answer: each skill it made or changed, and what of an archive was left out. An
@@ -592,6 +664,7 @@ struct UploadedView<'a> {
     name: &'a str,
     description: &'a str,
     created: bool,
+    version: i64,
     uploaded_files: &'a [String],
     warnings: &'a [Warning],
 }
@@ -603,6 +676,7 @@ impl<'a> From<&'a UploadedSkill> for UploadedView<'a> {
             name: &one.skill.record.name,
             description: &one.skill.record.description,
             created: one.created,
+            version: one.skill.record.version,
             uploaded_files: &one.uploaded_files,
             warnings: &one.skill.warnings,
         }
@@ -678,7 +752,10 @@ async fn read_upload(
 }
 
 impl UploadForm {
-    fn into_request(self) -> Result<(UploadTarget, UploadPayload), AppError> {
+    fn into_request(
+        self,
+        if_match: Option<IfMatch>,
+    ) -> Result<(UploadTarget, UploadPayload), AppError> {
         let mut errors: Vec<FieldError> = Vec::new();
         let skill_id = self
             .skill_id
@@ -743,6 +820,7 @@ impl UploadForm {
                     skill_id,
                     skill_name,
                     description,
+                    if_match,
                 },
                 payload,
             )),
