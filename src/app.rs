@@ -260,6 +260,7 @@ pub async fn versions_for_old_skills(
         .into_iter()
         .map(|s| s.user_id)
         .collect();
+    users.sort_unstable();
     users.dedup();
     for user in &users {
         workspaces.index(*user).await.map_err(|e| {

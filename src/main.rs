@@ -275,8 +275,26 @@ async fn open_store(settings: &Settings) -> Result<Store, Box<dyn std::error::Er
 async fn migrate(settings: Settings) -> CliResult {
     // Opening the store applies pending migrations; a second call reports that none are left.
     let store = open_store(&settings).await?;
+    // Skills a release before versions wrote become version 1, as the server's start does it
+    // (run with the server stopped, like any migration).
+    let blobs =
+        agentskills_mcp::storage::BlobStore::local(&settings.server.data_dir.join("blobs"))?;
+    let workspaces = Workspaces::start(
+        store.clone(),
+        blobs,
+        settings.server.data_dir.join("skills"),
+        settings.skills.clone(),
+    )
+    .await?;
+    let users = agentskills_mcp::app::versions_for_old_skills(&store, &workspaces).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "database ({}) is up to date", store.backend().as_str())?;
+    if users > 0 {
+        writeln!(
+            out,
+            "recorded the skills of {users} user(s) from before versions as their version 1"
+        )?;
+    }
     Ok(())
 }
 

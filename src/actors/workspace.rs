@@ -53,6 +53,9 @@ pub struct IndexedSkill {
     pub record: SkillRecord,
     /// Regular files, sorted by path.
     pub files: Vec<FileEntry>,
+    /// The digest of these files' manifest ([`storage::manifest_digest`]): the current
+    /// version's, for a stored skill.
+    pub digest: String,
     /// The sum of the files' sizes.
     pub bytes: u64,
     /// The text of `SKILL.md`, if it is UTF-8.
@@ -1074,6 +1077,7 @@ impl StagedSkill {
     fn into_indexed(self, record: SkillRecord) -> (files::Staged, Arc<IndexedSkill>) {
         let skill = IndexedSkill {
             record,
+            digest: files_digest(&self.entries),
             files: self.entries,
             bytes: self.bytes,
             skill_md: self.skill_md,
@@ -1155,6 +1159,7 @@ pub(crate) async fn load_index(
         );
         skills.push(IndexedSkill {
             record,
+            digest: files_digest(&folder.files),
             bytes: total(&folder.files),
             warnings,
             files: folder.files,
@@ -1196,16 +1201,7 @@ async fn first_version(
         || serde_json::json!({"name": record.name, "description": record.description}),
         |m| m.front_matter.clone(),
     );
-    let files: Vec<VersionFile> = folder
-        .files
-        .iter()
-        .map(|e| VersionFile {
-            path: e.path.clone(),
-            sha256: e.sha256.clone(),
-            size: e.size,
-            executable: e.executable,
-        })
-        .collect();
+    let files = manifest_of(&folder.files);
     let version = NewVersion {
         digest: storage::manifest_digest(&files),
         files,
@@ -1349,9 +1345,9 @@ fn total(entries: &[FileEntry]) -> u64 {
     entries.iter().map(|f| f.size).sum()
 }
 
-/// The version a skill's files make: their manifest, its digest, the front matter as JSON.
-fn new_version(entries: &[FileEntry], manifest: &Manifest) -> NewVersion {
-    let files: Vec<VersionFile> = entries
+/// The manifest of a skill's files.
+fn manifest_of(entries: &[FileEntry]) -> Vec<VersionFile> {
+    entries
         .iter()
         .map(|e| VersionFile {
             path: e.path.clone(),
@@ -1359,7 +1355,17 @@ fn new_version(entries: &[FileEntry], manifest: &Manifest) -> NewVersion {
             size: e.size,
             executable: e.executable,
         })
-        .collect();
+        .collect()
+}
+
+/// The digest of a skill's files' manifest: its version's digest.
+pub(crate) fn files_digest(entries: &[FileEntry]) -> String {
+    storage::manifest_digest(&manifest_of(entries))
+}
+
+/// The version a skill's files make: their manifest, its digest, the front matter as JSON.
+fn new_version(entries: &[FileEntry], manifest: &Manifest) -> NewVersion {
+    let files = manifest_of(entries);
     NewVersion {
         digest: storage::manifest_digest(&files),
         files,

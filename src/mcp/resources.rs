@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use rmcp::model::{ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
+use rmcp::model::{MetaObject, ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
 
 use super::McpServer;
 use super::codes;
@@ -96,7 +96,8 @@ pub fn list(
                 },
             )
             .with_mime_type(mime_type(&file.path))
-            .with_size(file.size);
+            .with_size(file.size)
+            .with_meta(file_meta(skill, &file.sha256));
             if file.path == SKILL_MD {
                 resource.with_description(skill.record.description.clone())
             } else {
@@ -106,6 +107,36 @@ pub fn list(
         .collect();
     let next = (all.next().is_some()).then(|| format!("r{}", start + page.len()));
     Ok((page, next))
+}
+
+/// The `_meta` key prefix of what this server adds to MCP objects: a reverse-DNS name, as MCP
+/// asks of `_meta` keys (the MCP registry's `io.github.<owner>` form).
+pub const META_PREFIX: &str = "io.github.agentskills-mcp";
+
+/// A skill's version and its digest, for a `_meta`: a client that keeps them knows which version
+/// it read, and sees a new one by its number. A plain folder of skills (`stdio --skills-dir`) has
+/// no versions: only the digest of its files.
+pub fn version_meta(skill: &IndexedSkill) -> serde_json::Value {
+    let mut meta = serde_json::json!({
+        format!("{META_PREFIX}/digest"): format!("sha256:{}", skill.digest),
+    });
+    if skill.record.version > 0 {
+        meta[format!("{META_PREFIX}/version")] = serde_json::json!(skill.record.version);
+    }
+    meta
+}
+
+/// A resource's `_meta`: its skill's version and digest, and its own sha256.
+fn file_meta(skill: &IndexedSkill, sha256: &str) -> MetaObject {
+    let mut meta = match version_meta(skill) {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    meta.insert(
+        format!("{META_PREFIX}/sha256"),
+        serde_json::Value::String(sha256.to_owned()),
+    );
+    MetaObject(meta)
 }
 
 /// The one resource template.

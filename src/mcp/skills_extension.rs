@@ -3,7 +3,8 @@
 //!
 //! A skill is named by the URI of its `SKILL.md` (`skill://<name>/SKILL.md`); its entry carries
 //! the front matter as written and every file with its `sha256:` digest and size, so a client can
-//! fetch the files with `resources/read` and check them. The index already holds each file's
+//! fetch the files with `resources/read` and check them, and in its `_meta` the skill's version
+//! and that version's digest ([`resources::version_meta`]). The index already holds each file's
 //! digest and size, so none of this touches the disk.
 
 use std::collections::BTreeMap;
@@ -70,6 +71,7 @@ fn entry(skill: &IndexedSkill) -> Value {
         "uri": resources::uri(name, SKILL_MD),
         "frontmatter": front_matter,
         "resources": files,
+        "_meta": resources::version_meta(skill),
     })
 }
 

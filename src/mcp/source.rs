@@ -171,6 +171,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
             },
             bytes: entries.iter().map(|f| f.size).sum(),
             warnings,
+            digest: crate::actors::workspace::files_digest(&entries),
             files: entries,
             skill_md: Some(Arc::from(text)),
             manifest: Some(manifest),

@@ -15,6 +15,7 @@ mod mcp;
 mod mcp_limits;
 mod mcp_listen;
 mod mcp_stateless;
+mod migration;
 mod openapi;
 mod rate_limits;
 mod sandbox;

@@ -599,6 +599,21 @@ async fn skill_files_are_resources(backend: Backend) {
     assert_eq!(resources[1]["name"], "pdf");
     assert_eq!(resources[1]["description"], "Work with PDF files.");
     assert!(body["result"].get("nextCursor").is_none());
+    // Each resource names the version it belongs to and its own bytes' digest.
+    let meta = &resources[4]["_meta"];
+    assert_eq!(meta["io.github.agentskills-mcp/version"], 1, "{meta}");
+    assert_eq!(
+        meta["io.github.agentskills-mcp/sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"print('pdf')\n"))
+    );
+    assert_eq!(
+        meta["io.github.agentskills-mcp/digest"],
+        resources[1]["_meta"]["io.github.agentskills-mcp/digest"]
+    );
+    assert_ne!(
+        meta["io.github.agentskills-mcp/digest"],
+        resources[0]["_meta"]["io.github.agentskills-mcp/digest"]
+    );
     let body = mcp
         .call("resources/read", json!({"uri": "skill://pdf/SKILL.md"}))
         .await;

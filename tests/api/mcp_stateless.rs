@@ -310,7 +310,7 @@ async fn stateless_results_carry_result_type_and_cache_hints(backend: Backend) {
 
 async fn the_skills_extension_lists_skills_with_digests(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_, token) = ann_with_skills(&app).await;
+    let (ann, token) = ann_with_skills(&app).await;
     let result = call(&app, &token, "skills/list", json!({})).await;
     let skills = result["skills"].as_array().unwrap();
     let uris: Vec<&str> = skills.iter().map(|s| s["uri"].as_str().unwrap()).collect();
@@ -331,6 +331,19 @@ async fn the_skills_extension_lists_skills_with_digests(backend: Backend) {
         ])
     );
     assert!(result.get("nextCursor").is_none());
+    // The version served and its digest, as the REST API lists them.
+    let listed = app.get_json("/api/v1/skills?search=pdf", &ann.access).await;
+    let id = listed["items"][0]["id"].as_str().unwrap();
+    let versions = app
+        .get_json(&format!("/api/v1/skills/{id}/versions"), &ann.access)
+        .await;
+    assert_eq!(
+        pdf["_meta"],
+        json!({
+            "io.github.agentskills-mcp/version": versions["items"][0]["version"],
+            "io.github.agentskills-mcp/digest": format!("sha256:{}", versions["items"][0]["digest"].as_str().unwrap()),
+        })
+    );
     let got = call(
         &app,
         &token,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import sys
@@ -83,6 +84,10 @@ async def all_pages(fn, key: str) -> list:
     return items
 
 
+# The prefix of the `_meta` keys the server adds.
+META = "io.github.agentskills-mcp"
+
+
 async def exercise(session: ClientSession, a, skills: list[dict], check: Checks) -> None:
     if a.era == "modern":
         await session.discover()
@@ -130,6 +135,15 @@ async def exercise(session: ClientSession, a, skills: list[dict], check: Checks)
             contents = (await session.read_resource(uri)).contents
             got = "".join(getattr(c, "text", "") for c in contents)
             check.equal(got, body, f"resources/read {uri}")
+            # The listing names each file's digest and its skill's version (in `_meta`, which the
+            # SDK keeps as `meta`).
+            meta = (resources[uri].meta or {}) if uri in resources else {}
+            check.equal(meta.get(f"{META}/sha256"), hashlib.sha256(body.encode()).hexdigest(),
+                        f"resources/list {uri}: _meta sha256")
+            # A skill stored by the service has versions; a plain folder (--skills-dir) has none.
+            version = meta.get(f"{META}/version")
+            check(version is None if "--skills-dir" in a.command else isinstance(version, int) and version >= 1,
+                  f"resources/list {uri}: _meta version", f"got {meta!r}")
 
 
 async def run(a) -> int:
