@@ -326,6 +326,9 @@ pub(crate) struct WorkspaceArgs {
     pub(crate) settings: SkillSettings,
     pub(crate) shared: Arc<Shared>,
     pub(crate) listener: Arc<std::sync::OnceLock<super::workspaces::ChangeListener>>,
+    /// Whether this process owns the user's folders and blobs (it serves) or reads beside a
+    /// server that does (`stdio --token`): only the owner collects and sweeps.
+    pub(crate) repair: Repair,
 }
 
 pub(crate) struct WorkspaceState {
@@ -342,6 +345,7 @@ pub(crate) struct WorkspaceState {
     settings: SkillSettings,
     shared: Arc<Shared>,
     listener: Arc<std::sync::OnceLock<super::workspaces::ChangeListener>>,
+    repair: Repair,
     timer: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
@@ -373,6 +377,7 @@ impl Actor for WorkspaceActor {
             settings: args.settings,
             shared: args.shared,
             listener: args.listener,
+            repair: args.repair,
             timer: None,
         })
     }
@@ -386,9 +391,13 @@ impl Actor for WorkspaceActor {
         let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
         state.timer = Some(myself.send_interval(every, || WorkspaceMessage::IdleCheck));
         // Whatever a crash or a stop left half done: blobs no version refers to (a collection cut
-        // short, versions pruned just before), and blobs stored for a change never recorded.
-        state.collect_garbage().await;
-        state.sweep_unrecorded_blobs().await;
+        // short, versions pruned just before), blobs stored for a change never recorded, partial
+        // copies. Only the process that owns the blobs does it: a reader beside a server would
+        // remove what the server is in the middle of storing.
+        if state.repair == Repair::Yes {
+            state.collect_garbage().await;
+            state.sweep_unrecorded_blobs().await;
+        }
         Ok(())
     }
 
@@ -688,6 +697,15 @@ impl WorkspaceState {
     /// Removes stored blobs that have no row: stored for a change that a crash stopped before it
     /// was recorded. Only this actor stores the user's blobs, so none is in the middle of one.
     async fn sweep_unrecorded_blobs(&mut self) {
+        match self.blobs.remove_leftovers(self.user_id).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(user_id = %self.user_id, removed, "removed partial blob copies a crash left");
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %self.user_id, error = %e, "could not remove partial blob copies");
+            }
+        }
         let stored = match self.blobs.list(self.user_id).await {
             Ok(stored) => stored,
             Err(e) => {

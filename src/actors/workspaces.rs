@@ -531,6 +531,7 @@ impl Inner {
             settings: self.settings.clone(),
             shared: Arc::clone(&shared),
             listener: Arc::clone(&self.listener),
+            repair: self.repair,
         };
         let (actor, _) =
             Actor::spawn_linked(None, WorkspaceActor, args, self.supervisor.get_cell())

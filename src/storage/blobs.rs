@@ -178,6 +178,37 @@ impl BlobStore {
         Ok(digests)
     }
 
+    /// Removes what is under `user`'s prefix but is no blob: the partial copies of writes that a
+    /// crash cut short. Call it only while nothing writes the user's blobs (their workspace, the
+    /// one writer, before it handles its first change). Returns how many it removed.
+    pub async fn remove_leftovers(&self, user: Uuid) -> Result<usize, BlobError> {
+        let prefix = Key::from(user.to_string());
+        let mut listing = self.store.list(Some(&prefix));
+        let mut leftovers = Vec::new();
+        while let Some(meta) = listing.next().await {
+            match meta {
+                Ok(meta) => {
+                    let is_blob = meta
+                        .location
+                        .filename()
+                        .is_some_and(|name| Self::key(user, name).is_ok());
+                    if !is_blob {
+                        leftovers.push(meta.location);
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for location in &leftovers {
+            match self.store.delete(location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(leftovers.len())
+    }
+
     /// Removes every blob of `user` (their account is deleted).
     pub async fn remove_user(&self, user: Uuid) -> Result<(), BlobError> {
         for sha256 in self.list(user).await? {
@@ -254,6 +285,18 @@ mod tests {
             blobs.get(bob, &digest).await,
             Err(BlobError::Missing(_))
         ));
+
+        // A partial copy that a crash left beside it goes; the blob stays.
+        let folder = dir
+            .path()
+            .join("blobs")
+            .join(ann.to_string())
+            .join(&digest[..2]);
+        std::fs::write(folder.join(format!("{digest}.partial-1")), b"hel").unwrap();
+        assert_eq!(blobs.remove_leftovers(ann).await.unwrap(), 1);
+        assert_eq!(blobs.remove_leftovers(ann).await.unwrap(), 0);
+        assert_eq!(blobs.list(ann).await.unwrap(), vec![digest.clone()]);
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
 
         // Materialized as a copy with the mode asked for.
         let out = dir.path().join("out.sh");

@@ -152,6 +152,13 @@ async fn a_token_serves_its_users_skills() {
     let (_, token) = app.api_token(&ann, "stdio").await;
     let bob = app.user("bob").await;
     let (_, bob_token) = app.api_token(&bob, "stdio").await;
+    // A blob the server is storing for a change it has not recorded yet, and a partial copy: a
+    // reader beside the server must leave both alone (only the server collects).
+    let pending = "ab".repeat(32);
+    let folder = data.join("blobs").join(&ann.id).join("ab");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(&pending), b"pending").unwrap();
+    std::fs::write(folder.join(format!("{pending}.partial-1")), b"pend").unwrap();
 
     let data_dir = data.clone();
     let (ann_text, bob_text) = tokio::task::spawn_blocking(move || {
@@ -160,6 +167,8 @@ async fn a_token_serves_its_users_skills() {
         let ann_text = ann.send(&call(1, "load_skill_metadata", json!({})))["result"]["content"][0]
             ["text"]
             .clone();
+        // Time for the workspace to finish starting (a server's would collect now).
+        std::thread::sleep(std::time::Duration::from_millis(300));
         ann.finish();
         let mut bob = StdioServer::start(&["--token", &bob_token], Some(&data_dir));
         bob.send(&initialize());
@@ -177,6 +186,8 @@ async fn a_token_serves_its_users_skills() {
         "{ann_text}"
     );
     assert_eq!(bob_text, "❌ Skill 'pdf' not found");
+    assert_eq!(std::fs::read(folder.join(&pending)).unwrap(), b"pending");
+    assert!(folder.join(format!("{pending}.partial-1")).exists());
 
     // A token that is not one, or not any more.
     for bad in [
