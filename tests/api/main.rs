@@ -9,6 +9,7 @@ mod accounts;
 mod api_tokens;
 mod cli;
 mod console;
+mod crashes;
 mod credentials;
 mod faults;
 mod mcp;
