@@ -219,6 +219,8 @@ pub struct SkillPage {
     pub name: String,
     pub description: String,
     pub is_active: bool,
+    /// The version the editors were opened on: they save only onto it (no lost updates).
+    pub version: i64,
     pub file_count: usize,
     pub size: String,
     pub updated: String,

@@ -255,6 +255,7 @@ backend_tests!(
     a_hostile_skill_md_is_rendered_with_nothing_that_runs,
     skill_files_are_never_served_as_html,
     the_list_pages_searches_and_says_what_to_do_when_empty,
+    the_editors_save_only_onto_the_version_they_show,
 );
 
 async fn the_whole_walk_through_the_console(backend: Backend) {
@@ -1190,4 +1191,125 @@ async fn the_list_pages_searches_and_says_what_to_do_when_empty(backend: Backend
     let (_, html) = browser.page("/skills?search=nothing-like-it").await;
     assert!(html.contains("id=\"skills-no-match\""));
     assert!(html.contains("href=\"/skills\" id=\"skills-clear-search\""));
+}
+
+/// The version a form of the page was opened on (its hidden `version` field).
+fn form_version(html: &str, form: &str) -> String {
+    let doc = Html::parse_document(html);
+    let sel = Selector::parse(&format!("#{form} input[name=version]")).unwrap();
+    doc.select(&sel)
+        .next()
+        .and_then(|i| i.value().attr("value"))
+        .unwrap()
+        .to_owned()
+}
+
+/// Two tabs on one skill: what the second saves after the first has saved is refused with the
+/// typed text kept (no lost update), and saves once the person has seen the newer version.
+async fn the_editors_save_only_onto_the_version_they_show(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.sign_up("ann").await.status(), StatusCode::SEE_OTHER);
+    let csrf = browser.csrf("/skills").await;
+    let zip = zip_of(&[(
+        "SKILL.md",
+        b"---\nname: pdf\ndescription: Work with PDF files.\n---\n# PDF\n",
+    )]);
+    let res = browser.upload(Some(&csrf), &[("pdf.zip", &zip)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let pdf = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Both tabs open the page on version 1.
+    let (_, first_tab) = browser.page(&format!("/skills/{pdf}")).await;
+    let (_, second_tab) = browser.page(&format!("/skills/{pdf}")).await;
+    assert_eq!(text_of(&first_tab, "#skill-version"), "1");
+    for html in [&first_tab, &second_tab] {
+        assert_eq!(form_version(html, "description-form"), "1");
+        assert_eq!(form_version(html, "skill-md-form"), "1");
+    }
+    // Deactivating is no edit of the text: the editors still save onto version 1 after it.
+    let res = browser
+        .post(
+            &format!("/skills/{pdf}/active"),
+            &[("csrf", &csrf), ("is_active", "false")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let res = browser
+        .post(
+            &format!("/skills/{pdf}/description"),
+            &[
+                ("csrf", &csrf),
+                ("version", "1"),
+                ("description", "Second tab's words."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // The first tab saves what it typed onto version 1: refused, kept, nothing changed.
+    let res = browser
+        .post(
+            &format!("/skills/{pdf}/description"),
+            &[
+                ("csrf", &csrf),
+                ("version", "1"),
+                ("description", "First tab's words."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    let html = res.text().await.unwrap();
+    assert!(
+        text_of(&html, "#description-error").contains("changed since this page was opened"),
+        "{html}"
+    );
+    assert_eq!(text_of(&html, "#description-input"), "First tab's words.");
+    assert_eq!(text_of(&html, "#skill-description"), "Second tab's words.");
+    assert_eq!(form_version(&html, "description-form"), "2");
+    let edited = "---\nname: pdf\ndescription: First tab's SKILL.md.\n---\n# PDF\n";
+    let res = browser
+        .post(
+            &format!("/skills/{pdf}/skill-md"),
+            &[
+                ("csrf", &csrf),
+                ("version", "1"),
+                ("action", "save"),
+                ("content", edited),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    let html = res.text().await.unwrap();
+    assert!(
+        text_of(&html, "#skill-md-error").contains("changed since this page was opened"),
+        "{html}"
+    );
+    assert_eq!(text_of(&html, "#skill-md-input"), edited);
+    let (_, html) = browser.page(&format!("/skills/{pdf}")).await;
+    assert_eq!(text_of(&html, "#skill-version"), "2");
+    assert_eq!(text_of(&html, "#skill-description"), "Second tab's words.");
+
+    // Having seen version 2, the first tab saves onto it.
+    let res = browser
+        .post(
+            &format!("/skills/{pdf}/skill-md"),
+            &[
+                ("csrf", &csrf),
+                ("version", "2"),
+                ("action", "save"),
+                ("content", edited),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = browser.page(&format!("/skills/{pdf}")).await;
+    assert_eq!(text_of(&html, "#skill-version"), "3");
+    assert_eq!(
+        text_of(&html, "#skill-description"),
+        "First tab's SKILL.md."
+    );
 }

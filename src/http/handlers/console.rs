@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::{accounts, health, skills, tokens};
 use crate::actors::auth::{AuthedUser, DELETE_CONFIRMATION};
-use crate::actors::workspace::{UploadPayload, UploadTarget};
+use crate::actors::workspace::{IfMatch, UploadPayload, UploadTarget};
 use crate::app::AppState;
 use crate::console::csrf::VisitorId;
 use crate::console::pages::{
@@ -544,6 +544,32 @@ fn form_error(form: &mut FormState, err: &AppError, fields: &[(&str, &str)]) -> 
     status
 }
 
+/// The condition an editor's save carries: the skill is still the version the page showed
+/// (active or not: switching that is no edit of the text). A form without it (none of ours)
+/// saves unconditionally.
+fn editing(form: &Form) -> Option<IfMatch> {
+    let version: i64 = form.get("version")?.trim().parse().ok()?;
+    Some(IfMatch::Tags(vec![
+        format!("\"v{version}\""),
+        format!("\"v{version}-inactive\""),
+    ]))
+}
+
+/// [`form_error`] for the editors, where a skill changed since the page was shown (another tab,
+/// another device, a client of the API) is said plainly: the text typed is kept, not saved.
+fn edit_error(form: &mut FormState, err: &AppError) -> StatusCode {
+    if let AppError::PreconditionFailed(_) = err {
+        form.error = Some(
+            "This skill changed since this page was opened, so nothing was saved. Your text is \
+             kept here and the page now shows the newest version: save again to replace it with \
+             your text, or reload to start from it."
+                .to_owned(),
+        );
+        return StatusCode::PRECONDITION_FAILED;
+    }
+    form_error(form, err, &[])
+}
+
 /// A fixed message for `?notice=<key>` (the key only picks one; nothing of the URL is shown).
 fn notice(query: Option<&str>) -> Option<String> {
     let key = query_value(query, "notice")?;
@@ -695,7 +721,7 @@ async fn signed_in_page(
                 id,
                 Some(&description),
                 None,
-                None,
+                editing(&form),
             )
             .await
             {
@@ -705,7 +731,7 @@ async fn signed_in_page(
                         description: FormState::default().keep("description", description),
                         ..SkillForms::default()
                     };
-                    let status = form_error(&mut forms.description, &e, &[]);
+                    let status = edit_error(&mut forms.description, &e);
                     if status == StatusCode::NOT_FOUND {
                         return Err(e);
                     }
@@ -1322,6 +1348,7 @@ async fn skill_page(
         name: skill.record.name.clone(),
         description: skill.record.description.clone(),
         is_active: skill.record.is_active,
+        version: skill.record.version,
         file_count: skill.files.len(),
         size: ui::human_bytes(skill.bytes),
         updated: date(skill.record.updated_at),
@@ -1445,6 +1472,7 @@ async fn save_skill_md(
     state.rate_limits.upload(user_id)?;
     let target = UploadTarget {
         skill_id: Some(id),
+        if_match: editing(form),
         ..UploadTarget::default()
     };
     let path = SkillPath::parse("SKILL.md").map_err(AppError::internal)?;
@@ -1452,7 +1480,7 @@ async fn save_skill_md(
     match state.workspaces.upload(user_id, target, payload).await {
         Ok(_) => Ok(redirect(&format!("/skills/{id}?notice=skill-md-saved"))),
         Err(e) => {
-            let status = form_error(&mut forms.skill_md, &e, &[]);
+            let status = edit_error(&mut forms.skill_md, &e);
             if status == StatusCode::NOT_FOUND {
                 return Err(e);
             }
