@@ -916,12 +916,10 @@ impl WorkspaceState {
         self.check_quota(added_bytes)?;
         // Stored before any version refers to them: a crash from here on leaves at most blobs
         // that no version refers to.
-        for (sha256, path) in &adding {
-            self.blobs
-                .put_file(self.user_id, sha256, path)
-                .await
-                .map_err(blob_error)?;
-        }
+        self.blobs
+            .put_files(self.user_id, &adding)
+            .await
+            .map_err(blob_error)?;
         let now = store::now();
         let writes: Vec<SkillWrite> = plans
             .iter()
@@ -959,6 +957,11 @@ impl WorkspaceState {
                 self.blob_bytes = self.blob_bytes.saturating_add(size);
             }
         }
+        // Versions past `skills.keep_versions` were pruned with the record, which is possible
+        // only once a skill has more.
+        let pruned = records
+            .iter()
+            .any(|r| r.version > i64::from(self.settings.keep_versions));
         let mut done: Vec<Arc<IndexedSkill>> = Vec::with_capacity(plans.len());
         let mut failure = None;
         for (plan, record) in plans.into_iter().zip(records) {
@@ -997,8 +1000,11 @@ impl WorkspaceState {
                 }
             });
         }
-        // Versions past `skills.keep_versions` were pruned with the record: their blobs may go.
-        self.collect_garbage().await;
+        // The pruned versions' blobs may go, and those of a new skill whose row was removed again
+        // (no other change leaves a blob without a version).
+        if pruned || failure.is_some() {
+            self.collect_garbage().await;
+        }
         match failure {
             Some(e) => Err(e),
             None => Ok(done),

@@ -84,6 +84,31 @@ impl BlobStore {
         self.put(user, sha256, Bytes::from(bytes)).await
     }
 
+    /// Stores each `(sha256, source)` of `user` as [`BlobStore::put_file`] does, together: on the
+    /// local store the copies are made first and then flushed to disk at once (one journal commit
+    /// for all of them, not one per file), before any is published under its name.
+    pub async fn put_files(
+        &self,
+        user: Uuid,
+        files: &[(String, PathBuf)],
+    ) -> Result<(), BlobError> {
+        if self.local.is_none() {
+            for (sha256, source) in files {
+                self.put_file(user, sha256, source).await?;
+            }
+            return Ok(());
+        }
+        let mut targets = Vec::with_capacity(files.len());
+        for (sha256, source) in files {
+            if let Some(target) = self.local_path(user, sha256)? {
+                targets.push((source.clone(), target));
+            }
+        }
+        tokio::task::spawn_blocking(move || link_blobs(&targets))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+    }
+
     /// Stores `bytes` as blob `sha256` of `user`, unless it is there already.
     pub async fn put(&self, user: Uuid, sha256: &str, bytes: Bytes) -> Result<(), BlobError> {
         let key = Self::key(user, sha256)?;
@@ -222,29 +247,78 @@ impl BlobStore {
 /// is written beside the target and published by a hard link of its own, so that a reader never
 /// sees a half-written blob and two writers of one blob cannot clobber each other.
 fn link_blob(source: &Path, target: &Path) -> Result<(), BlobError> {
-    if target.exists() {
+    link_blobs(&[(source.to_owned(), target.to_owned())])
+}
+
+/// Publishes each `(source, target)`: a read-only copy of `source` made beside `target` under a
+/// partial name, flushed to disk, then linked to `target` (create-only: a blob already there
+/// stays). The flushes run side by side, so the file system commits them together; a crash
+/// leaves at most partial copies, which [`BlobStore::remove_leftovers`] removes.
+fn link_blobs(files: &[(PathBuf, PathBuf)]) -> Result<(), BlobError> {
+    let mut partials: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    let copied = (|| {
+        for (source, target) in files {
+            if target.exists() {
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let partial = target.with_extension(format!("partial-{}", Uuid::new_v4()));
+            std::fs::copy(source, &partial)?;
+            partials.push((partial.clone(), target));
+            // Nothing writes a blob after it is made; read-only keeps a mistake from changing
+            // every version that holds it.
+            let mut permissions = std::fs::metadata(&partial)?.permissions();
+            permissions.set_readonly(true);
+            std::fs::set_permissions(&partial, permissions)?;
+        }
+        sync_all(partials.iter().map(|(p, _)| p.as_path()))?;
+        for (partial, target) in &partials {
+            match std::fs::hard_link(partial, target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })();
+    for (partial, _) in &partials {
+        let _ = std::fs::remove_file(partial);
+    }
+    copied.map_err(BlobError::from)
+}
+
+/// `fdatasync` of every file, up to eight at a time on threads of their own: flushes issued
+/// together are committed together, where one after another would wait for a commit each.
+fn sync_all<'a>(paths: impl Iterator<Item = &'a Path>) -> std::io::Result<()> {
+    let paths: Vec<&Path> = paths.collect();
+    if paths.len() <= 1 {
+        for path in paths {
+            std::fs::File::open(path)?.sync_data()?;
+        }
         return Ok(());
     }
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let partial = target.with_extension(format!("partial-{}", Uuid::new_v4()));
-    std::fs::copy(source, &partial)?;
-    let published = (|| {
-        // Nothing writes a blob after it is made; read-only keeps a mistake from changing
-        // every version that holds it.
-        let mut permissions = std::fs::metadata(&partial)?.permissions();
-        permissions.set_readonly(true);
-        std::fs::set_permissions(&partial, permissions)?;
-        std::fs::File::open(&partial)?.sync_all()?;
-        std::fs::hard_link(&partial, target)
-    })();
-    let _ = std::fs::remove_file(&partial);
-    match published {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    let lanes = paths.len().min(8);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
+                let mine: Vec<&Path> = paths.iter().skip(lane).step_by(lanes).copied().collect();
+                scope.spawn(move || -> std::io::Result<()> {
+                    for path in mine {
+                        std::fs::File::open(path)?.sync_data()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| std::io::Error::other("a flush thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// `0755` for an executable file, `0644` for any other.
