@@ -6,9 +6,11 @@
 mod account;
 mod api_token;
 mod browser_session;
+mod scopes;
 mod skill;
 
 pub use account::{Email, Password, Username, email_skeleton};
 pub use api_token::{ApiTokenSecret, TOKEN_PREFIX, TokenName};
 pub use browser_session::BrowserSessionSecret;
+pub use scopes::Scopes;
 pub use skill::{SkillName, SkillPath};

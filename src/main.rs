@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 use agentskills_mcp::actors::workspaces::Workspaces;
 use agentskills_mcp::app::{App, password_hasher};
 use agentskills_mcp::config::{LogFormat, Settings};
-use agentskills_mcp::domain::{ApiTokenSecret, Email, Password, Username};
+use agentskills_mcp::domain::{ApiTokenSecret, Email, Password, Scopes, Username};
+use agentskills_mcp::mcp::dispatch::Caller;
 use agentskills_mcp::mcp::{FolderSource, McpServer, SkillSource};
 use agentskills_mcp::store::{self, NewUser, Store, UserRecord};
 
@@ -219,7 +220,7 @@ async fn stdio(
     skills_dir: Option<PathBuf>,
 ) -> CliResult {
     let max_read = settings.skills.max_file_bytes;
-    let (source, user_id) = match (token, skills_dir) {
+    let (source, caller) = match (token, skills_dir) {
         (_, Some(dir)) => {
             if !dir.is_dir() {
                 return Err(format!("--skills-dir {}: not a folder", dir.display()).into());
@@ -227,7 +228,7 @@ async fn stdio(
             let folder = FolderSource::new(dir, max_read);
             (
                 SkillSource::Folder(std::sync::Arc::new(folder)),
-                uuid::Uuid::nil(),
+                Caller::everything(uuid::Uuid::nil()),
             )
         }
         (Some(token), None) => {
@@ -235,12 +236,15 @@ async fn stdio(
                 .ok_or("--token: not an API token (they look like ask_live_ and 64 hex digits)")?;
             let store = open_store(&settings).await?;
             let hash = secret.hash();
-            let user_id = store
+            let caller = store
                 .live_api_tokens(store::now())
                 .await?
                 .into_iter()
                 .find(|t| t.token_hash == hash)
-                .map(|t| t.user_id)
+                .map(|t| Caller {
+                    user_id: t.user_id,
+                    scopes: Scopes::parse_spaced(&t.scopes).unwrap_or(Scopes::READ),
+                })
                 .ok_or("--token: the API token is unknown, revoked or expired")?;
             let skills_root = settings.server.data_dir.join("skills");
             let blobs = agentskills_mcp::storage::BlobStore::local(
@@ -249,7 +253,7 @@ async fn stdio(
             let workspaces =
                 Workspaces::start_reader(store, blobs, skills_root, settings.skills.clone())
                     .await?;
-            (SkillSource::Accounts(workspaces), user_id)
+            (SkillSource::Accounts(workspaces), caller)
         }
         (None, None) => return Err("give --token or --skills-dir".into()),
     };
@@ -262,8 +266,7 @@ async fn stdio(
     let listen = std::sync::Arc::new(agentskills_mcp::mcp::listen::ListenStreams::new(
         settings.mcp.max_listen_streams_per_token,
     ));
-    agentskills_mcp::mcp::stdio::serve(&server, user_id, listen, input, tokio::io::stdout())
-        .await?;
+    agentskills_mcp::mcp::stdio::serve(&server, caller, listen, input, tokio::io::stdout()).await?;
     Ok(())
 }
 

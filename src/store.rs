@@ -167,6 +167,8 @@ pub struct ApiTokenRecord {
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
+    /// What it may do over MCP, space-separated (`Scopes`'s written form).
+    pub scopes: String,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +181,8 @@ pub struct NewApiToken {
     pub token_hash: [u8; 32],
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
+    /// Space-separated scopes.
+    pub scopes: String,
 }
 
 /// An API token that may authenticate right now: active, unexpired, of an active user.
@@ -188,6 +192,8 @@ pub struct LiveApiToken {
     pub user_id: Uuid,
     pub token_hash: [u8; 32],
     pub expires_at: Option<OffsetDateTime>,
+    /// Space-separated scopes.
+    pub scopes: String,
 }
 
 /// A skill row. The folder `<data_dir>/skills/<user_id>/<name>/` holds its files.

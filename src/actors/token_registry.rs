@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::{ask, reply};
 use crate::config::TokenSettings;
-use crate::domain::{ApiTokenSecret, TokenName};
+use crate::domain::{ApiTokenSecret, Scopes, TokenName};
 use crate::error::AppError;
 use crate::store::{self, ApiTokenRecord, LiveApiToken, NewApiToken, Store, StoreError};
 
@@ -38,6 +38,18 @@ use crate::store::{self, ApiTokenRecord, LiveApiToken, NewApiToken, Store, Store
 pub struct Principal {
     pub user_id: Uuid,
     pub token_id: Uuid,
+    /// What the token may do.
+    pub scopes: Scopes,
+}
+
+impl Principal {
+    /// Whom an MCP request with this token is for.
+    pub fn caller(&self) -> crate::mcp::dispatch::Caller {
+        crate::mcp::dispatch::Caller {
+            user_id: self.user_id,
+            scopes: self.scopes,
+        }
+    }
 }
 
 /// A token just created: the only time its secret is shown.
@@ -49,6 +61,7 @@ pub struct CreatedToken {
     pub secret: ApiTokenSecret,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
+    pub scopes: Scopes,
 }
 
 /// A token that may authenticate, as kept in memory.
@@ -59,6 +72,7 @@ struct LiveToken {
     hash: [u8; 32],
     /// Unix seconds; `None` = never expires.
     expires_at: Option<i64>,
+    scopes: Scopes,
     /// Unix microseconds of the last successful use; 0 = not used since loaded.
     last_used: AtomicI64,
     /// The `last_used` value last written to the database.
@@ -88,6 +102,7 @@ enum RegistryMessage {
         user_id: Uuid,
         name: TokenName,
         lifetime: Option<time::Duration>,
+        scopes: Scopes,
         reply: RpcReplyPort<Result<CreatedToken, AppError>>,
     },
     List {
@@ -155,6 +170,7 @@ impl TokenRegistry {
         Some(Principal {
             user_id: token.user_id,
             token_id: token.id,
+            scopes: token.scopes,
         })
     }
 
@@ -169,12 +185,14 @@ impl TokenRegistry {
         user_id: Uuid,
         name: TokenName,
         lifetime: Option<time::Duration>,
+        scopes: Scopes,
     ) -> Result<CreatedToken, AppError> {
         ask(&self.actor, self.timeout, "token registry", |reply| {
             RegistryMessage::Create {
                 user_id,
                 name,
                 lifetime,
+                scopes,
                 reply,
             }
         })
@@ -312,8 +330,9 @@ impl Actor for RegistryActor {
                 user_id,
                 name,
                 lifetime,
+                scopes,
                 reply: port,
-            } => reply(port, state.create(user_id, name, lifetime).await),
+            } => reply(port, state.create(user_id, name, lifetime, scopes).await),
             RegistryMessage::List {
                 user_id,
                 reply: port,
@@ -357,6 +376,7 @@ impl RegistryState {
         user_id: Uuid,
         name: TokenName,
         lifetime: Option<time::Duration>,
+        scopes: Scopes,
     ) -> Result<CreatedToken, AppError> {
         let secret = ApiTokenSecret::generate().map_err(AppError::internal)?;
         let created_at = store::now();
@@ -369,6 +389,7 @@ impl RegistryState {
             token_hash: secret.hash(),
             created_at,
             expires_at,
+            scopes: scopes.to_string(),
         };
         match self
             .store
@@ -392,6 +413,7 @@ impl RegistryState {
             user_id,
             token_hash: record.token_hash,
             expires_at,
+            scopes: record.scopes.clone(),
         });
         Ok(CreatedToken {
             id: record.id,
@@ -400,6 +422,7 @@ impl RegistryState {
             secret,
             created_at: record.created_at,
             expires_at,
+            scopes,
         })
     }
 
@@ -509,6 +532,8 @@ fn live_token(row: &LiveApiToken) -> LiveToken {
         user_id: row.user_id,
         hash: row.token_hash,
         expires_at: row.expires_at.map(OffsetDateTime::unix_timestamp),
+        // Written by `Scopes`'s own form; a row edited by hand into nonsense may only read.
+        scopes: Scopes::parse_spaced(&row.scopes).unwrap_or(Scopes::READ),
         last_used: AtomicI64::new(0),
         flushed: AtomicI64::new(0),
     }

@@ -243,6 +243,8 @@ pub struct TokenRow {
     pub created: String,
     pub expires: String,
     pub last_used: String,
+    /// Its scopes, as written (`skills:read skills:run`).
+    pub scopes: String,
     pub state: &'static str,
 }
 

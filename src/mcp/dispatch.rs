@@ -18,6 +18,7 @@ use super::codes;
 use super::limits::{Limits, MAX_ANSWER_BYTES, limit_error};
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
+use crate::domain::Scopes;
 use crate::error::AppError;
 use crate::sandbox::Sandbox;
 
@@ -321,6 +322,23 @@ pub struct Negotiated {
     pub result: Value,
 }
 
+/// Who a request is for: the user whose skills it sees, and what their credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub scopes: Scopes,
+}
+
+impl Caller {
+    /// A caller that may do everything (a plain folder served over stdio, tests).
+    pub fn everything(user_id: Uuid) -> Caller {
+        Caller {
+            user_id,
+            scopes: Scopes::ALL,
+        }
+    }
+}
+
 /// The protocol itself, shared by every transport.
 #[derive(Clone, Debug)]
 pub struct McpServer {
@@ -438,18 +456,18 @@ impl McpServer {
         })
     }
 
-    /// Answers one request of `user_id`'s session (anything but `initialize`), in the session's
+    /// Answers one request of `caller`'s session (anything but `initialize`), in the session's
     /// protocol `version`.
     pub async fn request(
         &self,
-        user_id: Uuid,
+        caller: Caller,
         version: &str,
         id: &Value,
         method: &str,
         params: Option<&Value>,
     ) -> Value {
         let stateless = version >= STATELESS_VERSION;
-        let outcome = self.route(user_id, stateless, method, params).await;
+        let outcome = self.route(caller, stateless, method, params).await;
         respond(id, stateless, method, outcome)
     }
 
@@ -458,7 +476,7 @@ impl McpServer {
     /// or escaped again. The hot path of a session's POST.
     pub async fn reply(
         &self,
-        user_id: Uuid,
+        caller: Caller,
         version: &str,
         id: &Value,
         method: &str,
@@ -470,13 +488,13 @@ impl McpServer {
             && let Ok(call) = parse_params::<CallToolRequestParams>(params)
         {
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
-            let outcome = match self.skills.index(user_id).await {
+            let outcome = match self.skills.index(caller.user_id).await {
                 Ok(index) => {
                     if let Some(result) = tools::cached_result(&index, &call) {
                         return Reply::Serialized(serialized_response(id, &result));
                     }
                     // Boxed: the misses read files or run commands (see `http::router`).
-                    match Box::pin(tools::call(&index, self, user_id, &call)).await {
+                    match Box::pin(tools::call(&index, self, caller, &call)).await {
                         Ok(result) => to_value(&result),
                         Err(error) => Err(error),
                     }
@@ -485,12 +503,12 @@ impl McpServer {
             };
             return Reply::Value(respond(id, false, method, outcome));
         }
-        Reply::Value(self.request(user_id, version, id, method, params).await)
+        Reply::Value(self.request(caller, version, id, method, params).await)
     }
 
     async fn route(
         &self,
-        user_id: Uuid,
+        caller: Caller,
         stateless: bool,
         method: &str,
         params: Option<&Value>,
@@ -512,30 +530,32 @@ impl McpServer {
             "prompts/get" => Err(RpcError::invalid_params("this server has no prompts")),
             "skills/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 skills_extension::list(&index, cursor)
             }
             "skills/get" => {
                 let uri = string_param(params, "uri")?;
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 skills_extension::get(&index, uri)
             }
             "resources/directory/read" => {
                 let uri = string_param(params, "uri")?;
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 skills_extension::directory(&index, uri, cursor)
             }
-            "tools/list" => to_value(&ListToolsResult::with_all_items(tools::definitions())),
+            "tools/list" => to_value(&ListToolsResult::with_all_items(tools::definitions_for(
+                caller.scopes,
+            ))),
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
-                let index = self.skills.index(user_id).await?;
-                let result = tools::call(&index, self, user_id, &call).await?;
+                let index = self.skills.index(caller.user_id).await?;
+                let result = tools::call(&index, self, caller, &call).await?;
                 to_value(&result)
             }
             "resources/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 let (items, next) = resources::list(&index, cursor)?;
                 let mut result = ListResourcesResult::with_all_items(items);
                 result.next_cursor = next;
@@ -546,12 +566,12 @@ impl McpServer {
             )),
             "resources/read" => {
                 let read: ReadResourceRequestParams = parse_params(params)?;
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 let result = resources::read(&index, self, &read.uri).await?;
                 to_value(&result)
             }
             "completion/complete" => {
-                let index = self.skills.index(user_id).await?;
+                let index = self.skills.index(caller.user_id).await?;
                 resources::complete(&index, params)
             }
             "logging/setLevel" => {
@@ -657,7 +677,7 @@ mod tests {
         let sandbox = Sandbox::start(&settings, Arc::default()).await;
         let limits = Limits::from_settings(&crate::config::McpSettings::default());
         let server = McpServer::new(source, 1 << 20, limits, sandbox);
-        let user = Uuid::nil();
+        let user = Caller::everything(Uuid::nil());
         let load = |name: &str| json!({"name": "load_skill", "arguments": {"skill_name": name}});
         let cached = [
             (json!(1), load("alpha")),

@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::SUPPORTED_VERSIONS;
+use super::dispatch::Caller;
 use super::inflight::InFlight;
 use crate::actors::session::{OUTBOUND_QUEUE, QueueBudget, Queued, SessionActor, SessionMessage};
+use crate::domain::Scopes;
 
 /// How long a request waits for its session's actor.
 const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +30,8 @@ pub struct Session {
     pub id: String,
     pub user_id: Uuid,
     pub token_id: Uuid,
+    /// What its token may do (a session is bound to its token, whose scopes never change).
+    pub scopes: Scopes,
     /// The version agreed at `initialize` (for a legacy session, the version it opens with:
     /// see [`Session::version`]).
     pub protocol_version: &'static str,
@@ -57,6 +61,14 @@ pub enum PushError {
 }
 
 impl Session {
+    /// Whom its requests are for.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            user_id: self.user_id,
+            scopes: self.scopes,
+        }
+    }
+
     /// Queues an answer (serialized JSON) on the session's stream, waiting for room, and charges
     /// its bytes to the user's budget until the stream has written it out. An answer that does not
     /// fit in the budget is not queued.
@@ -268,9 +280,11 @@ impl Sessions {
         &self,
         user_id: Uuid,
         token_id: Uuid,
+        scopes: Scopes,
         protocol_version: &'static str,
     ) -> Result<Arc<Session>, OpenError> {
-        self.insert(user_id, token_id, protocol_version, None).await
+        self.insert(user_id, token_id, scopes, protocol_version, None)
+            .await
     }
 
     /// Opens a session of the legacy HTTP+SSE transport: its answers go to the returned receiver.
@@ -278,10 +292,11 @@ impl Sessions {
         &self,
         user_id: Uuid,
         token_id: Uuid,
+        scopes: Scopes,
     ) -> Result<(Arc<Session>, mpsc::Receiver<Queued>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = self
-            .insert(user_id, token_id, "2024-11-05", Some(tx))
+            .insert(user_id, token_id, scopes, "2024-11-05", Some(tx))
             .await?;
         Ok((session, rx))
     }
@@ -290,6 +305,7 @@ impl Sessions {
         &self,
         user_id: Uuid,
         token_id: Uuid,
+        scopes: Scopes,
         protocol_version: &'static str,
         outbound: Option<mpsc::Sender<Queued>>,
     ) -> Result<Arc<Session>, OpenError> {
@@ -303,6 +319,7 @@ impl Sessions {
             id: hex::encode(bytes),
             user_id,
             token_id,
+            scopes,
             protocol_version,
             inflight: InFlight::default(),
             last_seen: AtomicI64::new(unix_millis()),
@@ -429,15 +446,24 @@ mod tests {
     async fn sessions_belong_to_their_token_and_are_capped() {
         let sessions = Sessions::new(Duration::from_secs(60), 2, 1 << 20);
         let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let a = sessions.open(user, token, "2025-06-18").await.unwrap();
+        let a = sessions
+            .open(user, token, Scopes::ALL, "2025-06-18")
+            .await
+            .unwrap();
         assert_eq!(a.id.len(), 64);
         assert!(sessions.get(&a.id, token).is_some());
         assert!(
             sessions.get(&a.id, other).is_none(),
             "another token must not reach it"
         );
-        let b = sessions.open(user, token, "2025-06-18").await.unwrap();
-        sessions.open(user, other, "2025-06-18").await.unwrap();
+        let b = sessions
+            .open(user, token, Scopes::ALL, "2025-06-18")
+            .await
+            .unwrap();
+        sessions
+            .open(user, other, Scopes::ALL, "2025-06-18")
+            .await
+            .unwrap();
         assert!(!sessions.close(&a.id, other));
         assert!(sessions.close(&a.id, token));
         assert!(sessions.get(&a.id, token).is_none());
@@ -446,11 +472,17 @@ mod tests {
         assert_eq!(sessions.len(), 1);
         // Closed sessions no longer count toward the cap, however they ended.
         for _ in 0..2 {
-            sessions.open(user, token, "2025-06-18").await.unwrap();
+            sessions
+                .open(user, token, Scopes::ALL, "2025-06-18")
+                .await
+                .unwrap();
         }
         assert_eq!(sessions.lock().held(token), 2);
         assert_eq!(sessions.close_where(|s| s.token_id == token), 2);
-        let again = sessions.open(user, token, "2025-06-18").await.unwrap();
+        let again = sessions
+            .open(user, token, Scopes::ALL, "2025-06-18")
+            .await
+            .unwrap();
         assert!(sessions.close(&again.id, token));
         assert!(!sessions.lock().per_token.contains_key(&token));
         assert_eq!(sessions.lock().held(other), 1);
@@ -462,13 +494,25 @@ mod tests {
     async fn at_the_cap_the_least_recently_used_session_makes_room() {
         let sessions = Sessions::new(Duration::from_secs(60), 2, 1 << 20);
         let (user, token, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let first = sessions.open(user, token, "2025-11-25").await.unwrap();
-        let second = sessions.open(user, token, "2025-11-25").await.unwrap();
-        let theirs = sessions.open(user, other, "2025-11-25").await.unwrap();
+        let first = sessions
+            .open(user, token, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
+        let second = sessions
+            .open(user, token, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
+        let theirs = sessions
+            .open(user, other, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
         let mut second_stream = second.attach_stream().await.unwrap();
         // The first is used after the second was opened: the second is now the least recent.
         first.last_seen.store(unix_millis() + 10, Ordering::Relaxed);
-        let third = sessions.open(user, token, "2025-11-25").await.unwrap();
+        let third = sessions
+            .open(user, token, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
         assert!(
             sessions.get(&second.id, token).is_none(),
             "the LRU session ended"
@@ -483,7 +527,10 @@ mod tests {
         let at = unix_millis();
         first.last_seen.store(at, Ordering::Relaxed);
         third.last_seen.store(at, Ordering::Relaxed);
-        sessions.open(user, token, "2025-11-25").await.unwrap();
+        sessions
+            .open(user, token, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
         assert!(sessions.get(&first.id, token).is_none());
         assert!(sessions.get(&third.id, token).is_some());
     }
@@ -492,8 +539,14 @@ mod tests {
     async fn ending_a_session_ends_its_stream() {
         let sessions = Sessions::new(Duration::from_secs(60), 5, 1 << 20);
         let (user, token) = (Uuid::new_v4(), Uuid::new_v4());
-        let (legacy, mut legacy_stream) = sessions.open_legacy(user, token).await.unwrap();
-        let modern = sessions.open(user, token, "2025-11-25").await.unwrap();
+        let (legacy, mut legacy_stream) = sessions
+            .open_legacy(user, token, Scopes::ALL)
+            .await
+            .unwrap();
+        let modern = sessions
+            .open(user, token, Scopes::ALL, "2025-11-25")
+            .await
+            .unwrap();
         let mut modern_stream = modern.attach_stream().await.unwrap();
         assert!(
             modern.attach_stream().await.is_none(),
@@ -525,9 +578,18 @@ mod tests {
     async fn a_users_sessions_share_one_budget_of_queued_bytes() {
         let sessions = Sessions::new(Duration::from_secs(60), 5, 100);
         let (user, other, token) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let (a, mut a_stream) = sessions.open_legacy(user, token).await.unwrap();
-        let (b, b_stream) = sessions.open_legacy(user, token).await.unwrap();
-        let (c, _c_stream) = sessions.open_legacy(other, token).await.unwrap();
+        let (a, mut a_stream) = sessions
+            .open_legacy(user, token, Scopes::ALL)
+            .await
+            .unwrap();
+        let (b, b_stream) = sessions
+            .open_legacy(user, token, Scopes::ALL)
+            .await
+            .unwrap();
+        let (c, _c_stream) = sessions
+            .open_legacy(other, token, Scopes::ALL)
+            .await
+            .unwrap();
         assert_eq!(a.push(Bytes::from(vec![b'x'; 60])).await, Ok(()));
         assert_eq!(
             b.push(Bytes::from(vec![b'x'; 41])).await,
@@ -560,7 +622,7 @@ mod tests {
     async fn a_legacy_session_remembers_the_version_initialize_agreed_on() {
         let sessions = Sessions::new(Duration::from_secs(60), 5, 100);
         let (legacy, _stream) = sessions
-            .open_legacy(Uuid::new_v4(), Uuid::new_v4())
+            .open_legacy(Uuid::new_v4(), Uuid::new_v4(), Scopes::ALL)
             .await
             .unwrap();
         assert_eq!(legacy.version(), "2024-11-05");
@@ -578,7 +640,7 @@ mod tests {
     async fn idle_sessions_are_reaped() {
         let sessions = Sessions::new(Duration::from_secs(0), 10, 1 << 20);
         let s = sessions
-            .open(Uuid::new_v4(), Uuid::new_v4(), "2025-06-18")
+            .open(Uuid::new_v4(), Uuid::new_v4(), Scopes::ALL, "2025-06-18")
             .await
             .unwrap();
         s.last_seen.store(unix_millis() - 5000, Ordering::Relaxed);

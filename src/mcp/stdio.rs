@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::McpServer;
 use super::codes;
+use super::dispatch::Caller;
 use super::dispatch::{
     CANCELLED, Message, Reply, RpcError, STATELESS_VERSION, check_stateless_version, classify,
     error_response, names_stateless_version, result_response, stateless_version,
@@ -48,11 +49,11 @@ const OUTPUT_QUEUE: usize = 64;
 /// again, so a change shows up on a stream no later than in an answer.
 pub const CHANGE_POLL: Duration = FOLDER_RESCAN;
 
-/// Serves `user_id` until `input` ends. `listen` holds the client's listen streams, at most
+/// Serves `caller` until `input` ends. `listen` holds the client's listen streams, at most
 /// `mcp.max_listen_streams_per_token` at once (the one client's, since stdio has one).
 pub async fn serve<R, W>(
     server: &McpServer,
-    user_id: Uuid,
+    caller: Caller,
     listen: Arc<ListenStreams>,
     input: R,
     mut output: W,
@@ -71,9 +72,10 @@ where
         Ok::<(), std::io::Error>(())
     };
     let reader = async move {
+        let user_id = caller.user_id;
         let mut connection = Connection {
             server: server.clone(),
-            user_id,
+            caller,
             version: None,
             inflight: Arc::new(InFlight::default()),
             running: JoinSet::new(),
@@ -112,7 +114,7 @@ where
 /// One client's state.
 struct Connection {
     server: McpServer,
-    user_id: Uuid,
+    caller: Caller,
     /// The version agreed at `initialize`; none yet.
     version: Option<&'static str>,
     inflight: Arc<InFlight>,
@@ -227,9 +229,9 @@ impl Connection {
                 let (id, method, params) = (id.clone(), method.to_owned(), params.cloned());
                 let server = self.server.clone();
                 let inflight = Arc::clone(&self.inflight);
-                let user_id = self.user_id;
+                let caller = self.caller;
                 let work = async move {
-                    let answer = server.request(user_id, version, &id, &method, params.as_ref());
+                    let answer = server.request(caller, version, &id, &method, params.as_ref());
                     let answer = inflight.run(&id, answer).await?;
                     Some(server.bounded(Reply::Value(answer), &id, version, &method))
                 };
@@ -296,7 +298,13 @@ impl Connection {
         let mut stream = self
             .watch
             .listen
-            .open(self.user_id, Uuid::nil(), id, filter, Ending::Cancelled)
+            .open(
+                self.caller.user_id,
+                Uuid::nil(),
+                id,
+                filter,
+                Ending::Cancelled,
+            )
             .map_err(|refused| refused.rpc_error())?;
         let out = self.out.clone();
         let task = self.running.spawn(async move {

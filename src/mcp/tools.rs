@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::McpServer;
-use super::dispatch::RpcError;
+use super::dispatch::{Caller, RpcError};
 use crate::actors::workspace::{IndexedSkill, SKILL_MD, SkillIndex};
-use crate::domain::SkillPath;
+use crate::domain::{Scopes, SkillPath};
 use crate::sandbox::Outcome;
 use crate::skills::files::{self, ReadError};
 
@@ -33,6 +33,23 @@ fn schema(value: Value) -> Arc<JsonObject> {
 }
 
 /// What `tools/list` returns.
+/// The tools a credential with `scopes` may call: `run_shell_command` only with `skills:run`.
+pub fn definitions_for(scopes: Scopes) -> Vec<Tool> {
+    let mut tools = definitions();
+    if !scopes.contains(Scopes::RUN) {
+        tools.retain(|t| t.name != RUN_SHELL_COMMAND);
+    }
+    tools
+}
+
+/// The tool that needs `skills:run`.
+pub const RUN_SHELL_COMMAND: &str = "run_shell_command";
+
+/// What a caller without `skills:run` is told when it calls `run_shell_command` anyway.
+pub const NEEDS_RUN_SCOPE: &str = "This token may not run commands: run_shell_command needs the \
+    skills:run scope, and this token has skills:read only. Make a token with skills:run (or \
+    sign in again allowing it) to run commands.";
+
 pub fn definitions() -> Vec<Tool> {
     // Names, descriptions and argument descriptions as the original server (mcp-agentskills 0.1.2)
     // gives them, except run_shell_command's, which here runs in a scratch copy of the skill's
@@ -128,7 +145,7 @@ fn active_skill<'a>(
 pub async fn call(
     index: &SkillIndex,
     server: &McpServer,
-    user_id: Uuid,
+    caller: Caller,
     call: &CallToolRequestParams,
 ) -> Result<CallToolResult, RpcError> {
     let result = match call.name.as_ref() {
@@ -137,7 +154,10 @@ pub async fn call(
         // Boxed: they read files or run a sandbox, and their futures would otherwise make every
         // request's (and so every connection's) future kilobytes larger.
         "read_reference_file" => Box::pin(read_reference_file(index, server, call)).await,
-        "run_shell_command" => Box::pin(run_shell_command(index, server, user_id, call)).await,
+        RUN_SHELL_COMMAND if !caller.scopes.contains(Scopes::RUN) => {
+            Err(failure(NEEDS_RUN_SCOPE.to_owned()))
+        }
+        RUN_SHELL_COMMAND => Box::pin(run_shell_command(index, server, caller.user_id, call)).await,
         other => {
             return Err(RpcError::new(
                 super::codes::INVALID_PARAMS,

@@ -1106,8 +1106,8 @@ impl PgStore {
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO api_tokens
-                         (id, user_id, name, prefix, token_hash, expires_at, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                         (id, user_id, name, prefix, token_hash, expires_at, created_at, scopes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .await?;
             tx.execute(
@@ -1120,6 +1120,7 @@ impl PgStore {
                     &token.token_hash.as_slice(),
                     &token.expires_at,
                     &token.created_at,
+                    &token.scopes,
                 ],
             )
             .await?;
@@ -1145,7 +1146,7 @@ impl PgStore {
                 .prepare_cached(
                     "SELECT id, user_id, name, prefix,
                             is_active AND (expires_at IS NULL OR expires_at > $2),
-                            created_at, expires_at, last_used_at
+                            created_at, expires_at, last_used_at, scopes
                      FROM api_tokens
                      WHERE user_id = $1
                      ORDER BY created_at DESC, id",
@@ -1163,6 +1164,7 @@ impl PgStore {
                         created_at: row.try_get(5)?,
                         expires_at: row.try_get(6)?,
                         last_used_at: row.try_get(7)?,
+                        scopes: row.try_get(8)?,
                     })
                 })
                 .collect::<Result<Vec<_>, Fail>>()
@@ -1195,7 +1197,7 @@ impl PgStore {
         let run = async {
             let stmt = client
                 .prepare_cached(
-                    "SELECT t.id, t.user_id, t.token_hash, t.expires_at
+                    "SELECT t.id, t.user_id, t.token_hash, t.expires_at, t.scopes
                      FROM api_tokens t JOIN users u ON u.id = t.user_id
                      WHERE t.is_active AND u.is_active
                        AND (t.expires_at IS NULL OR t.expires_at > $1)",
@@ -1213,6 +1215,7 @@ impl PgStore {
                             .try_into()
                             .map_err(|_| Fail::Data("an API token hash is not 32 bytes"))?,
                         expires_at: row.try_get(3)?,
+                        scopes: row.try_get(4)?,
                     })
                 })
                 .collect::<Result<Vec<_>, Fail>>()

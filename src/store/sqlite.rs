@@ -1029,8 +1029,8 @@ impl SqliteStore {
                 }
                 tx.prepare_cached(
                     "INSERT INTO api_tokens
-                         (id, user_id, name, prefix, token_hash, expires_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         (id, user_id, name, prefix, token_hash, expires_at, created_at, scopes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
                 .execute(params![
                     token.id,
@@ -1040,6 +1040,7 @@ impl SqliteStore {
                     token.token_hash,
                     token.expires_at.map(micros),
                     micros(token.created_at),
+                    token.scopes,
                 ])?;
                 bump_epoch(tx)?;
                 Ok(true)
@@ -1061,7 +1062,7 @@ impl SqliteStore {
             c.prepare_cached(
                 "SELECT id, user_id, name, prefix,
                         is_active = 1 AND (expires_at IS NULL OR expires_at > ?2),
-                        created_at, expires_at, last_used_at
+                        created_at, expires_at, last_used_at, scopes
                  FROM api_tokens
                  WHERE user_id = ?1
                  ORDER BY created_at DESC, id",
@@ -1076,6 +1077,7 @@ impl SqliteStore {
                     created_at: time_at(row, 5)?,
                     expires_at: opt_time_at(row, 6)?,
                     last_used_at: opt_time_at(row, 7)?,
+                    scopes: row.get(8)?,
                 })
             })?
             .collect()
@@ -1103,7 +1105,7 @@ impl SqliteStore {
     ) -> StoreResult<Vec<LiveApiToken>> {
         self.with_conn("loading live API tokens", move |c| {
             c.prepare_cached(
-                "SELECT t.id, t.user_id, t.token_hash, t.expires_at
+                "SELECT t.id, t.user_id, t.token_hash, t.expires_at, t.scopes
                  FROM api_tokens t JOIN users u ON u.id = t.user_id
                  WHERE t.is_active = 1 AND u.is_active = 1
                    AND (t.expires_at IS NULL OR t.expires_at > ?1)",
@@ -1115,6 +1117,7 @@ impl SqliteStore {
                     // rusqlite refuses a BLOB that is not exactly 32 bytes.
                     token_hash: row.get(2)?,
                     expires_at: opt_time_at(row, 3)?,
+                    scopes: row.get(4)?,
                 })
             })?
             .collect()

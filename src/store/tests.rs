@@ -237,6 +237,7 @@ fn new_token(
         token_hash,
         created_at,
         expires_at,
+        scopes: "skills:read".to_owned(),
     }
 }
 
@@ -454,6 +455,7 @@ async fn timestamps_round_trip_exactly(store: Store) {
         assert_eq!(listed[0].created_at, at);
         assert_eq!(listed[0].expires_at, Some(at + Duration::microseconds(1)));
         assert_eq!(listed[0].last_used_at, Some(at));
+        assert_eq!(listed[0].scopes, "skills:read");
         // Expiry is exact to the microsecond: live just before, dead at the instant.
         assert!(listed[0].is_active);
         let at_expiry = store
@@ -869,12 +871,14 @@ async fn live_api_tokens_exclude_expired_tokens_and_inactive_users(store: Store)
             user_id: active.id,
             token_hash: forever.token_hash,
             expires_at: None,
+            scopes: "skills:read".to_owned(),
         },
         LiveApiToken {
             id: later.id,
             user_id: active.id,
             token_hash: later.token_hash,
             expires_at: later.expires_at,
+            scopes: "skills:read".to_owned(),
         },
     ];
     expected.sort_by_key(|t| t.id);

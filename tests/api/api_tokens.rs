@@ -353,6 +353,7 @@ async fn insert_directly(
         token_hash: secret.hash(),
         created_at: store::now(),
         expires_at,
+        scopes: "skills:read skills:run".into(),
     };
     app.state
         .store

@@ -449,9 +449,15 @@ async fn the_whole_walk_through_the_console(backend: Backend) {
         );
     }
     assert_eq!(app.mcp_status(&token).await, StatusCode::OK);
-    // The list shows it; the page never shows it again.
+    // The list shows it; the page never shows it again. Posted without the ticked box, it may
+    // read only; the page's own form has the box ticked.
     let (_, html) = browser.page("/tokens").await;
     assert!(!html.contains(&token));
+    assert_eq!(text_of(&html, "[data-testid=token-scopes]"), "skills:read");
+    assert!(
+        html.contains("name=\"allow_run\" value=\"on\" checked"),
+        "{html}"
+    );
     let doc = Html::parse_document(&html);
     let row = doc
         .select(&Selector::parse("[data-testid=token-row]").unwrap())
@@ -463,6 +469,18 @@ async fn the_whole_walk_through_the_console(backend: Backend) {
         .await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     assert_eq!(app.mcp_status(&token).await, StatusCode::UNAUTHORIZED);
+    let res = browser
+        .post(
+            "/tokens",
+            &[("csrf", &csrf), ("name", "runner"), ("allow_run", "on")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (_, html) = browser.page("/tokens").await;
+    assert!(
+        text_of(&html, "[data-testid=token-scopes]").contains("skills:read skills:run"),
+        "{html}"
+    );
 
     // Status: commands and quotas in words.
     let (status, html) = browser.page("/status").await;

@@ -22,6 +22,7 @@ backend_tests!(
     a_token_reaches_only_its_own_users_skills,
     revoking_a_token_or_deleting_the_account_ends_its_sessions,
     at_the_session_cap_the_least_recently_used_session_ends,
+    a_read_only_token_lists_and_reads_but_runs_nothing,
 );
 
 const ACCEPT: &str = "application/json, text/event-stream";
@@ -852,4 +853,138 @@ async fn at_the_session_cap_the_least_recently_used_session_ends(backend: Backen
 
 fn skill_md_of(name: &str) -> String {
     format!("---\nname: {name}\ndescription: The {name} skill.\n---\n# {name}\n")
+}
+
+/// A token made with `skills:read` alone: it lists and loads skills, does not see
+/// `run_shell_command`, and calling it is refused over every transport: 403 with
+/// `insufficient_scope` for a request of its own, the same words in band inside a batch.
+async fn a_read_only_token_lists_and_reads_but_runs_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ann, full) = ann_with_skills(&app).await;
+    let res = app
+        .request(Method::POST, "/api/v1/tokens")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["scopes"], json!(["skills:read"]));
+    let reader = created["token"].as_str().unwrap().to_owned();
+    let listed = app.get_json("/api/v1/tokens", &ann.access).await;
+    let scopes: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["scopes"])
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            &json!(["skills:read"]),
+            &json!(["skills:read", "skills:run"])
+        ]
+    );
+
+    let run = json!({"name": "run_shell_command", "arguments": {"skill_name": "pdf", "command": "echo hi"}});
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let mut mcp = Mcp::connect(&app, &reader, version).await;
+        let body = mcp.call("tools/list", json!({})).await;
+        let names: Vec<&str> = body["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["load_skill_metadata", "load_skill", "read_reference_file"],
+            "{version}"
+        );
+        let (text, error) = mcp.tool("load_skill", json!({"skill_name": "pdf"})).await;
+        assert!(!error && text.contains("# PDF"), "{text}");
+        let (status, headers, body) = mcp
+            .raw(
+                &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": run}),
+                &[],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{version}: {body}");
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer error=\"insufficient_scope\"")
+                && challenge.contains("scope=\"skills:read skills:run\""),
+            "{challenge}"
+        );
+        assert_eq!(body["id"], 7);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("skills:run"), "{message}");
+    }
+    // Inside a batch (2025-03-26 has them): the tool's own refusal, in band.
+    let mcp = Mcp::connect(&app, &reader, "2025-03-26").await;
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": run},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    ]);
+    let (status, _, body) = mcp.raw(&batch, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body[0]["result"]["isError"], true, "{body}");
+    assert!(
+        body[0]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("skills:run"),
+        "{body}"
+    );
+    // Without a session (2026-07-28): the same 403.
+    let stateless = json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "run_shell_command", "arguments": {"skill_name": "pdf", "command": "echo hi"},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}
+    });
+    let (status, headers, body) = Mcp::new(&app, &reader)
+        .raw(
+            &stateless,
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "run_shell_command"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(headers.contains_key("www-authenticate"));
+    // The token with both scopes still sees and runs the tool's way (refused by nothing but
+    // the sandbox, whose answer is a result either way).
+    let mut mcp = Mcp::connect(&app, &full, "2025-06-18").await;
+    let body = mcp.call("tools/list", json!({})).await;
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 4);
+    let body = mcp.call("tools/call", run.clone()).await;
+    assert!(body["result"].is_object(), "{body}");
+
+    // Scopes are checked when the token is made.
+    for (scopes, says) in [
+        (json!(["skills:write"]), "unknown scope"),
+        (json!([]), "at least one"),
+        (json!(["skills:run"]), "skills:read"),
+    ] {
+        let res = app
+            .request(Method::POST, "/api/v1/tokens")
+            .bearer_auth(&ann.access)
+            .json(&json!({"name": "bad", "scopes": scopes}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "scopes", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(says),
+            "{body}"
+        );
+    }
 }

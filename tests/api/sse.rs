@@ -16,6 +16,7 @@ backend_tests!(
     a_client_that_goes_away_ends_its_session,
     shutdown_ends_open_streams_at_once,
     skill_changes_reach_open_streams,
+    a_read_only_token_runs_nothing_over_sse,
 );
 
 /// An open `/sse` stream, read event by event.
@@ -363,4 +364,64 @@ async fn skill_changes_reach_open_streams(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert!(modern.next().await.is_none());
+}
+
+/// A `skills:read` token over the legacy transport: the tool is not listed, and a call of it
+/// is refused at the POST with 403 `insufficient_scope` (nothing reaches the stream).
+async fn a_read_only_token_runs_nothing_over_sse(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (ann, _) = user_with_token(&app, "ann").await;
+    let res = app
+        .request(Method::POST, "/api/v1/tokens")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let reader = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = Stream::open(&app, &reader).await;
+    let (_, endpoint) = stream.next().await.unwrap();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    assert_eq!(
+        post(&app, &reader, &endpoint, &list).await,
+        StatusCode::ACCEPTED
+    );
+    let answer = stream.message().await;
+    let names: Vec<&str> = answer["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"run_shell_command"), "{names:?}");
+    let run = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "run_shell_command", "arguments": {"skill_name": "pdf", "command": "echo hi"}}});
+    let res = app
+        .request(Method::POST, &endpoint)
+        .bearer_auth(&reader)
+        .header("content-type", "application/json")
+        .body(run.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["id"], 2);
+    // The stream goes on: the next answer on it is the next request's.
+    let ping = json!({"jsonrpc": "2.0", "id": 3, "method": "ping"});
+    assert_eq!(
+        post(&app, &reader, &endpoint, &ping).await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(stream.message().await["id"], 3);
 }

@@ -896,7 +896,11 @@ async fn a_crash_during_collection_is_finished_at_the_next_start(backend: Backen
         s.database.url = url.clone();
     })
     .await;
-    // The first request starts the workspace, which collects.
+    // The first request starts the workspace, which collects as it starts; a change (one that
+    // makes no version) waits in its mailbox until that is done.
+    assert_eq!(version_files(&again, &ann, &id, 2).await, before);
+    let res = put(&again, &ann, &id, &json!({"is_active": false}), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(version_files(&again, &ann, &id, 2).await, before);
     let (on_disk, _) = blobs_on_disk(&data_dir, &ann);
     assert!(!on_disk.contains(&stray), "{on_disk:?}");

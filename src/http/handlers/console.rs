@@ -802,7 +802,16 @@ async fn signed_in_page(
             let form = session_form(state, visit, req, small).await?;
             let name = form.text("name");
             let days = form.text("expires_in_days");
-            let mut kept = FormState::default().keep("name", name.clone());
+            // An unticked box sends nothing.
+            let allow_run = form.get("allow_run").is_some();
+            let scopes: Vec<String> = if allow_run {
+                vec!["skills:read".into(), "skills:run".into()]
+            } else {
+                vec!["skills:read".into()]
+            };
+            let mut kept = FormState::default()
+                .keep("name", name.clone())
+                .keep("allow_run", if allow_run { "on" } else { "off" }.to_owned());
             let days = match days.trim() {
                 "" => None,
                 d => match d.parse::<u32>() {
@@ -822,7 +831,9 @@ async fn signed_in_page(
                     }
                 },
             };
-            match tokens::create_token(state, session.user.user.id, &name, days).await {
+            match tokens::create_token(state, session.user.user.id, &name, days, Some(&scopes))
+                .await
+            {
                 Ok(created) => {
                     let shown = CreatedToken {
                         name: created.name.clone(),
@@ -1515,6 +1526,7 @@ async fn tokens_page(
             created: date(t.created_at),
             expires: t.expires_at.map_or_else(|| "never".to_owned(), date),
             last_used: t.last_used_at.map_or_else(|| "never".to_owned(), date),
+            scopes: t.scopes.clone(),
             state: if !t.is_active {
                 "revoked"
             } else if t.expires_at.is_some_and(|e| e <= now) {

@@ -24,6 +24,7 @@ use serde_json::Value;
 use super::sse;
 use crate::actors::token_registry::Principal;
 use crate::app::AppState;
+use crate::domain::Scopes;
 use crate::error::AppError;
 use crate::http::Body;
 use crate::http::request::{read_json_bytes, require_bearer};
@@ -37,6 +38,7 @@ use crate::mcp::dispatch::{
 use crate::mcp::limits::BatchAnswer;
 use crate::mcp::listen::{Ending, Filter, LISTEN};
 use crate::mcp::sessions::Session;
+use crate::mcp::tools;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -163,6 +165,37 @@ pub(crate) fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Respo
 }
 
 /// A refusal with `error` (its `data` too) as a JSON-RPC error body.
+/// A single request that the token's scopes do not allow (`run_shell_command` without
+/// `skills:run`): 403 with `WWW-Authenticate: Bearer error="insufficient_scope"` and the scopes it
+/// needs (RFC 6750, section 3.1), so that a client that can ask for more knows what; the body is
+/// the JSON-RPC error. A request inside a batch gets the same words in band instead.
+pub(crate) fn insufficient_scope(scopes: Scopes, message: &Value) -> Option<Response<Body>> {
+    let Ok(Message::Request {
+        id,
+        method: "tools/call",
+        params,
+    }) = classify(message)
+    else {
+        return None;
+    };
+    let tool = params.and_then(|p| p.get("name")).and_then(Value::as_str);
+    if tool != Some(tools::RUN_SHELL_COMMAND) || scopes.contains(Scopes::RUN) {
+        return None;
+    }
+    let error = RpcError::new(codes::INVALID_REQUEST, tools::NEEDS_RUN_SCOPE);
+    let mut response = refusal(StatusCode::FORBIDDEN, Some(id), &error);
+    let challenge = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", error_description=\"run_shell_command needs the skills:run scope\"",
+        Scopes::ALL
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    Some(response)
+}
+
 pub(crate) fn refusal(status: StatusCode, id: Option<&Value>, error: &RpcError) -> Response<Body> {
     json_response(status, &error_response(id, error))
 }
@@ -317,13 +350,16 @@ async fn post(
     let version = session.protocol_version;
     if !batch {
         let message = &messages[0];
+        if let Some(refused) = insufficient_scope(session.scopes, message) {
+            return Ok(refused);
+        }
         return Ok(match classify(message) {
             Ok(Message::Request { id, method, params }) => {
                 // The one request: its reply may come serialized already, and then costs one
                 // comparison against `mcp.max_answer_bytes`.
                 let work = state
                     .mcp
-                    .reply(session.user_id, version, id, method, params);
+                    .reply(session.caller(), version, id, method, params);
                 let reply = session.inflight.run(id, work).await;
                 let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
                 answer_serialized(framing, state.mcp.bounded(reply, id, version, method))
@@ -365,7 +401,7 @@ async fn answer_batch(
             Ok(Message::Request { id, method, params }) => {
                 let work = state
                     .mcp
-                    .reply(session.user_id, version, id, method, params);
+                    .reply(session.caller(), version, id, method, params);
                 let reply = session.inflight.run(id, work).await;
                 let reply = reply.unwrap_or_else(|| Reply::Value(cancelled_response(id)));
                 answer.push(Some(id), state.mcp.bounded(reply, id, version, method));
@@ -398,6 +434,11 @@ async fn stateless(
     batch: bool,
     framing: Framing,
 ) -> Response<Body> {
+    if let [message] = messages
+        && let Some(refused) = insufficient_scope(principal.scopes, message)
+    {
+        return refused;
+    }
     let (id, method, params) = match messages {
         [message] if !batch => match classify(message) {
             Ok(Message::Request { id, method, params }) => (id, method, params),
@@ -425,7 +466,7 @@ async fn stateless(
     }
     let response = state
         .mcp
-        .request(principal.user_id, STATELESS_VERSION, id, method, params)
+        .request(principal.caller(), STATELESS_VERSION, id, method, params)
         .await;
     let error_code = |response: &Value| {
         response
@@ -630,7 +671,12 @@ async fn open_session(
     };
     let session = match state
         .sessions
-        .open(principal.user_id, principal.token_id, negotiated.version)
+        .open(
+            principal.user_id,
+            principal.token_id,
+            principal.scopes,
+            negotiated.version,
+        )
         .await
     {
         Ok(session) => session,

@@ -21,7 +21,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::mcp::{authenticate, check_origin, messages_of, refusal, rpc_refusal};
+use super::mcp::{
+    authenticate, check_origin, insufficient_scope, messages_of, refusal, rpc_refusal,
+};
 use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -42,7 +44,7 @@ pub(crate) async fn open(
     let principal = authenticate(state, &req)?;
     let (session, outbound) = match state
         .sessions
-        .open_legacy(principal.user_id, principal.token_id)
+        .open_legacy(principal.user_id, principal.token_id, principal.scopes)
         .await
     {
         Ok(opened) => opened,
@@ -221,6 +223,9 @@ pub(crate) async fn message(
             return Ok(refusal(StatusCode::BAD_REQUEST, None, &error));
         }
     }
+    if !batch && let Some(refused) = insufficient_scope(session.scopes, &messages[0]) {
+        return Ok(refused);
+    }
     let answer = if batch {
         Box::pin(answer_batch(state, &session, &messages)).await
     } else {
@@ -273,7 +278,7 @@ async fn answer_one(state: &AppState, session: &Session, message: &Value) -> Opt
             let version = session.version();
             let work = state
                 .mcp
-                .reply(session.user_id, version, id, method, params);
+                .reply(session.caller(), version, id, method, params);
             let reply = session.inflight.run(id, work).await?;
             return Some(state.mcp.bounded(reply, id, version, method));
         }
@@ -309,7 +314,7 @@ async fn answer_batch(state: &AppState, session: &Session, messages: &[Value]) -
                 let version = session.version();
                 let work = state
                     .mcp
-                    .reply(session.user_id, version, id, method, params);
+                    .reply(session.caller(), version, id, method, params);
                 // Cancelled: no response, as the protocol asks.
                 if let Some(reply) = session.inflight.run(id, work).await {
                     answer.push(Some(id), state.mcp.bounded(reply, id, version, method));

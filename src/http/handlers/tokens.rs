@@ -10,7 +10,7 @@ use super::Checks;
 use super::accounts::authenticated;
 use crate::actors::token_registry::CreatedToken;
 use crate::app::AppState;
-use crate::domain::TokenName;
+use crate::domain::{Scopes, TokenName};
 use crate::error::AppError;
 use crate::http::Body;
 use crate::http::request::json_body;
@@ -32,6 +32,7 @@ struct TokenView<'a> {
     expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     last_used_at: Option<OffsetDateTime>,
+    scopes: Vec<&'static str>,
 }
 
 impl<'a> From<&'a ApiTokenRecord> for TokenView<'a> {
@@ -44,6 +45,9 @@ impl<'a> From<&'a ApiTokenRecord> for TokenView<'a> {
             created_at: t.created_at,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
+            scopes: Scopes::parse_spaced(&t.scopes)
+                .unwrap_or(Scopes::READ)
+                .names(),
         }
     }
 }
@@ -75,6 +79,8 @@ pub(crate) async fn list(
 struct CreateBody {
     name: String,
     expires_in_days: Option<u32>,
+    /// What the token may do; both scopes when left out.
+    scopes: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +93,7 @@ struct CreatedView<'a> {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     expires_at: Option<OffsetDateTime>,
+    scopes: Vec<&'static str>,
 }
 
 pub(crate) async fn create(
@@ -95,7 +102,14 @@ pub(crate) async fn create(
 ) -> Result<Response<Body>, AppError> {
     let me = authenticated(state, &req).await?;
     let body: CreateBody = json_body(req, &state.settings.server).await?;
-    let created = create_token(state, me.user.id, &body.name, body.expires_in_days).await?;
+    let created = create_token(
+        state,
+        me.user.id,
+        &body.name,
+        body.expires_in_days,
+        body.scopes.as_deref(),
+    )
+    .await?;
     Ok(json(
         StatusCode::CREATED,
         &CreatedView {
@@ -105,6 +119,7 @@ pub(crate) async fn create(
             prefix: &created.prefix,
             created_at: created.created_at,
             expires_at: created.expires_at,
+            scopes: created.scopes.names(),
         },
     ))
 }
@@ -115,6 +130,7 @@ pub(crate) async fn create_token(
     user_id: Uuid,
     name: &str,
     expires_in_days: Option<u32>,
+    scopes: Option<&[String]>,
 ) -> Result<CreatedToken, AppError> {
     let mut checks = Checks::default();
     let name = checks.check("name", TokenName::parse(name));
@@ -127,9 +143,19 @@ pub(crate) async fn create_token(
             other => Ok(other),
         },
     );
-    let (name, days) = checks.finish(name.zip(days))?;
+    let scopes = checks.check(
+        "scopes",
+        match scopes {
+            None => Ok(Scopes::ALL),
+            Some(names) => Scopes::parse(names.iter().map(String::as_str)),
+        },
+    );
+    let ((name, days), scopes) = checks.finish(name.zip(days).zip(scopes))?;
     let lifetime = days.map(|d| time::Duration::days(i64::from(d)));
-    let created = state.registry.create(user_id, name, lifetime).await?;
+    let created = state
+        .registry
+        .create(user_id, name, lifetime, scopes)
+        .await?;
     tracing::info!(%user_id, token_id = %created.id, "API token created");
     Ok(created)
 }
