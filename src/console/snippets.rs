@@ -110,6 +110,8 @@ const transport = new StreamableHTTPClientTransport(new URL("{mcp_url}"), {{
 const client = new Client({{ name: "my-agent", version: "1.0.0" }});
 await client.connect(transport);
 console.log(await client.callTool({{ name: "load_skill_metadata", arguments: {{}} }}));
+// Ends the session and its event stream, so that the process can exit.
+await client.close();
 "#
             ),
         },
