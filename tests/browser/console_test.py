@@ -9,8 +9,9 @@ file pickers), never through the REST API:
   folder picker; find both in the list and by search; open a skill, its SKILL.md and its other
   files (one whose path needs percent-encoding, `docs/a b#c.md`, with its plain-text and download
   links); see a validation error for an empty description, then save a good one; check SKILL.md in
-  the editor; create a token and copy a snippet with its copy button (the clipboard is read back);
-  connect the official MCP Python SDK over Streamable HTTP with that token and find the skill;
+  the editor; create a token, copy the Python and the TypeScript snippets with their copy buttons
+  (the clipboard is read back) and run each as copied with the official SDK; connect the official
+  MCP Python SDK over Streamable HTTP with that token and find the skill and its files;
   revoke the token in the console and see the SDK refused with 401; upload a hostile SKILL.md
   (script tags, event handlers, `javascript:` links, a description with HTML) and find that
   nothing of it ran; see the status and account pages; find that no page scrolls sideways at a
@@ -44,7 +45,8 @@ import zipfile
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import (NoAlertPresentException, StaleElementReferenceException, TimeoutException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -169,8 +171,10 @@ class Console:
     def __init__(self, a, check: Checks) -> None:
         self.base = a.base.rstrip("/")
         self.check = check
-        self.axe = Path(a.axe).read_text(encoding="utf-8")
+        self.axe = (Path(a.node_modules) / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
         self.work = Path(a.work)
+        # The TypeScript snippet's imports resolve from the folder it is written to.
+        (self.work / "node_modules").symlink_to(Path(a.node_modules).resolve(), target_is_directory=True)
         self.sizes: list[tuple[str, int, int]] = []
         options = webdriver.ChromeOptions()
         options.binary_location = a.chromium
@@ -216,24 +220,45 @@ class Console:
     def loaded(self) -> None:
         self.wait(lambda d: d.execute_script("return document.readyState") == "complete", "the page to load")
 
-    def click_and_load(self, element: WebElement) -> None:
-        """Clicks something that loads a new page and waits for that page."""
+    def click_and_load(self, target: WebElement | str) -> None:
+        """Clicks something (an element, or the one a CSS selector finds) that loads a new page and
+        waits for that page."""
         old = self.driver.find_element(By.TAG_NAME, "html")
-        element.click()
+        if isinstance(target, str):
+            self.again(lambda: self.find(target).click())
+        else:
+            target.click()
         self.wait(EC.staleness_of(old), "a new page")
         self.loaded()
 
     def submit(self, form_css: str, fields: dict[str, str], button_css: str | None = None) -> None:
-        form = self.find(form_css)
-        for name, value in fields.items():
-            field = form.find_element(By.CSS_SELECTOR, f"[name='{name}']")
-            if field.tag_name == "select":
-                field.find_element(By.CSS_SELECTOR, f"option[value='{value}']").click()
-            else:
-                field.clear()
-                field.send_keys(value)
-        button = form.find_element(By.CSS_SELECTOR, button_css or "button[type=submit]")
-        self.click_and_load(button)
+        def fill():
+            form = self.find(form_css)
+            for name, value in fields.items():
+                field = form.find_element(By.CSS_SELECTOR, f"[name='{name}']")
+                if field.tag_name == "select":
+                    field.find_element(By.CSS_SELECTOR, f"option[value='{value}']").click()
+                else:
+                    field.clear()
+                    field.send_keys(value)
+            return form.find_element(By.CSS_SELECTOR, button_css or "button[type=submit]")
+
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.again(lambda: fill().click())
+        self.wait(EC.staleness_of(old), "a new page")
+        self.loaded()
+
+    def again(self, action, tries: int = 3):
+        """Runs `action`, again (at most `tries` times) when chromedriver answers that an element it
+        just found belongs to a document the page has since replaced (a race inside chromedriver
+        right after a navigation, seen now and then). Nothing that navigates may be retried."""
+        for attempt in range(tries):
+            try:
+                return action()
+            except (StaleElementReferenceException, WebDriverException) as e:
+                if attempt + 1 == tries or not (isinstance(e, StaleElementReferenceException)
+                                                or "does not belong to the document" in str(e)):
+                    raise
 
     def page(self, name: str, status: int = 200) -> None:
         """The checks of every page: its status, no alert, no console error, axe, links, size.
@@ -297,7 +322,7 @@ class Console:
         """Sets files on a file input (as a person choosing them in the picker would), waits for the
         console's answer and returns what it shows."""
         earlier = self.all("#upload-answer")
-        self.find(input_css).send_keys("\n".join(paths))
+        self.again(lambda: self.find(input_css).send_keys("\n".join(paths)))
         if earlier:  # the answer to an earlier upload, which this one's replaces
             self.wait(EC.staleness_of(earlier[0]), "the earlier upload's answer to go", 30)
         answer = self.wait(EC.presence_of_element_located((By.ID, "upload-answer")), "the upload's answer", 30)
@@ -422,7 +447,7 @@ def walk(c: Console, a) -> None:
     c.go("/")
     check(c.path() == "/signin", "/ sends a visitor to the sign-in page", c.path())
     c.page("sign-in")
-    c.click_and_load(c.find("#signup-link"))
+    c.click_and_load("#signup-link")
     check(c.path() == "/signup", "the sign-up link opens the sign-up page", c.path())
     c.page("sign-up")
     c.submit("#signup-form", {"email": "ada@example.com", "username": "ada", "password": "correct horse battery"})
@@ -466,12 +491,12 @@ def walk(c: Console, a) -> None:
     # --- A skill's page, SKILL.md, its files -----------------------------------------------------
     print("the skill's page", flush=True)
     c.go("/skills")
-    c.click_and_load(c.find("[data-skill-name='release-notes'] h2 a"))
+    c.click_and_load("[data-skill-name='release-notes'] h2 a")
     skill_url = c.path()
     check(c.find("#skill-name").text == "release-notes", "the skill's page opens from the list")
     tree = sorted(e.get_attribute("data-path") for e in c.all("[data-testid=file-link]"))
     check(tree == sorted(RELEASE_NOTES), "the file tree lists every file", repr(tree))
-    c.click_and_load(c.find("[data-testid=file-link][data-path='SKILL.md']"))
+    c.click_and_load("[data-testid=file-link][data-path='SKILL.md']")
     check(c.find("#file-path").text == "SKILL.md", "SKILL.md opens")
     rendered = c.find("#skill-md-rendered")
     check(rendered.find_element(By.TAG_NAME, "h1").text == "Release notes", "SKILL.md is rendered from Markdown")
@@ -492,7 +517,7 @@ def walk(c: Console, a) -> None:
     c.click_and_load(link)
     check(c.find("#file-path").text == "reference/style.md", "a relative link in SKILL.md opens that file",
           c.path())
-    c.click_and_load(c.find("[data-testid=file-link][data-path='scripts/collect.py']"))
+    c.click_and_load("[data-testid=file-link][data-path='scripts/collect.py']")
     lines = [li.text for li in c.all("#file-lines li")]
     check(lines == RELEASE_NOTES["scripts/collect.py"].splitlines(), "a script is shown line by line",
           repr(lines[:3]))
@@ -500,11 +525,11 @@ def walk(c: Console, a) -> None:
 
     # The folder's skill: the file whose path needs percent-encoding, and its plain and download links.
     c.go("/skills")
-    c.click_and_load(c.find("[data-skill-name='csv-report'] h2 a"))
+    c.click_and_load("[data-skill-name='csv-report'] h2 a")
     csv_url = c.path()
     tree = sorted(e.get_attribute("data-path") for e in c.all("[data-testid=file-link]"))
     check(tree == sorted(CSV_REPORT), "the folder's files are all there, paths inside the skill", repr(tree))
-    c.click_and_load(c.find("[data-testid=file-link][data-path='docs/a b#c.md']"))
+    c.click_and_load("[data-testid=file-link][data-path='docs/a b#c.md']")
     check(c.find("#file-path").text == "docs/a b#c.md", "a file named `a b#c.md` opens", c.path())
     lines = [li.text for li in c.all("#file-lines li")]
     check(lines == CSV_REPORT["docs/a b#c.md"].splitlines(), "and shows its lines", repr(lines))
@@ -539,38 +564,43 @@ def walk(c: Console, a) -> None:
 
     # --- Connect a client: a token, a snippet copied, the SDK in and then out ------------------------
     print("connect a client", flush=True)
-    c.click_and_load(c.find("#nav-tokens"))
+    c.click_and_load("#nav-tokens")
     check(bool(c.all("#tokens-empty")), "no token yet, and the page says what to do")
     c.page("tokens (none yet)")
     c.submit("#token-form", {"name": "laptop", "expires_in_days": "30"})
     token = c.find("#token-value").text
     check(token.startswith("ask_live_"), "a new token is shown once", token[:12])
     c.page("tokens with a new token", 201)
-    box = c.find("#snippet-python-box")
-    if box.get_attribute("open") is None:
-        box.find_element(By.TAG_NAME, "summary").click()
-    button = c.find("#snippet-python-copy")
-    snippet = d.execute_script("return document.getElementById('snippet-python').textContent")
-    button.click()
-    c.wait(lambda _: button.text == "Copied", "the copy button to say Copied")
-    copied = d.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "navigator.clipboard.readText().then(done, e => done('clipboard error: ' + e));")
-    check(copied == snippet and token in copied, "the copy button put the Python snippet, with the token, on the clipboard",
-          repr(copied[:120]))
     mcp_url = c.find("#mcp-url").text
     check(mcp_url == f"{c.base}/mcp", "the page names this server's MCP URL", mcp_url)
-    # The snippet as copied, run with the official Python SDK: it connects with the token and lists
-    # the skills.
-    script = work / "snippet.py"
-    script.write_text(copied, encoding="utf-8")
-    try:
-        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
-        out = run.stdout + run.stderr
-        check(run.returncode == 0 and "- release-notes: " in out,
-              "the copied Python snippet runs with the official SDK and lists the skill", out[-400:])
-    except subprocess.TimeoutExpired:
-        check(False, "the copied Python snippet runs with the official SDK and lists the skill", "timed out")
+    # The Python and TypeScript snippets, each copied with its button and run as copied with the
+    # official SDK: each connects with the token and lists the skills.
+    for sid, title, suffix, command in (("python", "Python", "py", [sys.executable]),
+                                        ("typescript", "TypeScript", "mjs", ["node"])):
+        box = c.find(f"#snippet-{sid}-box")
+        if box.get_attribute("open") is None:
+            box.find_element(By.TAG_NAME, "summary").click()
+        button = c.find(f"#snippet-{sid}-copy")
+        snippet = d.execute_script(f"return document.getElementById('snippet-{sid}').textContent")
+        button.click()
+        c.wait(lambda _: button.text == "Copied", f"the {title} snippet's copy button to say Copied")
+        copied = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "navigator.clipboard.readText().then(done, e => done('clipboard error: ' + e));")
+        check(copied == snippet and token in copied and mcp_url in copied,
+              f"the copy button put the {title} snippet, with the token and the URL, on the clipboard",
+              repr(copied[:120]))
+        # Beside a node_modules with the TypeScript SDK (a link to run.sh's), so its imports resolve.
+        script = work / f"snippet.{suffix}"
+        script.write_text(copied, encoding="utf-8")
+        what = f"the copied {title} snippet runs with the official SDK and lists the skill"
+        try:
+            run = subprocess.run([*command, str(script)], capture_output=True, text=True, timeout=30, cwd=work)
+            out = run.stdout + run.stderr
+            check(run.returncode == 0 and "- release-notes: " in out, what, f"exit {run.returncode}: {out[-400:]}")
+        except subprocess.TimeoutExpired as e:
+            out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            check(False, what, f"it did not end within 30 s; it printed {out[-300:]!r}")
     try:
         got = asyncio.run(asyncio.wait_for(mcp_find_skill(mcp_url, token, "release-notes"), 60))
         check("- release-notes: " + good in got and "skill://release-notes/SKILL.md" in got,
@@ -599,7 +629,7 @@ def walk(c: Console, a) -> None:
     c.page("skills list after the hostile upload")
     c.go("/skills")
     c.page("skills list with the hostile skill")
-    c.click_and_load(c.find("[data-skill-name='hostile'] h2 a"))
+    c.click_and_load("[data-skill-name='hostile'] h2 a")
     title = d.title
     rendered = c.find("#skill-md-rendered")
     # Hover everything that is left and click what cannot leave the page, as a curious reader would.
@@ -625,11 +655,11 @@ def walk(c: Console, a) -> None:
     check(d.execute_script("return window.__pwned === undefined"), "still nothing ran after the checks")
 
     # --- Status and account -------------------------------------------------------------------------
-    c.click_and_load(c.find("#nav-status"))
+    c.click_and_load("#nav-status")
     check(c.find("#status-sandbox").text != "" and bool(c.all("#quota-skills, #quota-bytes, #quota-files")),
           "the status page shows the sandbox and the quotas")
     c.page("status")
-    c.click_and_load(c.find("#nav-account"))
+    c.click_and_load("#nav-account")
     check(c.find("#profile-username").get_attribute("value") == "ada", "the account page shows the user")
     c.page("account")
 
@@ -664,11 +694,11 @@ def walk(c: Console, a) -> None:
     check(d.execute_script("return document.getElementById('error-page')?.dataset.status") == "404",
           "its page is gone (404)")
     c.page("a deleted skill's page", 404)
-    c.click_and_load(c.find("#error-home"))
+    c.click_and_load("#error-home")
 
     # --- Sign out: every page is closed -----------------------------------------------------------
     print("sign out", flush=True)
-    c.click_and_load(c.find("#signout-button"))
+    c.click_and_load("#signout-button")
     check(c.path().startswith("/signin"), "signing out lands on the sign-in page", c.path())
     for path in ("/", "/skills", skill_url, skill_url + "?file=SKILL.md", "/tokens", "/status", "/account"):
         c.go(path)
@@ -680,7 +710,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="the server, http://127.0.0.1:PORT")
     ap.add_argument("--work", required=True, help="a folder for the browser's profile and the uploads")
-    ap.add_argument("--axe", required=True, help="axe-core's axe.min.js")
+    ap.add_argument("--node-modules", required=True,
+                    help="a node_modules with axe-core and the TypeScript MCP SDK (@modelcontextprotocol/sdk)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
     ap.add_argument("--screenshot", required=True, help="where to write the skill page's PNG")
@@ -692,6 +723,9 @@ def main() -> int:
     except Exception as e:  # noqa: BLE001: one failure stops the walk; report it as a failed check
         message = (getattr(e, "msg", None) or str(e)).strip().splitlines()
         check(False, "the walk went to its end", f"{type(e).__name__}: {message[0] if message else ''}")
+        for frame in traceback.extract_tb(e.__traceback__):
+            if frame.filename == __file__:
+                print(f"       line {frame.lineno} in {frame.name}: {frame.line}", flush=True)
         if os.environ.get("BROWSER_DEBUG"):
             traceback.print_exc()
         try:

@@ -5,9 +5,9 @@
 #   bash tests/browser/run.sh [--bin PATH] [--keep] [--screenshot PATH]
 #
 # 1. checks that chromium and chromedriver are installed (.ci/run installs them with apt-get), and
-#    installs selenium and the official MCP Python SDK from PyPI into a venv and axe-core from npm
-#    into $BROWSER_DEPS (default ~/.cache/agentskills-browser; again only when requirements.txt or
-#    package-lock.json changed);
+#    installs selenium and the official MCP Python SDK from PyPI into a venv, and axe-core and the
+#    official TypeScript MCP SDK from npm, into $BROWSER_DEPS (default ~/.cache/agentskills-browser;
+#    again only when requirements.txt or package-lock.json changed);
 # 2. builds the release binary (unless --bin) and serves it on a free 127.0.0.1 port with a fresh
 #    SQLite data dir;
 # 3. runs console_test.py against it (see its docstring for what it walks and checks). It writes the
@@ -36,7 +36,7 @@ START=$SECONDS
 . "$HERE/../serve.sh"
 trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 
-# --- 1. the browser, selenium, the SDK and axe-core --------------------------------------------------
+# --- 1. the browser, selenium, the SDKs and axe-core -------------------------------------------------
 CHROMIUM="$(command -v chromium || true)"
 CHROMEDRIVER="$(command -v chromedriver || true)"
 [ -n "$CHROMIUM" ] || die "no chromium on PATH (apt-get install chromium chromium-driver)"
@@ -45,7 +45,7 @@ install_deps() {
   mkdir -p "$DEPS"
   local want
   want="$(cat "$HERE/package.json" "$HERE/package-lock.json" | sha256sum | cut -c1-64)"
-  if [ ! -f "$DEPS/node_modules/axe-core/axe.min.js" ] || [ "$(cat "$DEPS/.npm-installed" 2>/dev/null)" != "$want" ]; then
+  if [ ! -f "$DEPS/node_modules/axe-core/axe.min.js" ] || [ ! -d "$DEPS/node_modules/@modelcontextprotocol/sdk" ] || [ "$(cat "$DEPS/.npm-installed" 2>/dev/null)" != "$want" ]; then
     cp "$HERE/package.json" "$HERE/package-lock.json" "$DEPS/"
     (cd "$DEPS" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$want" >"$DEPS/.npm-installed"
@@ -60,9 +60,11 @@ install_deps() {
   fi
   echo "$("$CHROMIUM" --version 2>/dev/null); $("$CHROMEDRIVER" --version | cut -d' ' -f1-2)"
   echo "$("$PYTHON" -m pip show selenium mcp 2>/dev/null | sed -n 's/^Name: //p; s/^Version: //p' | paste -sd' ' | sed 's/ \([a-z]\)/, \1/g')"
-  echo "axe-core $(node -p "require('$DEPS/node_modules/axe-core/package.json').version")"
+  for p in axe-core @modelcontextprotocol/sdk; do
+    echo "$p $(node -p "require('$DEPS/node_modules/$p/package.json').version")"
+  done
 }
-note "install selenium, the MCP SDK and axe-core into $DEPS"
+note "install selenium, the MCP SDKs and axe-core into $DEPS"
 install_deps
 
 # --- 2. the server -------------------------------------------------------------------------------
@@ -98,7 +100,7 @@ mkdir -p "$(dirname "$SCREENSHOT")"
 rc=0
 timeout 240 "$PYTHON" "$HERE/console_test.py" --base "$BASE" --work "$WORK" \
   --chromium "$CHROMIUM" --chromedriver "$CHROMEDRIVER" \
-  --axe "$DEPS/node_modules/axe-core/axe.min.js" --screenshot "$SCREENSHOT" || rc=$?
+  --node-modules "$DEPS/node_modules" --screenshot "$SCREENSHOT" || rc=$?
 note "browser test ($((SECONDS - START))s)"
 if [ "$rc" -ne 0 ]; then
   echo "browser: FAILED (exit $rc)"
