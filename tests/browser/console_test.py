@@ -178,6 +178,8 @@ class Console:
         self.sizes: list[tuple[str, int, int]] = []
         options = webdriver.ChromeOptions()
         options.binary_location = a.chromium
+        # --no-sandbox: CI runs as root, where chromium's own sandbox refuses to start. The binaries
+        # are Debian's, named here, so selenium never looks for (or downloads) a driver itself.
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800",
                     "--no-first-run", "--disable-extensions", f"--user-data-dir={self.work / 'chromium'}"):
             options.add_argument(arg)
