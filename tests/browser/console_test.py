@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import http.client
 import io
-import json
 import os
 import statistics
 import subprocess
