@@ -61,6 +61,24 @@ pub fn visitor_cookie_name(secure: bool) -> &'static str {
 /// Skills shown on one page of the list.
 pub const PAGE_SIZE: usize = 20;
 
+/// The characters a path segment of a URL keeps as they are (RFC 3986's unreserved ones); every
+/// other byte is percent-encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A skill file's path as it goes in a URL's path (`/skills/{id}/files/{here}`): each segment
+/// percent-encoded, so a space is `%20` (not the `+` of a form, which a path keeps as a plus), a
+/// `#` is `%23` (not the start of a fragment) and a `?` is `%3F`; the `/` between segments stay.
+pub fn file_url_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| percent_encoding::utf8_percent_encode(segment, PATH_SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// A size in bytes for people: `512 B`, `1.5 KiB`, `16 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -91,6 +109,14 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(16 * 1024 * 1024), "16 MiB");
         assert_eq!(human_bytes(100 * 1024 * 1024), "100 MiB");
+    }
+
+    #[test]
+    fn file_paths_are_encoded_segment_by_segment() {
+        assert_eq!(file_url_path("SKILL.md"), "SKILL.md");
+        assert_eq!(file_url_path("docs/a b#c.md"), "docs/a%20b%23c.md");
+        assert_eq!(file_url_path("a+b/c?d%e"), "a%2Bb/c%3Fd%25e");
+        assert_eq!(file_url_path("ü/~x_y-z"), "%C3%BC/~x_y-z");
     }
 
     #[test]

@@ -70,20 +70,26 @@ pub fn for_token(base_url: &str, token: &str) -> Vec<Snippet> {
         Snippet {
             id: "python",
             title: "Python SDK",
-            hint: "pip install mcp, then run this script.",
+            hint: "pip install \"mcp>=2\" (the official SDK, which brings httpx2), then run this script.",
+            // The SDK's 2.x API: headers go on the HTTP client the transport is given, and the
+            // transport yields two streams (1.x's `streamablehttp_client(url, headers=…)`, which
+            // yielded three, is gone).
             text: format!(
                 r#"import asyncio
 
+import httpx2
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 
 
 async def main():
     headers = {{"Authorization": "{bearer}"}}
-    async with streamablehttp_client("{mcp_url}", headers=headers) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            print(await session.call_tool("load_skill_metadata", {{}}))
+    timeout = httpx2.Timeout(30, read=300)
+    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
+        async with streamable_http_client("{mcp_url}", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                print(await session.call_tool("load_skill_metadata", {{}}))
 
 
 asyncio.run(main())
@@ -104,6 +110,8 @@ const transport = new StreamableHTTPClientTransport(new URL("{mcp_url}"), {{
 const client = new Client({{ name: "my-agent", version: "1.0.0" }});
 await client.connect(transport);
 console.log(await client.callTool({{ name: "load_skill_metadata", arguments: {{}} }}));
+// Ends the session and its event stream, so that the process can exit.
+await client.close();
 "#
             ),
         },

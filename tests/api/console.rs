@@ -254,6 +254,7 @@ backend_tests!(
     sign_in_is_limited_and_hashed_like_the_api_login,
     a_hostile_skill_md_is_rendered_with_nothing_that_runs,
     skill_files_are_never_served_as_html,
+    a_file_whose_path_needs_percent_encoding_opens_and_its_links_work,
     the_list_pages_searches_and_says_what_to_do_when_empty,
     the_editors_save_only_onto_the_version_they_show,
 );
@@ -1123,6 +1124,95 @@ async fn skill_files_are_never_served_as_html(backend: Backend) {
             .status(),
         StatusCode::NOT_FOUND
     );
+}
+
+/// `docs/a b#c.md`: the file tree's link, the page of the file, its plain-text and download
+/// links (the path percent-encoded segment by segment: a space is `%20`, never a form's `+`, and
+/// `#` is `%23`), and `SKILL.md`'s relative links to it.
+async fn a_file_whose_path_needs_percent_encoding_opens_and_its_links_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_up("encoder").await;
+    let csrf = browser.csrf("/skills").await;
+    let notes = b"Notes on CSV dialects.\nSemicolons are common.\n";
+    let skill_md = concat!(
+        "---\nname: odd-paths\ndescription: Files with odd names.\n---\n",
+        "Read [the notes](docs/a%20b%23c.md), [again](./docs/x/../a%20b%23c.md) ",
+        "and [nothing](docs/missing.md).\n",
+    );
+    let res = browser
+        .upload(
+            Some(&csrf),
+            &[
+                ("SKILL.md", skill_md.as_bytes()),
+                ("docs/a b#c.md", notes),
+                ("docs/50%+c?d.txt", b"percent\n"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, html) = browser.page(&format!("/skills/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = Html::parse_document(&html);
+    let attr = |selector: &str, name: &str| -> Vec<String> {
+        let sel = Selector::parse(selector).unwrap();
+        doc.select(&sel)
+            .filter_map(|e| e.value().attr(name).map(str::to_owned))
+            .collect()
+    };
+    let page_of_notes = format!("/skills/{id}?file=docs%2Fa+b%23c.md");
+    assert!(
+        attr("[data-testid=file-link]", "href").contains(&page_of_notes),
+        "{html}"
+    );
+    // SKILL.md's links to the file open its page; the one to a missing file goes nowhere.
+    assert_eq!(
+        attr("#skill-md-rendered a", "href"),
+        [page_of_notes.clone(), page_of_notes.clone()]
+    );
+    assert!(text_of(&html, "#skill-md-rendered").contains("nothing"));
+    for (path, body) in [
+        ("docs/a b#c.md", &notes[..]),
+        ("docs/50%+c?d.txt", &b"percent\n"[..]),
+    ] {
+        let (status, html) = browser
+            .page(&format!(
+                "/skills/{id}?file={}",
+                form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert_eq!(text_of(&html, "#file-path"), path);
+        assert_eq!(
+            text_of(&html, "#file-lines li"),
+            String::from_utf8_lossy(body).trim_end()
+        );
+        let doc = Html::parse_document(&html);
+        let href = |selector: &str| {
+            let sel = Selector::parse(selector).unwrap();
+            doc.select(&sel)
+                .next()
+                .and_then(|a| a.value().attr("href"))
+                .unwrap()
+                .to_owned()
+        };
+        let raw = href("#file-raw");
+        let want = match path {
+            "docs/a b#c.md" => format!("/skills/{id}/files/docs/a%20b%23c.md"),
+            _ => format!("/skills/{id}/files/docs/50%25%2Bc%3Fd.txt"),
+        };
+        assert_eq!(raw, want);
+        assert_eq!(href("#file-download"), format!("{want}?download=1"));
+        for link in [raw, href("#file-download")] {
+            let res = browser.get(&link).await;
+            assert_eq!(res.status(), StatusCode::OK, "{link}");
+            assert_eq!(res.bytes().await.unwrap(), body, "{link}");
+        }
+    }
 }
 
 /// With `server.public_url`, the snippets use it, and forms must come from its origin.

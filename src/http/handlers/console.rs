@@ -14,6 +14,7 @@
 //! the header token and the origin, then runs the API's upload code (`skills::upload_as`): the
 //! REST API itself stays bearer-only, so it needs no CSRF defence at all.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -614,9 +615,14 @@ fn warning_views(warnings: &[Warning]) -> Vec<WarningView> {
         .collect()
 }
 
-/// A path segment or query value, percent-encoded.
+/// A query value, form-encoded (a space is `+`): for a path, see [`ui::file_url_path`].
 fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The skill's page showing one of its files.
+fn file_page_url(id: Uuid, path: &str) -> String {
+    format!("/skills/{id}?file={}", encode(path))
 }
 
 async fn serve(
@@ -1333,11 +1339,7 @@ async fn skill_page(
                 .any(|(p, _)| p == "SKILL.md")
                 .then(|| "SKILL.md".to_owned())
         });
-    let tree = pages::tree(
-        &paths,
-        |p| format!("/skills/{id}?file={}", encode(p)),
-        chosen.as_deref(),
-    );
+    let tree = pages::tree(&paths, |p| file_page_url(id, p), chosen.as_deref());
     let file = match chosen {
         Some(path) => Some(file_view(state, user.id, id, &path, &paths).await?),
         None => None,
@@ -1382,7 +1384,7 @@ async fn file_view(
     path: &str,
     paths: &[(String, u64)],
 ) -> Result<FileView, AppError> {
-    let encoded: String = path.split('/').map(encode).collect::<Vec<_>>().join("/");
+    let encoded = ui::file_url_path(path);
     let size = paths.iter().find(|(p, _)| p == path).map_or(0, |(_, s)| *s);
     let raw = format!("/skills/{id}/files/{encoded}");
     let view = |body| FileView {
@@ -1406,9 +1408,13 @@ async fn file_view(
     };
     if path == "SKILL.md" {
         // Markdown is parsed and sanitized on the blocking pool, like every parse of a user's file.
-        let rendered = tokio::task::spawn_blocking(move || markdown::render_skill_md(&text))
-            .await
-            .map_err(AppError::internal)?;
+        // A relative link opens that file of the skill here; one to a file it lacks goes nowhere.
+        let files: HashSet<String> = paths.iter().map(|(p, _)| p.clone()).collect();
+        let rendered = tokio::task::spawn_blocking(move || {
+            markdown::render_skill_md(&text, |p| files.contains(p).then(|| file_page_url(id, p)))
+        })
+        .await
+        .map_err(AppError::internal)?;
         return Ok(view(FileBody::SkillMd {
             front_matter: rendered.front_matter,
             html: rendered.html,
