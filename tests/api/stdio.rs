@@ -189,6 +189,53 @@ async fn a_token_serves_its_users_skills() {
     assert_eq!(std::fs::read(folder.join(&pending)).unwrap(), b"pending");
     assert!(folder.join(format!("{pending}.partial-1")).exists());
 
+    // A token that may read only: no run_shell_command listed, and a call of it says why.
+    let res = app
+        .request(reqwest::Method::POST, "/api/v1/tokens")
+        .bearer_auth(&ann.access)
+        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let reader = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data_dir = data.clone();
+    let (tools, refused) = tokio::task::spawn_blocking(move || {
+        let mut ann = StdioServer::start(&["--token", &reader], Some(&data_dir));
+        ann.send(&initialize());
+        let tools = ann.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+        let refused = ann.send(&call(
+            2,
+            "run_shell_command",
+            json!({"skill_name": "pdf", "command": "echo hi"}),
+        ));
+        ann.finish();
+        (tools, refused)
+    })
+    .await
+    .unwrap();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["load_skill_metadata", "load_skill", "read_reference_file"]
+    );
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(
+        refused["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("skills:run"),
+        "{refused}"
+    );
+
     // A token that is not one, or not any more.
     for bad in [
         format!("ask_live_{}", "0".repeat(64)),
