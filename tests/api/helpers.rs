@@ -268,6 +268,21 @@ impl TestApp {
         )
     }
 
+    /// Creates an API token for `user` that may do only what `scopes` name; returns the token.
+    pub async fn scoped_token(&self, user: &TestUser, name: &str, scopes: &[&str]) -> String {
+        let res = self
+            .request(Method::POST, "/api/v1/tokens")
+            .bearer_auth(&user.access)
+            .json(&json!({"name": name, "scopes": scopes}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["scopes"], json!(scopes));
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     /// The status of an MCP `initialize` with `token`: 200 for a good token, 401 for a bad one.
     pub async fn mcp_status(&self, token: &str) -> StatusCode {
         self.request(Method::POST, "/mcp")

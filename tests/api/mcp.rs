@@ -861,17 +861,7 @@ fn skill_md_of(name: &str) -> String {
 async fn a_read_only_token_lists_and_reads_but_runs_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let (ann, full) = ann_with_skills(&app).await;
-    let res = app
-        .request(Method::POST, "/api/v1/tokens")
-        .bearer_auth(&ann.access)
-        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let created: Value = res.json().await.unwrap();
-    assert_eq!(created["scopes"], json!(["skills:read"]));
-    let reader = created["token"].as_str().unwrap().to_owned();
+    let reader = app.scoped_token(&ann, "reader", &["skills:read"]).await;
     let listed = app.get_json("/api/v1/tokens", &ann.access).await;
     let scopes: Vec<&Value> = listed["items"]
         .as_array()

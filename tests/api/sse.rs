@@ -371,18 +371,7 @@ async fn skill_changes_reach_open_streams(backend: Backend) {
 async fn a_read_only_token_runs_nothing_over_sse(backend: Backend) {
     let app = spawn_app(backend).await;
     let (ann, _) = user_with_token(&app, "ann").await;
-    let res = app
-        .request(Method::POST, "/api/v1/tokens")
-        .bearer_auth(&ann.access)
-        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let reader = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reader = app.scoped_token(&ann, "reader", &["skills:read"]).await;
     let mut stream = Stream::open(&app, &reader).await;
     let (_, endpoint) = stream.next().await.unwrap();
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});

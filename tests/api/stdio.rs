@@ -190,18 +190,7 @@ async fn a_token_serves_its_users_skills() {
     assert!(folder.join(format!("{pending}.partial-1")).exists());
 
     // A token that may read only: no run_shell_command listed, and a call of it says why.
-    let res = app
-        .request(reqwest::Method::POST, "/api/v1/tokens")
-        .bearer_auth(&ann.access)
-        .json(&json!({"name": "reader", "scopes": ["skills:read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
-    let reader = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let reader = app.scoped_token(&ann, "reader", &["skills:read"]).await;
     let data_dir = data.clone();
     let (tools, refused) = tokio::task::spawn_blocking(move || {
         let mut ann = StdioServer::start(&["--token", &reader], Some(&data_dir));
