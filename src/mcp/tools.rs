@@ -32,7 +32,6 @@ fn schema(value: Value) -> Arc<JsonObject> {
     }
 }
 
-/// What `tools/list` returns.
 /// The tools a credential with `scopes` may call: `run_shell_command` only with `skills:run`.
 pub fn definitions_for(scopes: Scopes) -> Vec<Tool> {
     let mut tools = definitions();
@@ -50,6 +49,7 @@ pub const NEEDS_RUN_SCOPE: &str = "This token may not run commands: run_shell_co
     skills:run scope, and this token has skills:read only. Make a token with skills:run (or \
     sign in again allowing it) to run commands.";
 
+/// What `tools/list` returns to a credential with every scope.
 pub fn definitions() -> Vec<Tool> {
     // Names, descriptions and argument descriptions as the original server (mcp-agentskills 0.1.2)
     // gives them, except run_shell_command's, which here runs in a scratch copy of the skill's

@@ -164,12 +164,15 @@ pub(crate) fn rpc_refusal(status: StatusCode, code: i32, message: &str) -> Respo
     refusal(status, None, &RpcError::new(code, message))
 }
 
-/// A refusal with `error` (its `data` too) as a JSON-RPC error body.
 /// A single request that the token's scopes do not allow (`run_shell_command` without
 /// `skills:run`): 403 with `WWW-Authenticate: Bearer error="insufficient_scope"` and the scopes it
 /// needs (RFC 6750, section 3.1), so that a client that can ask for more knows what; the body is
 /// the JSON-RPC error. A request inside a batch gets the same words in band instead.
 pub(crate) fn insufficient_scope(scopes: Scopes, message: &Value) -> Option<Response<Body>> {
+    // What a token with every scope sends (the hot path) is not looked at.
+    if scopes.contains(Scopes::RUN) {
+        return None;
+    }
     let Ok(Message::Request {
         id,
         method: "tools/call",
@@ -179,7 +182,7 @@ pub(crate) fn insufficient_scope(scopes: Scopes, message: &Value) -> Option<Resp
         return None;
     };
     let tool = params.and_then(|p| p.get("name")).and_then(Value::as_str);
-    if tool != Some(tools::RUN_SHELL_COMMAND) || scopes.contains(Scopes::RUN) {
+    if tool != Some(tools::RUN_SHELL_COMMAND) {
         return None;
     }
     let error = RpcError::new(codes::INVALID_REQUEST, tools::NEEDS_RUN_SCOPE);
@@ -196,6 +199,7 @@ pub(crate) fn insufficient_scope(scopes: Scopes, message: &Value) -> Option<Resp
     Some(response)
 }
 
+/// A refusal with `error` (its `data` too) as a JSON-RPC error body.
 pub(crate) fn refusal(status: StatusCode, id: Option<&Value>, error: &RpcError) -> Response<Body> {
     json_response(status, &error_response(id, error))
 }
