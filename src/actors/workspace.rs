@@ -554,7 +554,9 @@ impl WorkspaceState {
         }
         let text = manifest::render(&name, &description);
         let files = vec![(skill_md_path()?, text.into_bytes())];
-        let staged = self.stage(None, files, cancel).await?;
+        let staged = self
+            .stage(None, files, files::ExecBits::new(), cancel)
+            .await?;
         let plan = Plan::new(name, None, staged, None);
         self.apply(vec![plan])
             .await?
@@ -592,7 +594,9 @@ impl WorkspaceState {
         let text = described(base_text, skill_name(&current.record.name)?, description).await?;
         let files = vec![(skill_md_path()?, text.into_bytes())];
         let dir = self.user_root.join(&current.record.name);
-        let staged = self.stage(Some(dir), files, cancel).await?;
+        let staged = self
+            .stage(Some(dir), files, files::ExecBits::new(), cancel)
+            .await?;
         let name = skill_name(&current.record.name)?;
         let plan = Plan::new(name, Some(current), staged, is_active);
         self.apply(vec![plan])
@@ -742,6 +746,7 @@ impl WorkspaceState {
                         vec![UnpackedSkill {
                             folder: None,
                             files,
+                            executable: files::ExecBits::new(),
                         }],
                         Vec::new(),
                     )
@@ -860,7 +865,7 @@ impl WorkspaceState {
             let base = existing
                 .as_ref()
                 .map(|skill| self.user_root.join(&skill.record.name));
-            let mut staged = self.stage(base, files, cancel).await?;
+            let mut staged = self.stage(base, files, unpacked.executable, cancel).await?;
             if let Some(folder) = unpacked.folder.filter(|f| *f != name.as_str()) {
                 staged.warnings.push(Warning {
                     code: "name-mismatch",
@@ -1025,14 +1030,22 @@ impl WorkspaceState {
         &self,
         base: Option<PathBuf>,
         files: Vec<(SkillPath, Vec<u8>)>,
+        executable: files::ExecBits,
         cancel: &Cancel,
     ) -> Result<StagedSkill, AppError> {
         let staging = self.staging.clone();
         let limits = self.limits();
         let cancel = cancel.clone();
         blocking(move || {
-            let staged = files::write_staged(&staging, base.as_deref(), &files, &limits, &cancel)
-                .map_err(upload_error)?;
+            let staged = files::write_staged(
+                &staging,
+                base.as_deref(),
+                &files,
+                &executable,
+                &limits,
+                &cancel,
+            )
+            .map_err(upload_error)?;
             examine(staged)
         })
         .await?

@@ -40,6 +40,10 @@ pub struct FileEntry {
     pub executable: bool,
 }
 
+/// The executable bits an upload states, by a file's path in its skill (a zip made on Unix
+/// states one per entry; files sent as form parts state none).
+pub type ExecBits = std::collections::HashMap<String, bool>;
+
 /// Size and count caps for one skill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -380,6 +384,7 @@ pub fn write_staged(
     staging_root: &Path,
     base: Option<&Path>,
     files: &[(SkillPath, Vec<u8>)],
+    executable: &ExecBits,
     limits: &Limits,
     cancel: &Cancel,
 ) -> Result<Staged, UploadError> {
@@ -411,7 +416,8 @@ pub fn write_staged(
     }
     for (path, bytes) in files {
         cancel.check()?;
-        write_file(&dir.path, path, bytes)?;
+        let mode = executable.get(path.as_str()).copied();
+        write_file(&dir.path, path, bytes, mode)?;
     }
     cancel.check()?;
     let (manifest, warnings) = check_tree(&dir.path, limits)?;
@@ -792,8 +798,15 @@ fn copy_tree(base: &Path, dest: &Path, cancel: &Cancel) -> Result<(), UploadErro
     Ok(())
 }
 
-/// Writes one file into the staging folder `root`, creating its parent folders.
-fn write_file(root: &Path, path: &SkillPath, bytes: &[u8]) -> Result<(), UploadError> {
+/// Writes one file into the staging folder `root`, creating its parent folders. It is executable
+/// if `executable` says so; when it says nothing (an upload that carries no modes), a file it
+/// replaces keeps its bit and a new one is not executable.
+fn write_file(
+    root: &Path,
+    path: &SkillPath,
+    bytes: &[u8],
+    executable: Option<bool>,
+) -> Result<(), UploadError> {
     let conflict = || UploadError::Conflict {
         path: path.to_string(),
     };
@@ -817,14 +830,22 @@ fn write_file(root: &Path, path: &SkillPath, bytes: &[u8]) -> Result<(), UploadE
         }
     }
     current.push(name);
-    match fs::symlink_metadata(&current) {
+    let replaced_executable = match fs::symlink_metadata(&current) {
         Ok(meta) if meta.is_dir() => return Err(conflict()),
-        Ok(_) => fs::remove_file(&current)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Ok(meta) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::remove_file(&current)?;
+            meta.permissions().mode() & 0o111 != 0
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(e.into()),
-    }
+    };
     let mut file = File::create_new(&current)?;
     file.write_all(bytes)?;
+    if executable.unwrap_or(replaced_executable) {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(0o755))?;
+    }
     file.sync_all()?;
     Ok(())
 }
@@ -1185,8 +1206,15 @@ mod tests {
             (p("SKILL.md"), SKILL.to_vec()),
             (p("scripts/a/b.sh"), b"echo hi\n".to_vec()),
         ];
-        let staged =
-            write_staged(&staging(&tmp), None, &files, &limits(), &Cancel::default()).unwrap();
+        let staged = write_staged(
+            &staging(&tmp),
+            None,
+            &files,
+            &ExecBits::new(),
+            &limits(),
+            &Cancel::default(),
+        )
+        .unwrap();
         assert_eq!(staged.manifest().name, "demo");
         assert!(staged.dir().join("scripts/a/b.sh").is_file());
         let target = tmp.path().join("skills/user/demo");
@@ -1202,6 +1230,7 @@ mod tests {
             &staging(&tmp),
             None,
             &files[..1],
+            &ExecBits::new(),
             &limits(),
             &Cancel::default(),
         )
@@ -1229,6 +1258,7 @@ mod tests {
             &staging(&tmp),
             Some(&target),
             &files,
+            &ExecBits::new(),
             &limits(),
             &Cancel::default(),
         )
@@ -1282,14 +1312,32 @@ mod tests {
         drop(guard);
         assert!(cancel.is_cancelled());
         let files = [(p("SKILL.md"), SKILL.to_vec())];
-        let err = write_staged(&staging(&tmp), None, &files, &limits(), &cancel).unwrap_err();
+        let err = write_staged(
+            &staging(&tmp),
+            None,
+            &files,
+            &ExecBits::new(),
+            &limits(),
+            &cancel,
+        )
+        .unwrap_err();
         assert!(matches!(err, UploadError::Cancelled), "{err}");
         assert!(!err.is_client_error());
         assert_eq!(leftovers(&staging(&tmp)), 0);
         // A disarmed guard cancels nothing.
         let kept = Cancel::default();
         kept.on_drop().disarm();
-        assert!(write_staged(&staging(&tmp), None, &files, &limits(), &kept).is_ok());
+        assert!(
+            write_staged(
+                &staging(&tmp),
+                None,
+                &files,
+                &ExecBits::new(),
+                &limits(),
+                &kept
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1299,6 +1347,7 @@ mod tests {
             &staging(&tmp),
             None,
             &[(p("SKILL.md"), SKILL.to_vec())],
+            &ExecBits::new(),
             &limits(),
             &Cancel::default(),
         )
@@ -1311,8 +1360,15 @@ mod tests {
 
     fn upload_err(files: &[(SkillPath, Vec<u8>)], limits: &Limits) -> UploadError {
         let tmp = tempfile::tempdir().unwrap();
-        let err =
-            write_staged(&staging(&tmp), None, files, limits, &Cancel::default()).unwrap_err();
+        let err = write_staged(
+            &staging(&tmp),
+            None,
+            files,
+            &ExecBits::new(),
+            limits,
+            &Cancel::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             leftovers(&staging(&tmp)),
             0,
@@ -1398,6 +1454,7 @@ mod tests {
             &staging(&tmp),
             Some(&base),
             &[(p("c"), vec![])],
+            &ExecBits::new(),
             &small,
             &Cancel::default(),
         )
@@ -1409,6 +1466,7 @@ mod tests {
                 &staging(&tmp),
                 Some(&base),
                 &[(p("b"), vec![1])],
+                &ExecBits::new(),
                 &small,
                 &Cancel::default()
             )
@@ -1420,6 +1478,7 @@ mod tests {
             &staging(&tmp),
             Some(&base),
             &[(p("dir"), vec![])],
+            &ExecBits::new(),
             &limits(),
             &Cancel::default(),
         )

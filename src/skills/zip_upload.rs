@@ -9,7 +9,7 @@ use zip::ZipArchive;
 use zip::result::ZipError;
 
 use super::Cancel;
-use super::files::{Limits, SKILL_MD, UploadError};
+use super::files::{ExecBits, Limits, SKILL_MD, UploadError};
 use crate::domain::SkillPath;
 
 /// File-type bits of a Unix mode, as zip archives made on Unix store them.
@@ -42,6 +42,9 @@ pub struct UnpackedSkill {
     pub folder: Option<String>,
     /// Its files, with their paths inside the skill.
     pub files: Vec<(SkillPath, Vec<u8>)>,
+    /// The executable bit of each file whose entry says (an archive made on Unix keeps each
+    /// entry's mode: `zip`, Finder, `git archive`); entries without a mode are not in it.
+    pub executable: ExecBits,
 }
 
 /// What an archive holds.
@@ -175,11 +178,13 @@ pub fn unpack(
                 .filter(|f| !f.is_empty())
                 .map(str::to_owned),
             files: Vec::new(),
+            executable: ExecBits::new(),
         })
         .collect();
     for (index, skill, path) in wanted {
         cancel.check()?;
         let entry = archive.by_index(index).map_err(zip_error)?;
+        let entry_mode = entry.unix_mode();
         let mut content = Vec::new();
         entry
             .take(limits.max_file_bytes.saturating_add(1))
@@ -217,6 +222,11 @@ pub fn unpack(
                 }
             })?
         };
+        if let Some(mode) = entry_mode.filter(|m| *m != 0) {
+            skills[skill]
+                .executable
+                .insert(inner.as_str().to_owned(), mode & 0o111 != 0);
+        }
         skills[skill].files.push((inner, content));
     }
     Ok(Unpacked { skills, ignored })

@@ -23,6 +23,7 @@ backend_tests!(
     old_versions_are_pruned_and_their_blobs_collected,
     a_file_kept_by_many_versions_counts_once_in_the_quota,
     a_crash_during_collection_is_finished_at_the_next_start,
+    executable_bits_come_from_zips_and_survive_replacement_and_export,
 );
 
 const PNG: &[u8] =
@@ -968,4 +969,124 @@ impl Db {
             }
         }
     }
+}
+
+/// A zip made on Unix, each entry with its mode.
+fn unix_zip(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes, mode) in entries {
+        let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// Each file of a version, by path: whether it is executable.
+async fn executable_bits(
+    app: &TestApp,
+    user: &TestUser,
+    id: &str,
+    n: i64,
+) -> BTreeMap<String, bool> {
+    version(app, user, id, n).await["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["executable"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A script zipped on Unix with mode 0755 is executable in the skill (as `git archive`, `zip`
+/// and Finder keep it); replacing its bytes by a plain file upload keeps the bit; an archive
+/// that says 0644 takes it away; an export (scripts 0755) uploads again with the same bits.
+async fn executable_bits_come_from_zips_and_survive_replacement_and_export(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let zip = unix_zip(&[
+        (
+            "tool/SKILL.md",
+            skill_md("tool", "Runs a tool.").as_bytes(),
+            0o644,
+        ),
+        ("tool/scripts/run.sh", b"#!/bin/sh\necho one\n", 0o755),
+        ("tool/notes.txt", b"notes\n", 0o600),
+    ]);
+    let res = upload(&app, &ann, &[("files", Some("tool.zip"), &zip)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let want = |run: bool| {
+        BTreeMap::from([
+            ("SKILL.md".to_owned(), false),
+            ("notes.txt".to_owned(), false),
+            ("scripts/run.sh".to_owned(), run),
+        ])
+    };
+    assert_eq!(executable_bits(&app, &ann, &id, 1).await, want(true));
+
+    // New bytes, sent as a form part (which carries no mode): the script stays a script.
+    upload_into(
+        &app,
+        &ann,
+        &id,
+        &[("scripts/run.sh", b"#!/bin/sh\necho two\n")],
+    )
+    .await;
+    assert_eq!(executable_bits(&app, &ann, &id, 2).await, want(true));
+
+    // An archive made on Unix that says 0644: no longer executable.
+    let plain = unix_zip(&[
+        (
+            "SKILL.md",
+            skill_md("tool", "Runs a tool.").as_bytes(),
+            0o644,
+        ),
+        ("scripts/run.sh", b"#!/bin/sh\necho three\n", 0o644),
+    ]);
+    let res = upload(
+        &app,
+        &ann,
+        &[
+            ("skill_id", None, id.as_bytes()),
+            ("files", Some("plain.zip"), &plain),
+        ],
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::CREATED,
+        "{}",
+        res.text().await.unwrap()
+    );
+    assert_eq!(executable_bits(&app, &ann, &id, 3).await, want(false));
+
+    // Version 1's export uploads again as the same files with the same bits (the same digest).
+    let res = app
+        .get_auth(
+            &format!("/api/v1/skills/{id}/versions/1/export"),
+            &ann.access,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let archive = res.bytes().await.unwrap().to_vec();
+    let bob = app.user("bob").await;
+    let res = upload(&app, &bob, &[("files", Some("tool-v1.zip"), &archive)]).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let bobs = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(executable_bits(&app, &bob, &bobs, 1).await, want(true));
+    assert_eq!(
+        versions(&app, &bob, &bobs).await[0]["digest"],
+        version(&app, &ann, &id, 1).await["digest"]
+    );
 }
