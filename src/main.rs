@@ -243,7 +243,7 @@ async fn stdio(
                 .find(|t| t.token_hash == hash)
                 .map(|t| Caller {
                     user_id: t.user_id,
-                    scopes: Scopes::parse_spaced(&t.scopes).unwrap_or(Scopes::READ),
+                    scopes: Scopes::from_stored(&t.scopes),
                 })
                 .ok_or("--token: the API token is unknown, revoked or expired")?;
             let skills_root = settings.server.data_dir.join("skills");

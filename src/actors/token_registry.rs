@@ -532,8 +532,7 @@ fn live_token(row: &LiveApiToken) -> LiveToken {
         user_id: row.user_id,
         hash: row.token_hash,
         expires_at: row.expires_at.map(OffsetDateTime::unix_timestamp),
-        // Written by `Scopes`'s own form; a row edited by hand into nonsense may only read.
-        scopes: Scopes::parse_spaced(&row.scopes).unwrap_or(Scopes::READ),
+        scopes: Scopes::from_stored(&row.scopes),
         last_used: AtomicI64::new(0),
         flushed: AtomicI64::new(0),
     }

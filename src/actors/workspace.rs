@@ -698,20 +698,16 @@ impl WorkspaceState {
         }
     }
 
-    /// Removes stored blobs that have no row: stored for a change that a crash stopped before it
-    /// was recorded. Only this actor stores the user's blobs, so none is in the middle of one.
+    /// Removes stored blobs that have no row (stored for a change that a crash stopped before it
+    /// was recorded) and partial copies (a write a crash cut short). Only this actor stores the
+    /// user's blobs, so none is in the middle of one.
     async fn sweep_unrecorded_blobs(&mut self) {
-        match self.blobs.remove_leftovers(self.user_id).await {
-            Ok(0) => {}
-            Ok(removed) => {
+        let stored = match self.blobs.list_removing_leftovers(self.user_id).await {
+            Ok((stored, 0)) => stored,
+            Ok((stored, removed)) => {
                 tracing::info!(user_id = %self.user_id, removed, "removed partial blob copies a crash left");
+                stored
             }
-            Err(e) => {
-                tracing::warn!(user_id = %self.user_id, error = %e, "could not remove partial blob copies");
-            }
-        }
-        let stored = match self.blobs.list(self.user_id).await {
-            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(user_id = %self.user_id, error = %e, "could not list the user's blobs");
                 return;

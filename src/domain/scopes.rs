@@ -69,6 +69,12 @@ impl Scopes {
         Ok(scopes)
     }
 
+    /// The scopes of a stored credential. The column holds what [`Scopes`]'s `Display` wrote; a
+    /// value edited by hand into something else may only read.
+    pub fn from_stored(text: &str) -> Scopes {
+        Scopes::parse_spaced(text).unwrap_or(Scopes::READ)
+    }
+
     /// Reads the space-separated form stored in the database and sent by OAuth clients.
     pub fn parse_spaced(text: &str) -> Result<Scopes, String> {
         Scopes::parse(text.split(' ').filter(|s| !s.is_empty()))
@@ -97,6 +103,8 @@ mod tests {
         assert!(Scopes::ALL.contains(Scopes::RUN));
         assert!(!Scopes::READ.contains(Scopes::RUN));
         assert!(Scopes::parse_spaced("  skills:read  ").is_ok());
+        assert_eq!(Scopes::from_stored("skills:read skills:run"), Scopes::ALL);
+        assert_eq!(Scopes::from_stored("garbage"), Scopes::READ);
     }
 
     #[test]

@@ -184,54 +184,45 @@ impl BlobStore {
 
     /// The digests of every blob stored for `user`.
     pub async fn list(&self, user: Uuid) -> Result<Vec<String>, BlobError> {
-        let prefix = Key::from(user.to_string());
-        let mut listing = self.store.list(Some(&prefix));
-        let mut digests = Vec::new();
-        while let Some(meta) = listing.next().await {
-            let meta = match meta {
-                Ok(meta) => meta,
-                // A blob removed while the listing ran.
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(name) = meta.location.filename()
-                && Self::key(user, name).is_ok()
-            {
-                digests.push(name.to_owned());
-            }
-        }
-        Ok(digests)
+        Ok(self.scan(user).await?.0)
     }
 
-    /// Removes what is under `user`'s prefix but is no blob: the partial copies of writes that a
-    /// crash cut short. Call it only while nothing writes the user's blobs (their workspace, the
-    /// one writer, before it handles its first change). Returns how many it removed.
-    pub async fn remove_leftovers(&self, user: Uuid) -> Result<usize, BlobError> {
-        let prefix = Key::from(user.to_string());
-        let mut listing = self.store.list(Some(&prefix));
-        let mut leftovers = Vec::new();
-        while let Some(meta) = listing.next().await {
-            match meta {
-                Ok(meta) => {
-                    let is_blob = meta
-                        .location
-                        .filename()
-                        .is_some_and(|name| Self::key(user, name).is_ok());
-                    if !is_blob {
-                        leftovers.push(meta.location);
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+    /// [`BlobStore::list`], after removing what is under `user`'s prefix but is no blob: the
+    /// partial copies of writes that a crash cut short. One listing for both. Call it only while
+    /// nothing writes the user's blobs (their workspace, the one writer, before it handles its
+    /// first change). Returns the digests and how many leftovers it removed.
+    pub async fn list_removing_leftovers(
+        &self,
+        user: Uuid,
+    ) -> Result<(Vec<String>, usize), BlobError> {
+        let (digests, leftovers) = self.scan(user).await?;
         for location in &leftovers {
             match self.store.delete(location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(leftovers.len())
+        Ok((digests, leftovers.len()))
+    }
+
+    /// Everything under `user`'s prefix: the blobs' digests, and the keys that are no blob.
+    async fn scan(&self, user: Uuid) -> Result<(Vec<String>, Vec<Key>), BlobError> {
+        let prefix = Key::from(user.to_string());
+        let mut listing = self.store.list(Some(&prefix));
+        let (mut digests, mut others) = (Vec::new(), Vec::new());
+        while let Some(meta) = listing.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                // Removed while the listing ran.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match meta.location.filename() {
+                Some(name) if Self::key(user, name).is_ok() => digests.push(name.to_owned()),
+                _ => others.push(meta.location),
+            }
+        }
+        Ok((digests, others))
     }
 
     /// Removes every blob of `user` (their account is deleted).
@@ -253,7 +244,7 @@ fn link_blob(source: &Path, target: &Path) -> Result<(), BlobError> {
 /// Publishes each `(source, target)`: a read-only copy of `source` made beside `target` under a
 /// partial name, flushed to disk, then linked to `target` (create-only: a blob already there
 /// stays). The flushes run side by side, so the file system commits them together; a crash
-/// leaves at most partial copies, which [`BlobStore::remove_leftovers`] removes.
+/// leaves at most partial copies, which [`BlobStore::list_removing_leftovers`] removes.
 fn link_blobs(files: &[(PathBuf, PathBuf)]) -> Result<(), BlobError> {
     let mut partials: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
     let copied = (|| {
@@ -367,9 +358,14 @@ mod tests {
             .join(ann.to_string())
             .join(&digest[..2]);
         std::fs::write(folder.join(format!("{digest}.partial-1")), b"hel").unwrap();
-        assert_eq!(blobs.remove_leftovers(ann).await.unwrap(), 1);
-        assert_eq!(blobs.remove_leftovers(ann).await.unwrap(), 0);
-        assert_eq!(blobs.list(ann).await.unwrap(), vec![digest.clone()]);
+        assert_eq!(
+            blobs.list_removing_leftovers(ann).await.unwrap(),
+            (vec![digest.clone()], 1)
+        );
+        assert_eq!(
+            blobs.list_removing_leftovers(ann).await.unwrap(),
+            (vec![digest.clone()], 0)
+        );
         assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
 
         // Materialized as a copy with the mode asked for.

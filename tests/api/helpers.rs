@@ -619,3 +619,13 @@ pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
         &rest[authority_end..]
     )
 }
+
+/// The names of the tools in a `tools/list` answer.
+pub fn tool_names(answer: &Value) -> Vec<&str> {
+    answer["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, TestUser, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, TestUser, spawn_app, spawn_app_with, tool_names};
 
 backend_tests!(
     initialize_opens_a_session_in_every_supported_version,
@@ -881,12 +881,7 @@ async fn a_read_only_token_lists_and_reads_but_runs_nothing(backend: Backend) {
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let mut mcp = Mcp::connect(&app, &reader, version).await;
         let body = mcp.call("tools/list", json!({})).await;
-        let names: Vec<&str> = body["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
+        let names = tool_names(&body);
         assert_eq!(
             names,
             ["load_skill_metadata", "load_skill", "read_reference_file"],

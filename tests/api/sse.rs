@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, spawn_app, tool_names};
 
 backend_tests!(
     the_stream_names_its_endpoint_and_carries_every_answer,
@@ -380,12 +380,7 @@ async fn a_read_only_token_runs_nothing_over_sse(backend: Backend) {
         StatusCode::ACCEPTED
     );
     let answer = stream.message().await;
-    let names: Vec<&str> = answer["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&answer);
     assert!(!names.contains(&"run_shell_command"), "{names:?}");
     let run = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "run_shell_command", "arguments": {"skill_name": "pdf", "command": "echo hi"}}});

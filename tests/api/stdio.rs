@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, spawn_app_with};
+use crate::helpers::{Backend, spawn_app_with, tool_names};
 
 /// The binary in stdio mode, talking lines.
 struct StdioServer {
@@ -206,12 +206,7 @@ async fn a_token_serves_its_users_skills() {
     })
     .await
     .unwrap();
-    let names: Vec<&str> = tools["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&tools);
     assert_eq!(
         names,
         ["load_skill_metadata", "load_skill", "read_reference_file"]

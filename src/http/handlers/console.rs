@@ -38,7 +38,7 @@ use crate::console::pages::{
     TokensPage, WarningView,
 };
 use crate::console::{self as ui, assets, markdown, pages, snippets};
-use crate::domain::{BrowserSessionSecret, Password, SkillPath};
+use crate::domain::{BrowserSessionSecret, Password, Scopes, SkillPath};
 use crate::error::AppError;
 use crate::http::Body;
 use crate::http::request::client_ip;
@@ -810,11 +810,11 @@ async fn signed_in_page(
             let days = form.text("expires_in_days");
             // An unticked box sends nothing.
             let allow_run = form.get("allow_run").is_some();
-            let scopes: Vec<String> = if allow_run {
-                vec!["skills:read".into(), "skills:run".into()]
-            } else {
-                vec!["skills:read".into()]
-            };
+            let scopes: Vec<String> = if allow_run { Scopes::ALL } else { Scopes::READ }
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
             let mut kept = FormState::default()
                 .keep("name", name.clone())
                 .keep("allow_run", if allow_run { "on" } else { "off" }.to_owned());

@@ -45,9 +45,7 @@ impl<'a> From<&'a ApiTokenRecord> for TokenView<'a> {
             created_at: t.created_at,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
-            scopes: Scopes::parse_spaced(&t.scopes)
-                .unwrap_or(Scopes::READ)
-                .names(),
+            scopes: Scopes::from_stored(&t.scopes).names(),
         }
     }
 }
