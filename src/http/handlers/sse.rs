@@ -32,6 +32,7 @@ use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
+use super::oauth::Resource;
 use crate::mcp::limits::{BatchAnswer, MAX_QUEUED_BYTES, limit_error};
 use crate::mcp::sessions::{PushError, Session, Sessions};
 
@@ -41,7 +42,10 @@ pub(crate) async fn open(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let principal = authenticate(state, &req)?;
+    let principal = match authenticate(state, &req, Resource::Sse) {
+        Ok(principal) => principal,
+        Err(refused) => return Ok(refused),
+    };
     let (session, outbound) = match state
         .sessions
         .open_legacy(principal.user_id, principal.token_id, principal.scopes)
@@ -183,7 +187,10 @@ pub(crate) async fn message(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let principal = authenticate(state, &req)?;
+    let principal = match authenticate(state, &req, Resource::Sse) {
+        Ok(principal) => principal,
+        Err(refused) => return Ok(refused),
+    };
     let session_id = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "session_id")
