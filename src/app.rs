@@ -311,7 +311,9 @@ fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
                 match state.oauth.purge().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(rows = n, "purged expired OAuth rows"),
-                    Err(e) => tracing::warn!(error = %e, "could not purge expired OAuth rows; will retry"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not purge expired OAuth rows; will retry")
+                    }
                 }
             }
             minutes += 1;

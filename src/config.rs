@@ -767,7 +767,10 @@ impl Settings {
                 self.tokens.last_used_flush_secs,
             ),
             ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
-            ("oauth.access_token_minutes", self.oauth.access_token_minutes),
+            (
+                "oauth.access_token_minutes",
+                self.oauth.access_token_minutes,
+            ),
             ("oauth.refresh_token_days", self.oauth.refresh_token_days),
             ("sandbox.timeout_secs", self.sandbox.timeout_secs),
             (

@@ -24,8 +24,8 @@ use crate::actors::token_registry::TokenRegistry;
 use crate::config::OAuthSettings;
 use crate::domain::Scopes;
 use crate::error::AppError;
-use crate::mcp::listen::ListenStreams;
 use crate::mcp::Sessions;
+use crate::mcp::listen::ListenStreams;
 use crate::store::{
     self, CodeRedemption, NewOAuthCode, NewOAuthGrant, OAuthClientRecord, OAuthCodeGrant,
     OAuthGrantRecord, RefreshRotation, Store,
@@ -187,8 +187,9 @@ impl OAuth {
         listen: Arc<ListenStreams>,
         settings: &OAuthSettings,
     ) -> Result<OAuth, String> {
-        let documents = cimd::Documents::new(settings.cimd_allow_loopback)
-            .map_err(|e| format!("cannot make the HTTP client for client metadata documents: {e}"))?;
+        let documents = cimd::Documents::new(settings.cimd_allow_loopback).map_err(|e| {
+            format!("cannot make the HTTP client for client metadata documents: {e}")
+        })?;
         Ok(OAuth {
             store,
             registry,
@@ -214,7 +215,12 @@ impl OAuth {
                 .await
                 .map_err(|e| ClientLookup::Invalid(e.0));
         }
-        let Some(record) = self.store.oauth_client(client_id).await.map_err(AppError::from)? else {
+        let Some(record) = self
+            .store
+            .oauth_client(client_id)
+            .await
+            .map_err(AppError::from)?
+        else {
             return Err(ClientLookup::Invalid(
                 "this app is not registered here (its registration may have expired unused); \
                  connect it again from the app"
@@ -288,7 +294,9 @@ impl OAuth {
             "refresh_token" => self.refresh(form).await,
             other => Err(TokenError::new(
                 "unsupported_grant_type",
-                format!("grant_type {other} is not offered: use authorization_code or refresh_token"),
+                format!(
+                    "grant_type {other} is not offered: use authorization_code or refresh_token"
+                ),
             )),
         }
     }
@@ -300,7 +308,12 @@ impl OAuth {
         let redirect_uri = required(&form.redirect_uri, "redirect_uri")?;
         let code_hash = tokens::secret_hash(code);
         let now = store::now();
-        let grant = match self.store.redeem_oauth_code(code_hash, now).await.map_err(AppError::from)? {
+        let grant = match self
+            .store
+            .redeem_oauth_code(code_hash, now)
+            .await
+            .map_err(AppError::from)?
+        {
             CodeRedemption::Fresh(grant) => grant,
             CodeRedemption::Reused { grant_id } => {
                 if let Some(id) = grant_id {
@@ -316,7 +329,9 @@ impl OAuth {
             }
         };
         if grant.client_id != client_id {
-            return Err(TokenError::invalid_grant("the code was issued to another client"));
+            return Err(TokenError::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if grant.redirect_uri != redirect_uri {
             return Err(TokenError::invalid_grant(
@@ -378,8 +393,17 @@ impl OAuth {
         let now = store::now();
         if form.resource.is_some() || form.scope.is_some() {
             // Checked before the rotation, so that a refused request does not use the token up.
-            if let Some(grant) = self.store.grant_of_refresh(old_hash, now).await.map_err(AppError::from)? {
-                if form.resource.as_deref().is_some_and(|r| r != grant.resource) {
+            if let Some(grant) = self
+                .store
+                .grant_of_refresh(old_hash, now)
+                .await
+                .map_err(AppError::from)?
+            {
+                if form
+                    .resource
+                    .as_deref()
+                    .is_some_and(|r| r != grant.resource)
+                {
                     return Err(TokenError::new(
                         "invalid_target",
                         "resource is not the one this grant was made for",
@@ -399,13 +423,22 @@ impl OAuth {
             tokens::random_secret(REFRESH_PREFIX).map_err(AppError::internal)?;
         let rotation = self
             .store
-            .rotate_oauth_refresh(old_hash, new_hash, client_id, now, now + self.refresh_lifetime)
+            .rotate_oauth_refresh(
+                old_hash,
+                new_hash,
+                client_id,
+                now,
+                now + self.refresh_lifetime,
+            )
             .await
             .map_err(AppError::from)?;
         match rotation {
-            RefreshRotation::Rotated(grant) => {
-                self.issue(grant.id, now, refresh_token, Scopes::from_stored(&grant.scopes))
-            }
+            RefreshRotation::Rotated(grant) => self.issue(
+                grant.id,
+                now,
+                refresh_token,
+                Scopes::from_stored(&grant.scopes),
+            ),
             RefreshRotation::Reused { grant_id, user_id } => {
                 tracing::warn!(%user_id, %grant_id, "OAuth refresh token reused; grant ended");
                 self.grant_gone(vec![grant_id]).await?;
@@ -491,7 +524,8 @@ impl OAuth {
 
     async fn grant_gone(&self, ids: Vec<Uuid>) -> Result<(), AppError> {
         self.sessions.close_where(|s| ids.contains(&s.token_id));
-        self.listen.close_where(|_, token_id| ids.contains(&token_id));
+        self.listen
+            .close_where(|_, token_id| ids.contains(&token_id));
         self.registry.grants_ended(ids).await
     }
 
@@ -541,7 +575,10 @@ mod tests {
         assert_eq!(requested_scopes(Some("")), Scopes::ALL);
         assert_eq!(requested_scopes(Some("skills:read")), Scopes::READ);
         assert_eq!(requested_scopes(Some("skills:run")), Scopes::ALL);
-        assert_eq!(requested_scopes(Some("openid skills:read offline_access")), Scopes::READ);
+        assert_eq!(
+            requested_scopes(Some("openid skills:read offline_access")),
+            Scopes::READ
+        );
         assert_eq!(requested_scopes(Some("openid")), Scopes::ALL);
     }
 
@@ -549,7 +586,8 @@ mod tests {
     fn a_token_form_parameter_given_twice_is_refused() {
         let form = TokenForm::parse(b"grant_type=authorization_code&code=a&code=b");
         assert_eq!(form.unwrap_err().error, "invalid_request");
-        let form = TokenForm::parse(b"grant_type=refresh_token&refresh_token=x&client_id=c&extra=1");
+        let form =
+            TokenForm::parse(b"grant_type=refresh_token&refresh_token=x&client_id=c&extra=1");
         assert!(form.is_ok());
     }
 }

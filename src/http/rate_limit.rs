@@ -272,6 +272,7 @@ mod tests {
             login_per_ip_per_minute: 3,
             login_per_account_per_minute: 100,
             register_per_ip_per_hour: 1,
+            oauth_register_per_ip_per_hour: 1,
             mcp_per_token_per_second: 0,
             uploads_per_user_per_minute: 2,
             trusted_proxies: vec!["10.0.0.1".into(), "10.0.0.2".into()],

@@ -106,7 +106,10 @@ impl Endpoint {
             [".well-known", "oauth-protected-resource", "sse"] => {
                 vec![("GET", Endpoint::ProtectedResource(Resource::Sse))]
             }
-            [".well-known", "oauth-authorization-server" | "openid-configuration"] => {
+            [
+                ".well-known",
+                "oauth-authorization-server" | "openid-configuration",
+            ] => {
                 vec![("GET", Endpoint::AuthorizationServer)]
             }
             ["oauth", "register"] => vec![("POST", Endpoint::OAuthRegister)],
@@ -539,6 +542,7 @@ mod tests {
                 );
                 match &parsed {
                     Endpoint::DeleteToken(got)
+                    | Endpoint::DeleteGrant(got)
                     | Endpoint::GetSkill(got)
                     | Endpoint::UpdateSkill(got)
                     | Endpoint::DeleteSkill(got)

@@ -134,7 +134,12 @@ impl Documents {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| DocumentError(format!("could not fetch the client's metadata document: {}", fetch_error(&e))))?;
+            .map_err(|e| {
+                DocumentError(format!(
+                    "could not fetch the client's metadata document: {}",
+                    fetch_error(&e)
+                ))
+            })?;
         if !response.status().is_success() {
             return Err(DocumentError(format!(
                 "the client's metadata document answered HTTP {}",
@@ -142,7 +147,10 @@ impl Documents {
             )));
         }
         let ttl = cache_ttl(response.headers());
-        if response.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BYTES as u64)
+        {
             return Err(DocumentError(format!(
                 "the client's metadata document is larger than {} KiB",
                 MAX_BYTES / 1024
@@ -150,11 +158,12 @@ impl Documents {
         }
         let mut body = Vec::new();
         let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| DocumentError(format!("could not read the client's metadata document: {}", fetch_error(&e))))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            DocumentError(format!(
+                "could not read the client's metadata document: {}",
+                fetch_error(&e)
+            ))
+        })? {
             if body.len() + chunk.len() > MAX_BYTES {
                 return Err(DocumentError(format!(
                     "the client's metadata document is larger than {} KiB",
@@ -312,9 +321,23 @@ mod tests {
     #[test]
     fn only_public_addresses_are_fetched_from() {
         for private in [
-            "10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1",
-            "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a00:1::", "::",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "::",
         ] {
             let ip: IpAddr = private.parse().unwrap();
             assert!(!is_public(ip), "{private}");
@@ -344,9 +367,15 @@ mod tests {
     fn cache_headers_decide_how_long_a_document_is_kept() {
         let mut headers = reqwest::header::HeaderMap::new();
         assert_eq!(cache_ttl(&headers), Some(DEFAULT_TTL));
-        headers.insert(reqwest::header::CACHE_CONTROL, "public, max-age=60".parse().unwrap());
+        headers.insert(
+            reqwest::header::CACHE_CONTROL,
+            "public, max-age=60".parse().unwrap(),
+        );
         assert_eq!(cache_ttl(&headers), Some(Duration::from_secs(60)));
-        headers.insert(reqwest::header::CACHE_CONTROL, "max-age=999999999".parse().unwrap());
+        headers.insert(
+            reqwest::header::CACHE_CONTROL,
+            "max-age=999999999".parse().unwrap(),
+        );
         assert_eq!(cache_ttl(&headers), Some(MAX_TTL));
         headers.insert(reqwest::header::CACHE_CONTROL, "no-store".parse().unwrap());
         assert_eq!(cache_ttl(&headers), None);

@@ -96,17 +96,23 @@ pub struct Registered {
 /// This server has public clients only (PKCE is their proof): a request for a client secret
 /// gets `token_endpoint_auth_method: none` back, which RFC 7591 lets a server decide and the
 /// client must then follow.
-pub fn register(body: &[u8], client_id: String, issued_at: i64) -> Result<Registered, MetadataError> {
+pub fn register(
+    body: &[u8],
+    client_id: String,
+    issued_at: i64,
+) -> Result<Registered, MetadataError> {
     let metadata: Metadata = serde_json::from_slice(body).map_err(|e| {
-        MetadataError::metadata(format!("the registration is not a JSON object of client metadata: {e}"))
+        MetadataError::metadata(format!(
+            "the registration is not a JSON object of client metadata: {e}"
+        ))
     })?;
     let redirect_uris = checked_redirect_uris(metadata.redirect_uris)?;
     check_grant_types(metadata.grant_types.as_deref())?;
     check_response_types(metadata.response_types.as_deref())?;
     let scope = match metadata.scope.as_deref() {
-        Some(s) => Some(Scopes::parse_spaced(s).map_err(|e| {
-            MetadataError::metadata(format!("scope: {e}"))
-        })?),
+        Some(s) => Some(
+            Scopes::parse_spaced(s).map_err(|e| MetadataError::metadata(format!("scope: {e}")))?,
+        ),
         None => None,
     };
     let name = clean_name(metadata.client_name.as_deref());
@@ -138,7 +144,9 @@ pub fn register(body: &[u8], client_id: String, issued_at: i64) -> Result<Regist
 /// Checks a client ID metadata document fetched from `url`.
 pub fn from_document(url: &Url, body: &[u8]) -> Result<Client, MetadataError> {
     let metadata: Metadata = serde_json::from_slice(body).map_err(|e| {
-        MetadataError::metadata(format!("the client's metadata document is not JSON client metadata: {e}"))
+        MetadataError::metadata(format!(
+            "the client's metadata document is not JSON client metadata: {e}"
+        ))
     })?;
     if metadata.client_id.as_deref() != Some(url.as_str()) {
         return Err(MetadataError::metadata(
@@ -169,7 +177,9 @@ pub fn from_document(url: &Url, body: &[u8]) -> Result<Client, MetadataError> {
 fn checked_redirect_uris(uris: Option<Vec<String>>) -> Result<Vec<String>, MetadataError> {
     let uris = uris.unwrap_or_default();
     if uris.is_empty() {
-        return Err(MetadataError::redirect("redirect_uris must name at least one URI"));
+        return Err(MetadataError::redirect(
+            "redirect_uris must name at least one URI",
+        ));
     }
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(MetadataError::redirect(format!(
@@ -207,7 +217,10 @@ fn check_response_types(types: Option<&[String]>) -> Result<(), MetadataError> {
 /// A client name fit to show: control characters dropped, spaces collapsed, at most 100
 /// characters; `None` when nothing is left.
 fn clean_name(name: Option<&str>) -> Option<String> {
-    let words: Vec<&str> = name?.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = name?
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect();
     let joined = words.join(" ");
     let cut: String = joined.chars().take(MAX_NAME_CHARS).collect();
     (!cut.is_empty()).then_some(cut)
@@ -219,27 +232,27 @@ fn clean_name(name: Option<&str>) -> Option<String> {
 /// `file:`, …).
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if uri.len() > MAX_URI_LEN {
-        return Err(format!("a redirect URI may be at most {MAX_URI_LEN} characters"));
+        return Err(format!(
+            "a redirect URI may be at most {MAX_URI_LEN} characters"
+        ));
     }
     let url = Url::parse(uri).map_err(|e| format!("{uri:?} is not an absolute URI: {e}"))?;
     if url.fragment().is_some() {
-        return Err(format!("{uri:?} has a fragment, which a redirect URI must not have"));
+        return Err(format!(
+            "{uri:?} has a fragment, which a redirect URI must not have"
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!("{uri:?} carries credentials"));
     }
     match url.scheme() {
-        "https" => {
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("{uri:?} has no host"));
-            }
+        "https" if url.host_str().is_none_or(str::is_empty) => {
+            return Err(format!("{uri:?} has no host"));
         }
-        "http" => {
-            if !is_loopback_url(&url) {
-                return Err(format!(
-                    "{uri:?} is plain http to another machine: use https, or http to 127.0.0.1, [::1] or localhost"
-                ));
-            }
+        "http" if !is_loopback_url(&url) => {
+            return Err(format!(
+                "{uri:?} is plain http to another machine: use https, or http to 127.0.0.1, [::1] or localhost"
+            ));
         }
         "javascript" | "data" | "file" | "vbscript" | "about" | "blob" | "ftp" | "ws" | "wss"
         | "mailto" | "filesystem" => {
@@ -323,14 +336,35 @@ mod tests {
             "http://127.0.0.1:3000/callback".to_owned(),
             "https://app.example.com/cb".to_owned(),
         ];
-        assert!(redirect_allowed(&registered, "http://127.0.0.1:3000/callback"));
-        assert!(redirect_allowed(&registered, "http://127.0.0.1:49152/callback"));
-        assert!(!redirect_allowed(&registered, "http://127.0.0.1:49152/other"));
-        assert!(!redirect_allowed(&registered, "http://localhost:3000/callback"));
+        assert!(redirect_allowed(
+            &registered,
+            "http://127.0.0.1:3000/callback"
+        ));
+        assert!(redirect_allowed(
+            &registered,
+            "http://127.0.0.1:49152/callback"
+        ));
+        assert!(!redirect_allowed(
+            &registered,
+            "http://127.0.0.1:49152/other"
+        ));
+        assert!(!redirect_allowed(
+            &registered,
+            "http://localhost:3000/callback"
+        ));
         assert!(redirect_allowed(&registered, "https://app.example.com/cb"));
-        assert!(!redirect_allowed(&registered, "https://app.example.com:8443/cb"));
-        assert!(!redirect_allowed(&registered, "https://app.example.com/cb/"));
-        assert!(!redirect_allowed(&registered, "https://app.example.com/cb?x=1"));
+        assert!(!redirect_allowed(
+            &registered,
+            "https://app.example.com:8443/cb"
+        ));
+        assert!(!redirect_allowed(
+            &registered,
+            "https://app.example.com/cb/"
+        ));
+        assert!(!redirect_allowed(
+            &registered,
+            "https://app.example.com/cb?x=1"
+        ));
         assert!(!redirect_allowed(&registered, "https://evil.example/cb"));
     }
 
@@ -344,9 +378,17 @@ mod tests {
         assert_eq!(done.answer["token_endpoint_auth_method"], "none");
         assert_eq!(done.answer["client_id"], "ask_client_x");
         assert_eq!(done.answer["scope"], "skills:read");
-        let bad = register(br#"{"redirect_uris":["http://evil.example/cb"]}"#, "x".into(), 0);
+        let bad = register(
+            br#"{"redirect_uris":["http://evil.example/cb"]}"#,
+            "x".into(),
+            0,
+        );
         assert_eq!(bad.unwrap_err().error, "invalid_redirect_uri");
-        let bad = register(br#"{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}"#, "x".into(), 0);
+        let bad = register(
+            br#"{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}"#,
+            "x".into(),
+            0,
+        );
         assert_eq!(bad.unwrap_err().error, "invalid_client_metadata");
         let bad = register(br#"{"client_name":"x"}"#, "x".into(), 0);
         assert_eq!(bad.unwrap_err().error, "invalid_redirect_uri");
@@ -355,7 +397,8 @@ mod tests {
     #[test]
     fn a_metadata_document_must_name_its_own_url() {
         let url = Url::parse("https://app.example.com/oauth/client.json").unwrap();
-        let good = br#"{"client_id":"https://app.example.com/oauth/client.json","client_name":"App",
+        let good =
+            br#"{"client_id":"https://app.example.com/oauth/client.json","client_name":"App",
             "redirect_uris":["https://app.example.com/cb"]}"#;
         let client = from_document(&url, good).unwrap();
         assert_eq!(client.name, "App");
@@ -365,6 +408,9 @@ mod tests {
         let secret = br#"{"client_id":"https://app.example.com/oauth/client.json","redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#;
         assert!(from_document(&url, secret).is_err());
         let unnamed = br#"{"client_id":"https://app.example.com/oauth/client.json","redirect_uris":["https://app.example.com/cb"]}"#;
-        assert_eq!(from_document(&url, unnamed).unwrap().name, "app.example.com");
+        assert_eq!(
+            from_document(&url, unnamed).unwrap().name,
+            "app.example.com"
+        );
     }
 }

@@ -161,7 +161,9 @@ mod tests {
         // `plain` (the verifier as its own challenge) is not S256.
         assert!(!verifier_matches(verifier, verifier));
         assert!(!verifier_matches("short", challenge));
-        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c="));
+        assert!(!is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c="
+        ));
     }
 
     #[test]

@@ -33,9 +33,9 @@ use crate::actors::workspace::{IfMatch, UploadPayload, UploadTarget};
 use crate::app::AppState;
 use crate::console::csrf::VisitorId;
 use crate::console::pages::{
-    AccountPage, AppRow, CheckResult, Chrome, CreatedToken, ErrorPage, FileBody, FileView, FormState,
-    QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, StatusPage, TokenRow,
-    TokensPage, WarningView,
+    AccountPage, AppRow, CheckResult, Chrome, CreatedToken, ErrorPage, FileBody, FileView,
+    FormState, QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, StatusPage,
+    TokenRow, TokensPage, WarningView,
 };
 use crate::console::{self as ui, assets, markdown, pages, snippets};
 use crate::domain::{BrowserSessionSecret, Password, Scopes, SkillPath};
@@ -220,7 +220,10 @@ pub(crate) fn site_origin(state: &AppState, req: &Request<Incoming>) -> Result<S
         None => {
             let secure = forwarded_https(state, peer_of(req), req.headers());
             let host = checked_host(state, req)?;
-            Ok(format!("{}://{host}", if secure { "https" } else { "http" }))
+            Ok(format!(
+                "{}://{host}",
+                if secure { "https" } else { "http" }
+            ))
         }
     }
 }
@@ -910,7 +913,11 @@ async fn signed_in_page(
         }
         P::RevokeApp(id) => {
             session_form(state, visit, req, small).await?;
-            if !state.oauth.end_grant(Some(session.user.user.id), id).await? {
+            if !state
+                .oauth
+                .end_grant(Some(session.user.user.id), id)
+                .await?
+            {
                 return Err(AppError::NotFound("grant"));
             }
             tracing::info!(user_id = %session.user.user.id, grant_id = %id, "OAuth grant revoked");
@@ -1114,7 +1121,15 @@ async fn sign_in(
     let kept = FormState::default()
         .keep("login", login.clone())
         .keep("next", next.clone());
-    match browser_login(state, visit, &login, form.text("password"), after_sign_in(&next)).await {
+    match browser_login(
+        state,
+        visit,
+        &login,
+        form.text("password"),
+        after_sign_in(&next),
+    )
+    .await
+    {
         Ok(response) => Ok(response),
         Err(e) => {
             let mut kept = kept;
@@ -1209,7 +1224,8 @@ async fn sign_up(
         Err(e) => Err(e),
     };
     match created {
-        Ok(_) => match browser_login(state, visit, &username, password, after_sign_in(&next)).await {
+        Ok(_) => match browser_login(state, visit, &username, password, after_sign_in(&next)).await
+        {
             Ok(mut response) => {
                 if next.is_empty()
                     && let Ok(value) = HeaderValue::from_str("/skills?notice=signed-up")

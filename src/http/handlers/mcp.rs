@@ -54,7 +54,7 @@ pub(crate) async fn mcp(
     check_origin(state, &req)?;
     let principal = match authenticate(state, &req, Resource::Mcp) {
         Ok(principal) => principal,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(*refused),
     };
     match *req.method() {
         Method::POST => post(state, principal, req).await,
@@ -71,8 +71,9 @@ pub(crate) fn authenticate(
     state: &AppState,
     req: &Request<Incoming>,
     resource: Resource,
-) -> Result<Principal, Response<Body>> {
-    let token = require_bearer(req.headers()).map_err(|e| challenge(state, req, resource, &e))?;
+) -> Result<Principal, Box<Response<Body>>> {
+    let token =
+        require_bearer(req.headers()).map_err(|e| Box::new(challenge(state, req, resource, &e)))?;
     let principal = state
         .registry
         .authenticate_for(token, |audience| {
@@ -83,12 +84,12 @@ pub(crate) fn authenticate(
                 code: "invalid-token",
                 detail: "the token is unknown, revoked, expired or issued for another resource",
             };
-            challenge(state, req, resource, &refused)
+            Box::new(challenge(state, req, resource, &refused))
         })?;
     state
         .rate_limits
         .mcp(principal.token_id)
-        .map_err(|e| crate::http::response::error(&e))?;
+        .map_err(|e| Box::new(crate::http::response::error(&e)))?;
     Ok(principal)
 }
 

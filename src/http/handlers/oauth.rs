@@ -59,7 +59,10 @@ impl Resource {
 
     /// Its protected resource metadata's URL on `origin`.
     pub fn metadata_url(self, origin: &str) -> String {
-        format!("{origin}/.well-known/oauth-protected-resource{}", self.path())
+        format!(
+            "{origin}/.well-known/oauth-protected-resource{}",
+            self.path()
+        )
     }
 
     /// Whether a token issued for `audience` may be used at this endpoint of `origin`: one
@@ -344,8 +347,14 @@ mod tests {
         assert!(Resource::Sse.accepts(o, "http://127.0.0.1:8000/sse"));
         assert!(!Resource::Mcp.accepts(o, "http://127.0.0.1:8001/mcp"));
         assert!(!Resource::Mcp.accepts(o, "http://127.0.0.1:8000/mcp/x"));
-        assert_eq!(Resource::named(o, "http://127.0.0.1:8000/"), Some(Resource::Root));
-        assert_eq!(Resource::named(o, "http://127.0.0.1:8000/sse"), Some(Resource::Sse));
+        assert_eq!(
+            Resource::named(o, "http://127.0.0.1:8000/"),
+            Some(Resource::Root)
+        );
+        assert_eq!(
+            Resource::named(o, "http://127.0.0.1:8000/sse"),
+            Some(Resource::Sse)
+        );
         assert_eq!(Resource::named(o, "https://evil.example/mcp"), None);
         assert_eq!(Resource::named(o, "http://127.0.0.1:8000/mcpx"), None);
     }

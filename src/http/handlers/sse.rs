@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::mcp::{
     authenticate, check_origin, insufficient_scope, messages_of, refusal, rpc_refusal,
 };
+use super::oauth::Resource;
 use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -32,7 +33,6 @@ use crate::http::request::read_json_bytes;
 use crate::http::response::no_content;
 use crate::mcp::codes;
 use crate::mcp::dispatch::{CANCELLED, Message, Reply, classify, error_response, result_response};
-use super::oauth::Resource;
 use crate::mcp::limits::{BatchAnswer, MAX_QUEUED_BYTES, limit_error};
 use crate::mcp::sessions::{PushError, Session, Sessions};
 
@@ -44,7 +44,7 @@ pub(crate) async fn open(
     check_origin(state, &req)?;
     let principal = match authenticate(state, &req, Resource::Sse) {
         Ok(principal) => principal,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(*refused),
     };
     let (session, outbound) = match state
         .sessions
@@ -189,7 +189,7 @@ pub(crate) async fn message(
     check_origin(state, &req)?;
     let principal = match authenticate(state, &req, Resource::Sse) {
         Ok(principal) => principal,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(*refused),
     };
     let session_id = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())

@@ -299,11 +299,8 @@ impl PgStore {
                      VALUES ($1, $2, $3, $4)",
                 )
                 .await?;
-            tx.execute(
-                &stmt,
-                &[&new_hash.as_slice(), &grant.id, &now, &expires_at],
-            )
-            .await?;
+            tx.execute(&stmt, &[&new_hash.as_slice(), &grant.id, &now, &expires_at])
+                .await?;
             let stmt = tx
                 .prepare_cached("UPDATE oauth_grants SET expires_at = $2 WHERE id = $1")
                 .await?;

@@ -244,8 +244,10 @@ impl SqliteStore {
             if !active || token_expires <= micros(now) {
                 return Ok(RefreshRotation::Unknown);
             }
-            tx.prepare_cached("UPDATE oauth_refresh_tokens SET used_at = ?2 WHERE token_hash = ?1")?
-                .execute(params![old_hash, micros(now)])?;
+            tx.prepare_cached(
+                "UPDATE oauth_refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+            )?
+            .execute(params![old_hash, micros(now)])?;
             tx.prepare_cached(
                 "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4)",

@@ -14,8 +14,7 @@ use hyper::body::Incoming;
 use url::Url;
 
 use super::{
-    Session, Visit, encode, error_page, html, redirect, require_session, session_form,
-    signed_in,
+    Session, Visit, encode, error_page, html, redirect, require_session, session_form, signed_in,
 };
 use crate::app::AppState;
 use crate::console::pages::{Chrome, ConsentPage};
