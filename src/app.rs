@@ -33,6 +33,7 @@ use crate::mcp::limits::Limits;
 use crate::mcp::listen::{Change, ListenStreams};
 use crate::mcp::{McpServer, Sessions, SkillSource};
 use crate::metrics::Metrics;
+use crate::oauth::OAuth;
 use crate::sandbox::Sandbox;
 use crate::store::{Store, StoreError};
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The web console's CSRF keys, derived from the signing secret.
     pub csrf: Csrf,
+    /// The OAuth authorization server's flows.
+    pub oauth: OAuth,
     pub started: Instant,
 }
 
@@ -131,7 +134,8 @@ impl App {
         // Skills written by a release before versions become version 1 now, not at their
         // owner's first request.
         versions_for_old_skills(&store, &workspaces).await?;
-        let (registry, _) = TokenRegistry::start(store.clone(), &settings.tokens)
+        let access = crate::oauth::tokens::AccessTokens::new(&secret);
+        let (registry, _) = TokenRegistry::start(store.clone(), &settings.tokens, access)
             .await
             .map_err(|e| StartError::Actor(e.to_string()))?;
         let hasher = password_hasher(&settings);
@@ -203,6 +207,14 @@ impl App {
             }));
         }
         let rate_limits = RateLimits::new(&settings.rate_limits, Arc::clone(&metrics));
+        let oauth = OAuth::new(
+            store.clone(),
+            registry.clone(),
+            Arc::clone(&sessions),
+            Arc::clone(&listen),
+            &settings.oauth,
+        )
+        .map_err(StartError::Actor)?;
         let state = Arc::new(AppState {
             settings,
             store,
@@ -216,6 +228,7 @@ impl App {
             rate_limits,
             metrics,
             csrf: Csrf::new(&secret),
+            oauth,
             started,
         });
         spawn_rate_limit_pruner(&state);
@@ -278,12 +291,14 @@ pub async fn versions_for_old_skills(
     Ok(users.len())
 }
 
-/// Drops recovered rate-limit keys every minute; stops when the service is dropped.
+/// Every minute, forgets rate-limit keys that recovered; every hour, purges expired OAuth rows;
+/// stops when the service is dropped.
 fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
     let state = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         every.tick().await;
+        let mut minutes: u64 = 0;
         loop {
             every.tick().await;
             let Some(state) = state.upgrade() else {
@@ -291,6 +306,17 @@ fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
             };
             let left = state.rate_limits.prune();
             tracing::debug!(keys = left, "pruned rate-limit keys");
+            // Hourly: expired OAuth codes, refresh tokens and grants, unused registrations.
+            if minutes.is_multiple_of(60) {
+                match state.oauth.purge().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rows = n, "purged expired OAuth rows"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not purge expired OAuth rows; will retry")
+                    }
+                }
+            }
+            minutes += 1;
         }
     });
 }

@@ -26,6 +26,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
+    pub oauth: OAuthSettings,
     pub skills: SkillSettings,
     pub mcp: McpSettings,
     pub rate_limits: RateLimitSettings,
@@ -130,6 +131,19 @@ pub struct TokenSettings {
     pub sync_interval_secs: u64,
 }
 
+/// The OAuth authorization server that MCP clients sign in through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthSettings {
+    /// How long an OAuth access token works; clients refresh it before then.
+    pub access_token_minutes: u64,
+    /// How long a grant lasts without a refresh (each refresh starts this again).
+    pub refresh_token_days: u64,
+    /// Lets a client ID metadata document be fetched over plain `http` from a loopback address
+    /// (tests and local development). Off: only `https` from public addresses.
+    pub cimd_allow_loopback: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SkillSettings {
@@ -204,6 +218,8 @@ pub struct RateLimitSettings {
     pub login_per_account_per_minute: u32,
     /// Registrations per hour from one client address.
     pub register_per_ip_per_hour: u32,
+    /// OAuth client registrations (`POST /oauth/register`) per hour from one client address.
+    pub oauth_register_per_ip_per_hour: u32,
     /// MCP requests per second of one API token.
     pub mcp_per_token_per_second: u32,
     /// Uploads per minute of one user.
@@ -219,6 +235,7 @@ impl Default for RateLimitSettings {
             login_per_ip_per_minute: 20,
             login_per_account_per_minute: 10,
             register_per_ip_per_hour: 20,
+            oauth_register_per_ip_per_hour: 20,
             mcp_per_token_per_second: 2000,
             uploads_per_user_per_minute: 60,
             trusted_proxies: Vec::new(),
@@ -381,6 +398,16 @@ impl Default for TokenSettings {
             max_per_user: 100,
             last_used_flush_secs: 30,
             sync_interval_secs: 5,
+        }
+    }
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        OAuthSettings {
+            access_token_minutes: 60,
+            refresh_token_days: 30,
+            cimd_allow_loopback: false,
         }
     }
 }
@@ -568,6 +595,22 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "rate_limits.register_per_ip_per_hour",
     ),
     (
+        "AGENTSKILLS_OAUTH_REGISTER_PER_IP_PER_HOUR",
+        "rate_limits.oauth_register_per_ip_per_hour",
+    ),
+    (
+        "AGENTSKILLS_OAUTH_ACCESS_TOKEN_MINUTES",
+        "oauth.access_token_minutes",
+    ),
+    (
+        "AGENTSKILLS_OAUTH_REFRESH_TOKEN_DAYS",
+        "oauth.refresh_token_days",
+    ),
+    (
+        "AGENTSKILLS_OAUTH_CIMD_ALLOW_LOOPBACK",
+        "oauth.cimd_allow_loopback",
+    ),
+    (
         "AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND",
         "rate_limits.mcp_per_token_per_second",
     ),
@@ -609,7 +652,7 @@ fn kind_of(path: &str) -> Kind {
         "server.bind" | "server.data_dir" | "server.public_url" | "database.url"
         | "auth.secret_key" | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level"
         | "log.format" | "sandbox.mode" | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
-        "sandbox.landlock" => Kind::Bool,
+        "sandbox.landlock" | "oauth.cimd_allow_loopback" => Kind::Bool,
         "mcp.allowed_origins"
         | "mcp.allowed_hosts"
         | "server.cors_allowed_origins"
@@ -724,6 +767,11 @@ impl Settings {
                 self.tokens.last_used_flush_secs,
             ),
             ("tokens.sync_interval_secs", self.tokens.sync_interval_secs),
+            (
+                "oauth.access_token_minutes",
+                self.oauth.access_token_minutes,
+            ),
+            ("oauth.refresh_token_days", self.oauth.refresh_token_days),
             ("sandbox.timeout_secs", self.sandbox.timeout_secs),
             (
                 "server.request_timeout_secs",

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod sandbox;
 pub mod skills;
 pub mod storage;

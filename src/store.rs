@@ -196,6 +196,95 @@ pub struct LiveApiToken {
     pub scopes: String,
 }
 
+/// A client registered through dynamic registration (RFC 7591).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClientRecord {
+    pub client_id: String,
+    pub client_name: String,
+    /// The registered redirect URIs, as a JSON array.
+    pub redirect_uris: String,
+    /// The registration as it was answered (JSON), to answer it again.
+    pub metadata: String,
+    pub created_at: OffsetDateTime,
+    /// When it got its first grant; a client never used is deleted a day after it registered.
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// An authorization code, as issued: by the hash of the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOAuthCode {
+    pub code_hash: [u8; 32],
+    pub grant: OAuthCodeGrant,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a code was issued for, which its redemption must match and its grant gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthCodeGrant {
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge (base64url of a SHA-256).
+    pub code_challenge: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    pub resource: String,
+}
+
+/// What redeeming a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// The code was unused and unexpired; it is used now.
+    Fresh(OAuthCodeGrant),
+    /// The code was used before: the grant it made (if it made one) must end.
+    Reused { grant_id: Option<Uuid> },
+    /// No such code, or it expired.
+    Unknown,
+}
+
+/// A grant about to be made, with its first refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOAuthGrant {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: String,
+    pub resource: String,
+    pub created_at: OffsetDateTime,
+    /// When the grant ends unless refreshed (its refresh token's expiry).
+    pub expires_at: OffsetDateTime,
+    pub refresh_hash: [u8; 32],
+}
+
+/// A grant row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrantRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub client_id: String,
+    pub client_name: String,
+    /// Space-separated scopes.
+    pub scopes: String,
+    pub resource: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRotation {
+    /// The token was current: it is used now and the new one recorded; the grant as it stands.
+    Rotated(OAuthGrantRecord),
+    /// The token was used before: its grant is deleted.
+    Reused { grant_id: Uuid, user_id: Uuid },
+    /// No such token, expired, another client's, or its user is inactive.
+    Unknown,
+}
+
 /// A skill row. The folder `<data_dir>/skills/<user_id>/<name>/` holds its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkillRecord {
@@ -711,6 +800,105 @@ impl Store {
     /// Writes `last_used_at` for a batch of tokens in one transaction, never moving it backwards.
     pub async fn record_token_use(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()> {
         dispatch!(self.record_token_use(uses))
+    }
+
+    // ---- OAuth ----
+
+    /// Records a client registered through dynamic registration.
+    pub async fn insert_oauth_client(&self, client: &OAuthClientRecord) -> StoreResult<()> {
+        dispatch!(self.insert_oauth_client(client))
+    }
+
+    pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
+        dispatch!(self.oauth_client(client_id))
+    }
+
+    pub async fn insert_oauth_code(&self, code: &NewOAuthCode) -> StoreResult<()> {
+        dispatch!(self.insert_oauth_code(code))
+    }
+
+    /// Marks the code used, in one statement, so that two redemptions at once cannot both win.
+    pub async fn redeem_oauth_code(
+        &self,
+        code_hash: [u8; 32],
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeRedemption> {
+        dispatch!(self.redeem_oauth_code(code_hash, now))
+    }
+
+    /// Makes the grant and its first refresh token, notes it on the code that made it (so that
+    /// the code's reuse ends it) and on its registered client; bumps the registry epoch.
+    pub async fn insert_oauth_grant(
+        &self,
+        grant: &NewOAuthGrant,
+        code_hash: [u8; 32],
+    ) -> StoreResult<()> {
+        dispatch!(self.insert_oauth_grant(grant, code_hash))
+    }
+
+    /// Rotates a refresh token of `client_id`'s grant: `new_hash` replaces `old_hash`, and the
+    /// grant lives until `expires_at`. A used token deletes its grant (reuse detection).
+    pub async fn rotate_oauth_refresh(
+        &self,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+        client_id: &str,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<RefreshRotation> {
+        dispatch!(self.rotate_oauth_refresh(old_hash, new_hash, client_id, now, expires_at))
+    }
+
+    /// The grant a refresh token (used or not, unexpired) belongs to.
+    pub async fn grant_of_refresh(
+        &self,
+        token_hash: [u8; 32],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<OAuthGrantRecord>> {
+        dispatch!(self.grant_of_refresh(token_hash, now))
+    }
+
+    /// The user's unexpired grants, newest first.
+    pub async fn list_oauth_grants(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<OAuthGrantRecord>> {
+        dispatch!(self.list_oauth_grants(user_id, now))
+    }
+
+    /// Deletes a grant (the user's, when `user_id` is given); `false` if there is none. Bumps
+    /// the registry epoch.
+    pub async fn delete_oauth_grant(&self, user_id: Option<Uuid>, id: Uuid) -> StoreResult<bool> {
+        dispatch!(self.delete_oauth_grant(user_id, id))
+    }
+
+    /// Deletes every grant of the user; the ids deleted. Bumps the registry epoch.
+    pub async fn delete_oauth_grants_of(&self, user_id: Uuid) -> StoreResult<Vec<Uuid>> {
+        dispatch!(self.delete_oauth_grants_of(user_id))
+    }
+
+    /// Every grant that may authenticate at `now`: unexpired, of an active user.
+    pub async fn live_oauth_grants(
+        &self,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<OAuthGrantRecord>> {
+        dispatch!(self.live_oauth_grants(now))
+    }
+
+    /// Writes `last_used_at` for a batch of grants, never moving it backwards.
+    pub async fn record_grant_use(&self, uses: &[(Uuid, OffsetDateTime)]) -> StoreResult<()> {
+        dispatch!(self.record_grant_use(uses))
+    }
+
+    /// Deletes expired codes, refresh tokens and grants, and registered clients never used
+    /// since `unused_before`; how many rows went.
+    pub async fn purge_oauth(
+        &self,
+        now: OffsetDateTime,
+        unused_before: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        dispatch!(self.purge_oauth(now, unused_before))
     }
 
     /// A counter bumped by every change that can make a cached token invalid or valid (token created

@@ -31,12 +31,17 @@ use super::{ask, reply};
 use crate::config::TokenSettings;
 use crate::domain::{ApiTokenSecret, Scopes, TokenName};
 use crate::error::AppError;
-use crate::store::{self, ApiTokenRecord, LiveApiToken, NewApiToken, Store, StoreError};
+use crate::oauth::tokens::{ACCESS_PREFIX, AccessTokens};
+use crate::store::{
+    self, ApiTokenRecord, LiveApiToken, NewApiToken, OAuthGrantRecord, Store, StoreError,
+};
 
-/// Who a valid API token belongs to.
+/// Who a valid API token or OAuth access token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
+    /// The API token's id, or the OAuth grant's (every access token of a grant is one
+    /// credential: sessions and limits follow the grant, and survive its refreshes).
     pub token_id: Uuid,
     /// What the token may do.
     pub scopes: Scopes,
@@ -81,11 +86,28 @@ struct LiveToken {
 
 type LiveMap = HashMap<[u8; 32], Arc<LiveToken>>;
 
+/// An OAuth grant whose access tokens may authenticate, as kept in memory.
+#[derive(Debug)]
+struct LiveGrant {
+    id: Uuid,
+    user_id: Uuid,
+    scopes: Scopes,
+    /// The resource (RFC 8707) its tokens were issued for.
+    resource: Box<str>,
+    client_id: Box<str>,
+    last_used: AtomicI64,
+    flushed: AtomicI64,
+}
+
+type GrantMap = HashMap<Uuid, Arc<LiveGrant>>;
+
 /// The handle: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct TokenRegistry {
     actor: ActorRef<RegistryMessage>,
     live: Arc<ArcSwap<LiveMap>>,
+    grants: Arc<ArcSwap<GrantMap>>,
+    access: AccessTokens,
     timeout: Duration,
 }
 
@@ -93,6 +115,7 @@ impl std::fmt::Debug for TokenRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenRegistry")
             .field("live_tokens", &self.live.load().len())
+            .field("live_grants", &self.grants.load().len())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +137,21 @@ enum RegistryMessage {
         token_id: Uuid,
         reply: RpcReplyPort<Result<bool, AppError>>,
     },
+    /// A grant was made (its first tokens are about to be issued).
+    GrantMade {
+        grant: OAuthGrantRecord,
+        reply: RpcReplyPort<Result<(), AppError>>,
+    },
+    /// Grants were deleted: their access tokens stop now.
+    GrantsEnded {
+        ids: Vec<Uuid>,
+        reply: RpcReplyPort<Result<(), AppError>>,
+    },
+    /// The user's grants, with use times not yet written.
+    ListGrants {
+        user_id: Uuid,
+        reply: RpcReplyPort<Result<Vec<OAuthGrantRecord>, AppError>>,
+    },
     /// Drops every cached token of a user who was just deactivated or deleted.
     ForgetUser {
         user_id: Uuid,
@@ -132,11 +170,14 @@ impl TokenRegistry {
     pub async fn start(
         store: Store,
         settings: &TokenSettings,
+        access: AccessTokens,
     ) -> Result<(TokenRegistry, JoinHandle<()>), StartError> {
         let live = Arc::new(ArcSwap::from_pointee(LiveMap::new()));
+        let grants = Arc::new(ArcSwap::from_pointee(GrantMap::new()));
         let args = RegistryArgs {
             store,
             live: Arc::clone(&live),
+            grants: Arc::clone(&grants),
             flush_every: Duration::from_secs(settings.last_used_flush_secs),
             sync_every: Duration::from_secs(settings.sync_interval_secs),
             max_per_user: settings.max_per_user,
@@ -147,6 +188,8 @@ impl TokenRegistry {
         let registry = TokenRegistry {
             actor,
             live,
+            grants,
+            access,
             timeout: Duration::from_secs(15),
         };
         Ok((registry, handle))
@@ -172,6 +215,73 @@ impl TokenRegistry {
             token_id: token.id,
             scopes: token.scopes,
         })
+    }
+
+    /// [`TokenRegistry::authenticate`], and also an OAuth access token: its MAC and expiry, its
+    /// grant still live, and the grant's resource one that `audience` accepts (the endpoint
+    /// asked). Still no database round trip, no lock, no actor hop.
+    pub fn authenticate_for(
+        &self,
+        bearer: &str,
+        audience: impl FnOnce(&str) -> bool,
+    ) -> Option<Principal> {
+        if !bearer.starts_with(ACCESS_PREFIX) {
+            return self.authenticate(bearer);
+        }
+        let (grant_id, expires_at) = self.access.verify(bearer)?;
+        let now = OffsetDateTime::now_utc();
+        if expires_at <= now.unix_timestamp() {
+            return None;
+        }
+        let grants = self.grants.load();
+        let grant = grants.get(&grant_id)?;
+        if !audience(&grant.resource) {
+            return None;
+        }
+        let micros = i64::try_from(now.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX);
+        grant.last_used.fetch_max(micros, Ordering::Relaxed);
+        Some(Principal {
+            user_id: grant.user_id,
+            token_id: grant.id,
+            scopes: grant.scopes,
+        })
+    }
+
+    /// Issues an access token of `grant` that stops at `expires_at` (Unix seconds).
+    pub fn issue_access(&self, grant: Uuid, expires_at: i64) -> Result<String, AppError> {
+        self.access
+            .issue(grant, expires_at)
+            .map_err(AppError::internal)
+    }
+
+    /// The live grant an access token of this server names (expired or not), with its user
+    /// and client.
+    pub fn access_grant(&self, token: &str) -> Option<(Uuid, Uuid, String)> {
+        let (id, _) = self.access.verify(token)?;
+        let grants = self.grants.load();
+        let grant = grants.get(&id)?;
+        Some((grant.id, grant.user_id, grant.client_id.to_string()))
+    }
+
+    pub async fn grant_made(&self, grant: OAuthGrantRecord) -> Result<(), AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::GrantMade { grant, reply }
+        })
+        .await
+    }
+
+    pub async fn grants_ended(&self, ids: Vec<Uuid>) -> Result<(), AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::GrantsEnded { ids, reply }
+        })
+        .await
+    }
+
+    pub async fn list_grants(&self, user_id: Uuid) -> Result<Vec<OAuthGrantRecord>, AppError> {
+        ask(&self.actor, self.timeout, "token registry", |reply| {
+            RegistryMessage::ListGrants { user_id, reply }
+        })
+        .await
     }
 
     /// Tokens held in memory (for `/health` and tests).
@@ -251,6 +361,7 @@ struct RegistryActor;
 struct RegistryArgs {
     store: Store,
     live: Arc<ArcSwap<LiveMap>>,
+    grants: Arc<ArcSwap<GrantMap>>,
     flush_every: Duration,
     sync_every: Duration,
     max_per_user: u32,
@@ -260,6 +371,8 @@ struct RegistryState {
     store: Store,
     live: Arc<ArcSwap<LiveMap>>,
     by_id: HashMap<Uuid, Arc<LiveToken>>,
+    grants_live: Arc<ArcSwap<GrantMap>>,
+    grants: GrantMap,
     epoch: i64,
     max_per_user: u32,
     flush_every: Duration,
@@ -281,6 +394,8 @@ impl Actor for RegistryActor {
             store: args.store,
             live: args.live,
             by_id: HashMap::new(),
+            grants_live: args.grants,
+            grants: GrantMap::new(),
             epoch: 0,
             max_per_user: args.max_per_user,
             flush_every: args.flush_every,
@@ -347,8 +462,22 @@ impl Actor for RegistryActor {
                 reply: port,
             } => {
                 state.remove_where(|t| t.user_id == user_id);
+                state.remove_grants_where(|g| g.user_id == user_id);
                 reply(port, Ok(()));
             }
+            RegistryMessage::GrantMade { grant, reply: port } => {
+                state.grants.insert(grant.id, Arc::new(live_grant(&grant)));
+                state.publish_grants();
+                reply(port, Ok(()));
+            }
+            RegistryMessage::GrantsEnded { ids, reply: port } => {
+                state.remove_grants_where(|g| ids.contains(&g.id));
+                reply(port, Ok(()));
+            }
+            RegistryMessage::ListGrants {
+                user_id,
+                reply: port,
+            } => reply(port, state.list_grants(user_id).await),
             RegistryMessage::Flush { reply: port } => {
                 let result = state.flush().await.map_err(AppError::from);
                 match port {
@@ -452,6 +581,7 @@ impl RegistryState {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
+        self.flush_grants().await?;
         let pending: Vec<(&Arc<LiveToken>, i64)> = self
             .by_id
             .values()
@@ -474,6 +604,56 @@ impl RegistryState {
         Ok(())
     }
 
+    async fn flush_grants(&self) -> Result<(), StoreError> {
+        let pending: Vec<(&Arc<LiveGrant>, i64)> = self
+            .grants
+            .values()
+            .filter_map(|g| {
+                let used = g.last_used.load(Ordering::Relaxed);
+                (used > g.flushed.load(Ordering::Relaxed)).then_some((g, used))
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let uses: Vec<(Uuid, OffsetDateTime)> = pending
+            .iter()
+            .filter_map(|(g, used)| from_micros(*used).map(|at| (g.id, at)))
+            .collect();
+        self.store.record_grant_use(&uses).await?;
+        for (grant, used) in pending {
+            grant.flushed.store(used, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn list_grants(&self, user_id: Uuid) -> Result<Vec<OAuthGrantRecord>, AppError> {
+        let mut grants = self.store.list_oauth_grants(user_id, store::now()).await?;
+        for grant in &mut grants {
+            let Some(live) = self.grants.get(&grant.id) else {
+                continue;
+            };
+            if let Some(seen) = from_micros(live.last_used.load(Ordering::Relaxed))
+                && grant.last_used_at.is_none_or(|stored| stored < seen)
+            {
+                grant.last_used_at = Some(seen);
+            }
+        }
+        Ok(grants)
+    }
+
+    fn remove_grants_where(&mut self, doomed: impl Fn(&LiveGrant) -> bool) {
+        let before = self.grants.len();
+        self.grants.retain(|_, g| !doomed(g));
+        if self.grants.len() != before {
+            self.publish_grants();
+        }
+    }
+
+    fn publish_grants(&self) {
+        self.grants_live.store(Arc::new(self.grants.clone()));
+    }
+
     async fn sync(&mut self) -> Result<(), StoreError> {
         let epoch = self.store.registry_epoch().await?;
         if epoch != self.epoch {
@@ -488,6 +668,17 @@ impl RegistryState {
         // next sync reloads once more, so nothing is missed.
         let epoch = self.store.registry_epoch().await?;
         let rows = self.store.live_api_tokens(store::now()).await?;
+        let grant_rows = self.store.live_oauth_grants(store::now()).await?;
+        let mut grants = GrantMap::with_capacity(grant_rows.len());
+        for row in grant_rows {
+            let grant = match self.grants.get(&row.id) {
+                Some(existing) => Arc::clone(existing),
+                None => Arc::new(live_grant(&row)),
+            };
+            grants.insert(row.id, grant);
+        }
+        self.grants = grants;
+        self.publish_grants();
         let mut by_id = HashMap::with_capacity(rows.len());
         for row in rows {
             let token = match self.by_id.get(&row.id) {
@@ -533,6 +724,18 @@ fn live_token(row: &LiveApiToken) -> LiveToken {
         hash: row.token_hash,
         expires_at: row.expires_at.map(OffsetDateTime::unix_timestamp),
         scopes: Scopes::from_stored(&row.scopes),
+        last_used: AtomicI64::new(0),
+        flushed: AtomicI64::new(0),
+    }
+}
+
+fn live_grant(row: &OAuthGrantRecord) -> LiveGrant {
+    LiveGrant {
+        id: row.id,
+        user_id: row.user_id,
+        scopes: Scopes::from_stored(&row.scopes),
+        resource: row.resource.clone().into_boxed_str(),
+        client_id: row.client_id.clone().into_boxed_str(),
         last_used: AtomicI64::new(0),
         flushed: AtomicI64::new(0),
     }

@@ -115,6 +115,8 @@ impl FormState {
 pub struct SignInPage {
     pub chrome: Chrome,
     pub form: FormState,
+    /// The sign-up link, carrying where to go next.
+    pub signup: String,
 }
 
 #[derive(Debug, Template)]
@@ -261,6 +263,8 @@ pub struct CreatedToken {
 pub struct TokensPage {
     pub chrome: Chrome,
     pub tokens: Vec<TokenRow>,
+    /// Apps connected through OAuth.
+    pub apps: Vec<AppRow>,
     pub form: FormState,
     pub created: Option<CreatedToken>,
     pub base_url: String,
@@ -380,4 +384,37 @@ mod tests {
         assert_eq!(form.invalid("username"), "false");
         assert!(form.has_errors());
     }
+}
+
+/// The OAuth consent page: who asks, for what, as whom; Allow or Deny.
+#[derive(Debug, Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage {
+    pub chrome: Chrome,
+    pub client_name: String,
+    /// The metadata document's URL of a client that has one.
+    pub client_url: Option<String>,
+    /// Registered through dynamic registration: its name is its own word.
+    pub registered: bool,
+    /// The user has connected this client before.
+    pub known: bool,
+    pub account: String,
+    /// Where the code goes: the redirect URI's host (or scheme, for an app's own scheme).
+    pub redirect_host: String,
+    pub resource: String,
+    /// Each scope asked for, with what it allows in words.
+    pub scopes: Vec<(&'static str, &'static str)>,
+    /// The authorization request's parameters, carried to the decision.
+    pub params: Vec<(&'static str, String)>,
+}
+
+/// An app connected through OAuth, on the tokens page.
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub created: String,
+    pub last_used: String,
 }

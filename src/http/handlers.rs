@@ -6,6 +6,7 @@ pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod listen;
 pub(crate) mod mcp;
+pub(crate) mod oauth;
 pub(crate) mod skills;
 pub(crate) mod sse;
 pub(crate) mod tokens;

@@ -88,6 +88,7 @@ pub struct RateLimits {
     login_ip: Limit<IpAddr>,
     login_account: Limit<AccountKey>,
     register_ip: Limit<IpAddr>,
+    oauth_register_ip: Limit<IpAddr>,
     mcp_token: Limit<Uuid>,
     upload_user: Limit<Uuid>,
     trusted_proxies: Vec<IpAddr>,
@@ -117,6 +118,12 @@ impl RateLimits {
                 60 * MINUTE,
                 "register_ip",
                 "registrations from this address",
+            ),
+            oauth_register_ip: Limit::new(
+                settings.oauth_register_per_ip_per_hour,
+                60 * MINUTE,
+                "oauth_register_ip",
+                "OAuth client registrations from this address",
             ),
             mcp_token: Limit::new(
                 settings.mcp_per_token_per_second,
@@ -156,6 +163,12 @@ impl RateLimits {
         self.register_ip.check(&client_key(client), &self.metrics)
     }
 
+    /// A dynamic client registration (`POST /oauth/register`) from `client`.
+    pub fn oauth_register(&self, client: IpAddr) -> Result<(), AppError> {
+        self.oauth_register_ip
+            .check(&client_key(client), &self.metrics)
+    }
+
     pub fn mcp(&self, token_id: Uuid) -> Result<(), AppError> {
         self.mcp_token.check(&token_id, &self.metrics)
     }
@@ -169,6 +182,7 @@ impl RateLimits {
         self.login_ip.prune()
             + self.login_account.prune()
             + self.register_ip.prune()
+            + self.oauth_register_ip.prune()
             + self.mcp_token.prune()
             + self.upload_user.prune()
     }
@@ -258,6 +272,7 @@ mod tests {
             login_per_ip_per_minute: 3,
             login_per_account_per_minute: 100,
             register_per_ip_per_hour: 1,
+            oauth_register_per_ip_per_hour: 1,
             mcp_per_token_per_second: 0,
             uploads_per_user_per_minute: 2,
             trusted_proxies: vec!["10.0.0.1".into(), "10.0.0.2".into()],

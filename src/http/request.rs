@@ -75,6 +75,38 @@ async fn read_body(
     collect_limited(req.into_body(), limits).await
 }
 
+/// The bytes of an `application/x-www-form-urlencoded` body, within the JSON body's limits
+/// (the OAuth endpoints' forms); `None` when the body says it is something else.
+pub(crate) async fn form_bytes(
+    req: Request<Incoming>,
+    limits: &ServerSettings,
+) -> Result<Option<bytes::Bytes>, AppError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Ok(None);
+    }
+    let max = limits.max_json_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(AppError::PayloadTooLarge(max));
+    }
+    collect_limited(req.into_body(), limits).await.map(Some)
+}
+
 /// The checks a JSON body's head must pass before its bytes are read.
 fn check_json_head(req: &Request<Incoming>, limits: &ServerSettings) -> Result<(), AppError> {
     // A body without a Content-Type is read as JSON; one that says it is something else is refused.

@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::handlers::console::{self, ConsolePage};
+use super::handlers::oauth::{self, Resource};
 use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens, versions};
 use super::{Body, cors, response};
 use crate::app::AppState;
@@ -64,6 +65,15 @@ pub enum Endpoint {
     Sse,
     /// The legacy HTTP+SSE transport's message endpoint.
     SseMessage,
+    /// `GET /.well-known/oauth-protected-resource[/mcp|/sse]` (RFC 9728).
+    ProtectedResource(Resource),
+    /// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
+    AuthorizationServer,
+    OAuthRegister,
+    OAuthToken,
+    OAuthRevoke,
+    ListGrants,
+    DeleteGrant(Uuid),
     /// A page, form or asset of the web console (HTML for browsers: not in the OpenAPI document).
     Console(ConsolePage),
 }
@@ -87,6 +97,24 @@ impl Endpoint {
             ],
             ["sse"] => vec![("GET", Endpoint::Sse)],
             ["messages"] => vec![("POST", Endpoint::SseMessage)],
+            [".well-known", "oauth-protected-resource"] => {
+                vec![("GET", Endpoint::ProtectedResource(Resource::Root))]
+            }
+            [".well-known", "oauth-protected-resource", "mcp"] => {
+                vec![("GET", Endpoint::ProtectedResource(Resource::Mcp))]
+            }
+            [".well-known", "oauth-protected-resource", "sse"] => {
+                vec![("GET", Endpoint::ProtectedResource(Resource::Sse))]
+            }
+            [
+                ".well-known",
+                "oauth-authorization-server" | "openid-configuration",
+            ] => {
+                vec![("GET", Endpoint::AuthorizationServer)]
+            }
+            ["oauth", "register"] => vec![("POST", Endpoint::OAuthRegister)],
+            ["oauth", "token"] => vec![("POST", Endpoint::OAuthToken)],
+            ["oauth", "revoke"] => vec![("POST", Endpoint::OAuthRevoke)],
             ["api", "v1", rest @ ..] => match rest {
                 ["auth", "register"] => vec![("POST", Endpoint::Register)],
                 ["auth", "login"] => vec![("POST", Endpoint::Login)],
@@ -142,6 +170,14 @@ impl Endpoint {
                         }
                         _ => return Err(AppError::NoRoute),
                     }
+                }
+                ["oauth", "grants"] => vec![("GET", Endpoint::ListGrants)],
+                ["oauth", "grants", id] => {
+                    if method != Method::DELETE {
+                        return Err(AppError::MethodNotAllowed(vec!["DELETE"]));
+                    }
+                    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("grant"))?;
+                    return Ok(Endpoint::DeleteGrant(id));
                 }
                 ["tokens", id] => {
                     if method != Method::DELETE {
@@ -207,6 +243,13 @@ impl Endpoint {
             Endpoint::Mcp => "mcp",
             Endpoint::Sse => "sse",
             Endpoint::SseMessage => "sse.message",
+            Endpoint::ProtectedResource(_) => "oauth.protected_resource",
+            Endpoint::AuthorizationServer => "oauth.authorization_server",
+            Endpoint::OAuthRegister => "oauth.register",
+            Endpoint::OAuthToken => "oauth.token",
+            Endpoint::OAuthRevoke => "oauth.revoke",
+            Endpoint::ListGrants => "oauth.grants.list",
+            Endpoint::DeleteGrant(_) => "oauth.grants.delete",
             Endpoint::Console(page) => page.name(),
         }
     }
@@ -361,6 +404,13 @@ async fn dispatch(
         Endpoint::Mcp => mcp::mcp(state, req).await,
         Endpoint::Sse => Box::pin(sse::open(state, req)).await,
         Endpoint::SseMessage => sse::message(state, req).await,
+        Endpoint::ProtectedResource(resource) => oauth::protected_resource(state, &req, resource),
+        Endpoint::AuthorizationServer => oauth::authorization_server(state, &req),
+        Endpoint::OAuthRegister => Box::pin(oauth::register(state, req)).await,
+        Endpoint::OAuthToken => Box::pin(oauth::token(state, req)).await,
+        Endpoint::OAuthRevoke => Box::pin(oauth::revoke(state, req)).await,
+        Endpoint::ListGrants => Box::pin(oauth::list_grants(state, req)).await,
+        Endpoint::DeleteGrant(id) => Box::pin(oauth::delete_grant(state, req, id)).await,
         Endpoint::Console(page) => Ok(Box::pin(console::handle(state, req, page)).await),
     }
 }
@@ -379,7 +429,7 @@ mod tests {
     ];
 
     /// How many variants [`Endpoint`] has; [`variant_index`] gives each its own number below it.
-    const VARIANTS: usize = 36;
+    const VARIANTS: usize = 43;
 
     /// Variants left out of the document on purpose: the console's pages are HTML for people
     /// (forms with CSRF tokens and cookies), not part of the API the document describes.
@@ -426,6 +476,13 @@ mod tests {
             Endpoint::ExportVersion(..) => 33,
             Endpoint::RestoreVersion(..) => 34,
             Endpoint::DiffSkill(_) => 35,
+            Endpoint::ProtectedResource(_) => 36,
+            Endpoint::AuthorizationServer => 37,
+            Endpoint::OAuthRegister => 38,
+            Endpoint::OAuthToken => 39,
+            Endpoint::OAuthRevoke => 40,
+            Endpoint::ListGrants => 41,
+            Endpoint::DeleteGrant(_) => 42,
         }
     }
 
@@ -485,6 +542,7 @@ mod tests {
                 );
                 match &parsed {
                     Endpoint::DeleteToken(got)
+                    | Endpoint::DeleteGrant(got)
                     | Endpoint::GetSkill(got)
                     | Endpoint::UpdateSkill(got)
                     | Endpoint::DeleteSkill(got)

@@ -29,6 +29,8 @@ use super::{
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
 
+mod oauth;
+
 /// The migrations of `sql/sqlite`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
 mod embedded {

@@ -20,7 +20,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A browser: its own cookies, no redirects followed, forms sent from the server's own origin.
-struct Browser {
+pub(crate) struct Browser {
     client: Client,
     base: String,
     origin: String,
@@ -30,7 +30,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Browser {
+    pub(crate) fn new(app: &TestApp) -> Browser {
         Browser {
             client: Client::builder()
                 .no_proxy()
@@ -66,7 +66,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Response {
+    pub(crate) async fn get(&mut self, path: &str) -> Response {
         let mut req = self
             .client
             .get(format!("{}{path}", self.base))
@@ -80,13 +80,13 @@ impl Browser {
     }
 
     /// A page's status and HTML.
-    async fn page(&mut self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn page(&mut self, path: &str) -> (StatusCode, String) {
         let res = self.get(path).await;
         (res.status(), res.text().await.unwrap())
     }
 
     /// Posts a form with `origin` as its `Origin` (`None`: no `Origin` header at all).
-    async fn post_from(
+    pub(crate) async fn post_from(
         &mut self,
         path: &str,
         fields: &[(&str, &str)],
@@ -112,7 +112,7 @@ impl Browser {
         res
     }
 
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Response {
         let origin = self.origin.clone();
         self.post_from(path, fields, Some(&origin)).await
     }
@@ -140,7 +140,7 @@ impl Browser {
         .await
     }
 
-    async fn sign_in(&mut self, login: &str, password: &str) -> Response {
+    pub(crate) async fn sign_in(&mut self, login: &str, password: &str) -> Response {
         let csrf = self.csrf("/signin").await;
         self.post(
             "/signin",
@@ -197,7 +197,7 @@ async fn post_pairs(
     browser.post_from("/skills", &pairs, origin).await
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let doc = Html::parse_document(html);
     let meta = Selector::parse("meta[name=csrf-token]").unwrap();
     doc.select(&meta)
@@ -207,7 +207,7 @@ fn csrf_of(html: &str) -> String {
         .to_owned()
 }
 
-fn location(res: &Response) -> String {
+pub(crate) fn location(res: &Response) -> String {
     res.headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_owned())

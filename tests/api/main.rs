@@ -17,6 +17,7 @@ mod mcp_limits;
 mod mcp_listen;
 mod mcp_stateless;
 mod migration;
+mod oauth;
 mod openapi;
 mod rate_limits;
 mod sandbox;

@@ -200,8 +200,23 @@ pub(crate) async fn logout(
 ) -> Result<Response<Body>, AppError> {
     let user = authenticated(state, &req).await?;
     let body: LogoutBody = optional_json_body(req, &state.settings.server).await?;
-    state.auth.logout(user, body.all).await?;
+    sign_out(state, user, body.all).await?;
     Ok(no_content())
+}
+
+/// Ends this login, or with `everywhere` every login of the user and every app they connected
+/// through OAuth (its tokens stop and its MCP sessions end): "sign out everywhere" means it.
+pub(crate) async fn sign_out(
+    state: &AppState,
+    user: AuthedUser,
+    everywhere: bool,
+) -> Result<(), AppError> {
+    let user_id = user.user.id;
+    state.auth.logout(user, everywhere).await?;
+    if everywhere {
+        state.oauth.end_user_grants(user_id).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn get_me(
@@ -332,5 +347,10 @@ pub(crate) async fn set_password(
     let current = checks.check("current_password", Password::candidate(current));
     let new = checks.check("new_password", Password::parse(new));
     let (current, new) = checks.finish(current.zip(new))?;
-    state.auth.change_password(me, current, new).await
+    let user_id = me.user.id;
+    state.auth.change_password(me, current, new).await?;
+    // A new password means someone may have known the old one: the apps connected with it go
+    // too (API tokens stay: they were made on purpose, and are revoked one by one).
+    state.oauth.end_user_grants(user_id).await?;
+    Ok(())
 }

@@ -33,9 +33,9 @@ use crate::actors::workspace::{IfMatch, UploadPayload, UploadTarget};
 use crate::app::AppState;
 use crate::console::csrf::VisitorId;
 use crate::console::pages::{
-    AccountPage, CheckResult, Chrome, CreatedToken, ErrorPage, FileBody, FileView, FormState,
-    QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, StatusPage, TokenRow,
-    TokensPage, WarningView,
+    AccountPage, AppRow, CheckResult, Chrome, CreatedToken, ErrorPage, FileBody, FileView,
+    FormState, QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, StatusPage,
+    TokenRow, TokensPage, WarningView,
 };
 use crate::console::{self as ui, assets, markdown, pages, snippets};
 use crate::domain::{BrowserSessionSecret, Password, Scopes, SkillPath};
@@ -45,6 +45,8 @@ use crate::http::request::client_ip;
 use crate::http::response::{self, full, with_body};
 use crate::http::router::ClientIp;
 use crate::skills::Warning;
+
+mod authorize;
 
 /// Every page, form and asset of the console.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,12 @@ pub enum ConsolePage {
     Tokens,
     CreateToken,
     RevokeToken(Uuid),
+    /// `GET /oauth/authorize`: an OAuth client's request, shown as the consent page.
+    Authorize,
+    /// `POST /oauth/authorize`: the user's decision.
+    Consent,
+    /// Disconnects an app connected through OAuth.
+    RevokeApp(Uuid),
     Account,
     Profile,
     Password,
@@ -94,9 +102,11 @@ impl ConsolePage {
             | ConsolePage::SkillDelete(_) => "console.skill",
             ConsolePage::SkillFile(..) => "console.skill.file",
             ConsolePage::SkillExport(_) => "console.skill.export",
-            ConsolePage::Tokens | ConsolePage::CreateToken | ConsolePage::RevokeToken(_) => {
-                "console.tokens"
-            }
+            ConsolePage::Tokens
+            | ConsolePage::CreateToken
+            | ConsolePage::RevokeToken(_)
+            | ConsolePage::RevokeApp(_) => "console.tokens",
+            ConsolePage::Authorize | ConsolePage::Consent => "console.oauth.authorize",
             ConsolePage::Account
             | ConsolePage::Profile
             | ConsolePage::Password
@@ -135,6 +145,8 @@ pub(crate) fn route(segments: &[&str]) -> Option<Vec<(&'static str, ConsolePage)
         }
         ["tokens"] => vec![("GET", P::Tokens), ("POST", P::CreateToken)],
         ["tokens", id, "revoke"] => vec![("POST", P::RevokeToken(Uuid::parse_str(id).ok()?))],
+        ["oauth", "authorize"] => vec![("GET", P::Authorize), ("POST", P::Consent)],
+        ["apps", id, "revoke"] => vec![("POST", P::RevokeApp(Uuid::parse_str(id).ok()?))],
         ["account"] => vec![("GET", P::Account)],
         ["account", "profile"] => vec![("POST", P::Profile)],
         ["account", "password"] => vec![("POST", P::Password)],
@@ -199,20 +211,33 @@ struct Visit {
     client: std::net::IpAddr,
 }
 
+/// `scheme://host[:port]` of this server as the request reached it: `server.public_url`, or the
+/// checked `Host` with `https` when a trusted proxy says so. The console, the OAuth metadata and
+/// the MCP endpoints' challenges build their URLs from it.
+pub(crate) fn site_origin(state: &AppState, req: &Request<Incoming>) -> Result<String, AppError> {
+    match state.settings.server.public_url() {
+        Some(url) => Ok(url.to_owned()),
+        None => {
+            let secure = forwarded_https(state, peer_of(req), req.headers());
+            let host = checked_host(state, req)?;
+            Ok(format!(
+                "{}://{host}",
+                if secure { "https" } else { "http" }
+            ))
+        }
+    }
+}
+
+fn peer_of(req: &Request<Incoming>) -> std::net::IpAddr {
+    req.extensions()
+        .get::<ClientIp>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.1)
+}
+
 impl Visit {
     fn of(state: &AppState, req: &Request<Incoming>) -> Result<Visit, AppError> {
-        let peer = req
-            .extensions()
-            .get::<ClientIp>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.1);
-        let secure = forwarded_https(state, peer, req.headers());
-        let origin = match state.settings.server.public_url() {
-            Some(url) => url.to_owned(),
-            None => {
-                let host = checked_host(state, req)?;
-                format!("{}://{host}", if secure { "https" } else { "http" })
-            }
-        };
+        let secure = forwarded_https(state, peer_of(req), req.headers());
+        let origin = site_origin(state, req)?;
         let mut session = None;
         let mut visitor = None;
         for (name, value) in cookies(req.headers()) {
@@ -586,11 +611,28 @@ fn notice(query: Option<&str>) -> Option<String> {
         "activated" => "The skill is active: MCP clients see it.",
         "deactivated" => "The skill is inactive: MCP clients no longer see it.",
         "token-revoked" => "The token is revoked: clients using it are refused from now on.",
+        "app-revoked" => "The app is disconnected: its tokens are refused from now on.",
         "profile-saved" => "Your email and user name are saved.",
         "signed-up" => "Welcome! Create or upload a skill to begin.",
         _ => return None,
     };
     Some(text.to_owned())
+}
+
+/// Where sign-in may go next: only an OAuth authorization request of this site (the only page
+/// that sends people to sign in and back), so the parameter cannot redirect anywhere else.
+fn next_of(next: Option<String>) -> String {
+    next.filter(|n| {
+        n.starts_with("/oauth/authorize?")
+            && n.len() <= 8192
+            && !n.contains(['\\', '\r', '\n', '#'])
+    })
+    .unwrap_or_default()
+}
+
+/// The page after signing in: the checked `next`, or the skills.
+fn after_sign_in(next: &str) -> &str {
+    if next.is_empty() { "/skills" } else { next }
 }
 
 fn query_value(query: Option<&str>, name: &str) -> Option<String> {
@@ -641,20 +683,21 @@ async fn serve(
             None => redirect("/signin"),
         }),
         P::SignInForm => {
-            sign_in_form(
-                state,
-                &visit,
-                req.uri().query(),
-                FormState::default(),
-                StatusCode::OK,
-            )
-            .await
+            let query = req.uri().query();
+            let form = FormState::default().keep("next", next_of(query_value(query, "next")));
+            sign_in_form(state, &visit, query, form, StatusCode::OK).await
         }
         P::SignIn => sign_in(state, &visit, req).await,
-        P::SignUpForm => sign_up_form(state, &visit, FormState::default(), StatusCode::OK).await,
+        P::SignUpForm => {
+            let next = next_of(query_value(req.uri().query(), "next"));
+            let form = FormState::default().keep("next", next);
+            sign_up_form(state, &visit, form, StatusCode::OK).await
+        }
         P::SignUp => sign_up(state, &visit, req).await,
         P::SignOut => sign_out(state, &visit, req).await,
         P::Upload => upload(state, &visit, req).await,
+        P::Authorize => authorize::request(state, &visit, req).await,
+        P::Consent => authorize::decision(state, &visit, req).await,
         page => {
             let session = match require_session(state, &visit).await {
                 Ok(session) => session,
@@ -868,6 +911,18 @@ async fn signed_in_page(
             tokens::revoke_token(state, session.user.user.id, id).await?;
             Ok(redirect("/tokens?notice=token-revoked"))
         }
+        P::RevokeApp(id) => {
+            session_form(state, visit, req, small).await?;
+            if !state
+                .oauth
+                .end_grant(Some(session.user.user.id), id)
+                .await?
+            {
+                return Err(AppError::NotFound("grant"));
+            }
+            tracing::info!(user_id = %session.user.user.id, grant_id = %id, "OAuth grant revoked");
+            Ok(redirect("/tokens?notice=app-revoked#apps-heading"))
+        }
         P::Account => account_page(&session, AccountForms::default(), StatusCode::OK, notice),
         P::Profile => {
             let form = session_form(state, visit, req, small).await?;
@@ -956,7 +1011,9 @@ async fn signed_in_page(
         | P::SignUp
         | P::SignOut
         | P::Upload
-        | P::Asset(_) => Err(AppError::NoRoute),
+        | P::Asset(_)
+        | P::Authorize
+        | P::Consent => Err(AppError::NoRoute),
     }
 }
 
@@ -1013,12 +1070,23 @@ async fn sign_in_form(
     status: StatusCode,
 ) -> Result<Response<Body>, AppError> {
     if status == StatusCode::OK && signed_in(state, visit).await.is_some() {
-        return Ok(redirect("/skills"));
+        return Ok(redirect(after_sign_in(form.value("next"))));
     }
     let (visitor, fresh) = visitor_of(visit)?;
     let chrome = Chrome::new("Sign in", state.csrf.visitor_token(&visitor), None, "")
         .with_notice(notice(query));
-    let mut response = html(status, &SignInPage { chrome, form });
+    let signup = match form.value("next") {
+        "" => "/signup".to_owned(),
+        next => format!("/signup?next={}", encode(next)),
+    };
+    let mut response = html(
+        status,
+        &SignInPage {
+            chrome,
+            form,
+            signup,
+        },
+    );
     if fresh {
         set_cookie(
             &mut response,
@@ -1049,8 +1117,19 @@ async fn sign_in(
 ) -> Result<Response<Body>, AppError> {
     let form = visitor_form(state, visit, req).await?;
     let login = form.text("login");
-    let kept = FormState::default().keep("login", login.clone());
-    match browser_login(state, visit, &login, form.text("password")).await {
+    let next = next_of(form.get("next").map(str::to_owned));
+    let kept = FormState::default()
+        .keep("login", login.clone())
+        .keep("next", next.clone());
+    match browser_login(
+        state,
+        visit,
+        &login,
+        form.text("password"),
+        after_sign_in(&next),
+    )
+    .await
+    {
         Ok(response) => Ok(response),
         Err(e) => {
             let mut kept = kept;
@@ -1073,6 +1152,7 @@ async fn browser_login(
     visit: &Visit,
     login: &str,
     password: String,
+    to: &str,
 ) -> Result<Response<Body>, AppError> {
     state.rate_limits.login_from(visit.client)?;
     let mut errors = Vec::new();
@@ -1088,7 +1168,7 @@ async fn browser_login(
     let target = accounts::login_target(state, name).await?;
     let login = state.auth.login_browser(target, password).await?;
     let max_age = (login.expires_at - OffsetDateTime::now_utc()).whole_seconds();
-    let mut response = redirect("/skills");
+    let mut response = redirect(to);
     set_cookie(
         &mut response,
         &visit.cookie(
@@ -1107,7 +1187,7 @@ async fn sign_up_form(
     status: StatusCode,
 ) -> Result<Response<Body>, AppError> {
     if status == StatusCode::OK && signed_in(state, visit).await.is_some() {
-        return Ok(redirect("/skills"));
+        return Ok(redirect(after_sign_in(form.value("next"))));
     }
     let (visitor, fresh) = visitor_of(visit)?;
     let chrome = Chrome::new("Sign up", state.csrf.visitor_token(&visitor), None, "");
@@ -1138,14 +1218,18 @@ async fn sign_up(
         form.text("username"),
         form.text("password"),
     );
+    let next = next_of(form.get("next").map(str::to_owned));
     let created = match state.rate_limits.register(visit.client) {
         Ok(()) => accounts::create_account(state, &email, &username, password.clone()).await,
         Err(e) => Err(e),
     };
     match created {
-        Ok(_) => match browser_login(state, visit, &username, password).await {
+        Ok(_) => match browser_login(state, visit, &username, password, after_sign_in(&next)).await
+        {
             Ok(mut response) => {
-                if let Ok(value) = HeaderValue::from_str("/skills?notice=signed-up") {
+                if next.is_empty()
+                    && let Ok(value) = HeaderValue::from_str("/skills?notice=signed-up")
+                {
                     response.headers_mut().insert(header::LOCATION, value);
                 }
                 Ok(response)
@@ -1156,7 +1240,8 @@ async fn sign_up(
         Err(e) => {
             let mut kept = FormState::default()
                 .keep("email", email)
-                .keep("username", username);
+                .keep("username", username)
+                .keep("next", next);
             let status = form_error(
                 &mut kept,
                 &e,
@@ -1186,7 +1271,7 @@ async fn sign_out(
         .get("everywhere")
         .is_some_and(|v| !v.is_empty() && v != "0")
     {
-        state.auth.logout(session.user, true).await?;
+        accounts::sign_out(state, session.user, true).await?;
         return Ok(signed_out(visit, "/signin?notice=signed-out-everywhere"));
     }
     if let Some(secret) = &visit.session {
@@ -1542,6 +1627,20 @@ async fn tokens_page(
             },
         })
         .collect();
+    let apps = state
+        .oauth
+        .grants(user.id)
+        .await?
+        .iter()
+        .map(|g| AppRow {
+            id: g.id.to_string(),
+            name: g.client_name.clone(),
+            client_id: g.client_id.clone(),
+            scopes: g.scopes.clone(),
+            created: date(g.created_at),
+            last_used: g.last_used_at.map_or_else(|| "never".to_owned(), date),
+        })
+        .collect();
     let token = created
         .as_ref()
         .map_or("YOUR_API_TOKEN", |c| c.token.as_str());
@@ -1554,6 +1653,7 @@ async fn tokens_page(
         )
         .with_notice(notice),
         tokens: rows,
+        apps,
         form,
         snippets: snippets::for_token(&visit.origin, token),
         base_url: visit.origin.clone(),

@@ -21,6 +21,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use super::console::site_origin;
+use super::oauth::{Resource, challenge};
 use super::sse;
 use crate::actors::token_registry::Principal;
 use crate::app::AppState;
@@ -50,7 +52,10 @@ pub(crate) async fn mcp(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let principal = authenticate(state, &req)?;
+    let principal = match authenticate(state, &req, Resource::Mcp) {
+        Ok(principal) => principal,
+        Err(refused) => return Ok(*refused),
+    };
     match *req.method() {
         Method::POST => post(state, principal, req).await,
         Method::DELETE => Ok(delete(state, principal, req.headers())),
@@ -59,20 +64,32 @@ pub(crate) async fn mcp(
     }
 }
 
-/// The owner of the request's API token (401 without a valid one).
+/// The owner of the request's API token or OAuth access token (one issued for `resource`, or
+/// for the whole server); otherwise 401 with the challenge that tells a client where to sign
+/// in, or 429 past the token's rate.
 pub(crate) fn authenticate(
     state: &AppState,
     req: &Request<Incoming>,
-) -> Result<Principal, AppError> {
-    let token = require_bearer(req.headers())?;
+    resource: Resource,
+) -> Result<Principal, Box<Response<Body>>> {
+    let token =
+        require_bearer(req.headers()).map_err(|e| Box::new(challenge(state, req, resource, &e)))?;
     let principal = state
         .registry
-        .authenticate(token)
-        .ok_or(AppError::Unauthorized {
-            code: "invalid-token",
-            detail: "the API token is unknown, revoked or expired",
+        .authenticate_for(token, |audience| {
+            site_origin(state, req).is_ok_and(|origin| resource.accepts(&origin, audience))
+        })
+        .ok_or_else(|| {
+            let refused = AppError::Unauthorized {
+                code: "invalid-token",
+                detail: "the token is unknown, revoked, expired or issued for another resource",
+            };
+            Box::new(challenge(state, req, resource, &refused))
         })?;
-    state.rate_limits.mcp(principal.token_id)?;
+    state
+        .rate_limits
+        .mcp(principal.token_id)
+        .map_err(|e| Box::new(crate::http::response::error(&e)))?;
     Ok(principal)
 }
 

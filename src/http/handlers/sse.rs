@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::mcp::{
     authenticate, check_origin, insufficient_scope, messages_of, refusal, rpc_refusal,
 };
+use super::oauth::Resource;
 use crate::actors::session::{Charge, Queued};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -41,7 +42,10 @@ pub(crate) async fn open(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let principal = authenticate(state, &req)?;
+    let principal = match authenticate(state, &req, Resource::Sse) {
+        Ok(principal) => principal,
+        Err(refused) => return Ok(*refused),
+    };
     let (session, outbound) = match state
         .sessions
         .open_legacy(principal.user_id, principal.token_id, principal.scopes)
@@ -183,7 +187,10 @@ pub(crate) async fn message(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
     check_origin(state, &req)?;
-    let principal = authenticate(state, &req)?;
+    let principal = match authenticate(state, &req, Resource::Sse) {
+        Ok(principal) => principal,
+        Err(refused) => return Ok(*refused),
+    };
     let session_id = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "session_id")

@@ -1,0 +1,383 @@
+//! Client ID metadata documents: a `client_id` that is an `https` URL names the JSON document
+//! that describes the client, fetched from there.
+//!
+//! Fetching a URL a stranger chose is server-side request forgery waiting to happen, so:
+//! `https` only (plain `http` only to loopback, and only with `oauth.cimd_allow_loopback`);
+//! every address a name resolves to must be public (a resolver of our own refuses the rest, so
+//! no redirect and no DNS answer can reach a private address), and address literals likewise;
+//! at most 3 redirects, each to a URL that passes the same checks; 5 seconds in all; at most
+//! 64 KiB; no cookies, no credentials. A document is cached for what its `Cache-Control:
+//! max-age` says (at most a day; 5 minutes without one; not at all with `no-store`), and a
+//! failure for a minute, so a client cannot make this server fetch in a loop.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect::Policy;
+
+use super::client::{self, Client, MetadataError};
+
+const MAX_BYTES: usize = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const FAILURE_TTL: Duration = Duration::from_secs(60);
+const MAX_CACHED: usize = 1000;
+
+/// Why a metadata document could not be used; said to the person on the error page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DocumentError(pub String);
+
+impl From<MetadataError> for DocumentError {
+    fn from(e: MetadataError) -> Self {
+        DocumentError(e.description)
+    }
+}
+
+type Cached = (Result<Arc<Client>, DocumentError>, Instant);
+
+/// Fetches and caches documents.
+#[derive(Clone)]
+pub struct Documents {
+    http: reqwest::Client,
+    allow_loopback: bool,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+}
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("allow_loopback", &self.allow_loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Documents {
+    pub fn new(allow_loopback: bool) -> Result<Documents, reqwest::Error> {
+        let policy = Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 3 {
+                attempt.error("more than 3 redirects")
+            } else if let Err(why) = check_url(attempt.url(), allow_loopback) {
+                attempt.error(why)
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
+            .redirect(policy)
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .user_agent(concat!("agentskills-mcp/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()?;
+        Ok(Documents {
+            http,
+            allow_loopback,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Whether `client_id` is meant as a metadata document's URL (rather than a registered id).
+    pub fn names_document(client_id: &str) -> bool {
+        client_id.starts_with("https://") || client_id.starts_with("http://")
+    }
+
+    /// The client the document at `client_id` describes.
+    pub async fn client(&self, client_id: &str) -> Result<Arc<Client>, DocumentError> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some((found, until)) = cache.get(client_id)
+            && *until > Instant::now()
+        {
+            return found.clone();
+        }
+        let (found, ttl) = match self.fetch(client_id).await {
+            Ok((client, ttl)) => (Ok(Arc::new(client)), ttl),
+            Err(e) => (Err(e), Some(FAILURE_TTL)),
+        };
+        if let Some(ttl) = ttl
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            let now = Instant::now();
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, (_, until)| *until > now);
+            }
+            if cache.len() < MAX_CACHED {
+                cache.insert(client_id.to_owned(), (found.clone(), now + ttl));
+            }
+        }
+        found
+    }
+
+    async fn fetch(&self, client_id: &str) -> Result<(Client, Option<Duration>), DocumentError> {
+        let url = Url::parse(client_id)
+            .map_err(|e| DocumentError(format!("the client_id is not a URL: {e}")))?;
+        if url.as_str() != client_id {
+            return Err(DocumentError(
+                "the client_id URL is not in its normal form (as the client must write it)".into(),
+            ));
+        }
+        if url.path() == "/" || url.fragment().is_some() {
+            return Err(DocumentError(
+                "a client_id URL must have a path and no fragment".into(),
+            ));
+        }
+        check_url(&url, self.allow_loopback).map_err(DocumentError)?;
+        let response = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                DocumentError(format!(
+                    "could not fetch the client's metadata document: {}",
+                    fetch_error(&e)
+                ))
+            })?;
+        if !response.status().is_success() {
+            return Err(DocumentError(format!(
+                "the client's metadata document answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let ttl = cache_ttl(response.headers());
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BYTES as u64)
+        {
+            return Err(DocumentError(format!(
+                "the client's metadata document is larger than {} KiB",
+                MAX_BYTES / 1024
+            )));
+        }
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            DocumentError(format!(
+                "could not read the client's metadata document: {}",
+                fetch_error(&e)
+            ))
+        })? {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return Err(DocumentError(format!(
+                    "the client's metadata document is larger than {} KiB",
+                    MAX_BYTES / 1024
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let client = client::from_document(&url, &body)?;
+        Ok((client, ttl))
+    }
+}
+
+/// Words for a failed fetch without the URL again (the page already names it).
+fn fetch_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// How long a fetched document may be reused: `None` for `no-store` / `no-cache`.
+fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let Some(value) = headers
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Some(DEFAULT_TTL);
+    };
+    let mut ttl = DEFAULT_TTL;
+    for directive in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+        if directive == "no-store" || directive == "no-cache" {
+            return None;
+        }
+        if let Some(secs) = directive.strip_prefix("max-age=") {
+            match secs.trim_matches('"').parse::<u64>() {
+                Ok(0) => return None,
+                Ok(secs) => ttl = Duration::from_secs(secs).min(MAX_TTL),
+                Err(_) => {}
+            }
+        }
+    }
+    Some(ttl)
+}
+
+/// The scheme and address-literal rules of a URL to fetch (names are checked when resolved).
+fn check_url(url: &Url, allow_loopback: bool) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("a client_id URL must not carry credentials".into());
+    }
+    let loopback_ok = allow_loopback && client::is_loopback_url(url);
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback_ok => {}
+        _ => return Err("a client_id URL must be https".into()),
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err("a client_id URL must have a host".into()),
+    };
+    if let Some(ip) = literal
+        && !allowed(ip, allow_loopback)
+    {
+        return Err(format!(
+            "the client_id URL points at {ip}, an address that is not public"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether this server may connect to `ip` to fetch a document.
+fn allowed(ip: IpAddr, allow_loopback: bool) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    is_public(ip)
+}
+
+/// A globally routable unicast address: not private, loopback, link-local, shared (CGNAT),
+/// documentation, benchmarking, multicast, broadcast, unspecified or reserved.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
+                || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64: an IPv4 in disguise
+                || first == 0x2002 // 6to4: likewise
+                || first == 0)
+        }
+    }
+}
+
+/// Resolves names with the system's resolver and keeps only the addresses [`allowed`]; a name
+/// with none left fails, so a connection can never go to a private address.
+struct PublicOnly {
+    allow_loopback: bool,
+}
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allowed(a.ip(), allow_loopback))
+                .collect();
+            if found.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_fetched_from() {
+        for private in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "::",
+        ] {
+            let ip: IpAddr = private.parse().unwrap();
+            assert!(!is_public(ip), "{private}");
+            assert!(!allowed(ip, false), "{private}");
+        }
+        for public in ["1.1.1.1", "93.184.216.34", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        assert!(allowed("127.0.0.1".parse().unwrap(), true));
+        assert!(!allowed("10.0.0.1".parse().unwrap(), true));
+    }
+
+    #[test]
+    fn urls_are_checked_before_any_fetch() {
+        let check = |u: &str, loopback| check_url(&Url::parse(u).unwrap(), loopback);
+        assert!(check("https://app.example.com/client.json", false).is_ok());
+        assert!(check("http://app.example.com/client.json", false).is_err());
+        assert!(check("http://127.0.0.1:9/client.json", false).is_err());
+        assert!(check("http://127.0.0.1:9/client.json", true).is_ok());
+        assert!(check("http://10.0.0.1/client.json", true).is_err());
+        assert!(check("https://10.0.0.1/client.json", false).is_err());
+        assert!(check("https://[::1]/client.json", false).is_err());
+        assert!(check("https://u:p@app.example.com/client.json", false).is_err());
+    }
+
+    #[test]
+    fn cache_headers_decide_how_long_a_document_is_kept() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(cache_ttl(&headers), Some(DEFAULT_TTL));
+        headers.insert(
+            reqwest::header::CACHE_CONTROL,
+            "public, max-age=60".parse().unwrap(),
+        );
+        assert_eq!(cache_ttl(&headers), Some(Duration::from_secs(60)));
+        headers.insert(
+            reqwest::header::CACHE_CONTROL,
+            "max-age=999999999".parse().unwrap(),
+        );
+        assert_eq!(cache_ttl(&headers), Some(MAX_TTL));
+        headers.insert(reqwest::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(cache_ttl(&headers), None);
+    }
+}
