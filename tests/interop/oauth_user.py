@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import re
 import sys
 import time
@@ -73,29 +74,36 @@ class _FormParser(HTMLParser):
             self._open = None
 
 
-def forms_of(html: str) -> list[Form]:
+def forms_of(page: str) -> list[Form]:
     p = _FormParser()
-    p.feed(html)
+    p.feed(page)
     p.close()
     return p.forms
 
 
-def form_by_id(html: str, form_id: str, where: str) -> Form:
-    for f in forms_of(html):
+def form_by_id(page: str, form_id: str, where: str) -> Form:
+    for f in forms_of(page):
         if f.id == form_id:
             return f
-    ids = [f.id for f in forms_of(html)]
-    raise FlowError(f"{where}: no <form id=\"{form_id}\"> (forms: {ids}); page starts {snippet(html)!r}")
+    ids = [f.id for f in forms_of(page)]
+    raise FlowError(f"{where}: no <form id=\"{form_id}\"> (forms: {ids}); the page says {page_text(page)!r}")
 
 
 def snippet(text: str, n: int = 300) -> str:
     return re.sub(r"\s+", " ", text)[:n]
 
 
+def page_text(body: str) -> str:
+    """What a page says to the person: its alert if it has one, else its text without the markup."""
+    alert = re.search(r"<[^>]*\brole=\"alert\"[^>]*>(.*?)</", body, re.S)
+    text = alert.group(1) if alert else re.sub(r"<(script|style|head)\b.*?</\1>", " ", body, flags=re.S | re.I)
+    return ("alert: " if alert else "") + snippet(html.unescape(re.sub(r"<[^>]+>", " ", text)), 240).strip()
+
+
 def describe(r: httpx2.Response) -> str:
     loc = r.headers.get("location")
     return (f"{r.request.method} {r.request.url.copy_with(query=None)} -> {r.status_code}"
-            + (f" Location: {loc}" if loc else f" {snippet(r.text, 200)!r}"))
+            + (f" Location: {loc}" if loc else f" {page_text(r.text)!r}"))
 
 
 @dataclass
