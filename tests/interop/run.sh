@@ -8,9 +8,16 @@
 # 2. builds the release binary (unless --bin), serves it on a free 127.0.0.1 port with a fresh SQLite
 #    data dir, and gives a new user the skills in tests/interop/skills/ through the REST API;
 # 3. runs client.py (Python SDK) and client.mjs (TypeScript SDK) over Streamable HTTP, legacy SSE and
-#    stdio, compare_original.py (the tools' text against the original server, mcp-agentskills
-#    0.1.2, on the same folder, and on the corpus of SKILL.md forms in tests/corpus), and the
-#    conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs.
+#    stdio, and compare_original.py (the tools' text against the original server, mcp-agentskills
+#    0.1.2, on the same folder, and on the corpus of SKILL.md forms in tests/corpus);
+# 4. runs the SDKs' OAuth clients with no token: oauth_client.py (Python SDK, Streamable HTTP and
+#    legacy SSE) and oauth_client.mjs (TypeScript SDK, Streamable HTTP), each with dynamic client
+#    registration and with a client ID metadata document it serves on loopback (the server runs with
+#    AGENTSKILLS_OAUTH_CIMD_ALLOW_LOOPBACK=true), signing in and allowing through the server's forms
+#    as the person would (oauth_user.py);
+# 5. runs the conformance runners (0.1.16 and 0.2.0-alpha) against /mcp through auth-proxy.mjs, and
+#    the 0.2.0-alpha runner's authorization server checks (metadata, an authorization code grant
+#    whose sign-in and consent oauth_user.py does) against the server's own OAuth endpoints.
 # Every step runs; the summary lists each one, and the exit code is non-zero if any failed. A conformance
 # check fails its scenario unless the runner could not try it because the server lacks the suite's own
 # diagnostic test_* tools (those print as "n/a"); checks the runner skipped (a feature the server
@@ -139,17 +146,21 @@ DATA="$WORK/data"
 SKILLS="$WORK/skills"
 cp -r "$HERE/skills" "$SKILLS"
 
-start_server "$BIN" "$DATA" "$WORK/server.log" /health
+# The OAuth clients serve their client ID metadata documents over http on loopback.
+AGENTSKILLS_OAUTH_CIMD_ALLOW_LOOPBACK=true start_server "$BIN" "$DATA" "$WORK/server.log" /health
 curl -sf "$BASE/health"
 echo
 
 note "register a user, create an API token, upload the skills"
 json() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 api() { curl -sS --fail-with-body "$@"; }
+# The user's password also signs in on the server's sign-in page (the OAuth steps).
+USER_NAME=interop
+USER_PASSWORD="interop test password"
 api -X POST "$BASE/api/v1/auth/register" -H 'Content-Type: application/json' \
-  -d '{"email":"interop@example.com","username":"interop","password":"interop test password"}' >/dev/null
+  -d "{\"email\":\"interop@example.com\",\"username\":\"$USER_NAME\",\"password\":\"$USER_PASSWORD\"}" >/dev/null
 ACCESS="$(api -X POST "$BASE/api/v1/auth/login" -H 'Content-Type: application/json' \
-  -d '{"username":"interop","password":"interop test password"}' | json access_token)"
+  -d "{\"username\":\"$USER_NAME\",\"password\":\"$USER_PASSWORD\"}" | json access_token)"
 TOKEN="$(api -X POST "$BASE/api/v1/tokens" -H "Authorization: Bearer $ACCESS" -H 'Content-Type: application/json' \
   -d '{"name":"interop","expires_in_days":1}' | json token)"
 export MCP_TOKEN="$TOKEN"
@@ -194,7 +205,23 @@ compare_corpus() {
 }
 step "the corpus of SKILL.md forms: mcp-agentskills 0.1.2's text but where declared" compare_corpus
 
-# --- 4. the conformance suite ----------------------------------------------------------------------
+# --- 4. OAuth: the official clients with no token, signing in ---------------------------------------
+# Each run registers a client of its own (or serves its own client ID metadata document) and plays the
+# person through the server's sign-in and consent forms; see oauth_client.py for the phases checked.
+py_oauth() {
+  timeout 180 "$PYTHON" "$HERE/oauth_client.py" --skills "$SKILLS" --user "$USER_NAME" --password "$USER_PASSWORD" "$@"
+}
+ts_oauth() {
+  timeout 180 "$NODE" "$HERE/oauth_client.mjs" --skills "$SKILLS" --user "$USER_NAME" --password "$USER_PASSWORD" "$@"
+}
+step "python sdk oauth: streamable http /mcp, dynamic registration" py_oauth --url "$BASE/mcp" --registration dcr
+step "python sdk oauth: streamable http /mcp, client ID metadata document" py_oauth --url "$BASE/mcp" --registration cimd
+step "python sdk oauth: legacy sse /sse, dynamic registration" py_oauth --url "$BASE/sse" --transport sse --registration dcr
+step "python sdk oauth: legacy sse /sse, client ID metadata document" py_oauth --url "$BASE/sse" --transport sse --registration cimd
+step "typescript sdk oauth: streamable http /mcp, dynamic registration" ts_oauth --url "$BASE/mcp" --registration dcr
+step "typescript sdk oauth: streamable http /mcp, client ID metadata document" ts_oauth --url "$BASE/mcp" --registration cimd
+
+# --- 5. the conformance suite ----------------------------------------------------------------------
 "$NODE" "$HERE/auth-proxy.mjs" "$BASE" >"$WORK/proxy.out" 2>&1 &
 PROXY_PID=$!
 PROXY=""
@@ -220,7 +247,13 @@ conformance() {
     timeout 120 "$NODE" "$DEPS/node_modules/$pkg/dist/index.js" server --url "$PROXY/mcp" --scenario "$s" "${spec[@]}" \
       -o "$out/$s" >"$out/$s/runner.log" 2>&1 || true # the verdict is read from checks.json below
   done
-  "$NODE" - "$out" "$@" <<'EOF' || rc=1
+  verdict "$out" "$@" || rc=1
+  return "$rc"
+}
+# verdict OUT SCENARIO...: prints each scenario's checks (every checks.json under OUT/SCENARIO; the
+# runner's log is OUT/SCENARIO/runner.log) and fails if one failed.
+verdict() {
+  "$NODE" - "$@" <<'EOF'
 // A FAILURE fails the scenario, except a check the runner could not even try because this server does
 // not have the suite's own diagnostic tools (test_*), which only its "everything server" has: "n/a".
 const fs = require('fs'), path = require('path');
@@ -253,7 +286,6 @@ for (const s of scenarios) {
 }
 process.exit(bad ? 1 : 0);
 EOF
-  return "$rc"
 }
 # shellcheck disable=SC2086 # the scenario lists split on white space
 step "conformance 0.1.16: /mcp" conformance @modelcontextprotocol/conformance $SCENARIOS
@@ -263,6 +295,32 @@ step "conformance 0.2.0-alpha: /mcp" conformance conformance-next $SCENARIOS $SC
 # shellcheck disable=SC2086
 step "conformance 0.2.0-alpha at 2026-07-28: /mcp" conformance conformance-next --spec-version 2026-07-28 \
   dns-rebinding-protection server-sse-multiple-streams
+
+# The authorization server scenarios (only the pre-release runner has them; they talk to the server
+# directly, not through the proxy): authorization-server-metadata-endpoint, then
+# authorization-code-grant for a public client registered here with the runner's callback as its
+# redirect URI. The runner prints the authorization URL and waits for a browser: oauth_user.py reads it
+# from the runner's log, signs in and allows as the person, and delivers the redirect to the callback.
+conformance_authorization() {
+  local out="$WORK/conformance/conformance-next-authorization" s=authorization-server port client runner rc=0
+  mkdir -p "$out/$s"
+  "$NODE" -p "'runner ' + require('$DEPS/node_modules/conformance-next/package.json').version"
+  port="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  client="$(api -X POST "$BASE/oauth/register" -H 'Content-Type: application/json' \
+    -d "{\"client_name\":\"conformance runner\",\"redirect_uris\":[\"http://127.0.0.1:$port/callback\"],\"token_endpoint_auth_method\":\"none\"}" |
+    json client_id)" || return 1
+  timeout 120 "$NODE" "$DEPS/node_modules/conformance-next/dist/index.js" authorization --url "$BASE" \
+    --client-id "$client" --resource "$BASE/mcp" --port "$port" -o "$out/$s" >"$out/$s/runner.log" 2>&1 &
+  runner=$!
+  if ! "$PYTHON" "$HERE/oauth_user.py" --from-log "$out/$s/runner.log" --user "$USER_NAME" --password "$USER_PASSWORD" --deliver; then
+    rc=1
+    kill "$runner" 2>/dev/null || true
+  fi
+  wait "$runner" || true # the verdict is read from checks.json
+  verdict "$out" "$s" || rc=1
+  return "$rc"
+}
+step "conformance 0.2.0-alpha: authorization server" conformance_authorization
 
 # --- summary ---------------------------------------------------------------------------------------
 if [ "$FAILED" -gt 0 ] && grep -qE ' (WARN|ERROR) ' "$WORK/server.log"; then
