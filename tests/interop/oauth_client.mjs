@@ -27,7 +27,8 @@
 // answers `{client_id: <the document's URL>}` from the start, as for a pre-registered client: the SDK
 // then registers nothing and sends that client_id, which is what its own CIMD path does too.
 //
-// The SDK is loaded from $INTEROP_DEPS/node_modules (run.sh installs it there). Node 18 or later.
+// The SDK is loaded from $INTEROP_DEPS/node_modules (run.sh installs it there). Node 20 or later
+// (fetch, Headers.getSetCookie).
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:http';

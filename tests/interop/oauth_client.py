@@ -134,9 +134,11 @@ class Person:
         self.browser = new_browser()
         self.login, self.password, self.client_name = login, password, client_name
         self.plays: list = []  # one oauth_user.Authorized per authorization the SDK asked for
+        self.asked: list[str] = []  # the authorization URLs
 
     async def redirect_handler(self, authorization_url: str) -> None:
         print("  ..   the SDK opens the authorization URL: the person signs in and allows", flush=True)
+        self.asked.append(authorization_url)
         self.plays.append(await authorize(self.browser, authorization_url, self.login, self.password,
                                           client_name=self.client_name))
 
@@ -223,6 +225,11 @@ async def phase_first(a, check, skills, storage, site, person, log, base) -> OAu
               and [str(s).rstrip("/") for s in prm.authorization_servers] == [base],
               f"protected resource metadata: resource {a.url}, authorization server {base}",
               f"got {prm.model_dump(mode='json') if prm else None}")
+        asked = {k: v[0] for k, v in parse_qs(urlsplit(person.asked[0]).query).items()} if person.asked else {}
+        check(asked.get("resource") == a.url and asked.get("code_challenge_method") == "S256"
+              and set(SCOPES) <= set(asked.get("scope", "").split()),
+              f"the authorization request: resource {a.url}, S256, scope {' '.join(SCOPES)} (from the 401)",
+              f"resource {asked.get('resource')!r}, method {asked.get('code_challenge_method')!r}, scope {asked.get('scope')!r}")
         asm = ctx.oauth_metadata
         check(asm is not None and str(asm.issuer).rstrip("/") == base
               and asm.client_id_metadata_document_supported is True,
