@@ -455,7 +455,9 @@ class Callback:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (the standard library's name)
-                seen.append(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/callback":  # not the browser's /favicon.ico
+                    seen.append(dict(urllib.parse.parse_qsl(url.query)))
                 body = b"<!doctype html><title>connected</title><p>You can close this window."
                 self.send_response(200)
                 self.send_header("content-type", "text/html")
@@ -511,6 +513,8 @@ def oauth(c: Console, a) -> None:
     c.page("consent")
     c.find("#consent-allow").click()
     c.wait(lambda drv: drv.current_url.startswith(callback.url), "the browser to reach the app's redirect URI")
+    c.wait(lambda drv: callback.queries and drv.execute_script("return document.readyState") == "complete",
+           f"the app's redirect URI to be loaded (the browser shows {d.title!r})")
     errors = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
     check(not errors, "Allow reaches the app with no CSP or other error in the console", "; ".join(errors)[:600])
     got = callback.queries[-1] if callback.queries else {}
@@ -528,8 +532,9 @@ def oauth(c: Console, a) -> None:
               "; ".join(f"{type(x).__name__}: {x}" for x in flatten(e))[:400])
     # Deny: the app hears access_denied.
     c.go(authorize)
+    before = len(callback.queries)
     c.find("#consent-deny").click()
-    c.wait(lambda drv: drv.current_url.startswith(callback.url), "the browser to reach the app after Deny")
+    c.wait(lambda drv: len(callback.queries) > before, "the browser to reach the app after Deny")
     check(callback.queries[-1].get("error") == "access_denied", "Deny tells the app access_denied",
           repr(callback.queries[-1]))
     # Connected apps: listed, and Disconnect cuts the app off.
