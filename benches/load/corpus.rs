@@ -112,3 +112,138 @@ pub(crate) async fn build(
     let others = set.join_all().await;
     (main, others)
 }
+
+/// The `content` of `<meta name="csrf-token">` on a console page.
+fn csrf_of(html: &str) -> String {
+    let marker = "name=\"csrf-token\" content=\"";
+    let start = html.find(marker).expect("a console page has a CSRF token") + marker.len();
+    let end = html[start..].find('"').expect("the token's quote closes");
+    html[start..start + end].to_owned()
+}
+
+/// The `name=value` of every cookie a response sets, appended to `jar`.
+fn keep_cookies(jar: &mut Vec<String>, res: &reqwest::Response) {
+    for value in res.headers().get_all("set-cookie") {
+        let pair = value
+            .to_str()
+            .expect("ASCII cookies")
+            .split(';')
+            .next()
+            .unwrap_or("");
+        let name = pair.split('=').next().unwrap_or("");
+        jar.retain(|c| !c.starts_with(&format!("{name}=")));
+        jar.push(pair.to_owned());
+    }
+}
+
+/// An OAuth access token of `username` for `/mcp`, got the way an app gets one: dynamic
+/// registration, the console's sign-in and consent forms, and the token endpoint with PKCE.
+pub(crate) async fn oauth_token(base: &str, username: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let redirect = "http://127.0.0.1:9/callback";
+    let registered: serde_json::Value = client
+        .post(format!("{base}/oauth/register"))
+        .json(&serde_json::json!({"client_name": "load harness", "redirect_uris": [redirect]}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("a registration");
+    let client_id = registered["client_id"]
+        .as_str()
+        .expect("a client_id")
+        .to_owned();
+    let mut jar = Vec::new();
+    let res = client
+        .get(format!("{base}/signin"))
+        .send()
+        .await
+        .expect("sign-in page");
+    keep_cookies(&mut jar, &res);
+    let csrf = csrf_of(&res.text().await.expect("a page"));
+    let password = format!("{username}-password-1");
+    let res = client
+        .post(format!("{base}/signin"))
+        .header("cookie", jar.join("; "))
+        .header("origin", base)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", username),
+            ("password", &password),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(res.status(), 303, "signing in");
+    keep_cookies(&mut jar, &res);
+    let verifier = "load-harness-verifier-0123456789-0123456789-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let resource = format!("{base}/mcp");
+    let params = [
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", redirect),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "load"),
+        ("scope", "skills:read skills:run"),
+        ("resource", resource.as_str()),
+    ];
+    let res = client
+        .get(format!("{base}/oauth/authorize"))
+        .query(&params)
+        .header("cookie", jar.join("; "))
+        .send()
+        .await
+        .expect("consent page");
+    assert_eq!(res.status(), 200, "the consent page");
+    let csrf = csrf_of(&res.text().await.expect("a page"));
+    let mut fields: Vec<(&str, &str)> = params.to_vec();
+    fields.push(("csrf", &csrf));
+    fields.push(("decision", "allow"));
+    let res = client
+        .post(format!("{base}/oauth/authorize"))
+        .header("cookie", jar.join("; "))
+        .header("origin", base)
+        .form(&fields)
+        .send()
+        .await
+        .expect("allow");
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect to the client")
+        .to_owned();
+    let code = location
+        .split_once("code=")
+        .map(|(_, rest)| rest.split('&').next().unwrap_or(""))
+        .expect("a code");
+    let tokens: serde_json::Value = client
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("client_id", client_id.as_str()),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("tokens");
+    tokens["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}

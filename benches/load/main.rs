@@ -14,8 +14,8 @@
 //! (64, the main user included),
 //! `LOAD_DATABASE_URL` (default `TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`; the PostgreSQL run is skipped if it is unreachable),
-//! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,idle,startup,flood,sandbox,
-//! postgres`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
+//! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,oauth,idle,startup,flood,
+//! sandbox,postgres`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
 //! build of the server to run, such as one with debug info for `perf record --call-graph dwarf`).
 //!
 //! Benchmarks are not tests: nothing here fails a build; the figures are for people.
@@ -49,6 +49,10 @@ use client::{Conn, Events, is_success};
 use support::{Server, rss_kib};
 
 const PROTOCOL: &str = "2025-06-18";
+
+/// `load_skill` with an API token and with an OAuth access token of the same user, in turns.
+const WITH_API_TOKEN: &str = "load_skill, Streamable HTTP, API token (in turns with OAuth)";
+const WITH_OAUTH: &str = "load_skill, Streamable HTTP, OAuth access token";
 
 /// The SQLite figure measured in turns with PostgreSQL's.
 const SQLITE_BESIDE_PG: &str = "load_skill, Streamable HTTP, SQLite (in turns with PostgreSQL)";
@@ -714,6 +718,20 @@ async fn run() {
             report.push(f);
         }
     }
+    if wanted("oauth") {
+        // The same user's skills, one credential or the other, in turns three times each so
+        // that the machine's drift falls on both alike; the targets compare the medians.
+        let oauth = Target::Service {
+            addr,
+            token: corpus::oauth_token(&server.base, "bench").await,
+        };
+        for _ in 0..3 {
+            let f = http_figure(WITH_API_TOKEN, pid, 64, window, &service, Tool::LoadSkill).await;
+            report.push(f);
+            let f = http_figure(WITH_OAUTH, pid, 64, window, &oauth, Tool::LoadSkill).await;
+            report.push(f);
+        }
+    }
     if wanted("flood") {
         flood(&mut report, &server, &service, window).await;
     }
@@ -1130,6 +1148,22 @@ fn targets(report: &mut Report) {
                 gap * 100.0
             ),
             Some(gap <= 0.10),
+        ));
+    }
+    if let (Some(api), Some(oauth)) = (figure(WITH_API_TOKEN, 64), figure(WITH_OAUTH, 64)) {
+        let gap = (api.per_second - oauth.per_second) / api.per_second;
+        rows.push((
+            "load_skill c=64 with an OAuth access token vs an API token (medians of 3, in turns)"
+                .into(),
+            "within 5 %".into(),
+            format!(
+                "{:.0} vs {:.0} req/s: {:.1} % {}",
+                oauth.per_second,
+                api.per_second,
+                gap.abs() * 100.0,
+                if gap > 0.0 { "slower" } else { "faster" }
+            ),
+            Some(gap <= 0.05),
         ));
     }
     for (transport, label) in [("http", "Streamable HTTP"), ("sse", "legacy SSE")] {

@@ -47,6 +47,8 @@ on_both_backends!(
     delete_user_cascades_to_everything_the_user_owns,
     rotate_refresh_covers_every_outcome,
     concurrent_rotation_of_one_token_rotates_once,
+    an_oauth_code_is_redeemed_once_even_by_racers,
+    oauth_refresh_rotation_covers_every_outcome,
     set_password_revokes_sessions_and_bumps_version,
     end_all_sessions_and_deactivation_revoke_sessions,
     access_context_and_revoke_session,
@@ -1621,4 +1623,195 @@ async fn a_database_that_went_away_is_unavailable() {
     }
     drop(admin);
     connection.await.unwrap().unwrap();
+}
+
+fn code_grant(user_id: Uuid) -> OAuthCodeGrant {
+    OAuthCodeGrant {
+        user_id,
+        client_id: "ask_client_1".into(),
+        client_name: "App".into(),
+        redirect_uri: "http://127.0.0.1:1/cb".into(),
+        code_challenge: "c".repeat(43),
+        scopes: "skills:read skills:run".into(),
+        resource: "http://127.0.0.1:8000/mcp".into(),
+    }
+}
+
+fn new_grant(user_id: Uuid, refresh_hash: [u8; 32]) -> NewOAuthGrant {
+    NewOAuthGrant {
+        id: Uuid::new_v4(),
+        user_id,
+        client_id: "ask_client_1".into(),
+        client_name: "App".into(),
+        scopes: "skills:read".into(),
+        resource: "http://127.0.0.1:8000/mcp".into(),
+        created_at: T0,
+        expires_at: T0 + Duration::days(30),
+        refresh_hash,
+    }
+}
+
+async fn an_oauth_code_is_redeemed_once_even_by_racers(store: Store) {
+    let user = add_user(&store, "Coder").await;
+    for round in 0u8..3 {
+        let hash = [round + 1; 32];
+        store
+            .insert_oauth_code(&NewOAuthCode {
+                code_hash: hash,
+                grant: code_grant(user.id),
+                created_at: T0,
+                expires_at: T0 + Duration::minutes(1),
+            })
+            .await
+            .unwrap();
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.redeem_oauth_code(hash, T0).await })
+            })
+            .collect();
+        let mut fresh = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap().unwrap() {
+                CodeRedemption::Fresh(grant) => {
+                    assert_eq!(grant, code_grant(user.id));
+                    fresh += 1;
+                }
+                CodeRedemption::Reused { grant_id } => assert_eq!(grant_id, None),
+                CodeRedemption::Unknown => panic!("the code exists and is not expired"),
+            }
+        }
+        assert_eq!(fresh, 1, "round {round}");
+    }
+    // The grant a code made is named by its reuse; an expired code is unknown.
+    let grant = new_grant(user.id, [9; 32]);
+    store.insert_oauth_grant(&grant, [1; 32]).await.unwrap();
+    assert_eq!(
+        store.redeem_oauth_code([1; 32], T0).await.unwrap(),
+        CodeRedemption::Reused {
+            grant_id: Some(grant.id)
+        }
+    );
+    store
+        .insert_oauth_code(&NewOAuthCode {
+            code_hash: [7; 32],
+            grant: code_grant(user.id),
+            created_at: T0,
+            expires_at: T0 + Duration::minutes(1),
+        })
+        .await
+        .unwrap();
+    let late = T0 + Duration::minutes(1);
+    assert_eq!(
+        store.redeem_oauth_code([7; 32], late).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert_eq!(
+        store.redeem_oauth_code([8; 32], T0).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+}
+
+async fn oauth_refresh_rotation_covers_every_outcome(store: Store) {
+    let user = add_user(&store, "Refresher").await;
+    let grant = new_grant(user.id, [1; 32]);
+    store.insert_oauth_grant(&grant, [0; 32]).await.unwrap();
+    let later = T0 + Duration::hours(1);
+    let until = later + Duration::days(30);
+    // Another client's token, or an unknown one: nothing happens.
+    assert_eq!(
+        store
+            .rotate_oauth_refresh([1; 32], [2; 32], "ask_client_other", later, until)
+            .await
+            .unwrap(),
+        RefreshRotation::Unknown
+    );
+    assert_eq!(
+        store
+            .rotate_oauth_refresh([5; 32], [2; 32], "ask_client_1", later, until)
+            .await
+            .unwrap(),
+        RefreshRotation::Unknown
+    );
+    // Rotated: the grant lives on to the new expiry, and is listed and live.
+    match store
+        .rotate_oauth_refresh([1; 32], [2; 32], "ask_client_1", later, until)
+        .await
+        .unwrap()
+    {
+        RefreshRotation::Rotated(g) => {
+            assert_eq!(
+                (g.id, g.expires_at, g.scopes.as_str()),
+                (grant.id, until, "skills:read")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.list_oauth_grants(user.id, later).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.live_oauth_grants(later).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .grant_of_refresh([2; 32], later)
+            .await
+            .unwrap()
+            .map(|g| g.id),
+        Some(grant.id)
+    );
+    // Racers on the new token: one rotates, the others see it used, which ends the grant.
+    let attempts: Vec<_> = (0..6u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .rotate_oauth_refresh([2; 32], [10 + i; 32], "ask_client_1", later, until)
+                    .await
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap().unwrap() {
+            RefreshRotation::Rotated(_) => rotated += 1,
+            RefreshRotation::Reused { grant_id, user_id } => {
+                assert_eq!((grant_id, user_id), (grant.id, user.id));
+            }
+            RefreshRotation::Unknown => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+    assert!(
+        store
+            .list_oauth_grants(user.id, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.live_oauth_grants(later).await.unwrap().is_empty());
+    // Purge: expired rows and unused registrations go.
+    store
+        .insert_oauth_client(&OAuthClientRecord {
+            client_id: "ask_client_unused".into(),
+            client_name: "Unused".into(),
+            redirect_uris: "[]".into(),
+            metadata: "{}".into(),
+            created_at: T0,
+            used_at: None,
+        })
+        .await
+        .unwrap();
+    let gone = store
+        .purge_oauth(T0 + Duration::days(90), T0 + Duration::days(1))
+        .await
+        .unwrap();
+    assert!(gone >= 1);
+    assert!(
+        store
+            .oauth_client("ask_client_unused")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

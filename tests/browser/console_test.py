@@ -16,7 +16,11 @@ file pickers), never through the REST API:
   (script tags, event handlers, `javascript:` links, a description with HTML) and find that
   nothing of it ran; see the status and account pages; find that no page scrolls sideways at a
   phone's width; delete a skill; sign out and find every page closed (a redirect to the sign-in
-  page).
+  page); then connect an app by OAuth as claude.ai does: the authorization request leads to
+  sign-in, then the consent page; Allow lands on the app's loopback redirect URI with a code (the
+  consent page's CSP must let exactly that redirect through), which becomes a token the official
+  SDK uses; Deny says access_denied; the app is listed under Connected apps, and Disconnect cuts it
+  off (401).
 
 On every page it visits it also checks: no alert opened, no SEVERE entry in the browser's console,
 no serious or critical axe-core violation, every same-origin link on the page answers below 400,
@@ -31,7 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import http.client
+import http.server
+import json
+import threading
+import urllib.request
 import io
 import os
 import statistics
@@ -436,6 +446,110 @@ def server_times(base: str, cookie: str, pages: list[tuple[str, str]], n: int = 
     return lines
 
 
+class Callback:
+    """An app's redirect URI on loopback: remembers the query of every request it gets."""
+
+    def __init__(self) -> None:
+        self.queries: list[dict[str, str]] = []
+        seen = self.queries
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the standard library's name)
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/callback":  # not the browser's /favicon.ico
+                    seen.append(dict(urllib.parse.parse_qsl(url.query)))
+                body = b"<!doctype html><title>connected</title><p>You can close this window."
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def post_json(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return json.loads(res.read())
+
+
+def post_form(url: str, fields: dict) -> dict:
+    req = urllib.request.Request(url, urllib.parse.urlencode(fields).encode(),
+                                 {"content-type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return json.loads(res.read())
+
+
+def oauth(c: Console, a) -> None:
+    """An app connects by OAuth as claude.ai does: the person is sent to sign in, sees the consent
+    page, clicks Allow, and the browser lands on the app's redirect URI with a code (which the
+    consent page's Content-Security-Policy must let it reach); the app's token works with the SDK
+    until the person disconnects the app."""
+    check, d = c.check, c.driver
+    print("connect an app by OAuth", flush=True)
+    callback = Callback()
+    client = post_json(c.base + "/oauth/register", {"client_name": "Browser Test App", "redirect_uris": [callback.url]})
+    verifier = "browser-test-verifier-0123456789-0123456789-0123456789"
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    params = {"response_type": "code", "client_id": client["client_id"], "redirect_uri": callback.url,
+              "code_challenge": challenge, "code_challenge_method": "S256", "state": "st-42",
+              "scope": "skills:read skills:run", "resource": c.base + "/mcp"}
+    authorize = "/oauth/authorize?" + urllib.parse.urlencode(params)
+    c.go(authorize)
+    check(c.path().startswith("/signin?next="), "a signed-out person is sent to sign in first", c.path())
+    c.page("sign-in for an app")
+    c.submit("#signin-form", {"login": "ada", "password": "correct horse battery"})
+    check(c.path().startswith("/oauth/authorize?"), "and comes back to the app's request", c.path())
+    check("Browser Test App" in c.find("#consent-client").text, "the consent page names the app")
+    check(bool(c.all("#consent-new-client")), "and warns that it was never connected before")
+    scopes = [e.get_attribute("data-scope") for e in c.all("[data-testid=consent-scope]")]
+    check(scopes == ["skills:read", "skills:run"], "and lists what it may do", repr(scopes))
+    c.page("consent")
+    c.find("#consent-allow").click()
+    c.wait(lambda drv: drv.current_url.startswith(callback.url), "the browser to reach the app's redirect URI")
+    c.wait(lambda drv: callback.queries and drv.execute_script("return document.readyState") == "complete",
+           f"the app's redirect URI to be loaded (the browser shows {d.title!r})")
+    errors = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    check(not errors, "Allow reaches the app with no CSP or other error in the console", "; ".join(errors)[:600])
+    got = callback.queries[-1] if callback.queries else {}
+    check(got.get("state") == "st-42" and got.get("iss") == c.base and bool(got.get("code")),
+          "the app gets a code, its state and the issuer", repr(got))
+    tokens = post_form(c.base + "/oauth/token", {"grant_type": "authorization_code", "code": got.get("code", ""),
+                                                  "redirect_uri": callback.url, "client_id": client["client_id"],
+                                                  "code_verifier": verifier})
+    mcp_url = c.base + "/mcp"
+    try:
+        found = asyncio.run(asyncio.wait_for(mcp_find_skill(mcp_url, tokens["access_token"], "release-notes"), 60))
+        check("- release-notes: " in found, "the official SDK reads the skills with the app's access token", found[:300])
+    except BaseException as e:  # noqa: BLE001
+        check(False, "the official SDK reads the skills with the app's access token",
+              "; ".join(f"{type(x).__name__}: {x}" for x in flatten(e))[:400])
+    # Deny: the app hears access_denied.
+    c.go(authorize)
+    before = len(callback.queries)
+    c.find("#consent-deny").click()
+    c.wait(lambda drv: len(callback.queries) > before, "the browser to reach the app after Deny")
+    check(callback.queries[-1].get("error") == "access_denied", "Deny tells the app access_denied",
+          repr(callback.queries[-1]))
+    # Connected apps: listed, and Disconnect cuts the app off.
+    c.go("/tokens")
+    rows = c.all("[data-testid=app-row]")
+    check(len(rows) == 1 and "Browser Test App" in rows[0].text, "the app is listed under Connected apps",
+          repr([r.text for r in rows]))
+    c.page("tokens with a connected app")
+    c.click_and_load(rows[0].find_element(By.CSS_SELECTOR, "[data-testid=app-revoke]"))
+    check("app-revoked" in c.path(), "disconnecting it says so", c.path())
+    refused, said = refused_with_401(mcp_url, tokens["access_token"])
+    check(refused, "the SDK is refused with 401 once the app is disconnected", said)
+    callback.server.shutdown()
+
+
 def walk(c: Console, a) -> None:
     check = c.check
     d = c.driver
@@ -705,6 +819,7 @@ def walk(c: Console, a) -> None:
         c.go(path)
         check(c.path() == "/signin", f"after signing out, {path} sends to the sign-in page", c.path())
     c.page("sign-in after signing out")
+    oauth(c, a)
 
 
 def main() -> int:

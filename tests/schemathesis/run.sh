@@ -88,7 +88,7 @@ cd "$WORK"
 # would pass, but it would hide what the operation does with the rest of the examples.
 export AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE=0 AGENTSKILLS_LOGIN_PER_ACCOUNT_PER_MINUTE=0 \
   AGENTSKILLS_REGISTER_PER_IP_PER_HOUR=0 AGENTSKILLS_UPLOADS_PER_USER_PER_MINUTE=0 \
-  AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND=0
+  AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND=0 AGENTSKILLS_OAUTH_REGISTER_PER_IP_PER_HOUR=0
 # Every password check (login, the password change, account deletion) hashes: keep that cheap.
 export AGENTSKILLS_SCRYPT_LOG_N=4
 start_server "$BIN" "$WORK/data" "$WORK/server.log" /health/live
