@@ -55,7 +55,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from client import Checks, flatten, load_expected, text_of
-from oauth_user import FlowError, authorize, new_browser
+from oauth_user import authorize, new_browser
 
 SCOPES = ("skills:read", "skills:run")
 
