@@ -270,6 +270,7 @@ pub(crate) async fn handle(
     async move {
         let method = req.method().clone();
         let origin = req.headers().get(header::ORIGIN).cloned();
+        let sends_body = http1_body_follows(&req);
         let cors = &state.settings.server.cors_allowed_origins;
         let (route, mut response) = if cors::is_preflight(&method, req.headers()) {
             ("preflight", cors::preflight(req.headers(), cors))
@@ -290,7 +291,14 @@ pub(crate) async fn handle(
             (route, response)
         };
         cors::decorate(origin.as_ref(), &mut response, cors);
+        // A refusal may be answered before the request's body is read (401, 404, 405, 413, …);
+        // the connection cannot be used again then, and a client that is not told so sends its
+        // next request into a closed socket.
+        let status = response.status();
         let headers = response.headers_mut();
+        if sends_body && (status.is_client_error() || status.is_server_error()) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -323,6 +331,20 @@ pub(crate) async fn handle(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// Whether an HTTP/1 request announces a body (HTTP/2 has no connection to close).
+fn http1_body_follows(req: &Request<Incoming>) -> bool {
+    if req.version() >= http::Version::HTTP_2 {
+        return false;
+    }
+    let headers = req.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
 
 /// The client's address (the peer's, or what a trusted proxy says), for handlers that limit by it,
 /// and the peer's own (which decides whether a proxy's headers are believed).

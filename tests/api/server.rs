@@ -21,6 +21,7 @@ backend_tests!(
     idle_connections_are_closed_after_the_keep_alive_timeout,
     the_http_limits_hold_on_the_mcp_endpoints,
     slow_bodies_get_408,
+    a_refusal_before_the_body_is_read_says_the_connection_closes,
     shutdown_drains_requests_in_flight_and_flushes_token_use,
     the_signing_secret_is_generated_once_and_reused,
 );
@@ -952,4 +953,42 @@ async fn live_and_ready_are_told_apart() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["sandbox"]["ready"], false, "{body}");
     assert_eq!(body["database"]["status"], "ok", "{body}");
+}
+
+/// An OAuth client's first request is a token-less `POST /mcp`, refused before its body is read;
+/// hyper cannot use that connection again, so the answer must say so, or the client's next
+/// request (discovery, on the same connection) goes into a closed socket.
+async fn a_refusal_before_the_body_is_read_says_the_connection_closes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for request in [
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n",
+        "POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n\r\n",
+        "POST /api/v1/skills HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let answer = first_answer(&addr, request.as_bytes())
+            .await
+            .to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 4"), "{answer}");
+        assert!(
+            answer.contains("\r\nconnection: close\r\n"),
+            "{request}: {answer}"
+        );
+    }
+    // A request without a body keeps its connection: two answers on one.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 401"), "{answer}");
+        assert!(!answer.contains("connection: close"), "{answer}");
+    }
 }

@@ -181,17 +181,48 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Response<Body> {
     response
 }
 
+/// Any other failure of an OAuth endpoint (a limit, a body too large, the database), in the
+/// OAuth error shape clients parse, with the status and `Retry-After` it has anyway. A 5xx is
+/// logged with its cause, which the answer never shows.
+fn oauth_failure(err: &AppError, client_error: &'static str) -> Response<Body> {
+    let status = err.status();
+    let error = match status {
+        429 | 503 => "temporarily_unavailable",
+        s if s >= 500 => "server_error",
+        _ => client_error,
+    };
+    let description = if status >= 500 {
+        let _ = response::error(err);
+        "the server could not complete the request; try again".to_owned()
+    } else {
+        err.to_string()
+    };
+    let mut response = oauth_error(status, error, &description);
+    if let Some(secs) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
 /// `POST /oauth/register`: dynamic client registration, limited per address.
 pub(crate) async fn register(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    state.rate_limits.oauth_register(client_ip(&req))?;
-    let (_, body) = read_json_bytes(req, &state.settings.server).await?;
+    let failed = |e: &AppError| Ok(oauth_failure(e, "invalid_client_metadata"));
+    if let Err(e) = state.rate_limits.oauth_register(client_ip(&req)) {
+        return failed(&e);
+    }
+    let body = match read_json_bytes(req, &state.settings.server).await {
+        Ok((_, body)) => body,
+        Err(e) => return failed(&e),
+    };
     match state.oauth.register(&body).await {
         Ok(answer) => Ok(json(StatusCode::CREATED, &answer)),
         Err(Registration::Invalid(e)) => Ok(oauth_error(400, e.error, &e.description)),
-        Err(Registration::Failed(e)) => Err(e),
+        Err(Registration::Failed(e)) => failed(&e),
     }
 }
 
@@ -200,12 +231,16 @@ pub(crate) async fn token(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    let Some(body) = form_bytes(req, &state.settings.server).await? else {
-        return Ok(oauth_error(
-            400,
-            "invalid_request",
-            "the token request must be application/x-www-form-urlencoded",
-        ));
+    let body = match form_bytes(req, &state.settings.server).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            return Ok(oauth_error(
+                400,
+                "invalid_request",
+                "the token request must be application/x-www-form-urlencoded",
+            ));
+        }
+        Err(e) => return Ok(oauth_failure(&e, "invalid_request")),
     };
     let result = match TokenForm::parse(&body) {
         Ok(form) => state.oauth.token(&form).await,
@@ -244,12 +279,16 @@ pub(crate) async fn revoke(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    let Some(body) = form_bytes(req, &state.settings.server).await? else {
-        return Ok(oauth_error(
-            400,
-            "invalid_request",
-            "the revocation request must be application/x-www-form-urlencoded",
-        ));
+    let body = match form_bytes(req, &state.settings.server).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            return Ok(oauth_error(
+                400,
+                "invalid_request",
+                "the revocation request must be application/x-www-form-urlencoded",
+            ));
+        }
+        Err(e) => return Ok(oauth_failure(&e, "invalid_request")),
     };
     let mut token = None;
     let mut client_id = None;
@@ -263,8 +302,10 @@ pub(crate) async fn revoke(
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(oauth_error(400, "invalid_request", "token is required"));
     };
-    state.oauth.revoke(&token, client_id.as_deref()).await?;
-    Ok(json(StatusCode::OK, &json!({})))
+    match state.oauth.revoke(&token, client_id.as_deref()).await {
+        Ok(()) => Ok(json(StatusCode::OK, &json!({}))),
+        Err(e) => Ok(oauth_failure(&e, "invalid_request")),
+    }
 }
 
 #[derive(Serialize)]
