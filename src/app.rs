@@ -80,6 +80,8 @@ pub enum StartError {
     },
     #[error("an actor did not start: {0}")]
     Actor(String),
+    #[error("cannot use the blob store (storage.backend): {0}")]
+    Storage(String),
 }
 
 /// A built, bound, not yet serving server.
@@ -121,12 +123,8 @@ impl App {
             }
             Err(e) => return Err(StartError::Actor(e.to_string())),
         }
-        let blobs_root = settings.server.data_dir.join("blobs");
-        let blobs =
-            crate::storage::BlobStore::local(&blobs_root).map_err(|e| StartError::DataDir {
-                path: blobs_root,
-                source: std::io::Error::other(e),
-            })?;
+        let blobs = crate::storage::BlobStore::from_settings(&settings)
+            .map_err(|e| StartError::Storage(e.to_string()))?;
         let workspaces =
             Workspaces::start(store.clone(), blobs, skills_root, settings.skills.clone())
                 .await

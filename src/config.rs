@@ -27,6 +27,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub tokens: TokenSettings,
     pub oauth: OAuthSettings,
+    pub storage: StorageSettings,
     pub skills: SkillSettings,
     pub mcp: McpSettings,
     pub rate_limits: RateLimitSettings,
@@ -129,6 +130,45 @@ pub struct TokenSettings {
     /// How often the token cache checks the database for changes made by other processes (the admin
     /// commands, other instances); changes made through this server apply at once.
     pub sync_interval_secs: u64,
+}
+
+/// Where skill versions' files (blobs) are stored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `<data_dir>/blobs`.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`storage.s3`); credentials from `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (or the other standard `AWS_*` variables), never from this file.
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The S3 API's URL, for a store other than AWS (MinIO, Ceph, moto, …); requests are then
+    /// path-style. Empty: AWS, virtual-hosted style.
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub region: String,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".to_owned(),
+        }
+    }
 }
 
 /// The OAuth authorization server that MCP clients sign in through.
@@ -610,6 +650,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_OAUTH_CIMD_ALLOW_LOOPBACK",
         "oauth.cimd_allow_loopback",
     ),
+    ("AGENTSKILLS_STORAGE", "storage.backend"),
+    ("AGENTSKILLS_S3_ENDPOINT", "storage.s3.endpoint"),
+    ("AGENTSKILLS_S3_BUCKET", "storage.s3.bucket"),
+    ("AGENTSKILLS_S3_REGION", "storage.s3.region"),
     (
         "AGENTSKILLS_MCP_PER_TOKEN_PER_SECOND",
         "rate_limits.mcp_per_token_per_second",
@@ -649,9 +693,22 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
 
 fn kind_of(path: &str) -> Kind {
     match path {
-        "server.bind" | "server.data_dir" | "server.public_url" | "database.url"
-        | "auth.secret_key" | "auth.jwt_issuer" | "auth.jwt_audience" | "log.level"
-        | "log.format" | "sandbox.mode" | "sandbox.bwrap" | "sandbox.helper" => Kind::Str,
+        "server.bind"
+        | "server.data_dir"
+        | "server.public_url"
+        | "database.url"
+        | "auth.secret_key"
+        | "auth.jwt_issuer"
+        | "auth.jwt_audience"
+        | "log.level"
+        | "log.format"
+        | "sandbox.mode"
+        | "sandbox.bwrap"
+        | "sandbox.helper"
+        | "storage.backend"
+        | "storage.s3.endpoint"
+        | "storage.s3.bucket"
+        | "storage.s3.region" => Kind::Str,
         "sandbox.landlock" | "oauth.cimd_allow_loopback" => Kind::Bool,
         "mcp.allowed_origins"
         | "mcp.allowed_hosts"
@@ -829,6 +886,27 @@ impl Settings {
         }
         if self.server.max_json_body_bytes < 1024 {
             return fail("server.max_json_body_bytes", "must be at least 1024");
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            if self.storage.s3.bucket.as_deref().is_none_or(str::is_empty) {
+                return fail(
+                    "storage.s3.bucket",
+                    "must name the bucket when storage.backend is s3",
+                );
+            }
+            if let Some(endpoint) = self
+                .storage
+                .s3
+                .endpoint
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            {
+                return fail(
+                    "storage.s3.endpoint",
+                    "must be an http:// or https:// URL, like http://127.0.0.1:9000",
+                );
+            }
         }
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1");
@@ -1036,19 +1114,17 @@ fn env_value(var: &str, path: &str, raw: &str) -> Result<toml::Value, ConfigErro
 }
 
 fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
-    let Some((section, key)) = path.split_once('.') else {
+    let Some((section, rest)) = path.split_once('.') else {
         table.insert(path.to_owned(), value);
         return;
     };
     let entry = table
         .entry(section.to_owned())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    if !entry.is_table() {
-        // The file had `section = <not a table>`; deserialization reports it with the setting name.
-        return;
-    }
+    // A `section = <not a table>` in the file is left for deserialization to report with the
+    // setting's name.
     if let toml::Value::Table(inner) = entry {
-        inner.insert(key.to_owned(), value);
+        set_path(inner, rest, value);
     }
 }
 
@@ -1088,9 +1164,37 @@ mod tests {
         let text = include_str!("../config.toml");
         for (var, path) in ENV_OVERRIDES {
             assert!(text.contains(var), "config.toml does not mention {var}");
-            let key = path.split_once('.').unwrap().1;
+            let key = path.rsplit_once('.').unwrap().1;
             assert!(text.contains(key), "config.toml does not mention {path}");
         }
+    }
+
+    #[test]
+    fn s3_storage_is_set_by_environment_and_needs_a_bucket() {
+        let s = Settings::from_toml_str(
+            "[storage.s3]\nregion = \"eu-west-1\"\n",
+            &env(&[
+                ("AGENTSKILLS_STORAGE", "s3"),
+                ("AGENTSKILLS_S3_ENDPOINT", "http://127.0.0.1:9000"),
+                ("AGENTSKILLS_S3_BUCKET", "skills"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.storage.backend, StorageBackend::S3);
+        assert_eq!(
+            s.storage.s3.endpoint.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(s.storage.s3.bucket.as_deref(), Some("skills"));
+        assert_eq!(s.storage.s3.region, "eu-west-1");
+        let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_STORAGE", "s3")])).unwrap_err();
+        assert!(err.to_string().contains("storage.s3.bucket"), "{err}");
+        let err = Settings::from_toml_str(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"ftp://x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("storage.s3.endpoint"), "{err}");
     }
 
     #[test]

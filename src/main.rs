@@ -247,9 +247,7 @@ async fn stdio(
                 })
                 .ok_or("--token: the API token is unknown, revoked or expired")?;
             let skills_root = settings.server.data_dir.join("skills");
-            let blobs = agentskills_mcp::storage::BlobStore::local(
-                &settings.server.data_dir.join("blobs"),
-            )?;
+            let blobs = agentskills_mcp::storage::BlobStore::from_settings(&settings)?;
             let workspaces =
                 Workspaces::start_reader(store, blobs, skills_root, settings.skills.clone())
                     .await?;
@@ -280,8 +278,7 @@ async fn migrate(settings: Settings) -> CliResult {
     let store = open_store(&settings).await?;
     // Skills a release before versions wrote become version 1, as the server's start does it
     // (run with the server stopped, like any migration).
-    let blobs =
-        agentskills_mcp::storage::BlobStore::local(&settings.server.data_dir.join("blobs"))?;
+    let blobs = agentskills_mcp::storage::BlobStore::from_settings(&settings)?;
     let workspaces = Workspaces::start(
         store.clone(),
         blobs,

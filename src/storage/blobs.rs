@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
@@ -43,6 +44,46 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
+    /// The store `settings` name: local files under `<data_dir>/blobs`, or an S3 bucket.
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<BlobStore, BlobError> {
+        match settings.storage.backend {
+            crate::config::StorageBackend::Local => {
+                BlobStore::local(&settings.server.data_dir.join("blobs"))
+            }
+            crate::config::StorageBackend::S3 => BlobStore::s3(&settings.storage.s3),
+        }
+    }
+
+    /// Blobs as objects of an S3-compatible bucket. Credentials and the other standard settings
+    /// come from the `AWS_*` environment variables; `endpoint` (another S3 API than AWS's) makes
+    /// requests path-style. Writes are create-only (`If-None-Match: *`), which AWS S3 and the
+    /// common S3 servers honour.
+    pub fn s3(settings: &crate::config::S3Settings) -> Result<BlobStore, BlobError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(settings.bucket.clone().unwrap_or_default())
+            .with_region(settings.region.clone());
+        if let Some(endpoint) = settings.endpoint.as_deref().filter(|e| !e.is_empty()) {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        Ok(BlobStore {
+            store: Arc::new(builder.build()?),
+            local: None,
+        })
+    }
+
+    /// Whether the store answers (a listing of one key's worth), for readiness checks.
+    pub async fn ping(&self) -> Result<(), BlobError> {
+        let prefix = Key::from("health");
+        let mut listing = self.store.list(Some(&prefix));
+        match listing.next().await {
+            None | Some(Ok(_)) | Some(Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// Blobs as files under `root` (created if need be).
     pub fn local(root: &Path) -> Result<BlobStore, BlobError> {
         std::fs::create_dir_all(root)?;

@@ -440,6 +440,8 @@ async fn a_full_disk_refuses_uploads_with_507_and_leaves_no_half_skill() {
         s.server.data_dir = data_dir.clone();
         s.database.url = Some(format!("sqlite://{}", database.display()));
         s.sandbox.mode = SandboxMode::Off;
+        // The fault under test is this disk's, blobs included.
+        crate::helpers::keep_local_blobs(s);
     })
     .await;
     // Each upload's file fits the limits (10 MiB a file by default) but not always the disk.

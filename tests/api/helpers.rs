@@ -103,6 +103,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         }
     };
     tweak(&mut settings);
+    on_test_s3(&mut settings).await;
     let app = App::build(settings.clone()).await.expect("the app builds");
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
@@ -120,6 +121,127 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         server: Some(server),
         _dir: dir,
         _database: database,
+    }
+}
+
+/// The S3 API the suite's blobs go to, when `TEST_S3_ENDPOINT` is set (moto's server in CI, with
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` set to anything): then every app the tests
+/// start stores its blobs there, in a bucket of its data dir's own (a test that starts a server
+/// again on the same data dir finds its blobs again).
+pub fn test_s3_endpoint() -> Option<String> {
+    std::env::var("TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+}
+
+/// Keeps a test's blobs on its local disk whatever `TEST_S3_ENDPOINT` says: for a test of that
+/// disk (the disk-full fault). A local store ignores `storage.s3`, so the mark costs nothing.
+pub fn keep_local_blobs(settings: &mut Settings) {
+    settings.storage.s3.endpoint = Some(String::new());
+}
+
+async fn on_test_s3(settings: &mut Settings) {
+    use agentskills_mcp::config::StorageBackend;
+    let Some(endpoint) = test_s3_endpoint() else {
+        return;
+    };
+    if settings.storage.backend == StorageBackend::S3 || settings.storage.s3.endpoint.is_some() {
+        return;
+    }
+    let digest = blake3::hash(settings.server.data_dir.to_string_lossy().as_bytes());
+    let bucket = format!("t{}", &digest.to_hex()[..40]);
+    // moto creates a bucket on an unsigned PUT; one that exists already answers 409, kept.
+    let res = Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("TEST_S3_ENDPOINT answers");
+    assert!(
+        res.status().is_success() || res.status() == StatusCode::CONFLICT,
+        "creating bucket {bucket}: {}",
+        res.status()
+    );
+    settings.storage.backend = StorageBackend::S3;
+    settings.storage.s3.endpoint = Some(endpoint);
+    settings.storage.s3.bucket = Some(bucket);
+}
+
+/// The blobs stored for `user` (the names under their prefix, partial copies included) and
+/// their bytes in all, wherever `settings` stores them.
+pub async fn stored_blobs(
+    settings: &Settings,
+    user: &str,
+) -> (std::collections::BTreeSet<String>, u64) {
+    let mut found = std::collections::BTreeSet::new();
+    let mut bytes = 0;
+    match (&settings.storage.s3.endpoint, &settings.storage.s3.bucket) {
+        (Some(endpoint), Some(bucket))
+            if settings.storage.backend == agentskills_mcp::config::StorageBackend::S3 =>
+        {
+            let listing = Client::new()
+                .get(format!("{endpoint}/{bucket}?list-type=2&prefix={user}/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            for entry in listing.split("<Contents>").skip(1) {
+                let field = |name: &str| {
+                    entry
+                        .split(&format!("<{name}>"))
+                        .nth(1)
+                        .and_then(|rest| rest.split(&format!("</{name}>")).next())
+                        .unwrap()
+                        .to_owned()
+                };
+                let key = field("Key");
+                found.insert(key.rsplit('/').next().unwrap().to_owned());
+                bytes += field("Size").parse::<u64>().unwrap();
+            }
+        }
+        _ => {
+            let mut stack = vec![settings.server.data_dir.join("blobs").join(user)];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let meta = entry.metadata().unwrap();
+                    if meta.is_dir() {
+                        stack.push(entry.path());
+                    } else {
+                        found.insert(entry.file_name().to_string_lossy().into_owned());
+                        bytes += meta.len();
+                    }
+                }
+            }
+        }
+    }
+    (found, bytes)
+}
+
+/// Stores `bytes` under `user`'s prefix as `<first two characters>/<name>` behind the server's
+/// back (what a crash leaves), wherever `settings` stores blobs.
+pub async fn store_behind_the_back(settings: &Settings, user: &str, name: &str, bytes: &[u8]) {
+    let key = format!("{user}/{}/{name}", &name[..2]);
+    match (&settings.storage.s3.endpoint, &settings.storage.s3.bucket) {
+        (Some(endpoint), Some(bucket))
+            if settings.storage.backend == agentskills_mcp::config::StorageBackend::S3 =>
+        {
+            let res = Client::new()
+                .put(format!("{endpoint}/{bucket}/{key}"))
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+        }
+        _ => {
+            let path = settings.server.data_dir.join("blobs").join(&key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
     }
 }
 

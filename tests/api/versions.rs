@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::path::Path;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -163,26 +162,12 @@ async fn restore(
     req.send().await.unwrap()
 }
 
-/// The digests of the blobs stored on disk for `user`, and their bytes in all.
-fn blobs_on_disk(data_dir: &Path, user: &TestUser) -> (BTreeSet<String>, u64) {
-    let mut found = BTreeSet::new();
-    let mut bytes = 0;
-    let mut stack = vec![data_dir.join("blobs").join(&user.id)];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                found.insert(entry.file_name().to_string_lossy().into_owned());
-                bytes += meta.len();
-            }
-        }
-    }
-    (found, bytes)
+/// The digests of the blobs stored for `user`, and their bytes in all.
+async fn blobs_on_disk(
+    settings: &agentskills_mcp::config::Settings,
+    user: &TestUser,
+) -> (BTreeSet<String>, u64) {
+    crate::helpers::stored_blobs(settings, &user.id).await
 }
 
 /// Stops `app` and starts the server again on its data dir and database (`app` must stay alive:
@@ -796,7 +781,7 @@ async fn old_versions_are_pruned_and_their_blobs_collected(backend: Backend) {
         }
     }
     assert_eq!(wanted.len(), 5);
-    let (on_disk, _) = blobs_on_disk(&app.data_dir, &ann);
+    let (on_disk, _) = blobs_on_disk(&app.settings, &ann).await;
     assert_eq!(on_disk, wanted);
     for n in [5, 6, 7] {
         version_files(&app, &ann, &id, n).await;
@@ -806,7 +791,7 @@ async fn old_versions_are_pruned_and_their_blobs_collected(backend: Backend) {
         .delete_auth(&format!("/api/v1/skills/{id}"), &ann.access)
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_eq!(blobs_on_disk(&app.data_dir, &ann).0, BTreeSet::new());
+    assert_eq!(blobs_on_disk(&app.settings, &ann).await.0, BTreeSet::new());
 }
 
 /// The quota counts each distinct file once, whatever number of versions and skills hold it.
@@ -853,7 +838,7 @@ async fn a_file_kept_by_many_versions_counts_once_in_the_quota(backend: Backend)
     parts.push(("files", Some("other.bin"), &other));
     let res = upload(&app, &ann, &parts).await;
     expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "quota-exceeded").await;
-    let (on_disk, bytes) = blobs_on_disk(&app.data_dir, &ann);
+    let (on_disk, bytes) = blobs_on_disk(&app.settings, &ann).await;
     assert!(
         bytes < 300 * 1024,
         "{bytes} bytes in {} blobs",
@@ -873,6 +858,7 @@ async fn a_crash_during_collection_is_finished_at_the_next_start(backend: Backen
     upload_into(&app, &ann, &id, &[("a.txt", b"kept\n")]).await;
     let before = version_files(&app, &ann, &id, 2).await;
     let (data_dir, url) = (app.data_dir.clone(), app.settings.database.url.clone());
+    let settings = app.settings.clone();
     app.stop().await;
     let db = Db {
         sqlite: data_dir.join("agentskills.db"),
@@ -882,12 +868,7 @@ async fn a_crash_during_collection_is_finished_at_the_next_start(backend: Backen
     // bytes were removed already, and stored bytes whose row is gone (or that were stored for
     // a change that was never recorded).
     let stray = sha256_hex(b"stray");
-    let folder = data_dir.join("blobs").join(&ann.id).join(&stray[..2]);
-    std::fs::create_dir_all(&folder).unwrap();
-    std::fs::File::create(folder.join(&stray))
-        .unwrap()
-        .write_all(b"stray")
-        .unwrap();
+    crate::helpers::store_behind_the_back(&settings, &ann.id, &stray, b"stray").await;
     let forgotten = sha256_hex(b"forgotten");
     db.insert_blob_row(&ann.id, &forgotten, 9).await;
     assert_eq!(db.count_blob_rows(&ann.id).await, 3);
@@ -903,7 +884,7 @@ async fn a_crash_during_collection_is_finished_at_the_next_start(backend: Backen
     let res = put(&again, &ann, &id, &json!({"is_active": false}), None).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(version_files(&again, &ann, &id, 2).await, before);
-    let (on_disk, _) = blobs_on_disk(&data_dir, &ann);
+    let (on_disk, _) = blobs_on_disk(&again.settings, &ann).await;
     assert!(!on_disk.contains(&stray), "{on_disk:?}");
     assert_eq!(on_disk.len(), 2, "SKILL.md and a.txt: {on_disk:?}");
     assert_eq!(db.count_blob_rows(&ann.id).await, 2);
