@@ -81,8 +81,16 @@ pub(crate) async fn form_bytes(
     req: Request<Incoming>,
     limits: &ServerSettings,
 ) -> Result<Option<bytes::Bytes>, AppError> {
-    let is_form = req
-        .headers()
+    if !is_form(req.headers()) {
+        return Ok(None);
+    }
+    check_declared_length(req.headers(), limits.max_json_body_bytes)?;
+    collect_limited(req.into_body(), limits).await.map(Some)
+}
+
+/// Whether the body says it is `application/x-www-form-urlencoded`.
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
@@ -91,20 +99,19 @@ pub(crate) async fn form_bytes(
                 .unwrap_or("")
                 .trim()
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Ok(None);
-    }
-    let max = limits.max_json_body_bytes;
-    let declared = req
-        .headers()
+        })
+}
+
+/// 413 before any byte is read when `Content-Length` says the body is over `max`.
+fn check_declared_length(headers: &HeaderMap, max: usize) -> Result<(), AppError> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
         return Err(AppError::PayloadTooLarge(max));
     }
-    collect_limited(req.into_body(), limits).await.map(Some)
+    Ok(())
 }
 
 /// The checks a JSON body's head must pass before its bytes are read.
@@ -115,16 +122,7 @@ fn check_json_head(req: &Request<Incoming>, limits: &ServerSettings) -> Result<(
     {
         return Err(AppError::UnsupportedMediaType);
     }
-    let max = limits.max_json_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max as u64) {
-        return Err(AppError::PayloadTooLarge(max));
-    }
-    Ok(())
+    check_declared_length(req.headers(), limits.max_json_body_bytes)
 }
 
 /// The body's bytes, at most `server.max_json_body_bytes` of them, within the body read timeout.

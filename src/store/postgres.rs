@@ -1229,6 +1229,18 @@ impl PgStore {
         &self,
         uses: &[(Uuid, OffsetDateTime)],
     ) -> StoreResult<()> {
+        self.record_use("api_tokens", "recording API token use", uses)
+            .await
+    }
+
+    /// Writes `last_used_at` of rows of `table` (API tokens, OAuth grants) in one statement,
+    /// never moving it backwards.
+    async fn record_use(
+        &self,
+        table: &'static str,
+        context: &'static str,
+        uses: &[(Uuid, OffsetDateTime)],
+    ) -> StoreResult<()> {
         if uses.is_empty() {
             return Ok(());
         }
@@ -1239,19 +1251,19 @@ impl PgStore {
             // first, since UPDATE … FROM applies only one of several matching rows. GREATEST
             // ignores NULL.
             let stmt = client
-                .prepare_cached(
-                    "UPDATE api_tokens t
+                .prepare_cached(&format!(
+                    "UPDATE {table} t
                      SET last_used_at = GREATEST(t.last_used_at, u.at)
                      FROM (SELECT id, max(at) AS at
                            FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, at)
                            GROUP BY id) u
-                     WHERE t.id = u.id",
-                )
+                     WHERE t.id = u.id"
+                ))
                 .await?;
             client.execute(&stmt, &[&ids, &ats]).await?;
             Ok(())
         };
-        run.await.map_err(fail("recording API token use"))
+        run.await.map_err(fail(context))
     }
 
     pub(crate) async fn registry_epoch(&self) -> StoreResult<i64> {

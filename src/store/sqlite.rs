@@ -1131,16 +1131,28 @@ impl SqliteStore {
         &self,
         uses: &[(Uuid, OffsetDateTime)],
     ) -> StoreResult<()> {
+        self.record_use("api_tokens", "recording API token use", uses)
+            .await
+    }
+
+    /// Writes `last_used_at` of rows of `table` (API tokens, OAuth grants) in one transaction,
+    /// never moving it backwards.
+    async fn record_use(
+        &self,
+        table: &'static str,
+        context: &'static str,
+        uses: &[(Uuid, OffsetDateTime)],
+    ) -> StoreResult<()> {
         if uses.is_empty() {
             return Ok(());
         }
         let uses: Vec<(Uuid, i64)> = uses.iter().map(|&(id, at)| (id, micros(at))).collect();
-        self.write("recording API token use", move |tx| {
+        self.write(context, move |tx| {
             // Two-argument max() is SQLite's scalar maximum; coalesce covers a first use.
-            let mut update = tx.prepare_cached(
-                "UPDATE api_tokens SET last_used_at = max(coalesce(last_used_at, ?2), ?2)
-                 WHERE id = ?1",
-            )?;
+            let mut update = tx.prepare_cached(&format!(
+                "UPDATE {table} SET last_used_at = max(coalesce(last_used_at, ?2), ?2)
+                 WHERE id = ?1"
+            ))?;
             for (id, at) in uses {
                 update.execute(params![id, at])?;
             }

@@ -428,18 +428,7 @@ impl Form {
 }
 
 async fn read_form(state: &AppState, req: Request<Incoming>, max: usize) -> Result<Form, AppError> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
+    if !crate::http::request::is_form(req.headers()) {
         return Err(AppError::UnsupportedMediaType);
     }
     let timeout = Duration::from_secs(state.settings.server.body_read_timeout_secs);

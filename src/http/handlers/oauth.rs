@@ -226,21 +226,31 @@ pub(crate) async fn register(
     }
 }
 
+/// The body of the `what` request, a form, or its refusal in the OAuth error shape.
+async fn oauth_form(
+    state: &AppState,
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<bytes::Bytes, Box<Response<Body>>> {
+    match form_bytes(req, &state.settings.server).await {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(Box::new(oauth_error(
+            400,
+            "invalid_request",
+            &format!("the {what} request must be application/x-www-form-urlencoded"),
+        ))),
+        Err(e) => Err(Box::new(oauth_failure(&e, "invalid_request"))),
+    }
+}
+
 /// `POST /oauth/token`.
 pub(crate) async fn token(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    let body = match form_bytes(req, &state.settings.server).await {
-        Ok(Some(body)) => body,
-        Ok(None) => {
-            return Ok(oauth_error(
-                400,
-                "invalid_request",
-                "the token request must be application/x-www-form-urlencoded",
-            ));
-        }
-        Err(e) => return Ok(oauth_failure(&e, "invalid_request")),
+    let body = match oauth_form(state, req, "token").await {
+        Ok(body) => body,
+        Err(refused) => return Ok(*refused),
     };
     let result = match TokenForm::parse(&body) {
         Ok(form) => state.oauth.token(&form).await,
@@ -279,16 +289,9 @@ pub(crate) async fn revoke(
     state: &AppState,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
-    let body = match form_bytes(req, &state.settings.server).await {
-        Ok(Some(body)) => body,
-        Ok(None) => {
-            return Ok(oauth_error(
-                400,
-                "invalid_request",
-                "the revocation request must be application/x-www-form-urlencoded",
-            ));
-        }
-        Err(e) => return Ok(oauth_failure(&e, "invalid_request")),
+    let body = match oauth_form(state, req, "revocation").await {
+        Ok(body) => body,
+        Err(refused) => return Ok(*refused),
     };
     let mut token = None;
     let mut client_id = None;

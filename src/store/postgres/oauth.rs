@@ -434,26 +434,8 @@ impl PgStore {
         &self,
         uses: &[(Uuid, OffsetDateTime)],
     ) -> StoreResult<()> {
-        if uses.is_empty() {
-            return Ok(());
-        }
-        let (ids, ats): (Vec<Uuid>, Vec<OffsetDateTime>) = uses.iter().copied().unzip();
-        let db = self.client().await?;
-        let run = async {
-            let stmt = db
-                .prepare_cached(
-                    "UPDATE oauth_grants g
-                     SET last_used_at = GREATEST(g.last_used_at, u.at)
-                     FROM (SELECT id, max(at) AS at
-                           FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, at)
-                           GROUP BY id) u
-                     WHERE g.id = u.id",
-                )
-                .await?;
-            db.execute(&stmt, &[&ids, &ats]).await?;
-            Ok(())
-        };
-        run.await.map_err(fail("recording OAuth grant use"))
+        self.record_use("oauth_grants", "recording OAuth grant use", uses)
+            .await
     }
 
     pub(crate) async fn purge_oauth(

@@ -349,21 +349,8 @@ impl SqliteStore {
         &self,
         uses: &[(Uuid, OffsetDateTime)],
     ) -> StoreResult<()> {
-        if uses.is_empty() {
-            return Ok(());
-        }
-        let uses: Vec<(Uuid, i64)> = uses.iter().map(|&(id, at)| (id, micros(at))).collect();
-        self.write("recording OAuth grant use", move |tx| {
-            let mut update = tx.prepare_cached(
-                "UPDATE oauth_grants SET last_used_at = max(coalesce(last_used_at, ?2), ?2)
-                 WHERE id = ?1",
-            )?;
-            for (id, at) in uses {
-                update.execute(params![id, at])?;
-            }
-            Ok(())
-        })
-        .await
+        self.record_use("oauth_grants", "recording OAuth grant use", uses)
+            .await
     }
 
     pub(crate) async fn purge_oauth(
