@@ -269,6 +269,11 @@ impl Workspaces {
 
     /// The bytes of one of the user's blobs. A blob collected a moment ago (its version was
     /// pruned meanwhile) is 404, like its version.
+    /// The blob store (for readiness checks).
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
     pub async fn blob(&self, user_id: Uuid, sha256: &str) -> Result<bytes::Bytes, AppError> {
         match self.inner.blobs.get(user_id, sha256).await {
             Ok(bytes) => Ok(bytes),

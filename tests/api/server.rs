@@ -22,6 +22,7 @@ backend_tests!(
     the_http_limits_hold_on_the_mcp_endpoints,
     slow_bodies_get_408,
     a_refusal_before_the_body_is_read_says_the_connection_closes,
+    an_unreachable_bucket_makes_the_server_unready,
     shutdown_drains_requests_in_flight_and_flushes_token_use,
     the_signing_secret_is_generated_once_and_reused,
 );
@@ -39,6 +40,7 @@ async fn health_reports_the_process_and_the_database(backend: Backend) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["database"]["status"], "ok");
+    assert_eq!(body["storage"]["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     // The details are for the server's own machine (this test's client is on loopback).
     let res = app
@@ -50,6 +52,15 @@ async fn health_reports_the_process_and_the_database(backend: Backend) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["database"]["backend"], expected);
     assert!(body["database"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(body["storage"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        body["storage"]["backend"],
+        if crate::helpers::test_s3_endpoint().is_some() {
+            "s3"
+        } else {
+            "local"
+        }
+    );
     assert!(body["uptime_secs"].is_u64(), "{body}");
     assert!(body["sandbox"]["layers"].is_object(), "{body}");
 }
@@ -991,4 +1002,42 @@ async fn a_refusal_before_the_body_is_read_says_the_connection_closes(backend: B
         assert!(answer.starts_with("http/1.1 401"), "{answer}");
         assert!(!answer.contains("connection: close"), "{answer}");
     }
+}
+
+/// A bucket that does not answer (here: nothing listens on its port) makes `/health` and
+/// `/health/ready` 503, saying which part is down; the details name the error.
+async fn an_unreachable_bucket_makes_the_server_unready(backend: Backend) {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let app = spawn_app_with(backend, |s| {
+        s.storage.backend = agentskills_mcp::config::StorageBackend::S3;
+        s.storage.s3.endpoint = Some(format!("http://127.0.0.1:{closed}"));
+        s.storage.s3.bucket = Some("nowhere".into());
+    })
+    .await;
+    for path in ["/health", "/health/ready"] {
+        let res = app.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["database"]["status"], "ok");
+        assert_eq!(body["storage"]["status"], "unavailable");
+        assert!(body["storage"]["reason"].is_string(), "{body}");
+        assert!(
+            !body.to_string().contains(&closed.to_string()),
+            "no address: {body}"
+        );
+    }
+    let body: Value = app
+        .request(Method::GET, "/health?verbose")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["storage"]["error"].is_string(), "{body}");
+    assert_eq!(body["storage"]["backend"], "s3");
 }

@@ -30,7 +30,15 @@ struct Health {
     status: &'static str,
     version: &'static str,
     database: PublicDatabase,
+    storage: PublicStorage,
     sandbox: PublicSandbox,
+}
+
+#[derive(Serialize)]
+struct PublicStorage {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +64,7 @@ struct VerboseHealth {
     version: &'static str,
     uptime_secs: u64,
     database: DatabaseHealth,
+    storage: StorageHealth,
     /// What `run_shell_command` runs in: the mode, whether it runs commands, why not, the layers
     /// found at start.
     sandbox: crate::sandbox::Status,
@@ -63,6 +72,16 @@ struct VerboseHealth {
 
 #[derive(Serialize)]
 struct DatabaseHealth {
+    backend: &'static str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StorageHealth {
     backend: &'static str,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,7 +98,8 @@ pub(crate) fn live(state: &AppState) -> Response<Body> {
     )
 }
 
-/// `GET /health`: 200 when the database answers, 503 (with the same body) when it does not.
+/// `GET /health`: 200 when the database and the blob store answer, 503 (with the same body) when
+/// one does not.
 /// `GET /health/ready` (`ready`): also 503 while the sandbox cannot run commands, so a load
 /// balancer sends traffic only to servers that can serve every tool. `?verbose` adds the details,
 /// for the server's own machine and its trusted proxies only (403 for anyone else).
@@ -106,8 +126,15 @@ pub(crate) async fn health(
             "health check: the database does not answer"
         );
     }
+    let storage = storage(state).await;
+    if storage.status != "ok" {
+        tracing::warn!(
+            error = storage.error.as_deref().unwrap_or_default(),
+            "health check: the blob store does not answer"
+        );
+    }
     let sandbox = state.sandbox.status();
-    let ok = database.status == "ok" && (!ready || sandbox.ready);
+    let ok = database.status == "ok" && storage.status == "ok" && (!ready || sandbox.ready);
     let status = if ok { "ok" } else { "degraded" };
     let code = if ok {
         StatusCode::OK
@@ -120,6 +147,7 @@ pub(crate) async fn health(
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: state.started.elapsed().as_secs(),
             database,
+            storage,
             sandbox,
         };
         return Ok(json(code, &body));
@@ -130,6 +158,11 @@ pub(crate) async fn health(
         database: PublicDatabase {
             status: database.status,
             reason: (database.status != "ok").then_some("the database does not answer"),
+        },
+        storage: PublicStorage {
+            status: storage.status,
+            reason: (storage.status != "ok")
+                .then_some("the blob store (storage.backend) does not answer"),
         },
         sandbox: PublicSandbox {
             mode: sandbox.mode,
@@ -192,6 +225,31 @@ async fn database(state: &AppState) -> DatabaseHealth {
             latency_ms: None,
             error: Some("no answer within 2 s".to_owned()),
         },
+    }
+}
+
+/// A listing of the blob store (the local folder, or the bucket), within the same 2 s.
+async fn storage(state: &AppState) -> StorageHealth {
+    let backend = match state.settings.storage.backend {
+        crate::config::StorageBackend::Local => "local",
+        crate::config::StorageBackend::S3 => "s3",
+    };
+    let started = std::time::Instant::now();
+    let down = |error: String| StorageHealth {
+        backend,
+        status: "unavailable",
+        latency_ms: None,
+        error: Some(error),
+    };
+    match tokio::time::timeout(DB_CHECK_TIMEOUT, state.workspaces.blob_store().ping()).await {
+        Ok(Ok(())) => StorageHealth {
+            backend,
+            status: "ok",
+            latency_ms: Some((started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0),
+            error: None,
+        },
+        Ok(Err(e)) => down(e.to_string()),
+        Err(_) => down("no answer within 2 s".to_owned()),
     }
 }
 
