@@ -260,6 +260,9 @@ pub struct RateLimitSettings {
     pub register_per_ip_per_hour: u32,
     /// OAuth client registrations (`POST /oauth/register`) per hour from one client address.
     pub oauth_register_per_ip_per_hour: u32,
+    /// Client ID metadata documents fetched per minute for one client address (a document
+    /// already cached costs nothing).
+    pub oauth_fetch_per_ip_per_minute: u32,
     /// MCP requests per second of one API token.
     pub mcp_per_token_per_second: u32,
     /// Uploads per minute of one user.
@@ -276,6 +279,7 @@ impl Default for RateLimitSettings {
             login_per_account_per_minute: 10,
             register_per_ip_per_hour: 20,
             oauth_register_per_ip_per_hour: 20,
+            oauth_fetch_per_ip_per_minute: 20,
             mcp_per_token_per_second: 2000,
             uploads_per_user_per_minute: 60,
             trusted_proxies: Vec::new(),
@@ -637,6 +641,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_OAUTH_REGISTER_PER_IP_PER_HOUR",
         "rate_limits.oauth_register_per_ip_per_hour",
+    ),
+    (
+        "AGENTSKILLS_OAUTH_FETCH_PER_IP_PER_MINUTE",
+        "rate_limits.oauth_fetch_per_ip_per_minute",
     ),
     (
         "AGENTSKILLS_OAUTH_ACCESS_TOKEN_MINUTES",

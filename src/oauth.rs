@@ -206,13 +206,18 @@ impl OAuth {
     }
 
     /// The client `client_id` names: a registered one, or the one its metadata document
-    /// describes. The error is worded for the person at the consent page.
-    pub async fn client(&self, client_id: &str) -> Result<Arc<Client>, ClientLookup> {
+    /// describes (fetched only if `may_fetch` allows). The error is worded for the person at the
+    /// consent page.
+    pub async fn client(
+        &self,
+        client_id: &str,
+        may_fetch: impl FnOnce() -> Result<(), AppError>,
+    ) -> Result<Arc<Client>, ClientLookup> {
         if cimd::Documents::names_document(client_id) {
             return self
                 .documents
-                .client(client_id)
-                .await
+                .client(client_id, may_fetch)
+                .await?
                 .map_err(|e| ClientLookup::Invalid(e.0));
         }
         let Some(record) = self

@@ -89,6 +89,7 @@ pub struct RateLimits {
     login_account: Limit<AccountKey>,
     register_ip: Limit<IpAddr>,
     oauth_register_ip: Limit<IpAddr>,
+    oauth_fetch_ip: Limit<IpAddr>,
     mcp_token: Limit<Uuid>,
     upload_user: Limit<Uuid>,
     trusted_proxies: Vec<IpAddr>,
@@ -124,6 +125,12 @@ impl RateLimits {
                 60 * MINUTE,
                 "oauth_register_ip",
                 "OAuth client registrations from this address",
+            ),
+            oauth_fetch_ip: Limit::new(
+                settings.oauth_fetch_per_ip_per_minute,
+                MINUTE,
+                "oauth_fetch_ip",
+                "client metadata documents fetched for this address",
             ),
             mcp_token: Limit::new(
                 settings.mcp_per_token_per_second,
@@ -169,6 +176,12 @@ impl RateLimits {
             .check(&client_key(client), &self.metrics)
     }
 
+    /// A client ID metadata document about to be fetched for `client`.
+    pub fn oauth_fetch(&self, client: IpAddr) -> Result<(), AppError> {
+        self.oauth_fetch_ip
+            .check(&client_key(client), &self.metrics)
+    }
+
     pub fn mcp(&self, token_id: Uuid) -> Result<(), AppError> {
         self.mcp_token.check(&token_id, &self.metrics)
     }
@@ -183,6 +196,7 @@ impl RateLimits {
             + self.login_account.prune()
             + self.register_ip.prune()
             + self.oauth_register_ip.prune()
+            + self.oauth_fetch_ip.prune()
             + self.mcp_token.prune()
             + self.upload_user.prune()
     }
@@ -273,6 +287,7 @@ mod tests {
             login_per_account_per_minute: 100,
             register_per_ip_per_hour: 1,
             oauth_register_per_ip_per_hour: 1,
+            oauth_fetch_per_ip_per_minute: 1,
             mcp_per_token_per_second: 0,
             uploads_per_user_per_minute: 2,
             trusted_proxies: vec!["10.0.0.1".into(), "10.0.0.2".into()],

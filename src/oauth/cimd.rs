@@ -88,14 +88,24 @@ impl Documents {
         client_id.starts_with("https://") || client_id.starts_with("http://")
     }
 
-    /// The client the document at `client_id` describes.
-    pub async fn client(&self, client_id: &str) -> Result<Arc<Client>, DocumentError> {
+    /// The client the document at `client_id` describes. `may_fetch` is asked before a fetch
+    /// (not for a cached document) and may refuse it (a rate limit).
+    pub async fn client<E>(
+        &self,
+        client_id: &str,
+        may_fetch: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<Arc<Client>, DocumentError>, E> {
         if let Ok(cache) = self.cache.lock()
             && let Some((found, until)) = cache.get(client_id)
             && *until > Instant::now()
         {
-            return found.clone();
+            return Ok(found.clone());
         }
+        may_fetch()?;
+        Ok(self.fetch_and_cache(client_id).await)
+    }
+
+    async fn fetch_and_cache(&self, client_id: &str) -> Result<Arc<Client>, DocumentError> {
         let (found, ttl) = match self.fetch(client_id).await {
             Ok((client, ttl)) => (Ok(Arc::new(client)), ttl),
             Err(e) => (Err(e), Some(FAILURE_TTL)),

@@ -301,6 +301,7 @@ backend_tests!(
     password_change_and_sign_out_everywhere_end_grants,
     a_read_only_grant_does_not_see_or_run_commands,
     a_client_id_metadata_document_identifies_a_client,
+    metadata_document_fetches_are_limited_per_address,
     dynamic_registration_is_checked_and_limited,
 );
 
@@ -1207,4 +1208,30 @@ async fn dynamic_registration_is_checked_and_limited(backend: Backend) {
     .await;
     let res = form(&open, "/oauth/token", &[("code", &"x".repeat(70_000))]).await;
     oauth_error(res, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request").await;
+}
+
+/// The authorization page fetches a client's metadata document before anyone signs in: a
+/// stranger must not make this server fetch without end. Cached documents cost nothing.
+async fn metadata_document_fetches_are_limited_per_address(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.oauth.cimd_allow_loopback = true;
+        s.rate_limits.oauth_fetch_per_ip_per_minute = 1;
+    })
+    .await;
+    let document = |url: &str| {
+        json!({"client_id": url, "client_name": "Fetched", "redirect_uris": [REDIRECT]}).to_string()
+    };
+    let first = serve_document("/first.json", document).await;
+    let second = serve_document("/second.json", document).await;
+    let mut visitor = Browser::new(&app);
+    for _ in 0..3 {
+        // Fetched once, then cached: a visitor is sent to sign in every time.
+        let res = visitor.get(&authorize_path(&first, &app.base, &[])).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert!(location(&res).starts_with("/signin?next="));
+    }
+    let res = visitor.get(&authorize_path(&second, &app.base, &[])).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().get("retry-after").is_some());
+    assert!(res.headers().get("location").is_none());
 }

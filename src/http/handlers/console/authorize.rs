@@ -123,14 +123,17 @@ fn back_to_client(
     }
 }
 
-async fn check(state: &AppState, origin: &str, params: &Params) -> Result<Outcome, AppError> {
+async fn check(state: &AppState, visit: &Visit, params: &Params) -> Result<Outcome, AppError> {
+    let origin = visit.origin.as_str();
     let Some(client_id) = params.get("client_id") else {
         return Ok(Outcome::Page(bad_request(
             "The app's request names no client_id, so it cannot be answered. Try connecting again from the app."
                 .into(),
         )));
     };
-    let client = match state.oauth.client(client_id).await {
+    // A client's metadata document is fetched before anyone signs in: limited per address.
+    let may_fetch = || state.rate_limits.oauth_fetch(visit.client);
+    let client = match state.oauth.client(client_id, may_fetch).await {
         Ok(client) => client,
         Err(problem) => {
             let words = client_problem(problem)?;
@@ -220,7 +223,7 @@ pub(super) async fn request(
         Ok(params) => params,
         Err(words) => return Ok(bad_request(words)),
     };
-    let checked = match check(state, &visit.origin, &params).await? {
+    let checked = match check(state, visit, &params).await? {
         Outcome::Ok(checked) => checked,
         Outcome::Page(response) | Outcome::Back(response) => return Ok(response),
     };
@@ -332,7 +335,7 @@ pub(super) async fn decision(
         Ok(params) => params,
         Err(words) => return Ok(bad_request(words)),
     };
-    let checked = match check(state, &visit.origin, &params).await? {
+    let checked = match check(state, visit, &params).await? {
         Outcome::Ok(checked) => checked,
         Outcome::Page(response) | Outcome::Back(response) => return Ok(response),
     };
