@@ -29,7 +29,7 @@ use crate::error::AppError;
 use crate::http::Body;
 use crate::http::request::{bearer, client_ip, form_bytes, read_json_bytes};
 use crate::http::response::{self, json, no_content};
-use crate::oauth::{ClientLookup, Registration, TokenError, TokenForm};
+use crate::oauth::{ClientLookup, Registration, TokenForm};
 use crate::store::OAuthGrantRecord;
 
 /// An MCP resource of this server: what a token's audience names.
@@ -273,14 +273,7 @@ pub(crate) async fn token(
                 .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             Ok(response)
         }
-        Err(TokenError { error, description }) => {
-            let status = TokenError {
-                error,
-                description: String::new(),
-            }
-            .status();
-            Ok(oauth_error(status, error, &description))
-        }
+        Err(e) => Ok(oauth_error(e.status(), e.error, &e.description)),
     }
 }
 

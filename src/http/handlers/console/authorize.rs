@@ -227,13 +227,14 @@ pub(super) async fn request(
         Outcome::Ok(checked) => checked,
         Outcome::Page(response) | Outcome::Back(response) => return Ok(response),
     };
-    if signed_in(state, visit).await.is_none() {
+    // One look at the session: signed in, the consent page; otherwise sign in and come back.
+    let (Some(user), Some(secret)) = (signed_in(state, visit).await, &visit.session) else {
         let next = format!("/oauth/authorize?{query}");
         return Ok(redirect(&format!("/signin?next={}", encode(&next))));
-    }
-    let session = match require_session(state, visit).await {
-        Ok(session) => session,
-        Err(to_sign_in) => return Ok(to_sign_in),
+    };
+    let session = Session {
+        user,
+        csrf: state.csrf.session_token(secret),
     };
     consent_page(state, &session, checked, &params).await
 }
