@@ -56,6 +56,8 @@ pub struct AppState {
     pub csrf: Csrf,
     /// The OAuth authorization server's flows.
     pub oauth: OAuth,
+    /// The connection that listens for other replicas' changes (PostgreSQL only).
+    pub listener: Option<crate::store::ListenerHealth>,
     pub started: Instant,
 }
 
@@ -204,6 +206,20 @@ impl App {
                 }
             }));
         }
+        {
+            // A token, grant or account another replica ended: its sessions and streams end here.
+            let sessions = Arc::downgrade(&sessions);
+            let listen = Arc::downgrade(&listen);
+            registry.on_ended(Arc::new(move |ended: &[uuid::Uuid]| {
+                if let Some(sessions) = sessions.upgrade() {
+                    sessions.close_where(|s| ended.contains(&s.token_id));
+                }
+                if let Some(listen) = listen.upgrade() {
+                    listen.close_where(|_, token_id| ended.contains(&token_id));
+                }
+            }));
+        }
+        let announcements = store.listen();
         let rate_limits = RateLimits::new(&settings.rate_limits, Arc::clone(&metrics));
         let oauth = OAuth::new(
             store.clone(),
@@ -227,9 +243,13 @@ impl App {
             metrics,
             csrf: Csrf::new(&secret),
             oauth,
+            listener: announcements.as_ref().map(|(health, _)| health.clone()),
             started,
         });
         spawn_rate_limit_pruner(&state);
+        if let Some((_, received)) = announcements {
+            spawn_coherence(&state, received);
+        }
         Ok(App { listener, state })
     }
 
@@ -317,6 +337,60 @@ fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
             minutes += 1;
         }
     });
+}
+
+/// Keeps this replica in step with the others: acts on each change the database announces, and
+/// every `tokens.sync_interval_secs` checks the running workspaces against the database anyway
+/// (the backstop for an announcement lost while the listening connection was away; the token
+/// registry has its own). Stops when the service is dropped.
+fn spawn_coherence(
+    state: &Arc<AppState>,
+    mut received: tokio::sync::mpsc::UnboundedReceiver<crate::store::Announcement>,
+) {
+    use crate::store::Announcement;
+    let every = Duration::from_secs(state.settings.tokens.sync_interval_secs.max(1));
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut backstop = tokio::time::interval(every);
+        backstop.tick().await;
+        loop {
+            let announcement = tokio::select! {
+                announcement = received.recv() => match announcement {
+                    Some(announcement) => Some(announcement),
+                    None => return,
+                },
+                _ = backstop.tick() => None,
+            };
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            match announcement {
+                Some(Announcement::Skills { user_id, version }) => {
+                    state.workspaces.announced(user_id, version);
+                }
+                Some(Announcement::Tokens) => state.registry.sync_now(),
+                Some(Announcement::UserDeleted { user_id }) => {
+                    state.registry.sync_now();
+                    state.sessions.close_where(|s| s.user_id == user_id);
+                    state.listen.close_where(|user, _| user == user_id);
+                    if let Err(e) = state.workspaces.forget_user(user_id).await {
+                        tracing::warn!(%user_id, error = %e, "could not remove a deleted account's skill folders");
+                    }
+                }
+                Some(Announcement::Resync) => {
+                    state.registry.sync_now();
+                    resync(&state).await;
+                }
+                None => resync(&state).await,
+            }
+        }
+    });
+}
+
+async fn resync(state: &AppState) {
+    if let Err(e) = state.workspaces.resync().await {
+        tracing::warn!(error = %e, "could not check the loaded skills against the database; will retry");
+    }
 }
 
 /// Ends idle MCP sessions now and then; stops when the sessions are dropped.

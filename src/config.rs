@@ -133,11 +133,27 @@ pub struct TokenSettings {
 }
 
 /// Where skill versions' files (blobs) are stored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
     pub backend: StorageBackend,
+    /// The local back end's folder (default `<data_dir>/blobs`).
+    pub path: Option<PathBuf>,
+    /// A stored blob that no row records is removed (when its user's skills are next loaded)
+    /// only once it is this old: younger, it may be another replica's change in progress.
+    pub sweep_grace_secs: u64,
     pub s3: S3Settings,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            backend: StorageBackend::default(),
+            path: None,
+            sweep_grace_secs: 3600,
+            s3: S3Settings::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -659,6 +675,11 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "oauth.cimd_allow_loopback",
     ),
     ("AGENTSKILLS_STORAGE", "storage.backend"),
+    ("AGENTSKILLS_STORAGE_PATH", "storage.path"),
+    (
+        "AGENTSKILLS_STORAGE_SWEEP_GRACE_SECS",
+        "storage.sweep_grace_secs",
+    ),
     ("AGENTSKILLS_S3_ENDPOINT", "storage.s3.endpoint"),
     ("AGENTSKILLS_S3_BUCKET", "storage.s3.bucket"),
     ("AGENTSKILLS_S3_REGION", "storage.s3.region"),
@@ -714,6 +735,7 @@ fn kind_of(path: &str) -> Kind {
         | "sandbox.bwrap"
         | "sandbox.helper"
         | "storage.backend"
+        | "storage.path"
         | "storage.s3.endpoint"
         | "storage.s3.bucket"
         | "storage.s3.region" => Kind::Str,

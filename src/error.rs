@@ -61,6 +61,12 @@ pub enum AppError {
     /// it); nothing was changed.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// 409 with `Retry-After`: the user's skills kept changing under this change (other
+    /// replicas' changes won every attempt); nothing was changed.
+    #[error(
+        "your skills were changed by other requests at the same moment; nothing was changed by this one: retry"
+    )]
+    Contended,
     /// 404: no such resource, or one that belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -132,6 +138,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => 405,
             AppError::BodyTimeout => 408,
             AppError::PreconditionFailed(_) => 412,
+            AppError::Contended => 409,
             AppError::PayloadTooLarge(_) | AppError::TooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
             AppError::RateLimited(..) => 429,
@@ -158,6 +165,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => "method-not-allowed",
             AppError::BodyTimeout => "body-timeout",
             AppError::PreconditionFailed(_) => "precondition-failed",
+            AppError::Contended => "changed-meanwhile",
             AppError::PayloadTooLarge(_) => "payload-too-large",
             AppError::UnsupportedMediaType => "unsupported-media-type",
             AppError::RateLimited(..) => "rate-limited",
@@ -186,7 +194,9 @@ impl AppError {
             AppError::RateLimited(_, wait) => {
                 Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1))
             }
-            AppError::DatabaseUnavailable(_) | AppError::Timeout(_) => Some(1),
+            AppError::DatabaseUnavailable(_) | AppError::Timeout(_) | AppError::Contended => {
+                Some(1)
+            }
             _ => None,
         }
     }
@@ -197,6 +207,7 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::Unavailable(source) => AppError::DatabaseUnavailable(source),
             StoreError::StorageFull(source) => AppError::StorageFull(source),
+            StoreError::Stale => AppError::Contended,
             StoreError::Duplicate(field) => AppError::BadRequest {
                 code: match field {
                     crate::store::UniqueField::Email => "email-taken",

@@ -73,6 +73,11 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A change's compare-and-set of the user's skills version found another number: another
+    /// writer (another replica) changed their skills since the writer loaded them. Nothing was
+    /// written; reload and try again.
+    #[error("the skills changed meanwhile")]
+    Stale,
     /// Opening or migrating the database failed.
     #[error("{context}")]
     Setup {
@@ -285,6 +290,29 @@ pub enum RefreshRotation {
     Unknown,
 }
 
+/// A change another replica (or process) made, as the database announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// The user's skills changed; they are now at `version` (`users.skills_version`).
+    Skills { user_id: Uuid, version: i64 },
+    /// API tokens, OAuth grants or accounts changed (the registry epoch moved).
+    Tokens,
+    /// The account was deleted.
+    UserDeleted { user_id: Uuid },
+    /// The listening connection was made (again): anything announced while it was away was
+    /// lost, so whatever depends on announcements must be read again.
+    Resync,
+}
+
+pub use postgres::listen::ListenerHealth;
+
+/// What a collection removed (digest and size of each blob) and the skills version after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    pub removed: Vec<(String, u64)>,
+    pub version: i64,
+}
+
 /// A skill row. The folder `<data_dir>/skills/<user_id>/<name>/` holds its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkillRecord {
@@ -432,6 +460,22 @@ impl Store {
                 Store::Sqlite(sqlite::SqliteStore::open(&path, settings).await?)
             }
         })
+    }
+
+    /// Starts listening for the changes other replicas announce (PostgreSQL only; SQLite serves
+    /// one process, which hears its own changes directly): whether the listening connection is
+    /// up, and the announcements, each delivered once, with [`Announcement::Resync`] whenever the
+    /// connection was (re)made. Stops when the receiver is dropped.
+    pub fn listen(
+        &self,
+    ) -> Option<(
+        ListenerHealth,
+        tokio::sync::mpsc::UnboundedReceiver<Announcement>,
+    )> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(pg) => Some(pg.listen()),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -672,7 +716,7 @@ impl Store {
         version: &NewVersion,
     ) -> StoreResult<SkillRecord> {
         let insert = [SkillWrite::Insert(skill.clone(), version.clone())];
-        self.write_skills(skill.user_id, &insert, skill.created_at, u32::MAX)
+        self.write_skills(skill.user_id, &insert, skill.created_at, u32::MAX, None)
             .await?
             .and_then(|mut written| written.pop())
             .ok_or_else(|| StoreError::Backend {
@@ -687,6 +731,12 @@ impl Store {
     }
 
     /// Changes what is given and sets `updated_at`; `None` if the user has no such skill.
+    ///
+    /// Every change to a user's skills (this, [`Store::write_skills`], [`Store::delete_skill`],
+    /// [`Store::collect_blobs`]) bumps their skills version in its transaction; with `expected`
+    /// (the version the writer's view was loaded at) only from that number, else
+    /// [`StoreError::Stale`] and nothing written. On PostgreSQL the commit announces the new
+    /// version to every replica (`NOTIFY`).
     pub async fn update_skill(
         &self,
         user_id: Uuid,
@@ -694,8 +744,9 @@ impl Store {
         description: Option<&str>,
         is_active: Option<bool>,
         now: OffsetDateTime,
+        expected: Option<i64>,
     ) -> StoreResult<Option<SkillRecord>> {
-        dispatch!(self.update_skill(user_id, id, description, is_active, now))
+        dispatch!(self.update_skill(user_id, id, description, is_active, now, expected))
     }
 
     /// Writes every change in one transaction: all or nothing. Each makes a version (its
@@ -710,8 +761,9 @@ impl Store {
         writes: &[SkillWrite],
         now: OffsetDateTime,
         keep: u32,
+        expected: Option<i64>,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
-        dispatch!(self.write_skills(user_id, writes, now, keep))
+        dispatch!(self.write_skills(user_id, writes, now, keep, expected))
     }
 
     /// The skill's versions, newest first.
@@ -762,8 +814,42 @@ impl Store {
     }
 
     /// Deletes the user's skill; `false` if they have no such skill.
-    pub async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
-        dispatch!(self.delete_skill(user_id, id))
+    pub async fn delete_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        expected: Option<i64>,
+    ) -> StoreResult<bool> {
+        dispatch!(self.delete_skill(user_id, id, expected))
+    }
+
+    /// The user's skills version: the number every change to their skills bumps (`None`: no
+    /// such user).
+    pub async fn skills_version(&self, user_id: Uuid) -> StoreResult<Option<i64>> {
+        dispatch!(self.skills_version(user_id))
+    }
+
+    /// The skills versions of those of `users` who exist.
+    pub async fn skills_versions(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        dispatch!(self.skills_versions(users))
+    }
+
+    /// Removes the user's blobs that no version refers to: `remove` deletes their bytes and
+    /// returns those it deleted; their rows then go and the skills version is bumped (from
+    /// `expected`, else [`StoreError::Stale`]). On PostgreSQL the user's row stays locked while
+    /// `remove` runs, so no other replica's change can come to refer to a blob whose bytes are
+    /// going; such a change waits, finds the version moved on, and stores the bytes again.
+    pub async fn collect_blobs<F, Fut>(
+        &self,
+        user_id: Uuid,
+        expected: i64,
+        remove: F,
+    ) -> StoreResult<Collected>
+    where
+        F: FnOnce(Vec<(String, u64)>) -> Fut + Send,
+        Fut: std::future::Future<Output = Vec<(String, u64)>> + Send,
+    {
+        dispatch!(self.collect_blobs(user_id, expected, remove))
     }
 
     // ---- API tokens ----

@@ -17,8 +17,8 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -109,7 +109,13 @@ pub struct TokenRegistry {
     grants: Arc<ArcSwap<GrantMap>>,
     access: AccessTokens,
     timeout: Duration,
+    ended: Arc<OnceLock<EndedListener>>,
 }
+
+/// Told the ids of API tokens and OAuth grants that a reload from the database found gone
+/// (revoked, expired, or their user deactivated or deleted, by another replica or process), so
+/// that their sessions and streams end here too.
+pub type EndedListener = Arc<dyn Fn(&[Uuid]) + Send + Sync>;
 
 impl std::fmt::Debug for TokenRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,7 +180,9 @@ impl TokenRegistry {
     ) -> Result<(TokenRegistry, JoinHandle<()>), StartError> {
         let live = Arc::new(ArcSwap::from_pointee(LiveMap::new()));
         let grants = Arc::new(ArcSwap::from_pointee(GrantMap::new()));
+        let ended = Arc::new(OnceLock::new());
         let args = RegistryArgs {
+            ended: Arc::clone(&ended),
             store,
             live: Arc::clone(&live),
             grants: Arc::clone(&grants),
@@ -191,8 +199,24 @@ impl TokenRegistry {
             grants,
             access,
             timeout: Duration::from_secs(15),
+            ended,
         };
         Ok((registry, handle))
+    }
+
+    /// Sets what is told of credentials a reload found gone (once; later calls are ignored).
+    pub fn on_ended(&self, listener: EndedListener) {
+        if self.ended.set(listener).is_err() {
+            tracing::warn!("a second listener for ended credentials was ignored");
+        }
+    }
+
+    /// Checks the database for token and account changes now, rather than at the next tick of
+    /// `tokens.sync_interval_secs` (another replica announced one). Never waits.
+    pub fn sync_now(&self) {
+        if let Err(e) = self.actor.cast(RegistryMessage::Sync) {
+            tracing::debug!(error = %e, "the token registry was not told to sync");
+        }
     }
 
     /// Turns a bearer token into its owner, or `None` if it is malformed, unknown, revoked, expired
@@ -359,6 +383,7 @@ pub struct StartError(String);
 struct RegistryActor;
 
 struct RegistryArgs {
+    ended: Arc<OnceLock<EndedListener>>,
     store: Store,
     live: Arc<ArcSwap<LiveMap>>,
     grants: Arc<ArcSwap<GrantMap>>,
@@ -368,6 +393,7 @@ struct RegistryArgs {
 }
 
 struct RegistryState {
+    ended: Arc<OnceLock<EndedListener>>,
     store: Store,
     live: Arc<ArcSwap<LiveMap>>,
     by_id: HashMap<Uuid, Arc<LiveToken>>,
@@ -391,6 +417,7 @@ impl Actor for RegistryActor {
         args: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
         let mut state = RegistryState {
+            ended: args.ended,
             store: args.store,
             live: args.live,
             by_id: HashMap::new(),
@@ -677,6 +704,12 @@ impl RegistryState {
             };
             grants.insert(row.id, grant);
         }
+        let ended_grants: Vec<Uuid> = self
+            .grants
+            .keys()
+            .filter(|id| !grants.contains_key(id))
+            .copied()
+            .collect();
         self.grants = grants;
         self.publish_grants();
         let mut by_id = HashMap::with_capacity(rows.len());
@@ -687,9 +720,21 @@ impl RegistryState {
             };
             by_id.insert(row.id, token);
         }
+        let ended: Vec<Uuid> = self
+            .by_id
+            .keys()
+            .filter(|id| !by_id.contains_key(id))
+            .chain(ended_grants.iter())
+            .copied()
+            .collect();
         self.by_id = by_id;
         self.epoch = epoch;
         self.publish();
+        if !ended.is_empty()
+            && let Some(listener) = self.ended.get()
+        {
+            listener(&ended);
+        }
         Ok(())
     }
 

@@ -309,6 +309,10 @@ pub(crate) enum WorkspaceMessage {
         cancel: Cancel,
         reply: RpcReplyPort<Result<Uploaded, AppError>>,
     },
+    /// Another replica changed the user's skills (announced with their new skills version, or
+    /// `None`: perhaps, so look): load them again from the database unless this workspace is at
+    /// that version already, and tell the listener if anything a reader sees changed.
+    Reload { version: Option<i64> },
     /// Timer: stop when unused for the idle time.
     IdleCheck,
     /// Tests: make the handler panic, to see supervision at work.
@@ -329,6 +333,8 @@ pub(crate) struct WorkspaceArgs {
     /// Whether this process owns the user's folders and blobs (it serves) or reads beside a
     /// server that does (`stdio --token`): only the owner collects and sweeps.
     pub(crate) repair: Repair,
+    /// The user's skills version, read before the index was loaded.
+    pub(crate) version: i64,
 }
 
 pub(crate) struct WorkspaceState {
@@ -342,6 +348,12 @@ pub(crate) struct WorkspaceState {
     user_root: PathBuf,
     /// `<data_dir>/skills/.staging`: on the same file system, so swaps are renames.
     staging: PathBuf,
+    /// `<data_dir>/skills`.
+    skills_root: PathBuf,
+    /// The user's skills version this workspace's index and blob set were loaded at, or made:
+    /// every change is a compare-and-set from it (`Store::write_skills`), so a change another
+    /// replica made meanwhile is never written over (the change is tried again on a reload).
+    version: i64,
     settings: SkillSettings,
     shared: Arc<Shared>,
     listener: Arc<std::sync::OnceLock<super::workspaces::ChangeListener>>,
@@ -374,6 +386,8 @@ impl Actor for WorkspaceActor {
             blob_bytes,
             user_root: args.skills_root.join(args.user_id.to_string()),
             staging: staging_root(&args.skills_root),
+            skills_root: args.skills_root,
+            version: args.version,
             settings: args.settings,
             shared: args.shared,
             listener: args.listener,
@@ -429,7 +443,12 @@ impl Actor for WorkspaceActor {
             } => reply(
                 port,
                 match cancel.check() {
-                    Ok(()) => state.create(name, description, &cancel).await,
+                    Ok(()) => {
+                        retry_stale!(
+                            state,
+                            state.create(name.clone(), description.clone(), &cancel)
+                        )
+                    }
                     Err(e) => Err(upload_error(e)),
                 },
             ),
@@ -443,11 +462,16 @@ impl Actor for WorkspaceActor {
             } => reply(
                 port,
                 match cancel.check() {
-                    Ok(()) => {
-                        state
-                            .update(id, description, is_active, if_match.as_ref(), &cancel)
-                            .await
-                    }
+                    Ok(()) => retry_stale!(
+                        state,
+                        state.update(
+                            id,
+                            description.clone(),
+                            is_active,
+                            if_match.as_ref(),
+                            &cancel
+                        )
+                    ),
                     Err(e) => Err(upload_error(e)),
                 },
             ),
@@ -460,11 +484,16 @@ impl Actor for WorkspaceActor {
             } => reply(
                 port,
                 match cancel.check() {
-                    Ok(()) => state.restore(id, version, if_match.as_ref(), &cancel).await,
+                    Ok(()) => retry_stale!(
+                        state,
+                        state.restore(id, version, if_match.as_ref(), &cancel)
+                    ),
                     Err(e) => Err(upload_error(e)),
                 },
             ),
-            WorkspaceMessage::Delete { id, reply: port } => reply(port, state.delete(id).await),
+            WorkspaceMessage::Delete { id, reply: port } => {
+                reply(port, retry_stale!(state, state.delete(id)));
+            }
             WorkspaceMessage::Upload {
                 target,
                 payload,
@@ -473,10 +502,20 @@ impl Actor for WorkspaceActor {
             } => reply(
                 port,
                 match cancel.check() {
-                    Ok(()) => state.upload(target, payload, &cancel).await,
+                    Ok(()) => retry_stale!(
+                        state,
+                        state.upload(target.clone(), payload.clone(), &cancel)
+                    ),
                     Err(e) => Err(upload_error(e)),
                 },
             ),
+            WorkspaceMessage::Reload { version } => {
+                if version.is_none_or(|v| v > state.version)
+                    && let Err(e) = state.reload().await
+                {
+                    tracing::warn!(user_id = %state.user_id, error = %e, "could not reload the user's skills; the next announcement or check tries again");
+                }
+            }
             WorkspaceMessage::IdleCheck => {
                 let idle = i64::try_from(state.settings.workspace_idle_secs).unwrap_or(i64::MAX);
                 if unix_now() - state.shared.last_used.load(Ordering::Relaxed) >= idle {
@@ -490,6 +529,32 @@ impl Actor for WorkspaceActor {
         Ok(())
     }
 }
+
+/// How many times a change is tried when other replicas' changes to the same user's skills keep
+/// getting there first (each failed try reloads the skills and starts again from the request).
+const STALE_ATTEMPTS: u32 = 5;
+
+/// Runs a change (an expression awaiting one of the state's change methods), and again after a
+/// reload when its compare-and-set found the skills version moved on ([`AppError::Contended`]:
+/// another replica changed the user's skills meanwhile), at most [`STALE_ATTEMPTS`] times.
+macro_rules! retry_stale {
+    ($state:ident, $change:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $change.await {
+                Err(AppError::Contended) if attempt < STALE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(user_id = %$state.user_id, attempt, "the skills changed meanwhile; reloading and trying again");
+                    if let Err(e) = $state.reload().await {
+                        break Err(e);
+                    }
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+use retry_stale;
 
 pub(crate) fn staging_root(skills_root: &Path) -> PathBuf {
     skills_root.join(".staging")
@@ -580,9 +645,17 @@ impl WorkspaceState {
         let Some(description) = description else {
             let record = self
                 .store
-                .update_skill(self.user_id, id, None, is_active, store::now())
+                .update_skill(
+                    self.user_id,
+                    id,
+                    None,
+                    is_active,
+                    store::now(),
+                    Some(self.version),
+                )
                 .await?
                 .ok_or(AppError::NotFound("skill"))?;
+            self.version += 1;
             let skill = Arc::new(IndexedSkill {
                 record,
                 ..(*current).clone()
@@ -642,9 +715,14 @@ impl WorkspaceState {
 
     async fn delete(&mut self, id: Uuid) -> Result<(), AppError> {
         let current = Arc::clone(self.index().get(id).ok_or(AppError::NotFound("skill"))?);
-        if !self.store.delete_skill(self.user_id, id).await? {
+        if !self
+            .store
+            .delete_skill(self.user_id, id, Some(self.version))
+            .await?
+        {
             return Err(AppError::NotFound("skill"));
         }
+        self.version += 1;
         self.publish(|index| index.remove(id));
         let dir = self.user_root.join(&current.record.name);
         // The row is gone, so the skill is gone; a folder left by a failure here is removed the
@@ -663,39 +741,93 @@ impl WorkspaceState {
         Ok(())
     }
 
-    /// Removes the user's blobs that no version refers to: each one's bytes first, then its row.
-    /// A crash in between leaves a row whose bytes are gone, which no version refers to either,
-    /// and which the next collection removes; a version never points at a missing blob. Errors
-    /// are logged: the blobs stay until the next collection.
+    /// Removes the user's blobs that no version refers to: each one's bytes first, then its row
+    /// (`Store::collect_blobs`, which on PostgreSQL keeps other replicas' changes of this user
+    /// waiting meanwhile). A crash in between leaves rows whose bytes are gone, which no version
+    /// refers to either, and which the next collection removes; a version never points at a
+    /// missing blob. Errors are logged: the blobs stay until the next collection.
     async fn collect_garbage(&mut self) {
-        let unreferenced = match self.store.unreferenced_blobs(self.user_id).await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(user_id = %self.user_id, error = %e, "could not look for unreferenced blobs");
-                return;
+        let (blobs, user_id) = (&self.blobs, self.user_id);
+        let remove = |unreferenced: Vec<(String, u64)>| async move {
+            let mut removed = Vec::with_capacity(unreferenced.len());
+            for (sha256, size) in unreferenced {
+                match blobs.delete(user_id, &sha256).await {
+                    Ok(()) => removed.push((sha256, size)),
+                    Err(e) => {
+                        tracing::warn!(%user_id, error = %e, "could not remove an unreferenced blob");
+                    }
+                }
             }
+            removed
         };
-        let mut collected = 0usize;
-        for (sha256, size) in unreferenced {
-            if let Err(e) = self.blobs.delete(self.user_id, &sha256).await {
-                tracing::warn!(user_id = %self.user_id, error = %e, "could not remove an unreferenced blob");
-                continue;
+        match self
+            .store
+            .collect_blobs(user_id, self.version, remove)
+            .await
+        {
+            Ok(collected) => {
+                self.version = collected.version;
+                if !collected.removed.is_empty() {
+                    tracing::debug!(%user_id, collected = collected.removed.len(), "collected unreferenced blobs");
+                }
+                for (sha256, size) in collected.removed {
+                    if self.blob_digests.remove(&sha256) {
+                        self.blob_bytes = self.blob_bytes.saturating_sub(size);
+                    }
+                }
             }
-            match self.store.forget_blob(self.user_id, &sha256).await {
-                Ok(true) => {
-                    self.blob_digests.remove(&sha256);
-                    self.blob_bytes = self.blob_bytes.saturating_sub(size);
-                    collected += 1;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(user_id = %self.user_id, error = %e, "could not forget a removed blob");
-                }
+            // Another replica changed the skills meanwhile: its own collection, or the next
+            // one here, removes what is left.
+            Err(StoreError::Stale) => {
+                tracing::debug!(%user_id, "skills changed during collection; left for the next one");
+            }
+            Err(e) => {
+                tracing::warn!(%user_id, error = %e, "could not collect unreferenced blobs");
             }
         }
-        if collected > 0 {
-            tracing::debug!(user_id = %self.user_id, collected, "collected unreferenced blobs");
+    }
+
+    /// Loads the user's skills again from the database (another replica changed them): the
+    /// index, each changed skill's folder made its current version from the blobs, the blob set
+    /// and the version; readers are told only if what they see changed.
+    async fn reload(&mut self) -> Result<(), AppError> {
+        // The version first: a change committed after this read makes the next compare-and-set
+        // fail and reload again, so nothing is missed.
+        let Some(version) = self.store.skills_version(self.user_id).await? else {
+            // The account is gone; its removal stops this workspace.
+            return Ok(());
+        };
+        let index = load_index(
+            &self.store,
+            &self.blobs,
+            self.user_id,
+            &self.skills_root,
+            &self.settings,
+            self.repair,
+        )
+        .await?;
+        let blob_digests: HashSet<String> = self
+            .store
+            .blobs_of(self.user_id)
+            .await?
+            .into_iter()
+            .collect();
+        let blob_bytes = self.store.blob_bytes(self.user_id).await?;
+        self.blob_digests = blob_digests;
+        self.blob_bytes = blob_bytes;
+        self.version = version;
+        let current = self.index();
+        let same = current.len() == index.len()
+            && index.skills().all(|skill| {
+                current
+                    .get(skill.record.id)
+                    .is_some_and(|seen| seen.record == skill.record && seen.digest == skill.digest)
+            });
+        self.shared.index.store(Arc::new(index));
+        if !same && let Some(listener) = self.listener.get() {
+            listener(self.user_id);
         }
+        Ok(())
     }
 
     /// Removes stored blobs that have no row (stored for a change that a crash stopped before it
@@ -949,9 +1081,16 @@ impl WorkspaceState {
             .collect();
         let records = self
             .store
-            .write_skills(self.user_id, &writes, now, self.settings.keep_versions)
+            .write_skills(
+                self.user_id,
+                &writes,
+                now,
+                self.settings.keep_versions,
+                Some(self.version),
+            )
             .await?
             .ok_or(AppError::NotFound("skill"))?;
+        self.version += 1;
         for (sha256, path) in adding {
             let size = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
             if self.blob_digests.insert(sha256) {
@@ -1015,9 +1154,16 @@ impl WorkspaceState {
     /// Removes the row of a new skill whose folder could not be put in place, so that row and
     /// folder agree; if that fails too, the next load of this workspace removes the row (it has
     /// no folder).
-    async fn undo_insert(&self, id: Uuid) {
-        if let Err(undo) = self.store.delete_skill(self.user_id, id).await {
-            tracing::error!(error = %undo, "could not remove the row of a skill whose folder failed");
+    async fn undo_insert(&mut self, id: Uuid) {
+        match self
+            .store
+            .delete_skill(self.user_id, id, Some(self.version))
+            .await
+        {
+            Ok(_) => self.version += 1,
+            Err(undo) => {
+                tracing::error!(error = %undo, "could not remove the row of a skill whose folder failed");
+            }
         }
     }
 
@@ -1157,7 +1303,7 @@ pub(crate) async fn load_index(
     let Folders { found, orphans } =
         blocking(move || read_folders(&scan_root, rows, max_read, repair)).await??;
     for orphan in orphans {
-        tracing::warn!(%user_id, folder = %orphan, "removed a skill folder that had no database row");
+        tracing::info!(%user_id, folder = %orphan, "removed a skill folder that had no database row");
     }
     let mut skills = Vec::with_capacity(found.len());
     for (mut record, mut folder) in found {
@@ -1166,7 +1312,7 @@ pub(crate) async fn load_index(
                 // Written by a release before versions: its folder becomes version 1.
                 let Some(found) = &folder else {
                     tracing::warn!(%user_id, skill = %record.name, "removed a skill row whose folder is missing");
-                    store.delete_skill(user_id, record.id).await?;
+                    store.delete_skill(user_id, record.id, None).await?;
                     continue;
                 };
                 let dir = user_root.join(&record.name);
@@ -1174,7 +1320,8 @@ pub(crate) async fn load_index(
             } else {
                 let want = current.remove(&record.id).unwrap_or_default();
                 if folder.as_ref().is_none_or(|f| !is_version(&f.files, &want)) {
-                    tracing::warn!(%user_id, skill = %record.name, version = record.version, "the skill's folder is not its current version: making it again from its blobs");
+                    // After a crash, or another replica's change: the record is the truth.
+                    tracing::info!(%user_id, skill = %record.name, version = record.version, "the skill's folder is not its current version: making it from its blobs");
                     let staging = staging_root(skills_root);
                     let dir = user_root.join(&record.name);
                     materialize(blobs, user_id, &want, &staging, &dir, settings).await?;
@@ -1251,7 +1398,13 @@ async fn first_version(
         version,
     }];
     let written = store
-        .write_skills(record.user_id, &write, store::now(), settings.keep_versions)
+        .write_skills(
+            record.user_id,
+            &write,
+            store::now(),
+            settings.keep_versions,
+            None,
+        )
         .await?
         .and_then(|mut records| records.pop())
         .ok_or(AppError::NotFound("skill"))?;

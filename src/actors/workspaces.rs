@@ -375,6 +375,70 @@ impl Workspaces {
         Ok(*digest.finalize().as_bytes())
     }
 
+    /// Another replica changed the user's skills, which are now at `version`: a workspace
+    /// running here reloads them (unless it is there already); one not running will load them
+    /// fresh when first used. Never waits.
+    pub fn announced(&self, user_id: Uuid, version: i64) {
+        self.reload_where(user_id, Some(version));
+    }
+
+    /// Checks every running workspace against the database's skills versions and reloads those
+    /// behind (after the announcements may have been missed: the listening connection was made
+    /// again, or the periodic backstop); forgets those whose account is gone.
+    pub async fn resync(&self) -> Result<(), AppError> {
+        let users: Vec<Uuid> = self
+            .inner
+            .slots
+            .load()
+            .iter()
+            .filter(|(_, slot)| slot.workspace.get().is_some_and(Workspace::is_alive))
+            .map(|(user, _)| *user)
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let versions: HashMap<Uuid, i64> = self
+            .inner
+            .store
+            .skills_versions(&users)
+            .await?
+            .into_iter()
+            .collect();
+        for user in users {
+            match versions.get(&user) {
+                Some(version) => self.reload_where(user, Some(*version)),
+                None => self.forget_user(user).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn reload_where(&self, user_id: Uuid, version: Option<i64>) {
+        if let Some(workspace) = self
+            .inner
+            .slots
+            .load()
+            .get(&user_id)
+            .and_then(|slot| slot.workspace.get())
+            && workspace.is_alive()
+            && let Err(e) = workspace.actor.cast(WorkspaceMessage::Reload { version })
+        {
+            tracing::debug!(%user_id, error = %e, "a stopping workspace was not told to reload");
+        }
+    }
+
+    /// Another replica deleted the user's account: stops their workspace here and removes their
+    /// folder of this replica's copies (the blobs are the deleting replica's to remove).
+    pub async fn forget_user(&self, user_id: Uuid) -> Result<(), AppError> {
+        self.stop_workspace(user_id, "account deleted elsewhere")
+            .await;
+        let folder = self.inner.skills_root.join(user_id.to_string());
+        tokio::task::spawn_blocking(move || crate::skills::files::remove_skill_dir(&folder))
+            .await
+            .map_err(AppError::internal)?
+            .map_err(AppError::internal)
+    }
+
     /// Forgets the user's loaded skills, so that the next read loads them afresh: for a process
     /// that only reads beside a running server (`stdio --token`) and has seen, by
     /// [`Workspaces::stamp`], that the server changed them.
@@ -514,6 +578,9 @@ impl Inner {
     }
 
     async fn spawn(&self, user_id: Uuid) -> Result<Workspace, AppError> {
+        // The version first: a change committed while the index loads makes the workspace's first
+        // compare-and-set fail and reload, so the index is never taken for newer than it is.
+        let version = self.store.skills_version(user_id).await?.unwrap_or(0);
         let index = load_index(
             &self.store,
             &self.blobs,
@@ -537,6 +604,7 @@ impl Inner {
             shared: Arc::clone(&shared),
             listener: Arc::clone(&self.listener),
             repair: self.repair,
+            version,
         };
         let (actor, _) =
             Actor::spawn_linked(None, WorkspaceActor, args, self.supervisor.get_cell())

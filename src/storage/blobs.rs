@@ -41,17 +41,34 @@ pub struct BlobStore {
     /// The local store, when the blobs are files on this machine: then a version is made from
     /// staged files by hard links, and materialized by copying files.
     local: Option<Arc<LocalFileSystem>>,
+    /// How old a stored object with no row must be before a sweep removes it
+    /// (`storage.sweep_grace_secs`): younger ones may be another replica's change in progress.
+    sweep_grace: std::time::Duration,
 }
 
 impl BlobStore {
     /// The store `settings` name: local files under `<data_dir>/blobs`, or an S3 bucket.
     pub fn from_settings(settings: &crate::config::Settings) -> Result<BlobStore, BlobError> {
-        match settings.storage.backend {
+        let store = match settings.storage.backend {
             crate::config::StorageBackend::Local => {
-                BlobStore::local(&settings.server.data_dir.join("blobs"))
+                let root = settings
+                    .storage
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| settings.server.data_dir.join("blobs"));
+                BlobStore::local(&root)
             }
             crate::config::StorageBackend::S3 => BlobStore::s3(&settings.storage.s3),
-        }
+        }?;
+        Ok(store.with_sweep_grace(std::time::Duration::from_secs(
+            settings.storage.sweep_grace_secs,
+        )))
+    }
+
+    /// The same store, whose sweeps leave alone what is younger than `grace`.
+    pub fn with_sweep_grace(mut self, grace: std::time::Duration) -> BlobStore {
+        self.sweep_grace = grace;
+        self
     }
 
     /// Blobs as objects of an S3-compatible bucket. Credentials and the other standard settings
@@ -71,6 +88,7 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::new(builder.build()?),
             local: None,
+            sweep_grace: std::time::Duration::ZERO,
         })
     }
 
@@ -91,6 +109,7 @@ impl BlobStore {
         Ok(BlobStore {
             store: Arc::clone(&store) as Arc<dyn ObjectStore>,
             local: Some(store),
+            sweep_grace: std::time::Duration::ZERO,
         })
     }
 
@@ -225,29 +244,62 @@ impl BlobStore {
 
     /// The digests of every blob stored for `user`.
     pub async fn list(&self, user: Uuid) -> Result<Vec<String>, BlobError> {
-        Ok(self.scan(user).await?.0)
+        Ok(self
+            .scan(user)
+            .await?
+            .0
+            .into_iter()
+            .map(|(digest, _)| digest)
+            .collect())
     }
 
-    /// [`BlobStore::list`], after removing what is under `user`'s prefix but is no blob: the
-    /// partial copies of writes that a crash cut short. One listing for both. Call it only while
-    /// nothing writes the user's blobs (their workspace, the one writer, before it handles its
-    /// first change). Returns the digests and how many leftovers it removed.
+    /// The digests of the blobs stored for `user` that are older than the sweep's grace
+    /// (`storage.sweep_grace_secs`), after removing what is under `user`'s prefix, is no blob
+    /// and is that old too: the partial copies of writes that a crash cut short. One listing for
+    /// both. Younger objects are left out either way: another replica may be storing them for a
+    /// change it has not recorded yet (this process is not: call it only before the user's
+    /// workspace, their one writer here, handles its first change). Returns the digests and how
+    /// many leftovers it removed.
     pub async fn list_removing_leftovers(
         &self,
         user: Uuid,
     ) -> Result<(Vec<String>, usize), BlobError> {
+        let settled = std::time::SystemTime::now()
+            .checked_sub(self.sweep_grace)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let old_enough = |modified: std::time::SystemTime| modified <= settled;
         let (digests, leftovers) = self.scan(user).await?;
-        for location in &leftovers {
+        let mut removed = 0;
+        for (location, modified) in &leftovers {
+            if !old_enough(*modified) {
+                continue;
+            }
             match self.store.delete(location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok((digests, leftovers.len()))
+        let digests = digests
+            .into_iter()
+            .filter(|(_, modified)| old_enough(*modified))
+            .map(|(digest, _)| digest)
+            .collect();
+        Ok((digests, removed))
     }
 
-    /// Everything under `user`'s prefix: the blobs' digests, and the keys that are no blob.
-    async fn scan(&self, user: Uuid) -> Result<(Vec<String>, Vec<Key>), BlobError> {
+    /// Everything under `user`'s prefix, with its time of last change: the blobs' digests, and
+    /// the keys that are no blob.
+    #[allow(clippy::type_complexity)]
+    async fn scan(
+        &self,
+        user: Uuid,
+    ) -> Result<
+        (
+            Vec<(String, std::time::SystemTime)>,
+            Vec<(Key, std::time::SystemTime)>,
+        ),
+        BlobError,
+    > {
         let prefix = Key::from(user.to_string());
         let mut listing = self.store.list(Some(&prefix));
         let (mut digests, mut others) = (Vec::new(), Vec::new());
@@ -258,9 +310,12 @@ impl BlobStore {
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
+            let modified = std::time::SystemTime::from(meta.last_modified);
             match meta.location.filename() {
-                Some(name) if Self::key(user, name).is_ok() => digests.push(name.to_owned()),
-                _ => others.push(meta.location),
+                Some(name) if Self::key(user, name).is_ok() => {
+                    digests.push((name.to_owned(), modified));
+                }
+                _ => others.push((meta.location, modified)),
             }
         }
         Ok((digests, others))

@@ -19,13 +19,14 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, BrowserSessionRecord, LiveApiToken, NewApiToken,
+    AccountCounts, ApiTokenRecord, BrowserSessionRecord, Collected, LiveApiToken, NewApiToken,
     NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
     SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
 
+pub(crate) mod listen;
 mod oauth;
 
 /// The migrations of `sql/postgres`, compiled in so that the binary needs no files at run time.
@@ -56,9 +57,26 @@ macro_rules! skill_columns {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: Pool,
+    /// For connections outside the pool (the listener of other replicas' changes); boxed, as
+    /// it is large and rarely used.
+    config: Box<tokio_postgres::Config>,
 }
 
 impl PgStore {
+    /// Starts listening for other replicas' changes on a connection of its own.
+    pub(crate) fn listen(
+        &self,
+    ) -> (
+        listen::ListenerHealth,
+        tokio::sync::mpsc::UnboundedReceiver<super::Announcement>,
+    ) {
+        let mut config = (*self.config).clone();
+        // A connection a network dropped without a word is found by TCP's keepalives too.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        listen::spawn(config)
+    }
+
     pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }
@@ -73,7 +91,7 @@ impl PgStore {
         let acquire = Duration::from_secs(settings.acquire_timeout_secs);
         config.connect_timeout(connect);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -96,7 +114,10 @@ impl PgStore {
                 .await
                 .map_err(|e| setup("connecting to PostgreSQL", e))?,
         );
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            config: Box::new(config),
+        })
     }
 
     async fn client(&self) -> StoreResult<Object> {
@@ -771,10 +792,13 @@ impl PgStore {
         description: Option<&str>,
         is_active: Option<bool>,
         now: OffsetDateTime,
+        expected: Option<i64>,
     ) -> StoreResult<Option<SkillRecord>> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let run = async {
-            let stmt = client
+            let tx = client.transaction().await?;
+            bump_skills(&tx, user_id, expected).await?;
+            let stmt = tx
                 .prepare_cached(concat!(
                     "UPDATE skills
                      SET description = coalesce($3, description),
@@ -784,12 +808,16 @@ impl PgStore {
                     skill_columns!()
                 ))
                 .await?;
-            client
+            // No such skill: dropping the transaction rolls the version's bump back.
+            let Some(row) = tx
                 .query_opt(&stmt, &[&user_id, &id, &description, &is_active, &now])
                 .await?
-                .as_ref()
-                .map(skill_from_row)
-                .transpose()
+            else {
+                return Ok(None);
+            };
+            let record = skill_from_row(&row)?;
+            tx.commit().await?;
+            Ok(Some(record))
         };
         run.await.map_err(fail("updating a skill"))
     }
@@ -800,10 +828,14 @@ impl PgStore {
         writes: &[SkillWrite],
         now: OffsetDateTime,
         keep: u32,
+        expected: Option<i64>,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
         let mut client = self.client().await?;
         let run = async {
             let tx = client.transaction().await?;
+            // First: the user's row is locked from here to the commit, so another writer of their
+            // skills waits, then finds the version moved on.
+            bump_skills(&tx, user_id, expected).await?;
             let insert = tx
                 .prepare_cached(concat!(
                     "INSERT INTO skills (id, user_id, name, description, skill_dir,
@@ -1062,15 +1094,128 @@ impl PgStore {
         run.await.map_err(fail("listing unversioned skills"))
     }
 
-    pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    pub(crate) async fn delete_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        expected: Option<i64>,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            bump_skills(&tx, user_id, expected).await?;
+            let stmt = tx
+                .prepare_cached("DELETE FROM skills WHERE id = $2 AND user_id = $1")
+                .await?;
+            if tx.execute(&stmt, &[&user_id, &id]).await? == 0 {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        };
+        run.await.map_err(fail("deleting a skill"))
+    }
+
+    /// The user's skills version (`None`: no such user).
+    pub(crate) async fn skills_version(&self, user_id: Uuid) -> StoreResult<Option<i64>> {
         let client = self.client().await?;
         let run = async {
             let stmt = client
-                .prepare_cached("DELETE FROM skills WHERE id = $2 AND user_id = $1")
+                .prepare_cached("SELECT skills_version FROM users WHERE id = $1")
                 .await?;
-            Ok(client.execute(&stmt, &[&user_id, &id]).await? > 0)
+            Ok(client
+                .query_opt(&stmt, &[&user_id])
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?)
         };
-        run.await.map_err(fail("deleting a skill"))
+        run.await.map_err(fail("reading a skills version"))
+    }
+
+    /// The skills versions of those of `users` who exist.
+    pub(crate) async fn skills_versions(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached("SELECT id, skills_version FROM users WHERE id = ANY($1)")
+                .await?;
+            client
+                .query(&stmt, &[&users])
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<_>, Fail>>()
+        };
+        run.await.map_err(fail("reading skills versions"))
+    }
+
+    /// Collection: the user's blobs that no version refers to are handed to `remove` (which
+    /// deletes their bytes and returns those it deleted), then their rows are deleted and the
+    /// skills version bumped, all while the user's row is locked: a writer that would refer to
+    /// one of them again waits, then finds the version moved on and stores its bytes afresh.
+    /// Nothing to collect: nothing is written. `expected` is the version the collector read.
+    pub(crate) async fn collect_blobs<F, Fut>(
+        &self,
+        user_id: Uuid,
+        expected: i64,
+        remove: F,
+    ) -> StoreResult<Collected>
+    where
+        F: FnOnce(Vec<(String, u64)>) -> Fut + Send,
+        Fut: std::future::Future<Output = Vec<(String, u64)>> + Send,
+    {
+        let mut client = self.client().await?;
+        let run = async {
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached("SELECT skills_version FROM users WHERE id = $1 FOR NO KEY UPDATE")
+                .await?;
+            let found: Option<i64> = tx
+                .query_opt(&stmt, &[&user_id])
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            if found != Some(expected) {
+                return Err(Fail::Stale);
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT sha256, size FROM blobs AS b WHERE user_id = $1 AND NOT EXISTS
+                         (SELECT 1 FROM version_files AS f
+                          WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
+                )
+                .await?;
+            let unreferenced = tx
+                .query(&stmt, &[&user_id])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0)?,
+                        u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+                    ))
+                })
+                .collect::<Result<Vec<(String, u64)>, Fail>>()?;
+            if unreferenced.is_empty() {
+                return Ok(Collected {
+                    removed: Vec::new(),
+                    version: expected,
+                });
+            }
+            let removed = remove(unreferenced).await;
+            let shas: Vec<&str> = removed.iter().map(|(sha, _)| sha.as_str()).collect();
+            let stmt = tx
+                .prepare_cached("DELETE FROM blobs WHERE user_id = $1 AND sha256 = ANY($2)")
+                .await?;
+            tx.execute(&stmt, &[&user_id, &shas]).await?;
+            bump_skills(&tx, user_id, Some(expected)).await?;
+            tx.commit().await?;
+            Ok(Collected {
+                removed,
+                version: expected + 1,
+            })
+        };
+        run.await.map_err(fail("collecting blobs"))
     }
 
     // ---- API tokens ----
@@ -1329,6 +1474,8 @@ enum Fail {
     Db(tokio_postgres::Error),
     /// A stored value that the model cannot represent.
     Data(&'static str),
+    /// The user's skills version was not the one the writer read (see [`bump_skills`]).
+    Stale,
 }
 
 impl From<tokio_postgres::Error> for Fail {
@@ -1344,6 +1491,7 @@ fn fail(context: &'static str) -> impl FnOnce(Fail) -> StoreError {
             context,
             source: what.into(),
         },
+        Fail::Stale => StoreError::Stale,
     }
 }
 
@@ -1524,6 +1672,27 @@ async fn revoke_all_sessions(
         )
         .await?;
     tx.execute(&stmt, &[&user_id, &now]).await
+}
+
+/// Bumps the user's skills version, inside a change's transaction: a compare-and-set when
+/// `expected` (the version the writer's view of the skills was loaded at) is given, which fails
+/// with [`Fail::Stale`] when another writer got there first. The row stays locked to the commit,
+/// and the commit announces the new version (`NOTIFY`, by the trigger of `V0007`).
+async fn bump_skills(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: Uuid,
+    expected: Option<i64>,
+) -> Result<(), Fail> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE users SET skills_version = skills_version + 1
+             WHERE id = $1 AND ($2::bigint IS NULL OR skills_version = $2)",
+        )
+        .await?;
+    if tx.execute(&stmt, &[&user_id, &expected]).await? == 0 {
+        return Err(Fail::Stale);
+    }
+    Ok(())
 }
 
 /// Tells every process that cached API tokens may be stale; runs inside the change's transaction so

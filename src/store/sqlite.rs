@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountCounts, ApiTokenRecord, BrowserSessionRecord, LiveApiToken, NewApiToken,
+    AccountCounts, ApiTokenRecord, BrowserSessionRecord, Collected, LiveApiToken, NewApiToken,
     NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
     SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
@@ -752,22 +752,31 @@ impl SqliteStore {
         description: Option<&str>,
         is_active: Option<bool>,
         now: OffsetDateTime,
+        expected: Option<i64>,
     ) -> StoreResult<Option<SkillRecord>> {
         let description = description.map(str::to_owned);
         self.with_conn("updating a skill", move |c| {
-            c.prepare_cached(concat!(
-                "UPDATE skills
-                 SET description = coalesce(?3, description), is_active = coalesce(?4, is_active),
-                     updated_at = ?5
-                 WHERE id = ?2 AND user_id = ?1
-                 RETURNING ",
-                skill_columns!()
-            ))?
-            .query_row(
-                params![user_id, id, description, is_active, micros(now)],
-                skill_from_row,
-            )
-            .optional()
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_skills(&tx, user_id, expected)?;
+            let record = tx
+                .prepare_cached(concat!(
+                    "UPDATE skills
+                     SET description = coalesce(?3, description),
+                         is_active = coalesce(?4, is_active), updated_at = ?5
+                     WHERE id = ?2 AND user_id = ?1
+                     RETURNING ",
+                    skill_columns!()
+                ))?
+                .query_row(
+                    params![user_id, id, description, is_active, micros(now)],
+                    skill_from_row,
+                )
+                .optional()?;
+            // No such skill: dropping the transaction rolls the version's bump back.
+            if record.is_some() {
+                tx.commit()?;
+            }
+            Ok(record)
         })
         .await
     }
@@ -778,10 +787,12 @@ impl SqliteStore {
         writes: &[SkillWrite],
         now: OffsetDateTime,
         keep: u32,
+        expected: Option<i64>,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
         let writes = writes.to_vec();
         self.with_conn("writing skills", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_skills(&tx, user_id, expected)?;
             let mut records = Vec::with_capacity(writes.len());
             for write in &writes {
                 let record = match write {
@@ -995,14 +1006,96 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn delete_skill(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+    pub(crate) async fn delete_skill(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        expected: Option<i64>,
+    ) -> StoreResult<bool> {
         self.with_conn("deleting a skill", move |c| {
-            let deleted = c
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_skills(&tx, user_id, expected)?;
+            let deleted = tx
                 .prepare_cached("DELETE FROM skills WHERE id = ?2 AND user_id = ?1")?
                 .execute(params![user_id, id])?;
+            if deleted > 0 {
+                tx.commit()?;
+            }
             Ok(deleted > 0)
         })
         .await
+    }
+
+    /// The user's skills version (`None`: no such user).
+    pub(crate) async fn skills_version(&self, user_id: Uuid) -> StoreResult<Option<i64>> {
+        self.with_conn("reading a skills version", move |c| {
+            c.prepare_cached("SELECT skills_version FROM users WHERE id = ?1")?
+                .query_row([user_id], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    /// The skills versions of those of `users` who exist.
+    pub(crate) async fn skills_versions(&self, users: &[Uuid]) -> StoreResult<Vec<(Uuid, i64)>> {
+        let users = users.to_vec();
+        self.with_conn("reading skills versions", move |c| {
+            let mut stmt = c.prepare_cached("SELECT skills_version FROM users WHERE id = ?1")?;
+            let mut found = Vec::with_capacity(users.len());
+            for user in users {
+                if let Some(version) = stmt.query_row([user], |row| row.get(0)).optional()? {
+                    found.push((user, version));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Collection, as PostgreSQL's: the unreferenced blobs handed to `remove`, then the rows of
+    /// those it removed deleted and the skills version bumped. SQLite serves one process, whose
+    /// workspace actor is the user's only writer, so no lock is held while `remove` runs; the
+    /// compare-and-set at the end still refuses a version that moved.
+    pub(crate) async fn collect_blobs<F, Fut>(
+        &self,
+        user_id: Uuid,
+        expected: i64,
+        remove: F,
+    ) -> StoreResult<Collected>
+    where
+        F: FnOnce(Vec<(String, u64)>) -> Fut + Send,
+        Fut: std::future::Future<Output = Vec<(String, u64)>> + Send,
+    {
+        if self.skills_version(user_id).await? != Some(expected) {
+            return Err(StoreError::Stale);
+        }
+        let unreferenced = self.unreferenced_blobs(user_id).await?;
+        if unreferenced.is_empty() {
+            return Ok(Collected {
+                removed: Vec::new(),
+                version: expected,
+            });
+        }
+        let removed = remove(unreferenced).await;
+        let shas: Vec<String> = removed.iter().map(|(sha, _)| sha.clone()).collect();
+        self.with_conn("collecting blobs", move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump_skills(&tx, user_id, Some(expected))?;
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM blobs WHERE user_id = ?1 AND sha256 = ?2 AND NOT EXISTS
+                     (SELECT 1 FROM version_files WHERE user_id = ?1 AND sha256 = ?2)",
+            )?;
+            for sha in &shas {
+                stmt.execute(params![user_id, sha])?;
+            }
+            drop(stmt);
+            tx.commit()
+        })
+        .await?;
+        Ok(Collected {
+            removed,
+            version: expected + 1,
+        })
     }
 
     // ---- API tokens ----
@@ -1343,6 +1436,34 @@ fn revoke_all_sessions(tx: &Transaction<'_>, user_id: Uuid, now: i64) -> rusqlit
     .execute(params![user_id, now])
 }
 
+/// The mark of a compare-and-set of the skills version that found another number
+/// ([`StoreError::Stale`]), carried through rusqlite's error type.
+#[derive(Debug)]
+struct StaleMark;
+
+impl std::fmt::Display for StaleMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the skills version moved on")
+    }
+}
+
+impl std::error::Error for StaleMark {}
+
+/// Bumps the user's skills version inside a change's transaction; with `expected`, only from that
+/// number (see the PostgreSQL back end's `bump_skills`).
+fn bump_skills(tx: &Transaction<'_>, user_id: Uuid, expected: Option<i64>) -> rusqlite::Result<()> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE users SET skills_version = skills_version + 1
+             WHERE id = ?1 AND (?2 IS NULL OR skills_version = ?2)",
+        )?
+        .execute(params![user_id, expected])?;
+    if changed == 0 {
+        return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(StaleMark)));
+    }
+    Ok(())
+}
+
 /// Tells every process that cached API tokens may be stale; runs inside the change's transaction so
 /// that a reader never sees the new epoch without the change.
 fn bump_epoch(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -1385,6 +1506,11 @@ fn setup(path: &Path, what: &str, e: impl std::error::Error + Send + Sync + 'sta
 }
 
 fn sqlite_error(context: &'static str, e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::ToSqlConversionFailure(inner) = &e
+        && inner.is::<StaleMark>()
+    {
+        return StoreError::Stale;
+    }
     if let rusqlite::Error::SqliteFailure(code, message) = &e {
         if code.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE {
             // SQLite names the column, not the index: "UNIQUE constraint failed: users.email".

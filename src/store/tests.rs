@@ -64,6 +64,9 @@ on_both_backends!(
     update_skill_changes_only_what_is_given,
     delete_skill_deletes_only_the_owners_skill,
     write_skills_writes_all_or_nothing,
+    every_skill_change_is_a_compare_and_set_of_the_skills_version,
+    collection_removes_only_unreferenced_blobs_and_bumps_the_version,
+    announcements_are_heard_on_postgres_only,
     look_alike_emails_are_taken_unless_both_are_ascii,
     concurrent_look_alike_emails_let_one_in,
 );
@@ -473,7 +476,7 @@ async fn timestamps_round_trip_exactly(store: Store) {
         assert_eq!((skill.created_at, skill.updated_at), (at, at));
         let later = at + Duration::microseconds(1);
         let updated = store
-            .update_skill(user.id, skill.id, None, None, later)
+            .update_skill(user.id, skill.id, None, None, later, None)
             .await
             .unwrap()
             .unwrap();
@@ -1177,7 +1180,7 @@ async fn update_skill_changes_only_what_is_given(store: Store) {
     let t = |mins: i64| T0 + Duration::minutes(mins);
 
     let described = store
-        .update_skill(user.id, skill.id, Some("Reads PDFs"), None, t(1))
+        .update_skill(user.id, skill.id, Some("Reads PDFs"), None, t(1), None)
         .await
         .unwrap()
         .unwrap();
@@ -1191,7 +1194,7 @@ async fn update_skill_changes_only_what_is_given(store: Store) {
     );
 
     let deactivated = store
-        .update_skill(user.id, skill.id, None, Some(false), t(2))
+        .update_skill(user.id, skill.id, None, Some(false), t(2), None)
         .await
         .unwrap()
         .unwrap();
@@ -1205,7 +1208,7 @@ async fn update_skill_changes_only_what_is_given(store: Store) {
     );
 
     let both = store
-        .update_skill(user.id, skill.id, Some(""), Some(true), t(3))
+        .update_skill(user.id, skill.id, Some(""), Some(true), t(3), None)
         .await
         .unwrap()
         .unwrap();
@@ -1221,7 +1224,7 @@ async fn update_skill_changes_only_what_is_given(store: Store) {
 
     // Nothing given: only updated_at moves.
     let touched = store
-        .update_skill(user.id, skill.id, None, None, t(4))
+        .update_skill(user.id, skill.id, None, None, t(4), None)
         .await
         .unwrap()
         .unwrap();
@@ -1236,14 +1239,21 @@ async fn update_skill_changes_only_what_is_given(store: Store) {
     // Someone else's skill id, or an unknown one: nothing found, nothing changed.
     assert_eq!(
         store
-            .update_skill(other.id, skill.id, Some("hijacked"), Some(false), t(5))
+            .update_skill(
+                other.id,
+                skill.id,
+                Some("hijacked"),
+                Some(false),
+                t(5),
+                None
+            )
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .update_skill(user.id, Uuid::new_v4(), Some("x"), None, t(5))
+            .update_skill(user.id, Uuid::new_v4(), Some("x"), None, t(5), None)
             .await
             .unwrap(),
         None
@@ -1261,13 +1271,18 @@ async fn delete_skill_deletes_only_the_owners_skill(store: Store) {
     let kept = add_skill(&store, owner.id, "xlsx").await;
     let theirs = add_skill(&store, other.id, "pdf").await;
 
-    assert!(!store.delete_skill(other.id, skill.id).await.unwrap());
-    assert!(!store.delete_skill(owner.id, theirs.id).await.unwrap());
-    assert!(!store.delete_skill(owner.id, Uuid::new_v4()).await.unwrap());
+    assert!(!store.delete_skill(other.id, skill.id, None).await.unwrap());
+    assert!(!store.delete_skill(owner.id, theirs.id, None).await.unwrap());
+    assert!(
+        !store
+            .delete_skill(owner.id, Uuid::new_v4(), None)
+            .await
+            .unwrap()
+    );
     assert_eq!(count_rows(&store, "skills").await, 3);
 
-    assert!(store.delete_skill(owner.id, skill.id).await.unwrap());
-    assert!(!store.delete_skill(owner.id, skill.id).await.unwrap());
+    assert!(store.delete_skill(owner.id, skill.id, None).await.unwrap());
+    assert!(!store.delete_skill(owner.id, skill.id, None).await.unwrap());
     assert_eq!(store.skills_of_user(owner.id).await.unwrap(), vec![kept]);
     assert_eq!(store.skills_of_user(other.id).await.unwrap(), vec![theirs]);
     assert_eq!(store.account_counts(owner.id, T0).await.unwrap().skills, 1);
@@ -1301,6 +1316,7 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
             ],
             t1,
             20,
+            None,
         )
         .await
         .unwrap()
@@ -1328,6 +1344,7 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
             ],
             t1,
             20,
+            None,
         )
         .await;
     assert!(
@@ -1351,6 +1368,7 @@ async fn write_skills_writes_all_or_nothing(store: Store) {
                 ],
                 t1,
                 20,
+                None,
             )
             .await
             .unwrap();
@@ -1813,5 +1831,194 @@ async fn oauth_refresh_rotation_covers_every_outcome(store: Store) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+async fn every_skill_change_is_a_compare_and_set_of_the_skills_version(store: Store) {
+    let ann = add_user(&store, "Ann").await;
+    let bob = add_user(&store, "Bob").await;
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(0));
+    assert_eq!(store.skills_version(Uuid::new_v4()).await.unwrap(), None);
+    let t1 = T0 + Duration::seconds(1);
+    let insert = |name: &str| {
+        [SkillWrite::Insert(
+            new_skill(ann.id, name, t1),
+            version_of(name),
+        )]
+    };
+    store
+        .write_skills(ann.id, &insert("pdf"), t1, 20, Some(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(1));
+    // A writer that read version 0 is too late: nothing of its change is written.
+    let stale = store
+        .write_skills(ann.id, &insert("docx"), t1, 20, Some(0))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    assert_eq!(
+        skill_names(&store.skills_of_user(ann.id).await.unwrap()),
+        ["pdf"]
+    );
+    let pdf = store.skills_of_user(ann.id).await.unwrap().remove(0);
+    let stale = store
+        .update_skill(ann.id, pdf.id, Some("Changed."), None, t1, Some(0))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    let stale = store.delete_skill(ann.id, pdf.id, Some(0)).await;
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    assert_eq!(store.skills_of_user(ann.id).await.unwrap(), std::slice::from_ref(&pdf));
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(1));
+    // From the right version each goes through and bumps it; a change that finds no skill
+    // writes nothing, the bump included.
+    let updated = store
+        .update_skill(ann.id, pdf.id, Some("Changed."), None, t1, Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.description, "Changed.");
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(2));
+    let none = store
+        .update_skill(ann.id, Uuid::new_v4(), Some("x"), None, t1, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(
+        !store
+            .delete_skill(ann.id, Uuid::new_v4(), Some(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(2));
+    assert!(store.delete_skill(ann.id, pdf.id, Some(2)).await.unwrap());
+    assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(3));
+    // Without an expected version (repairs at load) the bump is unconditional.
+    store
+        .write_skills(ann.id, &insert("xlsx"), t1, 20, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut versions = store
+        .skills_versions(&[ann.id, bob.id, Uuid::new_v4()])
+        .await
+        .unwrap();
+    versions.sort();
+    let mut want = vec![(ann.id, 4), (bob.id, 0)];
+    want.sort();
+    assert_eq!(versions, want);
+}
+
+async fn collection_removes_only_unreferenced_blobs_and_bumps_the_version(store: Store) {
+    let ann = add_user(&store, "Ann").await;
+    let pdf = add_skill(&store, ann.id, "pdf").await;
+    let version = store.skills_version(ann.id).await.unwrap().unwrap();
+    // Nothing to collect: nothing written, `remove` never called.
+    let collected = store
+        .collect_blobs(ann.id, version, |_| async { panic!("nothing to remove") })
+        .await
+        .unwrap();
+    assert_eq!(
+        collected,
+        Collected {
+            removed: Vec::new(),
+            version
+        }
+    );
+    let kept: Vec<String> = store.blobs_of(ann.id).await.unwrap();
+    // A new version of the only skill: the first version's blob is no one's now (keep = 1).
+    let t1 = T0 + Duration::seconds(1);
+    let write = [SkillWrite::Update {
+        id: pdf.id,
+        description: "v2".into(),
+        is_active: None,
+        version: version_of("v2"),
+    }];
+    store
+        .write_skills(ann.id, &write, t1, 1, Some(version))
+        .await
+        .unwrap()
+        .unwrap();
+    let version = version + 1;
+    let unreferenced = store.unreferenced_blobs(ann.id).await.unwrap();
+    assert_eq!(
+        unreferenced
+            .iter()
+            .map(|(sha, _)| sha.clone())
+            .collect::<Vec<_>>(),
+        kept
+    );
+    let stale = store
+        .collect_blobs(ann.id, version - 1, |_| async { panic!("stale") })
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+    let handed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&handed);
+    let collected = store
+        .collect_blobs(ann.id, version, move |blobs| async move {
+            seen.lock().unwrap().extend(blobs.clone());
+            blobs
+        })
+        .await
+        .unwrap();
+    assert_eq!(*handed.lock().unwrap(), unreferenced);
+    assert_eq!(
+        collected,
+        Collected {
+            removed: unreferenced,
+            version: version + 1
+        }
+    );
+    assert!(store.unreferenced_blobs(ann.id).await.unwrap().is_empty());
+    assert_eq!(store.blobs_of(ann.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store.skills_version(ann.id).await.unwrap(),
+        Some(version + 1)
+    );
+}
+
+async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Announcement>) -> Announcement {
+    tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+        .await
+        .expect("an announcement within ten seconds")
+        .expect("the listener runs")
+}
+
+async fn announcements_are_heard_on_postgres_only(store: Store) {
+    let Some((health, mut heard)) = store.listen() else {
+        assert_eq!(store.backend(), Backend::Sqlite);
+        return;
+    };
+    assert_eq!(store.backend(), Backend::Postgres);
+    // The connection is made: whatever was said before it is lost, so read again.
+    assert_eq!(next(&mut heard).await, Announcement::Resync);
+    assert!(health.is_connected());
+    let ann = add_user(&store, "Ann").await;
+    add_skill(&store, ann.id, "pdf").await;
+    assert_eq!(
+        next(&mut heard).await,
+        Announcement::Skills {
+            user_id: ann.id,
+            version: 1
+        }
+    );
+    // A change that is rolled back says nothing: the next announcement is the next change.
+    let stale = store.delete_skill(ann.id, Uuid::new_v4(), Some(1)).await;
+    assert!(matches!(stale, Ok(false)), "{stale:?}");
+    store
+        .set_active(ann.id, false, T0 + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut heard).await, Announcement::Tokens);
+    assert!(store.delete_user(ann.id).await.unwrap());
+    // The deletion's two announcements, in the order of the statements that made them.
+    let mut got = vec![next(&mut heard).await, next(&mut heard).await];
+    got.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(
+        got,
+        [
+            Announcement::Tokens,
+            Announcement::UserDeleted { user_id: ann.id }
+        ]
     );
 }

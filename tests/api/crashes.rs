@@ -41,6 +41,8 @@ impl Server {
             .env("AGENTSKILLS_DATA_DIR", data)
             .env("AGENTSKILLS_KEEP_VERSIONS", keep_versions.to_string())
             .env("AGENTSKILLS_MAX_SKILL_FILES", "2000")
+            // The only server of these blobs: what a crash left may go at the next load.
+            .env("AGENTSKILLS_STORAGE_SWEEP_GRACE_SECS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

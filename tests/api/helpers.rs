@@ -73,6 +73,8 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = data_dir;
     settings.auth.scrypt_log_n = 4;
+    // A test's server is the only one storing its blobs: leftovers may go at once.
+    settings.storage.sweep_grace_secs = 0;
     settings.log.level = std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into());
     // The test binary is not agentskills-mcp: the sandbox's helper is the real one.
     settings.sandbox.helper = env!("CARGO_BIN_EXE_agentskills-mcp").to_owned();
@@ -121,6 +123,85 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         server: Some(server),
         _dir: dir,
         _database: database,
+    }
+}
+
+/// Runs each named `async fn(String)` (given `TEST_DATABASE_URL`) as a test of several replicas
+/// on one PostgreSQL database; without `TEST_DATABASE_URL` it says so and does nothing, as the
+/// PostgreSQL variants of [`backend_tests`] do.
+#[macro_export]
+macro_rules! replica_tests {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::helpers::Backend::postgres() {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!("TEST_DATABASE_URL is not set: replica test not run"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Starts another replica beside `first`: the same PostgreSQL database, signing secret and blob
+/// store (the same bucket on S3; on local storage `first`'s blob folder, as a shared volume
+/// would be), and a data dir of its own.
+pub async fn spawn_replica(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    assert!(
+        first.settings.database.url.is_some(),
+        "replicas share a PostgreSQL database"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let mut settings = first.settings.clone();
+    settings.server.data_dir = data_dir.clone();
+    let secret = std::fs::read_to_string(first.data_dir.join("secret_key")).ok();
+    settings.auth.secret_key = first
+        .settings
+        .auth
+        .secret_key
+        .clone()
+        .or_else(|| secret.map(|s| s.trim().to_owned()));
+    if settings.storage.backend == agentskills_mcp::config::StorageBackend::Local {
+        settings.storage.path = Some(
+            first
+                .settings
+                .storage
+                .path
+                .clone()
+                .unwrap_or_else(|| first.data_dir.join("blobs")),
+        );
+    }
+    // Blobs are shared now: what has no row yet may be the other replica's change in progress.
+    settings.storage.sweep_grace_secs = 3600;
+    tweak(&mut settings);
+    let app = App::build(settings.clone())
+        .await
+        .expect("the replica builds");
+    let base = format!("http://{}", app.local_addr());
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        client: Client::builder().no_proxy().build().unwrap(),
+        state,
+        data_dir,
+        settings,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+        _database: None,
     }
 }
 

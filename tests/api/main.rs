@@ -20,6 +20,7 @@ mod migration;
 mod oauth;
 mod openapi;
 mod rate_limits;
+mod replicas;
 mod sandbox;
 mod server;
 mod sessions;

@@ -160,6 +160,23 @@ description: "<img src=x onerror=\\"window.__pwned='description'\\"><script>wind
 """
 
 
+
+def replaced(old: WebElement):
+    """A wait condition: `old` is gone from the page. Like `EC.staleness_of`, but chromedriver's
+    answer that the node "does not belong to the document" (its own race right after a navigation,
+    seen now and then) also means the element has gone."""
+    def gone(_driver) -> bool:
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+    return gone
+
 class Checks:
     def __init__(self) -> None:
         self.failed = 0
@@ -239,7 +256,7 @@ class Console:
             self.again(lambda: self.find(target).click())
         else:
             target.click()
-        self.wait(EC.staleness_of(old), "a new page")
+        self.wait(replaced(old), "a new page")
         self.loaded()
 
     def submit(self, form_css: str, fields: dict[str, str], button_css: str | None = None) -> None:
@@ -256,7 +273,7 @@ class Console:
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.again(lambda: fill().click())
-        self.wait(EC.staleness_of(old), "a new page")
+        self.wait(replaced(old), "a new page")
         self.loaded()
 
     def again(self, action, tries: int = 3):
@@ -335,7 +352,7 @@ class Console:
         earlier = self.all("#upload-answer")
         self.again(lambda: self.find(input_css).send_keys("\n".join(paths)))
         if earlier:  # the answer to an earlier upload, which this one's replaces
-            self.wait(EC.staleness_of(earlier[0]), "the earlier upload's answer to go", 30)
+            self.wait(replaced(earlier[0]), "the earlier upload's answer to go", 30)
         answer = self.wait(EC.presence_of_element_located((By.ID, "upload-answer")), "the upload's answer", 30)
         return {"status": answer.get_attribute("data-status"), "text": answer.text,
                 "skills": [a.text for a in self.all("#upload-skills [data-testid=upload-skill] a")]}
