@@ -170,7 +170,7 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "ready"
         );
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::for_replica(settings.server.replica_id.as_deref()));
         let sandbox = Sandbox::start(&settings.sandbox, Arc::clone(&metrics)).await;
         let mcp = McpServer::new(
             SkillSource::Accounts(workspaces.clone()),
@@ -178,13 +178,17 @@ impl App {
             Limits::from_settings(&settings.mcp),
             sandbox.clone(),
         );
-        let sessions = Arc::new(Sessions::new(
-            Duration::from_secs(settings.mcp.session_idle_secs),
-            settings.mcp.max_sessions_per_token,
-            settings.mcp.max_queued_bytes,
-        ));
+        let sessions = Arc::new(
+            Sessions::new(
+                Duration::from_secs(settings.mcp.session_idle_secs),
+                settings.mcp.max_sessions_per_token,
+                settings.mcp.max_queued_bytes,
+            )
+            .for_replica(settings.server.replica_id.as_deref()),
+        );
         spawn_session_reaper(
             &sessions,
+            &store,
             Duration::from_secs(settings.mcp.session_idle_secs),
         );
         let listen = Arc::new(ListenStreams::new(
@@ -220,6 +224,14 @@ impl App {
             }));
         }
         let announcements = store.listen();
+        if let Some((health, _)) = &announcements {
+            // Ready once it hears the other replicas (a few milliseconds; at most two seconds,
+            // then readiness says so until it does).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !health.is_connected() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         let rate_limits = RateLimits::new(&settings.rate_limits, Arc::clone(&metrics));
         let oauth = OAuth::new(
             store.clone(),
@@ -369,6 +381,9 @@ fn spawn_coherence(
                     state.workspaces.announced(user_id, version);
                 }
                 Some(Announcement::Tokens) => state.registry.sync_now(),
+                Some(Announcement::SessionEnded { id }) => {
+                    state.sessions.close_id(&id);
+                }
                 Some(Announcement::UserDeleted { user_id }) => {
                     state.registry.sync_now();
                     state.sessions.close_where(|s| s.user_id == user_id);
@@ -394,8 +409,9 @@ async fn resync(state: &AppState) {
 }
 
 /// Ends idle MCP sessions now and then; stops when the sessions are dropped.
-fn spawn_session_reaper(sessions: &Arc<Sessions>, idle: Duration) {
+fn spawn_session_reaper(sessions: &Arc<Sessions>, store: &Store, idle: Duration) {
     let sessions = Arc::downgrade(sessions);
+    let store = store.clone();
     let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -405,6 +421,22 @@ fn spawn_session_reaper(sessions: &Arc<Sessions>, idle: Duration) {
             let Some(sessions) = sessions.upgrade() else {
                 break;
             };
+            // The sessions' use, written in one batch, then the shared rows idle everywhere
+            // deleted (each replica ends its copy when that is announced), then the copies idle
+            // here ended: a session used on another replica only is taken up again from its row.
+            let seen = sessions.seen_since_flush(None);
+            if let Err(e) = store.touch_mcp_sessions(&seen).await {
+                tracing::warn!(error = %e, "could not record MCP session use; will retry");
+            }
+            let cutoff =
+                crate::store::now() - time::Duration::try_from(idle).unwrap_or(time::Duration::MAX);
+            match store.reap_mcp_sessions(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "deleted idle MCP sessions"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not delete idle MCP sessions; will retry")
+                }
+            }
             let reaped = sessions.reap();
             if reaped > 0 {
                 tracing::debug!(reaped, "ended idle MCP sessions");

@@ -71,6 +71,11 @@ pub struct ServerSettings {
     /// web console builds client configuration from it and accepts forms only from its origin.
     /// Empty: the address the browser used (its `Host` header, checked).
     pub public_url: Option<String>,
+    /// This replica's name, when several serve one database (`r1`; lower-case letters, digits
+    /// and `-`, at most 32): legacy SSE session ids begin with it, so that a load balancer can
+    /// send `POST /messages` to the replica holding the session's stream, and metrics carry it
+    /// as the `replica` label.
+    pub replica_id: Option<String>,
 }
 
 impl ServerSettings {
@@ -419,6 +424,7 @@ impl Default for ServerSettings {
             http2_max_concurrent_streams: 64,
             cors_allowed_origins: Vec::new(),
             public_url: None,
+            replica_id: None,
         }
     }
 }
@@ -536,6 +542,7 @@ enum Kind {
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("AGENTSKILLS_BIND", "server.bind"),
     ("AGENTSKILLS_PUBLIC_URL", "server.public_url"),
+    ("AGENTSKILLS_REPLICA_ID", "server.replica_id"),
     ("AGENTSKILLS_DATA_DIR", "server.data_dir"),
     (
         "AGENTSKILLS_HEADER_READ_TIMEOUT_SECS",
@@ -725,6 +732,7 @@ fn kind_of(path: &str) -> Kind {
         "server.bind"
         | "server.data_dir"
         | "server.public_url"
+        | "server.replica_id"
         | "database.url"
         | "auth.secret_key"
         | "auth.jwt_issuer"
@@ -825,6 +833,18 @@ impl Settings {
             |setting: &str, why: &str| Err(ConfigError(format!("setting `{setting}`: {why}")));
         if self.server.data_dir.as_os_str().is_empty() {
             return fail("server.data_dir", "must not be empty");
+        }
+        if let Some(replica) = &self.server.replica_id
+            && (replica.is_empty()
+                || replica.len() > 32
+                || !replica
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return fail(
+                "server.replica_id",
+                "must be 1 to 32 lower-case letters, digits and `-` (such as `r1`)",
+            );
         }
         for (name, value) in [
             (
@@ -1196,6 +1216,30 @@ mod tests {
             assert!(text.contains(var), "config.toml does not mention {var}");
             let key = path.rsplit_once('.').unwrap().1;
             assert!(text.contains(key), "config.toml does not mention {path}");
+        }
+    }
+
+    #[test]
+    fn a_replica_is_named_by_a_short_plain_word() {
+        let s = Settings::from_toml_str(
+            "",
+            &env(&[
+                ("AGENTSKILLS_REPLICA_ID", "r-2"),
+                ("AGENTSKILLS_STORAGE_PATH", "/srv/blobs"),
+                ("AGENTSKILLS_STORAGE_SWEEP_GRACE_SECS", "60"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.replica_id.as_deref(), Some("r-2"));
+        assert_eq!(s.storage.path, Some(PathBuf::from("/srv/blobs")));
+        assert_eq!(s.storage.sweep_grace_secs, 60);
+        for bad in ["", "R1", "r.1", "r 1", &"r".repeat(33)] {
+            let err =
+                Settings::from_toml_str("", &env(&[("AGENTSKILLS_REPLICA_ID", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("server.replica_id"),
+                "{bad:?}: {err}"
+            );
         }
     }
 

@@ -94,7 +94,23 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("agentskills");
+        Metrics::for_replica(None)
+    }
+
+    /// Metrics whose every sample carries `replica="<replica>"` when one is given
+    /// (`server.replica_id`): each replica reports its own, told apart by that label.
+    pub fn for_replica(replica: Option<&str>) -> Metrics {
+        let mut registry = match replica {
+            Some(replica) => Registry::with_prefix_and_labels(
+                "agentskills",
+                [(
+                    std::borrow::Cow::Borrowed("replica"),
+                    std::borrow::Cow::Owned(replica.to_owned()),
+                )]
+                .into_iter(),
+            ),
+            None => Registry::with_prefix("agentskills"),
+        };
         let requests = Family::<RouteStatus, Counter>::default();
         registry.register(
             "http_requests",
@@ -201,5 +217,25 @@ mod tests {
         assert!(text.contains("agentskills_rate_limited_total{limit=\"login_ip\"} 1"));
         assert!(text.contains("agentskills_mcp_sessions 3"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_replicas_samples_carry_its_name() {
+        let metrics = Metrics::for_replica(Some("r2"));
+        metrics.request("health", 200, 0.001);
+        let text = metrics.render(&Snapshot {
+            mcp_sessions: 3,
+            ..Snapshot::default()
+        });
+        assert!(
+            text.contains(
+                "agentskills_http_requests_total{replica=\"r2\",route=\"health\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("agentskills_mcp_sessions{replica=\"r2\"} 3"),
+            "{text}"
+        );
     }
 }

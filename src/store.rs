@@ -299,12 +299,31 @@ pub enum Announcement {
     Tokens,
     /// The account was deleted.
     UserDeleted { user_id: Uuid },
+    /// The Streamable HTTP session ended (deleted, evicted at its credential's cap, idle).
+    SessionEnded { id: String },
     /// The listening connection was made (again): anything announced while it was away was
     /// lost, so whatever depends on announcements must be read again.
     Resync,
 }
 
 pub use postgres::listen::ListenerHealth;
+
+/// A Streamable HTTP session's facts, shared by the replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpSessionRecord {
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+    pub user_id: Uuid,
+    /// The API token's or OAuth grant's id the session is bound to.
+    pub token_id: Uuid,
+    /// Its credential's scopes, space-separated.
+    pub scopes: String,
+    pub protocol_version: String,
+    /// The client's `capabilities` from its `initialize`, as JSON.
+    pub client_capabilities: String,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+}
 
 /// What a collection removed (digest and size of each blob) and the skills version after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -850,6 +869,39 @@ impl Store {
         Fut: std::future::Future<Output = Vec<(String, u64)>> + Send,
     {
         dispatch!(self.collect_blobs(user_id, expected, remove))
+    }
+
+    // ---- MCP sessions ----
+
+    /// Records a new session. A credential keeps at most `max_per_token` sessions: at the cap,
+    /// its least recently used ones are deleted to make room, and their ids returned (each
+    /// replica ends its copy of them when the deletion is announced).
+    pub async fn insert_mcp_session(
+        &self,
+        session: &McpSessionRecord,
+        max_per_token: u32,
+    ) -> StoreResult<Vec<String>> {
+        dispatch!(self.insert_mcp_session(session, max_per_token))
+    }
+
+    /// The session `id`, if it exists.
+    pub async fn mcp_session(&self, id: &str) -> StoreResult<Option<McpSessionRecord>> {
+        dispatch!(self.mcp_session(id))
+    }
+
+    /// Deletes the session `id`; `false` if there was none.
+    pub async fn delete_mcp_session(&self, id: &str) -> StoreResult<bool> {
+        dispatch!(self.delete_mcp_session(id))
+    }
+
+    /// Records when sessions were last used (a batch, never moving a time backwards).
+    pub async fn touch_mcp_sessions(&self, seen: &[(String, OffsetDateTime)]) -> StoreResult<()> {
+        dispatch!(self.touch_mcp_sessions(seen))
+    }
+
+    /// Deletes sessions last used before `before`; returns how many.
+    pub async fn reap_mcp_sessions(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        dispatch!(self.reap_mcp_sessions(before))
     }
 
     // ---- API tokens ----

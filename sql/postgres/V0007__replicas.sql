@@ -45,3 +45,36 @@ $$;
 CREATE TRIGGER users_deleted_notify
     AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION agentskills_notify_deleted();
+
+-- Streamable HTTP sessions, so that a request with its Mcp-Session-Id is answered by whichever
+-- replica receives it: a replica that does not hold the session yet reads its facts here once
+-- (its first request there), then serves it from memory. token_id is an API token's or an OAuth
+-- grant's id; a session of a credential that is gone is never used again (every request is
+-- authenticated first) and goes when it is idle. last_seen_at is written in batches by each
+-- replica's reaper, which also deletes sessions idle for longer than mcp.session_idle_secs.
+-- Legacy HTTP+SSE sessions are not here: their stream and their POSTs meet on one replica.
+CREATE TABLE mcp_sessions (
+    id                  TEXT        PRIMARY KEY,
+    user_id             UUID        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    token_id            UUID        NOT NULL,
+    scopes              TEXT        NOT NULL,
+    protocol_version    TEXT        NOT NULL,
+    client_capabilities TEXT        NOT NULL,
+    created_at          TIMESTAMPTZ NOT NULL,
+    last_seen_at        TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX mcp_sessions_token_idx ON mcp_sessions (token_id, last_seen_at);
+CREATE INDEX mcp_sessions_seen_idx ON mcp_sessions (last_seen_at);
+
+--   e <session id>                 the session ended (DELETE, the cap, idleness): end it here too
+CREATE FUNCTION agentskills_notify_session_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('agentskills', 'e ' || OLD.id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER mcp_sessions_ended_notify
+    AFTER DELETE ON mcp_sessions
+    FOR EACH ROW EXECUTE FUNCTION agentskills_notify_session_ended();

@@ -37,8 +37,10 @@ pub struct Session {
     pub protocol_version: &'static str,
     /// Its requests in progress, which `notifications/cancelled` may stop.
     pub inflight: InFlight,
-    /// Unix seconds of the last request.
+    /// Unix milliseconds of the last request.
     last_seen: AtomicI64,
+    /// `last_seen` as last written to the database ([`Sessions::seen_since_flush`]).
+    flushed: AtomicI64,
     /// Opened by `GET /sse` (HTTP+SSE, 2024-11-05), whose answers all go to its stream.
     legacy: bool,
     /// A legacy session's `initialize` comes after it opens, over `POST /messages`, and may agree
@@ -235,6 +237,9 @@ pub struct Sessions {
     max_per_token: usize,
     /// `mcp.max_queued_bytes`.
     max_queued_bytes: usize,
+    /// `server.replica_id`: the prefix of legacy session ids (`<replica>.<hex>`), by which a load
+    /// balancer sends a legacy session's `POST /messages` to the replica that holds its stream.
+    replica: Option<Arc<str>>,
 }
 
 impl Sessions {
@@ -246,7 +251,25 @@ impl Sessions {
             idle,
             max_per_token,
             max_queued_bytes,
+            replica: None,
         }
+    }
+
+    /// The same registry, whose legacy session ids begin with `replica` and a dot.
+    pub fn for_replica(mut self, replica: Option<&str>) -> Sessions {
+        self.replica = replica.map(Arc::from);
+        self
+    }
+
+    /// The replica a legacy session id names, when it names one (`<replica>.<hex>`).
+    pub fn replica_of(id: &str) -> Option<&str> {
+        id.split_once('.').map(|(replica, _)| replica)
+    }
+
+    /// Whether a legacy session id names a replica other than this one: its stream is there,
+    /// so its messages cannot be answered here.
+    pub fn held_elsewhere(&self, id: &str) -> bool {
+        Self::replica_of(id).is_some_and(|named| self.replica.as_deref() != Some(named))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -283,8 +306,33 @@ impl Sessions {
         scopes: Scopes,
         protocol_version: &'static str,
     ) -> Result<Arc<Session>, OpenError> {
-        self.insert(user_id, token_id, scopes, protocol_version, None)
+        self.insert(None, user_id, token_id, scopes, protocol_version, None)
             .await
+    }
+
+    /// Takes up here a Streamable HTTP session another replica opened (its facts read from the
+    /// database): the same id, user, credential, scopes and version. Not counted against the
+    /// local cap: the cap is the database's, kept when the session was opened.
+    pub async fn adopt(
+        &self,
+        id: &str,
+        user_id: Uuid,
+        token_id: Uuid,
+        scopes: Scopes,
+        protocol_version: &'static str,
+    ) -> Result<Arc<Session>, OpenError> {
+        if let Some(session) = self.get(id, token_id) {
+            return Ok(session);
+        }
+        self.insert(
+            Some(id.to_owned()),
+            user_id,
+            token_id,
+            scopes,
+            protocol_version,
+            None,
+        )
+        .await
     }
 
     /// Opens a session of the legacy HTTP+SSE transport: its answers go to the returned receiver.
@@ -296,13 +344,14 @@ impl Sessions {
     ) -> Result<(Arc<Session>, mpsc::Receiver<Queued>), OpenError> {
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = self
-            .insert(user_id, token_id, scopes, "2024-11-05", Some(tx))
+            .insert(None, user_id, token_id, scopes, "2024-11-05", Some(tx))
             .await?;
         Ok((session, rx))
     }
 
     async fn insert(
         &self,
+        adopted: Option<String>,
         user_id: Uuid,
         token_id: Uuid,
         scopes: Scopes,
@@ -315,14 +364,21 @@ impl Sessions {
         let (actor, _) = Actor::spawn(None, SessionActor, outbound)
             .await
             .map_err(|e| OpenError::Actor(e.to_string()))?;
+        let id = match (adopted.clone(), legacy, &self.replica) {
+            (Some(id), _, _) => id,
+            (None, true, Some(replica)) => format!("{replica}.{}", hex::encode(bytes)),
+            (None, _, _) => hex::encode(bytes),
+        };
+        let now = unix_millis();
         let session = Arc::new(Session {
-            id: hex::encode(bytes),
+            id,
             user_id,
             token_id,
             scopes,
             protocol_version,
             inflight: InFlight::default(),
-            last_seen: AtomicI64::new(unix_millis()),
+            last_seen: AtomicI64::new(now),
+            flushed: AtomicI64::new(now),
             legacy,
             negotiated: AtomicUsize::new(0),
             budget: self.budget(user_id),
@@ -332,7 +388,7 @@ impl Sessions {
         // without closing their sessions (editors, agents) must not lock themselves out.
         let evicted = {
             let mut map = self.lock();
-            let evicted = if map.held(token_id) >= self.max_per_token.max(1) {
+            let evicted = if adopted.is_none() && map.held(token_id) >= self.max_per_token.max(1) {
                 map.evict_least_recent(token_id)
             } else {
                 None
@@ -367,6 +423,30 @@ impl Sessions {
             }
         };
         removed.map(|s| s.end()).is_some()
+    }
+
+    /// Ends the session `id`, whoever holds it (its end was announced); `false` if there is none.
+    pub fn close_id(&self, id: &str) -> bool {
+        let removed = self.lock().remove(id);
+        removed.map(|s| s.end()).is_some()
+    }
+
+    /// The Streamable HTTP sessions (of `token_id`, or all) used since their use was last
+    /// written to the database, with when they were last used; marks those times written.
+    pub fn seen_since_flush(&self, token_id: Option<Uuid>) -> Vec<(String, time::OffsetDateTime)> {
+        self.lock()
+            .by_id
+            .values()
+            .filter(|s| !s.legacy && token_id.is_none_or(|t| t == s.token_id))
+            .filter_map(|s| {
+                let seen = s.last_seen.load(Ordering::Relaxed);
+                let flushed = s.flushed.swap(seen, Ordering::Relaxed);
+                let at =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seen) * 1_000_000)
+                        .ok()?;
+                (seen > flushed).then(|| (s.id.clone(), at))
+            })
+            .collect()
     }
 
     /// Ends every session of a token (revoked) or of a user (deactivated, deleted).

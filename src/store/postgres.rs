@@ -28,6 +28,7 @@ use crate::domain::email_skeleton;
 
 pub(crate) mod listen;
 mod oauth;
+mod sessions;
 
 /// The migrations of `sql/postgres`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.

@@ -30,6 +30,7 @@ use crate::config::DatabaseSettings;
 use crate::domain::email_skeleton;
 
 mod oauth;
+mod sessions;
 
 /// The migrations of `sql/sqlite`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.

@@ -67,6 +67,7 @@ on_both_backends!(
     every_skill_change_is_a_compare_and_set_of_the_skills_version,
     collection_removes_only_unreferenced_blobs_and_bumps_the_version,
     announcements_are_heard_on_postgres_only,
+    mcp_sessions_keep_the_cap_and_are_reaped_when_idle,
     look_alike_emails_are_taken_unless_both_are_ascii,
     concurrent_look_alike_emails_let_one_in,
 );
@@ -1868,7 +1869,10 @@ async fn every_skill_change_is_a_compare_and_set_of_the_skills_version(store: St
     assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
     let stale = store.delete_skill(ann.id, pdf.id, Some(0)).await;
     assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
-    assert_eq!(store.skills_of_user(ann.id).await.unwrap(), std::slice::from_ref(&pdf));
+    assert_eq!(
+        store.skills_of_user(ann.id).await.unwrap(),
+        std::slice::from_ref(&pdf)
+    );
     assert_eq!(store.skills_version(ann.id).await.unwrap(), Some(1));
     // From the right version each goes through and bumps it; a change that finds no skill
     // writes nothing, the bump included.
@@ -2021,4 +2025,66 @@ async fn announcements_are_heard_on_postgres_only(store: Store) {
             Announcement::UserDeleted { user_id: ann.id }
         ]
     );
+}
+
+async fn mcp_sessions_keep_the_cap_and_are_reaped_when_idle(store: Store) {
+    let ann = add_user(&store, "Ann").await;
+    let token = Uuid::new_v4();
+    let other = Uuid::new_v4();
+    let session = |id: &str, token_id: Uuid, at: OffsetDateTime| McpSessionRecord {
+        id: id.to_owned(),
+        user_id: ann.id,
+        token_id,
+        scopes: "skills:read".to_owned(),
+        protocol_version: "2025-06-18".to_owned(),
+        client_capabilities: r#"{"roots":{}}"#.to_owned(),
+        created_at: at,
+        last_seen_at: at,
+    };
+    let t = |s: i64| T0 + Duration::seconds(s);
+    for (id, at) in [("a", 1), ("b", 2)] {
+        let evicted = store
+            .insert_mcp_session(&session(id, token, t(at)), 2)
+            .await
+            .unwrap();
+        assert!(evicted.is_empty());
+    }
+    store
+        .insert_mcp_session(&session("x", other, t(0)), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mcp_session("a").await.unwrap(),
+        Some(session("a", token, t(1)))
+    );
+    // "a" was used after "b": at the cap, "b" makes room, and only this token's sessions count.
+    store
+        .touch_mcp_sessions(&[("a".to_owned(), t(5)), ("a".to_owned(), t(4))])
+        .await
+        .unwrap();
+    // A time never moves backwards.
+    store
+        .touch_mcp_sessions(&[("a".to_owned(), t(3))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.mcp_session("a").await.unwrap().unwrap().last_seen_at,
+        t(5)
+    );
+    let evicted = store
+        .insert_mcp_session(&session("c", token, t(6)), 2)
+        .await
+        .unwrap();
+    assert_eq!(evicted, ["b"]);
+    assert_eq!(store.mcp_session("b").await.unwrap(), None);
+    assert!(store.mcp_session("x").await.unwrap().is_some());
+    assert!(store.delete_mcp_session("c").await.unwrap());
+    assert!(!store.delete_mcp_session("c").await.unwrap());
+    // Idle: last used before the cutoff.
+    assert_eq!(store.reap_mcp_sessions(t(5)).await.unwrap(), 1);
+    assert_eq!(store.mcp_session("x").await.unwrap(), None);
+    assert!(store.mcp_session("a").await.unwrap().is_some());
+    // The account's sessions go with it.
+    assert!(store.delete_user(ann.id).await.unwrap());
+    assert_eq!(store.mcp_session("a").await.unwrap(), None);
 }

@@ -21,20 +21,32 @@ replica_tests!(
     a_token_revoked_on_one_replica_is_refused_and_its_stream_ended_by_another,
     changes_made_at_once_on_two_replicas_are_all_kept,
     an_account_deleted_on_one_replica_is_forgotten_by_another,
+    a_session_opened_on_one_replica_is_used_on_another,
+    the_session_cap_holds_across_replicas,
+    a_legacy_message_on_the_wrong_replica_says_to_reconnect,
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Two replicas whose only way to hear of each other's changes is the database's announcements.
 async fn two_replicas(backend: Backend) -> (TestApp, TestApp) {
-    let quiet = |settings: &mut agentskills_mcp::config::Settings| {
+    two_replicas_with(backend, |_| {}).await
+}
+
+async fn two_replicas_with(
+    backend: Backend,
+    tweak: impl Fn(&mut agentskills_mcp::config::Settings),
+) -> (TestApp, TestApp) {
+    let quiet = |settings: &mut agentskills_mcp::config::Settings, replica: &str| {
         settings.tokens.sync_interval_secs = 3600;
         settings.skills.keep_versions = 100;
         // Each replica may be storing blobs the other has no row for yet.
         settings.storage.sweep_grace_secs = 3600;
+        settings.server.replica_id = Some(replica.to_owned());
+        tweak(settings);
     };
-    let one = spawn_app_with(backend, quiet).await;
-    let two = spawn_replica(&one, quiet).await;
+    let one = spawn_app_with(backend, |s| quiet(s, "r1")).await;
+    let two = spawn_replica(&one, |s| quiet(s, "r2")).await;
     (one, two)
 }
 
@@ -191,6 +203,17 @@ async fn an_upload_on_one_replica_is_served_and_announced_by_another(backend: Ba
     // A login on one replica works on the other: one secret, one database.
     let me = two.get_auth("/api/v1/users/me", &ann.access).await;
     assert_eq!(me.status(), StatusCode::OK);
+    // Each is ready, hearing the other; its details name it.
+    let health: Value = two
+        .request(Method::GET, "/health/ready?verbose")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["listener"], json!({"status": "ok", "replica": "r2"}));
 
     let mut session = Session::open(&two, &token).await;
     let (text, error) = session.tool("load_skill_metadata", json!({})).await;
@@ -388,4 +411,139 @@ async fn an_account_deleted_on_one_replica_is_forgotten_by_another(backend: Back
         || async { two.mcp_status(&token).await == StatusCode::UNAUTHORIZED },
     )
     .await;
+}
+
+async fn a_session_opened_on_one_replica_is_used_on_another(backend: Backend) {
+    let (one, two) = two_replicas(backend).await;
+    let (ann, _, token) = user_on_both(&one, &two, "ann").await;
+    one.upload_skill(&ann, &[("SKILL.md", skill_md("pdf", "PDFs.").as_bytes())])
+        .await;
+    let mut on_one = Session::open(&one, &token).await;
+    let (text, _) = on_one
+        .tool("load_skill", json!({"skill_name": "pdf"}))
+        .await;
+    assert!(text.contains("PDFs."), "{text}");
+    // The same session, its requests sent to the other replica.
+    let mut on_two = Session {
+        app: &two,
+        token: token.clone(),
+        id: on_one.id.clone(),
+        next: 10,
+    };
+    let (text, error) = on_two
+        .tool("load_skill", json!({"skill_name": "pdf"}))
+        .await;
+    assert!(!error && text.contains("PDFs."), "{text}");
+    // Its stream may live on either; notifications any replica makes reach it.
+    let mut stream = on_two.stream().await;
+    one.upload_skill(&ann, &[("SKILL.md", skill_md("docx", "Word.").as_bytes())])
+        .await;
+    hear(&mut stream, "notifications/resources/list_changed").await;
+    // Another credential of the same user cannot use it, on either replica.
+    let (_, other) = one.api_token(&ann, "other").await;
+    within("the second token accepted by the other replica", || async {
+        two.mcp_status(&other).await == StatusCode::OK
+    })
+    .await;
+    let intruder = Session {
+        app: &two,
+        token: other.clone(),
+        id: on_one.id.clone(),
+        next: 1,
+    };
+    let res = intruder
+        .post(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Ended on one replica, it ends on the other: its stream there closes, and it is gone.
+    let res = one
+        .request(Method::DELETE, "/mcp")
+        .bearer_auth(&token)
+        .header("mcp-session-id", &on_one.id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    ends(&mut stream).await;
+    for session in [&on_one, &on_two] {
+        let res = session
+            .post(&json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
+            .await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+async fn the_session_cap_holds_across_replicas(backend: Backend) {
+    let (one, two) = two_replicas_with(backend, |s| s.mcp.max_sessions_per_token = 2).await;
+    let (_, _, token) = user_on_both(&one, &two, "ann").await;
+    let oldest = Session::open(&one, &token).await;
+    let mut stream = oldest.stream().await;
+    let newer = Session::open(&two, &token).await;
+    // A third, anywhere: the credential's least recently used session ends everywhere.
+    let newest = Session::open(&two, &token).await;
+    ends(&mut stream).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    assert_eq!(oldest.post(&ping).await.status(), StatusCode::NOT_FOUND);
+    let elsewhere = Session {
+        app: &two,
+        token: token.clone(),
+        id: oldest.id.clone(),
+        next: 1,
+    };
+    assert_eq!(elsewhere.post(&ping).await.status(), StatusCode::NOT_FOUND);
+    for kept in [&newer, &newest] {
+        assert_eq!(kept.post(&ping).await.status(), StatusCode::OK);
+    }
+}
+
+async fn a_legacy_message_on_the_wrong_replica_says_to_reconnect(backend: Backend) {
+    let (one, two) = two_replicas(backend).await;
+    let (_, _, token) = user_on_both(&one, &two, "ann").await;
+    let res = one
+        .request(Method::GET, "/sse")
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res;
+    let mut seen = String::new();
+    let endpoint = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let chunk = body.chunk().await.unwrap().expect("the endpoint event");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(line) = seen.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return line.to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the endpoint event in time");
+    // The id names the replica that holds the stream, for the load balancer to route by.
+    let id = endpoint.split("session_id=").nth(1).unwrap().to_owned();
+    assert!(id.starts_with("r1."), "{endpoint}");
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let here = one
+        .request(Method::POST, &endpoint)
+        .bearer_auth(&token)
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(here.status(), StatusCode::ACCEPTED);
+    let there = two
+        .request(Method::POST, &endpoint)
+        .bearer_auth(&token)
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(there.status(), StatusCode::NOT_FOUND);
+    let text = there.text().await.unwrap();
+    assert!(
+        text.contains("another server replica") && text.contains("GET /sse"),
+        "{text}"
+    );
 }

@@ -31,6 +31,8 @@ struct Health {
     version: &'static str,
     database: PublicDatabase,
     storage: PublicStorage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: Option<PublicStorage>,
     sandbox: PublicSandbox,
 }
 
@@ -65,6 +67,9 @@ struct VerboseHealth {
     uptime_secs: u64,
     database: DatabaseHealth,
     storage: StorageHealth,
+    /// With PostgreSQL: the connection that hears other replicas' changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: Option<ListenerHealth>,
     /// What `run_shell_command` runs in: the mode, whether it runs commands, why not, the layers
     /// found at start.
     sandbox: crate::sandbox::Status,
@@ -88,6 +93,13 @@ struct StorageHealth {
     latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListenerHealth {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
 }
 
 /// `GET /health/live`: the process answers (nothing else is checked).
@@ -134,7 +146,21 @@ pub(crate) async fn health(
         );
     }
     let sandbox = state.sandbox.status();
-    let ok = database.status == "ok" && storage.status == "ok" && (!ready || sandbox.ready);
+    // Without its listener a replica serves what other replicas changed only at the next
+    // periodic check: one of several (`server.replica_id` set) is then not ready for traffic
+    // until the listener has made its connection again, which it does by itself.
+    let listener = state.listener.as_ref().map(|l| {
+        if l.is_connected() {
+            "ok"
+        } else {
+            "unavailable"
+        }
+    });
+    let hears_others =
+        state.settings.server.replica_id.is_none() || listener != Some("unavailable");
+    let ok = database.status == "ok"
+        && storage.status == "ok"
+        && (!ready || (sandbox.ready && hears_others));
     let status = if ok { "ok" } else { "degraded" };
     let code = if ok {
         StatusCode::OK
@@ -148,6 +174,10 @@ pub(crate) async fn health(
             uptime_secs: state.started.elapsed().as_secs(),
             database,
             storage,
+            listener: listener.map(|status| ListenerHealth {
+                status,
+                replica: state.settings.server.replica_id.clone(),
+            }),
             sandbox,
         };
         return Ok(json(code, &body));
@@ -164,6 +194,11 @@ pub(crate) async fn health(
             reason: (storage.status != "ok")
                 .then_some("the blob store (storage.backend) does not answer"),
         },
+        listener: listener.map(|status| PublicStorage {
+            status,
+            reason: (status != "ok")
+                .then_some("the connection that hears other replicas' changes is being made again"),
+        }),
         sandbox: PublicSandbox {
             mode: sandbox.mode,
             ready: sandbox.ready,

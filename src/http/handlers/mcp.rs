@@ -58,8 +58,9 @@ pub(crate) async fn mcp(
     };
     match *req.method() {
         Method::POST => post(state, principal, req).await,
-        Method::DELETE => Ok(delete(state, principal, req.headers())),
-        Method::GET => Ok(open_stream(state, principal, req.headers()).await),
+        // Boxed: off the request path, which keeps its future small (see `router::dispatch`).
+        Method::DELETE => Ok(Box::pin(delete(state, principal, req.headers())).await),
+        Method::GET => Ok(Box::pin(open_stream(state, principal, req.headers())).await),
         _ => Err(AppError::MethodNotAllowed(vec!["POST", "GET", "DELETE"])),
     }
 }
@@ -361,12 +362,20 @@ async fn post(
             "the Mcp-Session-Id header is required (initialize first)",
         ));
     };
-    let Some(session) = state.sessions.get(&session_id, principal.token_id) else {
-        return Ok(refuse(
-            StatusCode::NOT_FOUND,
-            codes::INVALID_REQUEST,
-            "session not found; initialize a new one",
-        ));
+    let session = match state.sessions.get(&session_id, principal.token_id) {
+        Some(session) => session,
+        // Opened on another replica, or here before a restart: its facts are in the database.
+        None => match Box::pin(adopt(state, &session_id, principal)).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                return Ok(refuse(
+                    StatusCode::NOT_FOUND,
+                    codes::INVALID_REQUEST,
+                    "session not found; initialize a new one",
+                ));
+            }
+            Err(refused) => return Ok(refused),
+        },
     };
     let version = session.protocol_version;
     if !batch {
@@ -690,6 +699,12 @@ async fn open_session(
         Ok(negotiated) => negotiated,
         Err(error) => return answer(framing, &error_response(Some(id), &error)),
     };
+    // The times this credential's sessions were last used here, so that the cap's choice of the
+    // least recently used one, made in the database, sees them.
+    let seen = state.sessions.seen_since_flush(Some(principal.token_id));
+    if let Err(e) = state.store.touch_mcp_sessions(&seen).await {
+        tracing::warn!(error = %e, "could not record MCP session use");
+    }
     let session = match state
         .sessions
         .open(
@@ -710,6 +725,33 @@ async fn open_session(
             );
         }
     };
+    // Recorded for the other replicas; at the credential's cap its least recently used sessions
+    // go (here at once, elsewhere when that is announced). A database that does not answer
+    // leaves the session to this replica alone: MCP goes on without the database.
+    let now = crate::store::now();
+    let record = crate::store::McpSessionRecord {
+        id: session.id.clone(),
+        user_id: principal.user_id,
+        token_id: principal.token_id,
+        scopes: principal.scopes.to_string(),
+        protocol_version: negotiated.version.to_owned(),
+        client_capabilities: params
+            .and_then(|p| p.get("capabilities"))
+            .map_or_else(|| "{}".to_owned(), Value::to_string),
+        created_at: now,
+        last_seen_at: now,
+    };
+    let max = u32::try_from(state.settings.mcp.max_sessions_per_token).unwrap_or(u32::MAX);
+    match state.store.insert_mcp_session(&record, max).await {
+        Ok(evicted) => {
+            for id in evicted {
+                state.sessions.close_id(&id);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record an MCP session: it is served by this replica only");
+        }
+    }
     tracing::info!(user_id = %principal.user_id, version = negotiated.version, "MCP session opened");
     let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": negotiated.result});
     let mut response = answer(framing, &body);
@@ -751,11 +793,14 @@ async fn open_stream(
             "the Mcp-Session-Id header is required",
         );
     };
-    let Some(session) = state
-        .sessions
-        .get(id, principal.token_id)
-        .filter(|s| !s.is_legacy())
-    else {
+    let found = match state.sessions.get(id, principal.token_id) {
+        Some(session) => Some(session),
+        None => match adopt(state, id, principal).await {
+            Ok(session) => session,
+            Err(refused) => return refused,
+        },
+    };
+    let Some(session) = found.filter(|s| !s.is_legacy()) else {
         return rpc_refusal(
             StatusCode::NOT_FOUND,
             codes::INVALID_REQUEST,
@@ -779,7 +824,7 @@ async fn open_stream(
     sse::event_stream(state, None, outbound, guard)
 }
 
-fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {
+async fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Response<Body> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return rpc_refusal(
             StatusCode::BAD_REQUEST,
@@ -787,14 +832,93 @@ fn delete(state: &AppState, principal: Principal, headers: &HeaderMap) -> Respon
             "the Mcp-Session-Id header is required",
         );
     };
-    if state.sessions.close(id, principal.token_id) {
-        no_content()
-    } else {
-        rpc_refusal(
+    let here = state.sessions.close(id, principal.token_id);
+    // The shared row, if the session is this credential's: its deletion is announced, and every
+    // replica that took the session up ends its copy.
+    let shared = match state.store.mcp_session(id).await {
+        Ok(Some(row)) if row.token_id == principal.token_id => {
+            state.store.delete_mcp_session(id).await
+        }
+        Ok(_) => Ok(false),
+        Err(e) => Err(e),
+    };
+    match shared {
+        Ok(shared) if here || shared => no_content(),
+        Ok(_) => rpc_refusal(
             StatusCode::NOT_FOUND,
             codes::INVALID_REQUEST,
             "session not found",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not end a shared MCP session");
+            database_unavailable()
+        }
+    }
+}
+
+/// A JSON-RPC refusal for a database that did not answer (503, `Retry-After: 1`).
+fn database_unavailable() -> Response<Body> {
+    let mut response = rpc_refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        codes::INTERNAL_ERROR,
+        "the database is unavailable; try again",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Takes up a Streamable HTTP session this replica does not hold: its facts from the database,
+/// if it exists and belongs to the credential that sent the request. `Ok(None)`: no such session
+/// (for this credential); `Err`: the refusal to send (the database did not answer). One database
+/// read, on the first request this replica sees of the session only.
+async fn adopt(
+    state: &AppState,
+    id: &str,
+    principal: Principal,
+) -> Result<Option<std::sync::Arc<Session>>, Response<Body>> {
+    // Session ids are 64 hex digits; anything else was never issued, and is not looked up.
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let row = match state.store.mcp_session(id).await {
+        Ok(Some(row)) if row.token_id == principal.token_id && row.user_id == principal.user_id => {
+            row
+        }
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a shared MCP session");
+            return Err(database_unavailable());
+        }
+    };
+    let Some(version) = SUPPORTED_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| *v == row.protocol_version)
+    else {
+        return Ok(None);
+    };
+    match state
+        .sessions
+        .adopt(
+            id,
+            row.user_id,
+            row.token_id,
+            Scopes::from_stored(&row.scopes),
+            version,
         )
+        .await
+    {
+        Ok(session) => Ok(Some(session)),
+        Err(e) => {
+            tracing::error!(error = %e, "could not take up an MCP session");
+            Err(rpc_refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL_ERROR,
+                "internal error",
+            ))
+        }
     }
 }
 

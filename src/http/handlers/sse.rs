@@ -208,6 +208,17 @@ pub(crate) async fn message(
         .get(&session_id, principal.token_id)
         .filter(|s| s.is_legacy())
     else {
+        // Its stream is held by another replica (the load balancer should have sent this there,
+        // by the id's prefix): its answers could not reach the client from here.
+        if state.sessions.held_elsewhere(&session_id) {
+            return Ok(rpc_refusal(
+                StatusCode::NOT_FOUND,
+                codes::INVALID_REQUEST,
+                "this session's stream is held by another server replica, which this request did \
+                 not reach; open a new session with GET /sse (and check the load balancer's \
+                 routing of /messages by session_id)",
+            ));
+        }
         return Ok(rpc_refusal(
             StatusCode::NOT_FOUND,
             codes::INVALID_REQUEST,

@@ -2,8 +2,8 @@
 //! pool) that `LISTEN`s on the channel `agentskills`, whose messages the triggers of `V0007` send
 //! when a change commits (see that migration for what each payload means).
 //!
-//! The connection is made again whenever it fails, waiting a little longer each time (up to five
-//! seconds); every time it is (re)made the receiver gets [`Announcement::Resync`] first, since
+//! The connection is made again whenever it fails, waiting a little longer each time (up to a
+//! second); every time it is (re)made the receiver gets [`Announcement::Resync`] first, since
 //! whatever was sent while it was away is lost: the receiver reads what it holds again. A query
 //! every fifteen seconds finds a connection that died without a word (a network that dropped it).
 
@@ -25,7 +25,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// How long that query may take before the connection is taken for dead.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Whether the listening connection is up now (for `/health/ready`).
 #[derive(Clone, Debug, Default)]
@@ -154,7 +154,7 @@ async fn listen_once(
     ended
 }
 
-/// Reads a payload of the triggers: `s <user> <version>`, `t <epoch>`, `d <user>`.
+/// Reads a payload of the triggers: `s <user> <version>`, `t <epoch>`, `d <user>`, `e <session>`.
 fn parse(payload: &str) -> Option<Announcement> {
     let mut words = payload.split(' ');
     let announcement = match words.next()? {
@@ -168,6 +168,9 @@ fn parse(payload: &str) -> Option<Announcement> {
         }
         "d" => Announcement::UserDeleted {
             user_id: Uuid::parse_str(words.next()?).ok()?,
+        },
+        "e" => Announcement::SessionEnded {
+            id: words.next().filter(|id| !id.is_empty())?.to_owned(),
         },
         _ => return None,
     };
@@ -193,6 +196,10 @@ mod tests {
             parse(&format!("d {user}")),
             Some(Announcement::UserDeleted { user_id: user })
         );
+        assert_eq!(
+            parse("e 0a1b"),
+            Some(Announcement::SessionEnded { id: "0a1b".into() })
+        );
         for bad in [
             "",
             "s",
@@ -204,6 +211,9 @@ mod tests {
             "t x",
             "x 1",
             &format!("d {user} 1"),
+            "e",
+            "e ",
+            "e a b",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
