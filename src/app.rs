@@ -259,6 +259,9 @@ impl App {
             started,
         });
         spawn_rate_limit_pruner(&state);
+        if state.settings.storage.cache_bytes > 0 {
+            spawn_cache_keeper(&state, Duration::from_secs(60));
+        }
         if let Some((_, received)) = announcements {
             spawn_coherence(&state, received);
         }
@@ -347,6 +350,36 @@ fn spawn_rate_limit_pruner(state: &Arc<AppState>) {
                 }
             }
             minutes += 1;
+        }
+    });
+}
+
+/// Every `every`, keeps this replica's copies of skills under `storage.cache_bytes`; stops when
+/// the service is dropped.
+pub fn spawn_cache_keeper(state: &Arc<AppState>, every: Duration) {
+    let state = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(state) = state.upgrade() else {
+                return;
+            };
+            match state
+                .workspaces
+                .evict(state.settings.storage.cache_bytes)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    users = n,
+                    "removed the least recently used skill copies to keep storage.cache_bytes"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not keep the skill copies under storage.cache_bytes; will retry")
+                }
+            }
         }
     });
 }

@@ -147,6 +147,10 @@ pub struct StorageSettings {
     /// A stored blob that no row records is removed (when its user's skills are next loaded)
     /// only once it is this old: younger, it may be another replica's change in progress.
     pub sweep_grace_secs: u64,
+    /// The most bytes this replica keeps of its copies of users' skills (`<data_dir>/skills`):
+    /// past it, the copies of the users whose skills were used least recently are removed (and
+    /// made again from the blobs when next read). 0: no limit.
+    pub cache_bytes: u64,
     pub s3: S3Settings,
 }
 
@@ -156,6 +160,7 @@ impl Default for StorageSettings {
             backend: StorageBackend::default(),
             path: None,
             sweep_grace_secs: 3600,
+            cache_bytes: 0,
             s3: S3Settings::default(),
         }
     }
@@ -683,6 +688,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("AGENTSKILLS_STORAGE", "storage.backend"),
     ("AGENTSKILLS_STORAGE_PATH", "storage.path"),
+    ("AGENTSKILLS_CACHE_BYTES", "storage.cache_bytes"),
     (
         "AGENTSKILLS_STORAGE_SWEEP_GRACE_SECS",
         "storage.sweep_grace_secs",

@@ -309,6 +309,11 @@ pub(crate) enum WorkspaceMessage {
         cancel: Cancel,
         reply: RpcReplyPort<Result<Uploaded, AppError>>,
     },
+    /// The folder of a skill is missing (this replica's copies were wiped or evicted): load the
+    /// skills again, which makes every missing folder from the blobs, then answer.
+    Rematerialize {
+        reply: RpcReplyPort<Result<(), AppError>>,
+    },
     /// Another replica changed the user's skills (announced with their new skills version, or
     /// `None`: perhaps, so look): load them again from the database unless this workspace is at
     /// that version already, and tell the listener if anything a reader sees changed.
@@ -509,6 +514,14 @@ impl Actor for WorkspaceActor {
                     Err(e) => Err(upload_error(e)),
                 },
             ),
+            WorkspaceMessage::Rematerialize { reply: port } => {
+                let result = if state.folders_missing() {
+                    state.reload().await
+                } else {
+                    Ok(())
+                };
+                reply(port, result);
+            }
             WorkspaceMessage::Reload { version } => {
                 if version.is_none_or(|v| v > state.version)
                     && let Err(e) = state.reload().await
@@ -540,6 +553,13 @@ const STALE_ATTEMPTS: u32 = 5;
 macro_rules! retry_stale {
     ($state:ident, $change:expr) => {{
         let mut attempt = 1;
+        // A change starts from this replica's copies of the skills: made again first if they
+        // are gone (the cache was wiped or evicted).
+        if $state.folders_missing() {
+            if let Err(e) = $state.reload().await {
+                tracing::warn!(user_id = %$state.user_id, error = %e, "could not make the skills' folders again");
+            }
+        }
         loop {
             match $change.await {
                 Err(AppError::Contended) if attempt < STALE_ATTEMPTS => {
@@ -787,6 +807,18 @@ impl WorkspaceState {
         }
     }
 
+    /// Whether a folder this replica's copies need is missing: the user's, a skill's, or the
+    /// staging area (a few `stat`s, before a change or when a read found a folder gone).
+    fn folders_missing(&self) -> bool {
+        let gone = |dir: &Path| std::fs::symlink_metadata(dir).is_err();
+        let index = self.index();
+        gone(&self.staging)
+            || (!index.is_empty() && gone(&self.user_root))
+            || index
+                .skills()
+                .any(|skill| gone(&self.user_root.join(&skill.record.name)))
+    }
+
     /// Loads the user's skills again from the database (another replica changed them): the
     /// index, each changed skill's folder made its current version from the blobs, the blob set
     /// and the version; readers are told only if what they see changed.
@@ -797,6 +829,10 @@ impl WorkspaceState {
             // The account is gone; its removal stops this workspace.
             return Ok(());
         };
+        let staging = self.staging.clone();
+        blocking(move || std::fs::create_dir_all(&staging))
+            .await?
+            .map_err(AppError::from_io)?;
         let index = load_index(
             &self.store,
             &self.blobs,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -157,6 +157,25 @@ impl Workspaces {
             .skills_root
             .join(skill.user_id.to_string())
             .join(&skill.name)
+    }
+
+    /// [`Workspaces::skill_dir`], made again from the blobs first if it is missing (this
+    /// replica's copies are a cache: wiped or evicted, they come back on the next read). One
+    /// `stat` when it is there. A folder that cannot be made is left to the read, which then
+    /// fails as for a missing file.
+    pub async fn ready_dir(&self, skill: &crate::store::SkillRecord) -> PathBuf {
+        let dir = self.skill_dir(skill);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            let made = self
+                .call(skill.user_id, |reply| WorkspaceMessage::Rematerialize {
+                    reply,
+                })
+                .await;
+            if let Err(e) = made {
+                tracing::warn!(user_id = %skill.user_id, error = %e, "could not make a skill's folder again");
+            }
+        }
+        dir
     }
 
     /// Workspace actors alive now.
@@ -437,6 +456,64 @@ impl Workspaces {
             .await
             .map_err(AppError::internal)?
             .map_err(AppError::internal)
+    }
+
+    /// Keeps this replica's copies of users' skills (`<data_dir>/skills/<user>/`) under `limit`
+    /// bytes (`storage.cache_bytes`): the copies of the users whose skills were used least
+    /// recently go first, each after its workspace stopped (so no change is writing it); a read
+    /// that comes later makes what it needs again from the blobs ([`Workspaces::ready_dir`]),
+    /// and a workspace that starts again makes its folders. Returns how many users' copies went.
+    pub async fn evict(&self, limit: u64) -> Result<usize, AppError> {
+        let root = self.inner.skills_root.clone();
+        let mut folders: Vec<(Uuid, u64, i64)> = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let Some(user) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| Uuid::parse_str(n).ok())
+                else {
+                    continue;
+                };
+                let (bytes, modified) = crate::skills::files::folder_usage(&entry.path());
+                let seconds = modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                found.push((user, bytes, seconds));
+            }
+            found
+        })
+        .await
+        .map_err(AppError::internal)?;
+        let mut total: u64 = folders.iter().map(|(_, bytes, _)| *bytes).sum();
+        if total <= limit {
+            return Ok(0);
+        }
+        // A running workspace's last use is what counts; else the folder's last write.
+        let slots = self.inner.slots.load();
+        for (user, _, used) in &mut folders {
+            if let Some(workspace) = slots.get(user).and_then(|slot| slot.workspace.get()) {
+                *used = (*used).max(workspace.shared.last_used.load(Ordering::Relaxed));
+            }
+        }
+        drop(slots);
+        folders.sort_by_key(|(_, _, used)| *used);
+        let mut evicted = 0;
+        for (user, bytes, _) in folders {
+            if total <= limit {
+                break;
+            }
+            self.stop_workspace(user, "its skills' copies were evicted from the cache")
+                .await;
+            let folder = self.inner.skills_root.join(user.to_string());
+            tokio::task::spawn_blocking(move || crate::skills::files::remove_skill_dir(&folder))
+                .await
+                .map_err(AppError::internal)?
+                .map_err(AppError::from_io)?;
+            total = total.saturating_sub(bytes);
+            evicted += 1;
+        }
+        Ok(evicted)
     }
 
     /// Forgets the user's loaded skills, so that the next read loads them afresh: for a process

@@ -237,7 +237,7 @@ pub async fn read(
         .by_name(skill_name)
         .filter(|s| s.record.is_active)
         .ok_or_else(|| not_found(uri_text))?;
-    let dir = server.skills().skill_dir(&skill.record);
+    let dir = server.skills().ready_dir(&skill.record).await;
     let max = server.max_read_bytes();
     let shown = path.as_str().to_owned();
     let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))

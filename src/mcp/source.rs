@@ -75,6 +75,15 @@ impl SkillSource {
             SkillSource::Folder(folder) => folder.root.join(&skill.name),
         }
     }
+
+    /// The skill's folder, to read from: an account's copy is made again first if it is
+    /// missing ([`Workspaces::ready_dir`]).
+    pub async fn ready_dir(&self, skill: &SkillRecord) -> PathBuf {
+        match self {
+            SkillSource::Accounts(workspaces) => workspaces.ready_dir(skill).await,
+            SkillSource::Folder(folder) => folder.root.join(&skill.name),
+        }
+    }
 }
 
 /// What [`SkillSource::stamp`] gives: a digest to compare with a later one.

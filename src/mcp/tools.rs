@@ -262,7 +262,7 @@ async fn read_text(
             "The path '{file}' is not allowed: it {why}; give a path inside the skill '{name}'."
         ))
     })?;
-    let dir = server.skills().skill_dir(&skill.record);
+    let dir = server.skills().ready_dir(&skill.record).await;
     let max = server.max_read_bytes();
     let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))
         .await
@@ -292,7 +292,7 @@ async fn run_shell_command(
     let name = argument(call, "skill_name")?;
     let command = argument(call, "command")?;
     let skill = active_skill(index, name)?;
-    let dir = server.skills().skill_dir(&skill.record);
+    let dir = server.skills().ready_dir(&skill.record).await;
     let sandbox = server.sandbox();
     let outcome = sandbox
         .run(user_id, &dir, command)

@@ -473,6 +473,32 @@ pub fn remove_skill_dir(dir: &Path) -> io::Result<()> {
     fs::remove_dir_all(&hidden)
 }
 
+/// The bytes of the files under `dir` (not following symlinks; what cannot be read counts 0)
+/// and the latest modification time among `dir` and its entries: how large a user's copies are,
+/// and when they were last written.
+pub fn folder_usage(dir: &Path) -> (u64, Option<std::time::SystemTime>) {
+    let mut bytes = 0u64;
+    let mut latest = fs::symlink_metadata(dir).and_then(|m| m.modified()).ok();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if let Ok(modified) = meta.modified() {
+                latest = latest.max(Some(modified));
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                bytes = bytes.saturating_add(meta.len());
+            }
+        }
+    }
+    (bytes, latest)
+}
+
 /// The modification times of `root` and of each of its entries `names` (`None` for one that is
 /// missing or cannot be read), not following symlinks. A skill is written by swapping a new folder
 /// in and removed by renaming it away, and both change its parent's time, so a process that only

@@ -23,6 +23,8 @@ backend_tests!(
     a_file_kept_by_many_versions_counts_once_in_the_quota,
     a_crash_during_collection_is_finished_at_the_next_start,
     executable_bits_come_from_zips_and_survive_replacement_and_export,
+    the_local_copies_are_a_cache_that_may_be_wiped_while_serving,
+    past_the_cache_limit_the_least_recently_used_copies_go,
 );
 
 const PNG: &[u8] =
@@ -1070,4 +1072,134 @@ async fn executable_bits_come_from_zips_and_survive_replacement_and_export(backe
         versions(&app, &bob, &bobs).await[0]["digest"],
         version(&app, &ann, &id, 1).await["digest"]
     );
+}
+
+/// The skills' folders on this server's disk are copies of the current versions, made from the
+/// blobs: wiped while the server runs (by an operator, or a cache that evicts them), every read,
+/// command and change still works, each making what it needs again.
+async fn the_local_copies_are_a_cache_that_may_be_wiped_while_serving(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ann = app.user("ann").await;
+    let (_, token) = app.api_token(&ann, "agent").await;
+    let id = app
+        .upload_skill(
+            &ann,
+            &[
+                ("SKILL.md", skill_md("pdf", "PDFs.").as_bytes()),
+                ("scripts/run.sh", b"echo from-the-script\n"),
+                ("reference.md", b"# Reference\n"),
+            ],
+        )
+        .await;
+    let skills = app.data_dir.join("skills");
+    let wipe = || {
+        for entry in std::fs::read_dir(&skills).unwrap().flatten() {
+            std::fs::remove_dir_all(entry.path()).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&skills).unwrap().count(), 0);
+    };
+    // A file over MCP, as a resource, through the REST API, and a command.
+    wipe();
+    let read = mcp_call(
+        &app,
+        &token,
+        "read_reference_file",
+        json!({"skill_name": "pdf", "file_name": "reference.md"}),
+    )
+    .await;
+    assert_eq!(
+        read["result"]["content"][0]["text"], "# Reference\n",
+        "{read}"
+    );
+    wipe();
+    let file = app
+        .get_auth(
+            &format!("/api/v1/skills/{id}/files/scripts/run.sh"),
+            &ann.access,
+        )
+        .await;
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(file.text().await.unwrap(), "echo from-the-script\n");
+    wipe();
+    let ran = mcp_call(
+        &app,
+        &token,
+        "run_shell_command",
+        json!({"skill_name": "pdf", "command": "sh scripts/run.sh"}),
+    )
+    .await;
+    let text = ran["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("from-the-script"), "{ran}");
+    // A change made on a wiped disk starts from the current version, not from nothing.
+    wipe();
+    let changed = upload_into(&app, &ann, &id, &[("notes.md", b"more\n")]).await;
+    assert_eq!(changed["version"], 2, "{changed}");
+    let files = current_files(&app, &ann, &id).await;
+    assert_eq!(
+        files.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["SKILL.md", "notes.md", "reference.md", "scripts/run.sh"]
+    );
+    assert_eq!(versions(&app, &ann, &id).await.len(), 2);
+}
+
+/// `storage.cache_bytes`: past it, the copies of the users whose skills were used least recently
+/// are removed (their workspaces stopped first), and come back from the blobs when next read.
+async fn past_the_cache_limit_the_least_recently_used_copies_go(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let big = vec![b'x'; 64 * 1024];
+    let mut users = Vec::new();
+    for name in ["ann", "bob", "cat"] {
+        let user = app.user(name).await;
+        let (_, token) = app.api_token(&user, "agent").await;
+        app.upload_skill(
+            &user,
+            &[
+                (
+                    "SKILL.md",
+                    skill_md(&format!("{name}-skill"), "Big.").as_bytes(),
+                ),
+                ("data.bin", &big),
+            ],
+        )
+        .await;
+        users.push((user, token));
+    }
+    let skills = app.data_dir.join("skills");
+    let present = |user: &TestUser| skills.join(&user.id).exists();
+    // Used in the order bob, cat, ann (whole seconds apart: uses are counted in seconds).
+    for i in [1, 2, 0] {
+        let (user, token) = &users[i];
+        let read = mcp_call(
+            &app,
+            token,
+            "read_reference_file",
+            json!({"skill_name": format!("{}-skill", ["ann", "bob", "cat"][i]), "file_name": "SKILL.md"}),
+        )
+        .await;
+        assert!(read["result"]["isError"] != true, "{read}");
+        assert!(present(user));
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    // Room for two users' copies: bob's, the least recently used, goes.
+    let limit = 2 * 64 * 1024 + 4096;
+    assert_eq!(app.state.workspaces.evict(limit).await.unwrap(), 1);
+    assert!(!present(&users[1].0) && present(&users[0].0) && present(&users[2].0));
+    // Under the limit: nothing more goes.
+    assert_eq!(app.state.workspaces.evict(limit).await.unwrap(), 0);
+    // Bob's skill is served again, its copy made from the blobs.
+    let read = mcp_call(
+        &app,
+        &users[1].1,
+        "read_reference_file",
+        json!({"skill_name": "bob-skill", "file_name": "data.bin"}),
+    )
+    .await;
+    assert_eq!(
+        read["result"]["content"][0]["text"].as_str().map(str::len),
+        Some(big.len()),
+        "{read}"
+    );
+    assert!(present(&users[1].0));
 }

@@ -426,7 +426,7 @@ pub(crate) async fn read_file(
 ) -> Result<(String, Vec<u8>), AppError> {
     let path = parse_path_param(raw_path)?;
     let skill = owned(state, user_id, id).await?;
-    let dir = state.workspaces.skill_dir(&skill.record);
+    let dir = state.workspaces.ready_dir(&skill.record).await;
     let max = state.settings.skills.max_skill_bytes;
     let shown = path.as_str().to_owned();
     let bytes = tokio::task::spawn_blocking(move || files::read_beneath(&dir, &path, max))
@@ -493,7 +493,7 @@ pub(crate) async fn export_skill(
     id: Uuid,
 ) -> Result<Response<Body>, AppError> {
     let skill = owned(state, user_id, id).await?;
-    let dir = state.workspaces.skill_dir(&skill.record);
+    let dir = state.workspaces.ready_dir(&skill.record).await;
     let max = state.settings.skills.max_skill_bytes;
     let name = skill.record.name.clone();
     let stem = name.clone();
