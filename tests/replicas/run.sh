@@ -79,6 +79,7 @@ PY_PID=""
 
 cleanup() {
   local code=$?
+  set +e  # clean up everything, whatever fails
   if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
     kill "$PY_PID" 2>/dev/null || true  # it stops what it started
     for _ in $(seq 1 300); do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.1; done
