@@ -1124,22 +1124,51 @@ def classify_state(state, old: dict, new: dict, user: User, port: int, skill_id:
     return f"half: version {state[0]}, {len(files)} files, SKILL.md {'old' if md == old['md'] else 'new' if md == new['md'] else short(md, 60)}"
 
 
+def committed_state(port: int, user: User, skill_id: str) -> dict:
+    """The skill's current version as the database has it (the versions API, whose rows come
+    from the database: the newest version is the current one, since a restore makes a new one;
+    its `current` flag is the replica's own view): its files' digests and its SKILL.md."""
+    listed = request(port, "GET", f"/api/v1/skills/{skill_id}/versions", token=user.access)
+    current = max(v["version"] for v in listed.json()["items"])
+    version = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{current}", token=user.access).json()
+    md = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{current}/files/SKILL.md", token=user.access)
+    return {"version": current, "files": {f["path"]: f["sha256"] for f in version["files"]},
+            "md": md.body.decode(errors="replace")}
+
+
+def send_half(port: int, token: str, body: bytes, ctype: str) -> socket.socket:
+    """Starts an upload and sends half its body: the connection, to be left hanging."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = (f"POST /api/v1/skills/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[: len(body) // 2])
+    return sock
+
+
 def scenario_sigkill(report: Report, c: Cluster) -> None:
-    r2 = c["r2"]
-    observers = [c["r1"], c["r3"]]
-    user = new_user(c["r1"].port, "sigkill")
-    _, token = api_token(c["r1"].port, user)
+    r1, r2 = c["r1"], c["r2"]
+    observers = [r1, c["r3"]]
+    user = new_user(r1.port, "sigkill")
+    _, token = api_token(r1.port, user)
     old_files = [("SKILL.md", skill_md("theta", "The old version.")), ("small.txt", b"old\n")]
-    up = upload(c["r1"].port, user.access, old_files)
+    up = upload(r1.port, user.access, old_files)
     must(report, up.status in (200, 201), "theta's old version uploaded on r1", str(up))
     skill_id = up.json()["id"]
     wait_token_known(report, c, token)
-    old = {"files": {p: sha256(d) for p, d in old_files}, "md": old_files[0][1].decode()}
     for r in c.replicas:
         st = skill_state(r.port, user, token, skill_id)
-        must(report, st is not None and st[1] == old["files"], f"{r.name} serves the old version first", short(st))
+        must(report, st is not None and st[1] == {p: sha256(d) for p, d in old_files},
+             f"{r.name} serves the old version first", short(st))
 
-    for round_, kill_after in ((1, "first"), (2, "last")):
+    # Where in the upload r2 dies: while the client still sends the body; between the server's
+    # first blob write and its commit; about at its commit (after the last blob).
+    rounds = [("half", "with half the request body sent"),
+              ("first", "after the first new blob reached the bucket"),
+              ("last", "after the last new blob reached the bucket (about its commit)"),
+              ("answered", "right after it answered the upload (committed)")]
+    for round_, (when, said) in enumerate(rounds, start=1):
+        old = committed_state(r1.port, user, skill_id)
         rng = random.Random(round_)
         big = [("SKILL.md", skill_md("theta", f"The new version {round_}."))]
         big += [(f"big/part-{i:02}.bin", rng.randbytes(1 << 20)) for i in range(12)]
@@ -1148,67 +1177,82 @@ def scenario_sigkill(report: Report, c: Cluster) -> None:
         before = c.bucket_keys(user.id)
         body, ctype = multipart(big)
         result: dict = {}
-
-        def send() -> None:
-            try:
-                result["answer"] = request(r2.port, "POST", "/api/v1/skills/upload",
-                                           {"Content-Type": ctype}, body, timeout=60, token=user.access)
-            except (OSError, http.client.HTTPException) as e:
-                result["error"] = f"{type(e).__name__}: {e}"
-
-        sender = threading.Thread(target=send)
         t0 = time.monotonic()
-        sender.start()
-        # Kill r2 once the first (round 1) or last (round 2) of the new blobs is in the bucket:
-        # between its blob writes and its commit, or about at its commit.
-        wanted = 1 if kill_after == "first" else len(big)
         killed_at = None
-        while time.monotonic() - t0 < 30:
-            fresh = len(c.bucket_keys(user.id) - before)
-            if fresh >= wanted:
+        if when == "half":
+            sock = send_half(r2.port, user.access, body, ctype)
+            time.sleep(0.2)
+            r2.stop(signal.SIGKILL)
+            killed_at = time.monotonic() - t0
+            sock.close()
+            result["error"] = "the connection, cut"
+        else:
+            def send() -> None:
+                try:
+                    result["answer"] = request(r2.port, "POST", "/api/v1/skills/upload",
+                                               {"Content-Type": ctype}, body, timeout=60, token=user.access)
+                except (OSError, http.client.HTTPException) as e:
+                    result["error"] = f"{type(e).__name__}: {e}"
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            if when == "answered":
+                sender.join(60)
                 r2.stop(signal.SIGKILL)
                 killed_at = time.monotonic() - t0
-                break
-            if not sender.is_alive():
-                break
-            time.sleep(0.01)
-        sender.join(30)
+            wanted = 1 if when == "first" else len(big)
+            while killed_at is None and time.monotonic() - t0 < 30:
+                if len(c.bucket_keys(user.id) - before) >= wanted:
+                    r2.stop(signal.SIGKILL)
+                    killed_at = time.monotonic() - t0
+                    break
+                if not sender.is_alive():
+                    break
+                time.sleep(0.005)
+            sender.join(30)
         if killed_at is None:
-            report.fail(f"round {round_}: could not kill r2 during the upload ({short(result)}); make it larger")
-            if not r2.running():
-                r2.start()
-                r2.wait_ready()
+            report.fail(f"round {round_}: r2 finished the upload before it could be killed {said} "
+                        f"({short(result, 120)}): make the upload larger")
             continue
-        report.info(f"round {round_}: SIGKILLed r2 {killed_at:.2f} s into the upload, after the {kill_after} new blob "
-                    f"({len(c.bucket_keys(user.id) - before)} of {len(big)} new objects in the bucket); "
-                    f"client saw {short(result.get('answer') or result.get('error'), 80)}")
+        answered = result.get("answer")
+        report.info(f"round {round_}: SIGKILLed r2 {killed_at:.2f} s into the upload, {said}; "
+                    f"{len(c.bucket_keys(user.id) - before)} of {len(big)} new objects in the bucket; the client got "
+                    + (f"HTTP {answered.status} (the upload had finished)" if answered else short(result.get("error"), 80)))
+        if when == "answered":
+            done = answered is not None and answered.status in (200, 201)
+            must(report, done, f"round {round_}: the upload was answered before the kill", short(result))
+            # Committed before the replica died: the others must still hear of it.
+            _, took = poll(lambda: all(classify_state(skill_state(r.port, user, token, skill_id), old, new, user,
+                                                      r.port, skill_id) == "new" for r in observers))
+            timed(report, f"round {round_}: r1 and r3 serve the new version though r2 died right after committing it",
+                  took)
         # The others, right away and for a second: the old version or the whole new one.
         seen, end = set(), time.monotonic() + DEADLINE
         while time.monotonic() < end:
             for r in observers:
                 seen.add((r.name, classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port, skill_id)))
-        halves = sorted(s for s in seen if s[1] not in ("old", "new"))
+        halves = sorted(x for x in seen if x[1] not in ("old", "new"))
         report.check(not halves, f"round {round_}: r1 and r3 show the old or the whole new version while r2 is dead "
-                     f"(saw {', '.join(sorted({s[1] for s in seen}))})", short(halves))
+                     f"(saw {', '.join(sorted({x[1] for x in seen}))})", short(halves))
         r2.start()
         took = r2.wait_ready()
         report.info(f"round {round_}: r2 restarted, ready in {took:.1f} s")
-        states = {}
+        truth = committed_state(r1.port, user, skill_id)
+        label = "new" if truth["files"] == new["files"] else "old" if truth["files"] == old["files"] else "neither"
+        report.check(label in ("old", "new"), f"round {round_}: the database holds the {label} version "
+                     f"(version {truth['version']})", short(truth["files"]))
+        states: dict = {}
 
         def consistent():
             states.clear()
             for r in c.replicas:
                 states[r.name] = classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port, skill_id)
-            return len(set(states.values())) == 1 and next(iter(states.values())) in ("old", "new")
+            return all(v == label for v in states.values())
         _, took = poll(consistent)
         if took is None:
-            report.fail(f"round {round_}: after the restart the replicas disagree: {states}")
+            report.fail(f"round {round_}: after the restart the replicas do not all serve the {label} version: {states}")
         else:
-            timed(report, f"round {round_}: after the restart all three serve the {states['r1']} version", took)
-            if states["r1"] == "new":
-                old = new  # the next round starts from it
-        committed = request(c["r1"].port, "GET", f"/api/v1/skills/{skill_id}/versions", token=user.access)
-        report.info(f"round {round_}: versions now {[v['version'] for v in (committed.json() or {}).get('items', [])]}")
+            timed(report, f"round {round_}: after the restart all three serve the {label} version", took)
 
 
 def scenario_rolling(report: Report, c: Cluster) -> None:
