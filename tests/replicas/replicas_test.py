@@ -1107,12 +1107,16 @@ def skill_state(port: int, user: User, token: str, skill_id: str) -> tuple | Non
     return skill.get("version"), files, md
 
 
-def classify_state(state, old: dict, new: dict, user: User, port: int, skill_id: str) -> str:
-    """'old', 'new' (complete: every file readable with its digest), or what is wrong."""
+def classify_state(state, old: dict, new: dict, user: User, port: int, skill_id: str,
+                   earlier: dict | None = None) -> str:
+    """'old', 'new' (complete: every file readable with its digest), 'stale vN' (exactly an
+    earlier committed version: late, not half), or what is wrong."""
     if state is None:
         return "no answer"
     _, files, md = state
-    for label, want in (("old", old), ("new", new)):
+    candidates = [("old", old), ("new", new)]
+    candidates += [(f"stale v{n}", v) for n, v in sorted((earlier or {}).items())]
+    for label, want in candidates:
         if files == want["files"] and md == want["md"]:
             if label == "new":
                 for path, digest in files.items():
@@ -1124,16 +1128,19 @@ def classify_state(state, old: dict, new: dict, user: User, port: int, skill_id:
     return f"half: version {state[0]}, {len(files)} files, SKILL.md {'old' if md == old['md'] else 'new' if md == new['md'] else short(md, 60)}"
 
 
-def committed_state(port: int, user: User, skill_id: str) -> dict:
-    """The skill's current version as the database has it (the versions API, whose rows come
-    from the database: the newest version is the current one, since a restore makes a new one;
-    its `current` flag is the replica's own view): its files' digests and its SKILL.md."""
-    listed = request(port, "GET", f"/api/v1/skills/{skill_id}/versions", token=user.access)
-    current = max(v["version"] for v in listed.json()["items"])
-    version = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{current}", token=user.access).json()
-    md = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{current}/files/SKILL.md", token=user.access)
-    return {"version": current, "files": {f["path"]: f["sha256"] for f in version["files"]},
+def version_state(port: int, user: User, skill_id: str, number: int) -> dict:
+    version = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{number}", token=user.access).json()
+    md = request(port, "GET", f"/api/v1/skills/{skill_id}/versions/{number}/files/SKILL.md", token=user.access)
+    return {"version": number, "files": {f["path"]: f["sha256"] for f in version["files"]},
             "md": md.body.decode(errors="replace")}
+
+
+def committed_states(port: int, user: User, skill_id: str) -> dict:
+    """Every kept version as the database has it (the versions API, whose rows come from the
+    database; its `current` flag is the replica's own view, so the newest version is taken as
+    the current one, which it is: a restore makes a new version): number → files and SKILL.md."""
+    listed = request(port, "GET", f"/api/v1/skills/{skill_id}/versions", token=user.access)
+    return {v["version"]: version_state(port, user, skill_id, v["version"]) for v in listed.json()["items"]}
 
 
 def send_half(port: int, token: str, body: bytes, ctype: str) -> socket.socket:
@@ -1168,7 +1175,9 @@ def scenario_sigkill(report: Report, c: Cluster) -> None:
               ("last", "after the last new blob reached the bucket (about its commit)"),
               ("answered", "right after it answered the upload (committed)")]
     for round_, (when, said) in enumerate(rounds, start=1):
-        old = committed_state(r1.port, user, skill_id)
+        committed = committed_states(r1.port, user, skill_id)
+        old = committed[max(committed)]
+        earlier = {n: v for n, v in committed.items() if n != old["version"]}
         rng = random.Random(round_)
         big = [("SKILL.md", skill_md("theta", f"The new version {round_}."))]
         big += [(f"big/part-{i:02}.bin", rng.randbytes(1 << 20)) for i in range(12)]
@@ -1223,21 +1232,23 @@ def scenario_sigkill(report: Report, c: Cluster) -> None:
             must(report, done, f"round {round_}: the upload was answered before the kill", short(result))
             # Committed before the replica died: the others must still hear of it.
             _, took = poll(lambda: all(classify_state(skill_state(r.port, user, token, skill_id), old, new, user,
-                                                      r.port, skill_id) == "new" for r in observers))
+                                                      r.port, skill_id, earlier) == "new" for r in observers))
             timed(report, f"round {round_}: r1 and r3 serve the new version though r2 died right after committing it",
                   took)
         # The others, right away and for a second: the old version or the whole new one.
         seen, end = set(), time.monotonic() + DEADLINE
         while time.monotonic() < end:
             for r in observers:
-                seen.add((r.name, classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port, skill_id)))
-        halves = sorted(x for x in seen if x[1] not in ("old", "new"))
-        report.check(not halves, f"round {round_}: r1 and r3 show the old or the whole new version while r2 is dead "
+                seen.add((r.name, classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port,
+                                                 skill_id, earlier)))
+        halves = sorted(x for x in seen if x[1].startswith("half") or x[1] == "no answer")
+        report.check(not halves, f"round {round_}: r1 and r3 show a whole committed version while r2 is dead "
                      f"(saw {', '.join(sorted({x[1] for x in seen}))})", short(halves))
         r2.start()
         took = r2.wait_ready()
         report.info(f"round {round_}: r2 restarted, ready in {took:.1f} s")
-        truth = committed_state(r1.port, user, skill_id)
+        committed = committed_states(r1.port, user, skill_id)
+        truth = committed[max(committed)]
         label = "new" if truth["files"] == new["files"] else "old" if truth["files"] == old["files"] else "neither"
         report.check(label in ("old", "new"), f"round {round_}: the database holds the {label} version "
                      f"(version {truth['version']})", short(truth["files"]))
@@ -1246,7 +1257,8 @@ def scenario_sigkill(report: Report, c: Cluster) -> None:
         def consistent():
             states.clear()
             for r in c.replicas:
-                states[r.name] = classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port, skill_id)
+                states[r.name] = classify_state(skill_state(r.port, user, token, skill_id), old, new, user, r.port,
+                                                skill_id, earlier)
             return all(v == label for v in states.values())
         _, took = poll(consistent)
         if took is None:
