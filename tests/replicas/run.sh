@@ -53,7 +53,7 @@ if ! command -v haproxy >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then apt_get=(sudo "${apt_get[@]}"); fi
   "${apt_get[@]}" install -y -q haproxy || { "${apt_get[@]}" update -q && "${apt_get[@]}" install -y -q haproxy; }
 fi
-haproxy -v | head -n1
+haproxy -v | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 # Loopback addresses, as replicas_test.py gives it (compose's names do not resolve here).
 AGENTSKILLS_R1=127.0.0.1:1 AGENTSKILLS_R2=127.0.0.1:2 AGENTSKILLS_R3=127.0.0.1:3 \
   HAPROXY_BIND=127.0.0.1:1 HAPROXY_STATS_BIND=127.0.0.1:2 \
