@@ -1323,16 +1323,20 @@ def scenario_rolling(report: Report, c: Cluster) -> None:
         w.start()
     try:
         time.sleep(1.0)
-        for r in c.replicas * 2:
+        # First each replica stays down long enough for the health checks to take it out (as a
+        # container's restart does), then each is restarted at once (the retries' case).
+        for down, r in [(3.0, r) for r in c.replicas] + [(0.3, r) for r in c.replicas]:
             t = time.monotonic()
             code = r.stop(signal.SIGTERM)
             drained = time.monotonic() - t
             report.check(code == 0, f"{r.name} stopped by SIGTERM, exit {code}, in {drained:.2f} s")
-            time.sleep(0.5)  # down for a moment, as a real restart is
+            time.sleep(down)
+            state = c.haproxy.states().get(r.name, "?")
             r.start()
             ready = r.wait_ready()
             up_after = c.haproxy.wait_up([r.name])
-            report.info(f"{r.name} restarted: ready in {ready:.1f} s, up in HAProxy {up_after:.1f} s later")
+            report.info(f"{r.name} down {down:g} s (HAProxy saw it {state}), restarted: ready in {ready:.1f} s, "
+                        f"up in HAProxy {up_after:.1f} s later")
             time.sleep(0.5)
         time.sleep(1.0)
     finally:
