@@ -58,6 +58,9 @@ pub struct AppState {
     pub oauth: OAuth,
     /// The connection that listens for other replicas' changes (PostgreSQL only).
     pub listener: Option<crate::store::ListenerHealth>,
+    /// Set when shutdown begins with a drain (`server.shutdown_drain_secs`): not ready, and
+    /// every HTTP/1 response closes its connection.
+    pub draining: std::sync::atomic::AtomicBool,
     pub started: Instant,
 }
 
@@ -256,6 +259,7 @@ impl App {
             csrf: Csrf::new(&secret),
             oauth,
             listener: announcements.as_ref().map(|(health, _)| health.clone()),
+            draining: std::sync::atomic::AtomicBool::new(false),
             started,
         });
         spawn_rate_limit_pruner(&state);

@@ -52,6 +52,11 @@ pub struct ServerSettings {
     pub max_json_body_bytes: usize,
     /// On SIGINT/SIGTERM, open connections get this long to finish before they are cut.
     pub shutdown_grace_secs: u64,
+    /// On SIGINT/SIGTERM, first this long serving on while `/health/ready` answers 503 and every
+    /// HTTP/1 response closes its connection, so that a load balancer's health checks take the
+    /// replica out before it stops listening (a rolling restart loses no request). 0: stop
+    /// listening at once.
+    pub shutdown_drain_secs: u64,
     /// A request must be answered within this time (its response's headers; event streams then
     /// go on) or it gets 503 `timeout`.
     pub request_timeout_secs: u64,
@@ -421,6 +426,7 @@ impl Default for ServerSettings {
             body_read_timeout_secs: 30,
             max_json_body_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
+            shutdown_drain_secs: 0,
             request_timeout_secs: 120,
             max_connections: 10_000,
             max_connections_per_ip: 256,
@@ -568,6 +574,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     (
         "AGENTSKILLS_SHUTDOWN_GRACE_SECS",
         "server.shutdown_grace_secs",
+    ),
+    (
+        "AGENTSKILLS_SHUTDOWN_DRAIN_SECS",
+        "server.shutdown_drain_secs",
     ),
     (
         "AGENTSKILLS_REQUEST_TIMEOUT_SECS",

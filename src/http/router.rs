@@ -271,6 +271,7 @@ pub(crate) async fn handle(
         let method = req.method().clone();
         let origin = req.headers().get(header::ORIGIN).cloned();
         let sends_body = http1_body_follows(&req);
+        let http1 = req.version() < http::Version::HTTP_2;
         let cors = &state.settings.server.cors_allowed_origins;
         let (route, mut response) = if cors::is_preflight(&method, req.headers()) {
             ("preflight", cors::preflight(req.headers(), cors))
@@ -296,7 +297,9 @@ pub(crate) async fn handle(
         // next request into a closed socket.
         let status = response.status();
         let headers = response.headers_mut();
-        if sends_body && (status.is_client_error() || status.is_server_error()) {
+        if (sends_body && (status.is_client_error() || status.is_server_error()))
+            || (http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed))
+        {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         headers.insert(

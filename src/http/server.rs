@@ -73,10 +73,26 @@ pub async fn serve(
             .collect(),
     ));
     let mut shutdown = std::pin::pin!(shutdown);
+    // The end of the drain that shutdown begins with (`server.shutdown_drain_secs`): never
+    // before shutdown.
+    let drain = Duration::from_secs(limits.shutdown_drain_secs);
+    let mut drained: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> =
+        Box::pin(std::future::pending());
+    let mut draining = false;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            () = &mut drained => break,
+            () = &mut shutdown, if !draining => {
+                if drain.is_zero() {
+                    break;
+                }
+                tracing::info!(drain_secs = drain.as_secs(), "shutting down: draining (not ready, connections closed after each response)");
+                state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                draining = true;
+                drained = Box::pin(tokio::time::sleep(drain));
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {

@@ -24,6 +24,7 @@ backend_tests!(
     a_refusal_before_the_body_is_read_says_the_connection_closes,
     an_unreachable_bucket_makes_the_server_unready,
     shutdown_drains_requests_in_flight_and_flushes_token_use,
+    a_drain_before_shutdown_takes_the_server_out_of_rotation,
     the_signing_secret_is_generated_once_and_reused,
 );
 
@@ -1040,4 +1041,50 @@ async fn an_unreachable_bucket_makes_the_server_unready(backend: Backend) {
         .unwrap();
     assert!(body["storage"]["error"].is_string(), "{body}");
     assert_eq!(body["storage"]["backend"], "s3");
+}
+
+/// With `server.shutdown_drain_secs`, a stop first serves on for that long, unready and closing
+/// each HTTP/1 connection after its response, so a load balancer's health checks take the
+/// replica out before it stops listening; then it stops as without a drain.
+async fn a_drain_before_shutdown_takes_the_server_out_of_rotation(backend: Backend) {
+    let mut app = spawn_app_with(backend, |s| {
+        s.server.shutdown_drain_secs = 2;
+        s.sandbox.mode = agentskills_mcp::config::SandboxMode::Off;
+    })
+    .await;
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(ready.headers().get("connection").is_none());
+    let stopped = app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Still listening and answering, but not ready, and each connection closes after its answer.
+    let ready = app
+        .request(Method::GET, "/health/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.headers()["connection"], "close");
+    let live = app
+        .request(Method::GET, "/health/live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.headers()["connection"], "close");
+    // Then it stops.
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the server stopped after the drain")
+        .unwrap();
+    assert!(
+        app.request(Method::GET, "/health/live")
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -582,6 +582,9 @@ class Cluster:
             "AGENTSKILLS_TRUSTED_PROXIES": "127.0.0.1",
             # A replica that is stopped drains for at most this long (the rolling restart).
             "AGENTSKILLS_SHUTDOWN_GRACE_SECS": "10",
+            # ...after serving on unready for this long, so that HAProxy's checks (every second,
+            # down after two failures) take it out before it stops listening.
+            "AGENTSKILLS_SHUTDOWN_DRAIN_SECS": "3",
         })
         for required in ("DATABASE_URL", "AGENTSKILLS_S3_ENDPOINT", "AGENTSKILLS_S3_BUCKET"):
             if not env.get(required):

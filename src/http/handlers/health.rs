@@ -158,9 +158,10 @@ pub(crate) async fn health(
     });
     let hears_others =
         state.settings.server.replica_id.is_none() || listener != Some("unavailable");
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
     let ok = database.status == "ok"
         && storage.status == "ok"
-        && (!ready || (sandbox.ready && hears_others));
+        && (!ready || (sandbox.ready && hears_others && !draining));
     let status = if ok { "ok" } else { "degraded" };
     let code = if ok {
         StatusCode::OK
