@@ -15,7 +15,7 @@
 //! `LOAD_DATABASE_URL` (default `TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`; the PostgreSQL run is skipped if it is unreachable),
 //! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,oauth,idle,startup,flood,
-//! sandbox,postgres`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
+//! sandbox,postgres,replicas`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
 //! build of the server to run, such as one with debug info for `perf record --call-graph dwarf`).
 //!
 //! Benchmarks are not tests: nothing here fails a build; the figures are for people.
@@ -33,6 +33,7 @@ mod support;
 mod ceiling;
 mod client;
 mod corpus;
+mod replicas;
 
 use std::collections::BTreeMap;
 use std::io::BufRead as _;
@@ -740,6 +741,9 @@ async fn run() {
     }
     if wanted("postgres") {
         postgres(&mut report, &client, window, &service, pid).await;
+    }
+    if wanted("replicas") {
+        replicas::replicas(&mut report, &client, window).await;
     }
     report
         .notes

@@ -76,6 +76,13 @@ struct Inner {
     listener: Arc<OnceLock<ChangeListener>>,
 }
 
+/// What [`Workspaces::ready_dir`] gives: the folder at once when it is there, else a boxed future
+/// that makes it first (so that the futures of file reads stay small).
+pub type ReadyDir<'a> = futures_util::future::Either<
+    std::future::Ready<PathBuf>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = PathBuf> + Send + 'a>>,
+>;
+
 /// Called with the user whose skills just changed.
 pub type ChangeListener = Arc<dyn Fn(Uuid) + Send + Sync>;
 
@@ -163,19 +170,22 @@ impl Workspaces {
     /// replica's copies are a cache: wiped or evicted, they come back on the next read). One
     /// `stat` when it is there. A folder that cannot be made is left to the read, which then
     /// fails as for a missing file.
-    pub async fn ready_dir(&self, skill: &crate::store::SkillRecord) -> PathBuf {
+    pub fn ready_dir(&self, skill: &crate::store::SkillRecord) -> ReadyDir<'_> {
         let dir = self.skill_dir(skill);
-        if std::fs::symlink_metadata(&dir).is_err() {
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            return futures_util::future::Either::Left(std::future::ready(dir));
+        }
+        // Boxed: the rare path's future is large, and every file read's would carry it.
+        let user_id = skill.user_id;
+        futures_util::future::Either::Right(Box::pin(async move {
             let made = self
-                .call(skill.user_id, |reply| WorkspaceMessage::Rematerialize {
-                    reply,
-                })
+                .call(user_id, |reply| WorkspaceMessage::Rematerialize { reply })
                 .await;
             if let Err(e) = made {
-                tracing::warn!(user_id = %skill.user_id, error = %e, "could not make a skill's folder again");
+                tracing::warn!(%user_id, error = %e, "could not make a skill's folder again");
             }
-        }
-        dir
+            dir
+        }))
     }
 
     /// Workspace actors alive now.

@@ -786,6 +786,11 @@ mod tests {
         // boxed again. (In debug builds, where futures are largest, it was 11.8 KB before they
         // were.)
         let size = future_size(handle);
+        eprintln!(
+            "SIZES handle {size} mcp {} sse {}",
+            handler_future_size(mcp::mcp),
+            handler_future_size(sse::message)
+        );
         assert!(size <= 6 * 1024, "router::handle's future is {size} bytes");
         for (name, size) in [
             ("mcp", handler_future_size(mcp::mcp)),

@@ -78,10 +78,12 @@ impl SkillSource {
 
     /// The skill's folder, to read from: an account's copy is made again first if it is
     /// missing ([`Workspaces::ready_dir`]).
-    pub async fn ready_dir(&self, skill: &SkillRecord) -> PathBuf {
+    pub fn ready_dir(&self, skill: &SkillRecord) -> crate::actors::workspaces::ReadyDir<'_> {
         match self {
-            SkillSource::Accounts(workspaces) => workspaces.ready_dir(skill).await,
-            SkillSource::Folder(folder) => folder.root.join(&skill.name),
+            SkillSource::Accounts(workspaces) => workspaces.ready_dir(skill),
+            SkillSource::Folder(folder) => futures_util::future::Either::Left(std::future::ready(
+                folder.root.join(&skill.name),
+            )),
         }
     }
 }

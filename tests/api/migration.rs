@@ -71,11 +71,16 @@ fn tree(dir: &Path) -> BTreeMap<String, (Vec<u8>, bool)> {
     out
 }
 
-/// The one user's folder of skills in a fixture.
+/// The one user's folder of skills in a fixture (named by the user's id; `.staging` is not one).
 fn user_skills(data: &Path) -> PathBuf {
     std::fs::read_dir(data.join("skills"))
         .unwrap()
         .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| uuid::Uuid::parse_str(n).is_ok())
+        })
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .unwrap()
