@@ -1035,34 +1035,8 @@ async fn postgres(
     sqlite: &Target,
     sqlite_pid: u32,
 ) {
-    let admin = std::env::var("LOAD_DATABASE_URL")
-        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!("agentskills_load_{}", std::process::id());
-    let admin_client = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-        Ok((c, connection)) => {
-            tokio::spawn(connection);
-            c
-        }
-        Err(e) => {
-            report.notes.push(format!(
-                "PostgreSQL unreachable at {admin}, not measured: {e}"
-            ));
-            return;
-        }
-    };
-    if let Err(e) = admin_client
-        .batch_execute(&format!("create database {name}"))
-        .await
-    {
-        report
-            .notes
-            .push(format!("PostgreSQL: could not create a database: {e}"));
+    let Some((admin_client, name, url)) = fresh_database(report, "agentskills_load").await else {
         return;
-    }
-    let url = match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => admin.clone(),
     };
     let (_dir, data) = support::data_dir();
     let env = [("DATABASE_URL", url.as_str())];
@@ -1091,6 +1065,45 @@ async fn postgres(
     let _ = admin_client
         .batch_execute(&format!("drop database if exists {name} with (force)"))
         .await;
+}
+
+/// A new database on `LOAD_DATABASE_URL`'s server (else `TEST_DATABASE_URL`'s, else the local
+/// one): a client of the server, the database's name and its URL; `None` (with a note) if the
+/// server cannot be reached or will not make one.
+async fn fresh_database(
+    report: &mut Report,
+    prefix: &str,
+) -> Option<(tokio_postgres::Client, String, String)> {
+    let admin = std::env::var("LOAD_DATABASE_URL")
+        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("{prefix}_{}", std::process::id());
+    let client = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+        Ok((c, connection)) => {
+            tokio::spawn(connection);
+            c
+        }
+        Err(e) => {
+            report.notes.push(format!(
+                "PostgreSQL unreachable at {admin}, {prefix} not measured: {e}"
+            ));
+            return None;
+        }
+    };
+    if let Err(e) = client
+        .batch_execute(&format!("create database {name}"))
+        .await
+    {
+        report.notes.push(format!(
+            "PostgreSQL: could not create a database for {prefix}: {e}"
+        ));
+        return None;
+    }
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => admin.clone(),
+    };
+    Some((client, name, url))
 }
 
 fn date() -> String {

@@ -28,34 +28,10 @@ pub(crate) async fn replicas(report: &mut Report, client: &reqwest::Client, wind
         );
         return;
     }
-    let admin = std::env::var("LOAD_DATABASE_URL")
-        .or_else(|_| std::env::var("TEST_DATABASE_URL"))
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!("agentskills_replicas_{}", std::process::id());
-    let admin_client = match tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-        Ok((c, connection)) => {
-            tokio::spawn(connection);
-            c
-        }
-        Err(e) => {
-            report.notes.push(format!(
-                "replicas: PostgreSQL unreachable at {admin}, not measured: {e}"
-            ));
-            return;
-        }
-    };
-    if let Err(e) = admin_client
-        .batch_execute(&format!("create database {name}"))
-        .await
-    {
-        report
-            .notes
-            .push(format!("replicas: could not create a database: {e}"));
+    let Some((admin_client, name, url)) =
+        crate::fresh_database(report, "agentskills_replicas").await
+    else {
         return;
-    }
-    let url = match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => admin.clone(),
     };
     let shared = tempfile::tempdir().expect("a temp dir");
     let blobs = shared.path().join("blobs");

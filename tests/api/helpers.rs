@@ -106,6 +106,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     };
     tweak(&mut settings);
     on_test_s3(&mut settings).await;
+    serve(settings, dir, database).await
+}
+
+/// Builds and runs the app of `settings` (its data dir under `dir`), owning `database`.
+async fn serve(
+    settings: Settings,
+    dir: tempfile::TempDir,
+    database: Option<PgDatabase>,
+) -> TestApp {
     let app = App::build(settings.clone()).await.expect("the app builds");
     let base = format!("http://{}", app.local_addr());
     let state = app.state();
@@ -117,7 +126,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         base,
         client: Client::builder().no_proxy().build().unwrap(),
         state,
-        data_dir,
+        data_dir: settings.server.data_dir.clone(),
         settings,
         shutdown: Some(tx),
         server: Some(server),
@@ -183,26 +192,7 @@ pub async fn spawn_replica(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -
     // Blobs are shared now: what has no row yet may be the other replica's change in progress.
     settings.storage.sweep_grace_secs = 3600;
     tweak(&mut settings);
-    let app = App::build(settings.clone())
-        .await
-        .expect("the replica builds");
-    let base = format!("http://{}", app.local_addr());
-    let state = app.state();
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
-    TestApp {
-        base,
-        client: Client::builder().no_proxy().build().unwrap(),
-        state,
-        data_dir,
-        settings,
-        shutdown: Some(tx),
-        server: Some(server),
-        _dir: dir,
-        _database: None,
-    }
+    serve(settings, dir, None).await
 }
 
 /// The S3 API the suite's blobs go to, when `TEST_S3_ENDPOINT` is set (moto's server in CI, with
