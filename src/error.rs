@@ -225,3 +225,18 @@ impl From<StoreError> for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_lost_every_race_is_409_to_retry() {
+        let e = AppError::from(StoreError::Stale);
+        assert!(matches!(e, AppError::Contended));
+        assert_eq!(e.status(), 409);
+        assert_eq!(e.code(), "changed-meanwhile");
+        assert_eq!(e.retry_after(), Some(1));
+        assert!(e.to_string().contains("nothing was changed"), "{e}");
+    }
+}
