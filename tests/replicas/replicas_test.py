@@ -1099,14 +1099,24 @@ def scenario_wipe(report: Report, c: Cluster) -> None:
 
 def skill_state(port: int, user: User, token: str, skill_id: str) -> tuple | None:
     """What one replica serves of a skill: (version, {path: sha256}, SKILL.md over MCP), or None
-    when it does not answer."""
-    got = try_request(port, "GET", f"/api/v1/skills/{skill_id}", token=user.access, timeout=10)
-    if got.status != 200:
-        return None
-    skill = got.json()
-    files = {f["path"]: f["sha256"] for f in skill.get("files", [])}
-    _, md = call_tool(port, token, "load_skill", {"skill_name": skill["name"]})
-    return skill.get("version"), files, md
+    when it does not answer. Three requests (the listing, load_skill, the listing again), read
+    again while the two listings differ: a change that lands between them (the replica reloading
+    another's commit) is a read that straddled it, not a half version."""
+    def listing():
+        got = try_request(port, "GET", f"/api/v1/skills/{skill_id}", token=user.access, timeout=10)
+        if got.status != 200:
+            return None
+        skill = got.json()
+        return skill["name"], skill.get("version"), {f["path"]: f["sha256"] for f in skill.get("files", [])}
+    for _ in range(5):
+        before = listing()
+        if before is None:
+            return None
+        name, version, files = before
+        _, md = call_tool(port, token, "load_skill", {"skill_name": name})
+        if listing() == before:
+            return version, files, md
+    return version, files, md
 
 
 def classify_state(state, old: dict, new: dict, user: User, port: int, skill_id: str,
