@@ -816,12 +816,6 @@ impl Store {
         dispatch!(self.blobs_of(user_id))
     }
 
-    /// Forgets a blob, if no version refers to it (then `true`): collection removes the stored
-    /// bytes first, then this row.
-    pub async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
-        dispatch!(self.forget_blob(user_id, sha256))
-    }
-
     /// The files of the current version of each of the user's skills.
     pub async fn current_files(&self, user_id: Uuid) -> StoreResult<Vec<(Uuid, VersionFile)>> {
         dispatch!(self.current_files(user_id))

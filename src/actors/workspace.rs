@@ -376,13 +376,7 @@ impl Actor for WorkspaceActor {
         _myself: ActorRef<Self::Msg>,
         args: WorkspaceArgs,
     ) -> Result<WorkspaceState, ActorProcessingErr> {
-        let blob_digests: HashSet<String> = args
-            .store
-            .blobs_of(args.user_id)
-            .await?
-            .into_iter()
-            .collect();
-        let blob_bytes = args.store.blob_bytes(args.user_id).await?;
+        let (blob_digests, blob_bytes) = blob_set(&args.store, args.user_id).await?;
         Ok(WorkspaceState {
             user_id: args.user_id,
             store: args.store,
@@ -575,6 +569,12 @@ macro_rules! retry_stale {
     }};
 }
 use retry_stale;
+
+/// The user's blobs (their digests) and their total size: what the quota counts.
+async fn blob_set(store: &Store, user_id: Uuid) -> Result<(HashSet<String>, u64), StoreError> {
+    let digests = store.blobs_of(user_id).await?.into_iter().collect();
+    Ok((digests, store.blob_bytes(user_id).await?))
+}
 
 pub(crate) fn staging_root(skills_root: &Path) -> PathBuf {
     skills_root.join(".staging")
@@ -842,15 +842,7 @@ impl WorkspaceState {
             self.repair,
         )
         .await?;
-        let blob_digests: HashSet<String> = self
-            .store
-            .blobs_of(self.user_id)
-            .await?
-            .into_iter()
-            .collect();
-        let blob_bytes = self.store.blob_bytes(self.user_id).await?;
-        self.blob_digests = blob_digests;
-        self.blob_bytes = blob_bytes;
+        (self.blob_digests, self.blob_bytes) = blob_set(&self.store, self.user_id).await?;
         self.version = version;
         let current = self.index();
         let same = current.len() == index.len()

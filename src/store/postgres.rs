@@ -988,27 +988,9 @@ impl PgStore {
         user_id: Uuid,
     ) -> StoreResult<Vec<(String, u64)>> {
         let client = self.client().await?;
-        let run = async {
-            let stmt = client
-                .prepare_cached(
-                    "SELECT sha256, size FROM blobs AS b WHERE user_id = $1 AND NOT EXISTS
-                         (SELECT 1 FROM version_files AS f
-                          WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
-                )
-                .await?;
-            client
-                .query(&stmt, &[&user_id])
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get(0)?,
-                        u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
-                    ))
-                })
-                .collect::<Result<Vec<_>, Fail>>()
-        };
-        run.await.map_err(fail("finding unreferenced blobs"))
+        unreferenced(&client, user_id)
+            .await
+            .map_err(fail("finding unreferenced blobs"))
     }
 
     pub(crate) async fn blobs_of(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
@@ -1025,20 +1007,6 @@ impl PgStore {
                 .collect::<Result<Vec<_>, Fail>>()
         };
         run.await.map_err(fail("listing blobs"))
-    }
-
-    pub(crate) async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let run = async {
-            let stmt = client
-                .prepare_cached(
-                    "DELETE FROM blobs WHERE user_id = $1 AND sha256 = $2 AND NOT EXISTS
-                         (SELECT 1 FROM version_files WHERE user_id = $1 AND sha256 = $2)",
-                )
-                .await?;
-            Ok(client.execute(&stmt, &[&user_id, &sha256]).await? > 0)
-        };
-        run.await.map_err(fail("forgetting a blob"))
     }
 
     pub(crate) async fn current_files(
@@ -1179,24 +1147,7 @@ impl PgStore {
             if found != Some(expected) {
                 return Err(Fail::Stale);
             }
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT sha256, size FROM blobs AS b WHERE user_id = $1 AND NOT EXISTS
-                         (SELECT 1 FROM version_files AS f
-                          WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
-                )
-                .await?;
-            let unreferenced = tx
-                .query(&stmt, &[&user_id])
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get(0)?,
-                        u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
-                    ))
-                })
-                .collect::<Result<Vec<(String, u64)>, Fail>>()?;
+            let unreferenced = unreferenced(&tx, user_id).await?;
             if unreferenced.is_empty() {
                 return Ok(Collected {
                     removed: Vec::new(),
@@ -1673,6 +1624,31 @@ async fn revoke_all_sessions(
         )
         .await?;
     tx.execute(&stmt, &[&user_id, &now]).await
+}
+
+/// The user's blobs that no version refers to, with their sizes.
+async fn unreferenced(
+    client: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<Vec<(String, u64)>, Fail> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT sha256, size FROM blobs AS b WHERE user_id = $1 AND NOT EXISTS
+                 (SELECT 1 FROM version_files AS f
+                  WHERE f.user_id = b.user_id AND f.sha256 = b.sha256)",
+        )
+        .await?;
+    client
+        .query(&stmt, &[&user_id])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0)?,
+                u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })
+        .collect()
 }
 
 /// Bumps the user's skills version, inside a change's transaction: a compare-and-set when

@@ -953,20 +953,6 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn forget_blob(&self, user_id: Uuid, sha256: &str) -> StoreResult<bool> {
-        let sha256 = sha256.to_owned();
-        self.with_conn("forgetting a blob", move |c| {
-            let deleted = c
-                .prepare_cached(
-                    "DELETE FROM blobs WHERE user_id = ?1 AND sha256 = ?2 AND NOT EXISTS
-                         (SELECT 1 FROM version_files WHERE user_id = ?1 AND sha256 = ?2)",
-                )?
-                .execute(params![user_id, sha256])?;
-            Ok(deleted > 0)
-        })
-        .await
-    }
-
     pub(crate) async fn current_files(
         &self,
         user_id: Uuid,
