@@ -15,6 +15,7 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod oauth;
+pub mod outbound;
 pub mod sandbox;
 pub mod skills;
 pub mod storage;

@@ -308,6 +308,45 @@ pub enum Announcement {
 
 pub use postgres::listen::ListenerHealth;
 
+/// Where an imported skill comes from (`skill_sources`), and how its syncs went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub skill_id: Uuid,
+    pub user_id: Uuid,
+    /// The repository's URL, as the user gave it (never with credentials: they are refused).
+    pub url: String,
+    /// The branch or tag asked for; `None`: the remote's default branch.
+    pub git_ref: Option<String>,
+    /// The skill's folder in the repository, `""` for its root.
+    pub path: String,
+    /// The commit last imported or synced.
+    pub commit_id: String,
+    /// The skill's version that holds `commit_id`'s files: a current version other than this
+    /// one was made by hand since.
+    pub synced_version: i64,
+    pub sync_interval_hours: Option<i64>,
+    /// The last time the source was found at a commit (an import, or a sync that succeeded).
+    pub synced_at: OffsetDateTime,
+    /// The last attempt, successful or not.
+    pub checked_at: OffsetDateTime,
+    pub next_sync_at: Option<OffsetDateTime>,
+    /// Why the last attempt failed; `None` if it succeeded.
+    pub last_error: Option<String>,
+}
+
+/// A source to record with an import or a sync ([`Store::write_skills_sourced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSource {
+    pub skill_id: Uuid,
+    pub url: String,
+    pub git_ref: Option<String>,
+    pub path: String,
+    pub commit_id: String,
+    pub synced_version: i64,
+    pub sync_interval_hours: Option<i64>,
+    pub next_sync_at: Option<OffsetDateTime>,
+}
+
 /// A Streamable HTTP session's facts, shared by the replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McpSessionRecord {
@@ -782,7 +821,64 @@ impl Store {
         keep: u32,
         expected: Option<i64>,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
-        dispatch!(self.write_skills(user_id, writes, now, keep, expected))
+        dispatch!(self.write_skills(user_id, writes, &[], now, keep, expected))
+    }
+
+    /// [`Store::write_skills`], with the sources of imported skills recorded (inserted or
+    /// replaced) in the same transaction: an import or a sync is recorded whole or not at all.
+    /// `writes` may be empty (an import whose content was already there records only sources).
+    pub async fn write_skills_sourced(
+        &self,
+        user_id: Uuid,
+        writes: &[SkillWrite],
+        sources: &[NewSource],
+        now: OffsetDateTime,
+        keep: u32,
+        expected: Option<i64>,
+    ) -> StoreResult<Option<Vec<SkillRecord>>> {
+        dispatch!(self.write_skills(user_id, writes, sources, now, keep, expected))
+    }
+
+    /// The user's imported skills' sources, by skill.
+    pub async fn sources(&self, user_id: Uuid) -> StoreResult<Vec<SourceRecord>> {
+        dispatch!(self.sources(user_id))
+    }
+
+    /// Records how a sync went without a new version: when `synced` is given, the source is at
+    /// that commit and the skill's version holds its files (nothing had changed, or the content
+    /// was already the same); `error` is the last attempt's failure, `None` after a success.
+    /// `false` if the skill has no source (any more).
+    pub async fn record_sync(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+        synced: Option<(&str, i64)>,
+        error: Option<&str>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        dispatch!(self.record_sync(user_id, skill_id, synced, error, now))
+    }
+
+    /// Sets (or turns off, with `None`) the periodic sync of a skill's source; the next one is
+    /// due `hours` from `now`. `false` if the skill has no source.
+    pub async fn set_sync_interval(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+        hours: Option<i64>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        dispatch!(self.set_sync_interval(user_id, skill_id, hours, now))
+    }
+
+    /// Up to `limit` sources whose periodic sync is due at `now`, oldest first, each moved to its
+    /// next due time in the same statement: of several replicas asking at once, one gets each.
+    pub async fn claim_due_sources(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SourceRecord>> {
+        dispatch!(self.claim_due_sources(now, limit))
     }
 
     /// The skill's versions, newest first.

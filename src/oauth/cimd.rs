@@ -11,15 +11,15 @@
 //! failure for a minute, so a client cannot make this server fetch in a loop.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect::Policy;
 
 use super::client::{self, Client, MetadataError};
+use crate::outbound::{Reach, Resolver};
 
 const MAX_BYTES: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,7 +69,7 @@ impl Documents {
             }
         });
         let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
+            .dns_resolver(Arc::new(Resolver::new(Reach::loopback_if(allow_loopback))))
             .redirect(policy)
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT)
@@ -240,7 +240,7 @@ fn check_url(url: &Url, allow_loopback: bool) -> Result<(), String> {
         None => return Err("a client_id URL must have a host".into()),
     };
     if let Some(ip) = literal
-        && !allowed(ip, allow_loopback)
+        && !Reach::loopback_if(allow_loopback).allows(ip)
     {
         return Err(format!(
             "the client_id URL points at {ip}, an address that is not public"
@@ -249,116 +249,10 @@ fn check_url(url: &Url, allow_loopback: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this server may connect to `ip` to fetch a document.
-fn allowed(ip: IpAddr, allow_loopback: bool) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        return allow_loopback;
-    }
-    is_public(ip)
-}
-
-/// A globally routable unicast address: not private, loopback, link-local, shared (CGNAT),
-/// documentation, benchmarking, multicast, broadcast, unspecified or reserved.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_unspecified()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || (first & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64: an IPv4 in disguise
-                || first == 0x2002 // 6to4: likewise
-                || first == 0)
-        }
-    }
-}
-
-/// Resolves names with the system's resolver and keeps only the addresses [`allowed`]; a name
-/// with none left fails, so a connection can never go to a private address.
-struct PublicOnly {
-    allow_loopback: bool,
-}
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_loopback = self.allow_loopback;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allowed(a.ip(), allow_loopback))
-                .collect();
-            if found.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
-            }
-            let addrs: Addrs = Box::new(found.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn only_public_addresses_are_fetched_from() {
-        for private in [
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.1.1",
-            "127.0.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-            "::ffff:127.0.0.1",
-            "64:ff9b::a00:1",
-            "2002:a00:1::",
-            "::",
-        ] {
-            let ip: IpAddr = private.parse().unwrap();
-            assert!(!is_public(ip), "{private}");
-            assert!(!allowed(ip, false), "{private}");
-        }
-        for public in ["1.1.1.1", "93.184.216.34", "2606:4700:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-        assert!(allowed("127.0.0.1".parse().unwrap(), true));
-        assert!(!allowed("10.0.0.1".parse().unwrap(), true));
-    }
 
     #[test]
     fn urls_are_checked_before_any_fetch() {

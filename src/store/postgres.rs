@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{
     AccountCounts, ApiTokenRecord, BrowserSessionRecord, Collected, LiveApiToken, NewApiToken,
-    NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
+    NewBrowserSession, NewRefreshToken, NewSource, NewUser, NewVersion, RotateOutcome, SkillRecord,
     SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
@@ -29,6 +29,7 @@ use crate::domain::email_skeleton;
 pub(crate) mod listen;
 mod oauth;
 mod sessions;
+mod sources;
 
 /// The migrations of `sql/postgres`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
@@ -827,6 +828,7 @@ impl PgStore {
         &self,
         user_id: Uuid,
         writes: &[SkillWrite],
+        sources: &[NewSource],
         now: OffsetDateTime,
         keep: u32,
         expected: Option<i64>,
@@ -893,6 +895,9 @@ impl PgStore {
                 };
                 write_version(&tx, user_id, record.id, record.version, version, now, keep).await?;
                 records.push(record);
+            }
+            for source in sources {
+                sources::upsert(&tx, user_id, source, now).await?;
             }
             tx.commit().await?;
             Ok(Some(records))

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     AccountCounts, ApiTokenRecord, BrowserSessionRecord, Collected, LiveApiToken, NewApiToken,
-    NewBrowserSession, NewRefreshToken, NewUser, NewVersion, RotateOutcome, SkillRecord,
+    NewBrowserSession, NewRefreshToken, NewSource, NewUser, NewVersion, RotateOutcome, SkillRecord,
     SkillWrite, StoreError, StoreResult, UniqueField, UserRecord, VersionFile, VersionRecord,
 };
 use crate::config::DatabaseSettings;
@@ -31,6 +31,7 @@ use crate::domain::email_skeleton;
 
 mod oauth;
 mod sessions;
+mod sources;
 
 /// The migrations of `sql/sqlite`, compiled in so that the binary needs no files at run time.
 /// Edits to a file are picked up by the next build; a new file only once this module is rebuilt.
@@ -786,11 +787,13 @@ impl SqliteStore {
         &self,
         user_id: Uuid,
         writes: &[SkillWrite],
+        sources: &[NewSource],
         now: OffsetDateTime,
         keep: u32,
         expected: Option<i64>,
     ) -> StoreResult<Option<Vec<SkillRecord>>> {
         let writes = writes.to_vec();
+        let sources = sources.to_vec();
         self.with_conn("writing skills", move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             bump_skills(&tx, user_id, expected)?;
@@ -854,6 +857,9 @@ impl SqliteStore {
                     keep,
                 )?;
                 records.push(record);
+            }
+            for source in &sources {
+                sources::upsert(&tx, user_id, source, micros(now))?;
             }
             tx.commit()?;
             Ok(Some(records))
