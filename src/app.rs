@@ -56,12 +56,36 @@ pub struct AppState {
     pub csrf: Csrf,
     /// The OAuth authorization server's flows.
     pub oauth: OAuth,
+    /// Skills from Git repositories: imports and syncs.
+    pub imports: crate::imports::Imports,
     /// The connection that listens for other replicas' changes (PostgreSQL only).
     pub listener: Option<crate::store::ListenerHealth>,
     /// Set when shutdown begins with a drain (`server.shutdown_drain_secs`): not ready, and
     /// every HTTP/1 response closes its connection.
     pub draining: std::sync::atomic::AtomicBool,
     pub started: Instant,
+}
+
+/// Every `import.sync_check_secs`, the sources whose periodic sync is due are synced (a weak
+/// reference: the task ends with the server).
+fn spawn_periodic_sync(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    let every = Duration::from_secs(state.settings.import.sync_check_secs.max(1));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            let imports = state.imports.clone();
+            drop(state);
+            match imports.sync_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(synced = n, "periodic sync of imported skills"),
+                Err(e) => tracing::warn!(error = %e, "the periodic sync could not run"),
+            }
+        }
+    });
 }
 
 /// Why the server could not start. Each message names what to fix.
@@ -244,6 +268,12 @@ impl App {
             &settings.oauth,
         )
         .map_err(StartError::Actor)?;
+        let imports = crate::imports::Imports::new(
+            store.clone(),
+            workspaces.clone(),
+            settings.import.clone(),
+            &settings.skills,
+        );
         let state = Arc::new(AppState {
             settings,
             store,
@@ -258,6 +288,7 @@ impl App {
             metrics,
             csrf: Csrf::new(&secret),
             oauth,
+            imports,
             listener: announcements.as_ref().map(|(health, _)| health.clone()),
             draining: std::sync::atomic::AtomicBool::new(false),
             started,
@@ -269,6 +300,7 @@ impl App {
         if let Some((_, received)) = announcements {
             spawn_coherence(&state, received);
         }
+        spawn_periodic_sync(&state);
         Ok(App { listener, state })
     }
 

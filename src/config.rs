@@ -29,6 +29,7 @@ pub struct Settings {
     pub oauth: OAuthSettings,
     pub storage: StorageSettings,
     pub skills: SkillSettings,
+    pub import: ImportSettings,
     pub mcp: McpSettings,
     pub rate_limits: RateLimitSettings,
     pub sandbox: SandboxSettings,
@@ -140,6 +141,36 @@ pub struct TokenSettings {
     /// How often the token cache checks the database for changes made by other processes (the admin
     /// commands, other instances); changes made through this server apply at once.
     pub sync_interval_secs: u64,
+}
+
+/// Importing skills from Git repositories, and keeping them in sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportSettings {
+    /// Allows repositories on private, loopback and link-local addresses, and plain `http://`
+    /// and `git://` URLs: for Git servers on the operator's own network (and tests). Off: only
+    /// `https` to public addresses.
+    pub allow_private_hosts: bool,
+    /// The most bytes one fetch may take (the packed history of one commit).
+    pub max_bytes: u64,
+    /// The longest one fetch may take.
+    pub timeout_secs: u64,
+    /// Fetches running at once on this server (requests wait for a turn).
+    pub max_concurrent: u32,
+    /// How often the server looks for sources whose periodic sync is due.
+    pub sync_check_secs: u64,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            allow_private_hosts: false,
+            max_bytes: 100 * 1024 * 1024,
+            timeout_secs: 60,
+            max_concurrent: 2,
+            sync_check_secs: 300,
+        }
+    }
 }
 
 /// Where skill versions' files (blobs) are stored.
@@ -703,6 +734,17 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "AGENTSKILLS_STORAGE_SWEEP_GRACE_SECS",
         "storage.sweep_grace_secs",
     ),
+    (
+        "AGENTSKILLS_IMPORT_ALLOW_PRIVATE_HOSTS",
+        "import.allow_private_hosts",
+    ),
+    ("AGENTSKILLS_IMPORT_MAX_BYTES", "import.max_bytes"),
+    ("AGENTSKILLS_IMPORT_TIMEOUT_SECS", "import.timeout_secs"),
+    ("AGENTSKILLS_IMPORT_MAX_CONCURRENT", "import.max_concurrent"),
+    (
+        "AGENTSKILLS_IMPORT_SYNC_CHECK_SECS",
+        "import.sync_check_secs",
+    ),
     ("AGENTSKILLS_S3_ENDPOINT", "storage.s3.endpoint"),
     ("AGENTSKILLS_S3_BUCKET", "storage.s3.bucket"),
     ("AGENTSKILLS_S3_REGION", "storage.s3.region"),
@@ -763,7 +805,9 @@ fn kind_of(path: &str) -> Kind {
         | "storage.s3.endpoint"
         | "storage.s3.bucket"
         | "storage.s3.region" => Kind::Str,
-        "sandbox.landlock" | "oauth.cimd_allow_loopback" => Kind::Bool,
+        "sandbox.landlock" | "oauth.cimd_allow_loopback" | "import.allow_private_hosts" => {
+            Kind::Bool
+        }
         "mcp.allowed_origins"
         | "mcp.allowed_hosts"
         | "server.cors_allowed_origins"
@@ -913,6 +957,13 @@ impl Settings {
             ("sandbox.open_files", self.sandbox.open_files),
             ("sandbox.processes", self.sandbox.processes),
             ("sandbox.per_user", self.sandbox.per_user as u64),
+            ("import.max_bytes", self.import.max_bytes),
+            ("import.timeout_secs", self.import.timeout_secs),
+            (
+                "import.max_concurrent",
+                u64::from(self.import.max_concurrent),
+            ),
+            ("import.sync_check_secs", self.import.sync_check_secs),
         ] {
             if value == 0 {
                 return fail(name, "must be at least 1");

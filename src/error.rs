@@ -67,6 +67,10 @@ pub enum AppError {
         "your skills were changed by other requests at the same moment; nothing was changed by this one: retry"
     )]
     Contended,
+    /// 409 with a specific code: the request would undo something (a sync over a skill changed
+    /// by hand since); nothing was changed.
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
     /// 404: no such resource, or one that belongs to someone else.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -138,7 +142,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => 405,
             AppError::BodyTimeout => 408,
             AppError::PreconditionFailed(_) => 412,
-            AppError::Contended => 409,
+            AppError::Contended | AppError::Conflict { .. } => 409,
             AppError::PayloadTooLarge(_) | AppError::TooLarge { .. } => 413,
             AppError::UnsupportedMediaType => 415,
             AppError::RateLimited(..) => 429,
@@ -158,6 +162,7 @@ impl AppError {
             AppError::BadRequest { code, .. }
             | AppError::TooLarge { code, .. }
             | AppError::Unprocessable { code, .. }
+            | AppError::Conflict { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::Forbidden { code, .. } => code,
             AppError::NotFound(_) => "not-found",

@@ -12,6 +12,7 @@ pub mod console;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod imports;
 pub mod mcp;
 pub mod metrics;
 pub mod oauth;

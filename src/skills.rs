@@ -7,6 +7,7 @@
 
 pub mod diff;
 pub mod files;
+pub mod git;
 pub mod manifest;
 pub mod zip_upload;
 

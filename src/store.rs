@@ -345,6 +345,8 @@ pub struct NewSource {
     pub synced_version: i64,
     pub sync_interval_hours: Option<i64>,
     pub next_sync_at: Option<OffsetDateTime>,
+    /// Keep the interval (and next due time) a source already recorded has, instead of these.
+    pub keep_interval: bool,
 }
 
 /// A Streamable HTTP session's facts, shared by the replicas.

@@ -40,7 +40,7 @@ use crate::skills::zip_upload::{self, UnpackedSkill};
 use crate::skills::{Cancel, Warning};
 use crate::storage::{self, BlobError, BlobStore};
 use crate::store::{
-    self, NewSkill, NewVersion, SkillRecord, SkillWrite, Store, StoreError, UniqueField,
+    self, NewSkill, NewSource, NewVersion, SkillRecord, SkillWrite, Store, StoreError, UniqueField,
     VersionFile,
 };
 
@@ -258,6 +258,72 @@ pub struct UploadedSkill {
     pub created: bool,
 }
 
+/// A skill fetched from a repository, to import or to sync.
+#[derive(Debug, Clone)]
+pub struct SourcedSkill {
+    /// The skill to sync; `None` to import: the skill its `SKILL.md` names, made or changed.
+    pub skill_id: Option<Uuid>,
+    /// For a sync: the version the source last held. A current version other than this one was
+    /// made by hand, and is not overwritten unless forced.
+    pub synced_version: Option<i64>,
+    /// Its folder's last name in the repository, for the warning when it differs from the name.
+    pub folder: Option<String>,
+    pub files: Vec<(SkillPath, Vec<u8>)>,
+    pub executable: files::ExecBits,
+    pub source: SourceDraft,
+}
+
+/// The source to record with a sourced skill.
+#[derive(Debug, Clone)]
+pub struct SourceDraft {
+    pub url: String,
+    pub git_ref: Option<String>,
+    /// The skill's folder in the repository.
+    pub path: String,
+    pub commit: String,
+    /// The periodic sync's interval; `None` for none.
+    pub sync_interval_hours: Option<i64>,
+    /// Keep the interval the source already has, if it has one (an import that did not say).
+    pub keep_interval: bool,
+}
+
+impl SourceDraft {
+    /// The row to record: the skill `skill_id` at `version` holds this source's files.
+    fn record(&self, skill_id: Uuid, version: i64, now: time::OffsetDateTime) -> NewSource {
+        NewSource {
+            skill_id,
+            url: self.url.clone(),
+            git_ref: self.git_ref.clone(),
+            path: self.path.clone(),
+            commit_id: self.commit.clone(),
+            synced_version: version,
+            sync_interval_hours: self.sync_interval_hours,
+            next_sync_at: self
+                .sync_interval_hours
+                .map(|h| now + time::Duration::hours(h)),
+            keep_interval: self.keep_interval,
+        }
+    }
+}
+
+/// What an import or a sync did to a skill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourcedAction {
+    Created,
+    Updated,
+    /// The content was already the skill's current version: no version made.
+    Unchanged,
+}
+
+/// One skill an import or a sync went through.
+#[derive(Debug, Clone)]
+pub struct SourcedOutcome {
+    pub skill: Arc<IndexedSkill>,
+    pub action: SourcedAction,
+    pub path: String,
+}
+
 /// State shared by the actor and its handles.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -308,6 +374,14 @@ pub(crate) enum WorkspaceMessage {
         payload: UploadPayload,
         cancel: Cancel,
         reply: RpcReplyPort<Result<Uploaded, AppError>>,
+    },
+    /// Skills fetched from a repository: made or changed (new versions of exactly the fetched
+    /// files), with their sources recorded, all or nothing.
+    Sourced {
+        skills: Vec<SourcedSkill>,
+        force: bool,
+        cancel: Cancel,
+        reply: RpcReplyPort<Result<Vec<SourcedOutcome>, AppError>>,
     },
     /// The folder of a skill is missing (this replica's copies were wiped or evicted): load the
     /// skills again, which makes every missing folder from the blobs, then answer.
@@ -508,6 +582,18 @@ impl Actor for WorkspaceActor {
                     Err(e) => Err(upload_error(e)),
                 },
             ),
+            WorkspaceMessage::Sourced {
+                skills,
+                force,
+                cancel,
+                reply: port,
+            } => reply(
+                port,
+                match cancel.check() {
+                    Ok(()) => retry_stale!(state, state.sourced(skills.clone(), force, &cancel)),
+                    Err(e) => Err(upload_error(e)),
+                },
+            ),
             WorkspaceMessage::Rematerialize { reply: port } => {
                 let result = if state.folders_missing() {
                     state.reload().await
@@ -643,7 +729,7 @@ impl WorkspaceState {
             .stage(None, files, files::ExecBits::new(), cancel)
             .await?;
         let plan = Plan::new(name, None, staged, None);
-        self.apply(vec![plan])
+        self.apply(vec![plan], Vec::new())
             .await?
             .pop()
             .ok_or(AppError::NotFound("skill"))
@@ -692,7 +778,7 @@ impl WorkspaceState {
             .await?;
         let name = skill_name(&current.record.name)?;
         let plan = Plan::new(name, Some(current), staged, is_active);
-        self.apply(vec![plan])
+        self.apply(vec![plan], Vec::new())
             .await?
             .pop()
             .ok_or(AppError::NotFound("skill"))
@@ -727,7 +813,7 @@ impl WorkspaceState {
         let staged = blocking(move || examine(staged)).await??;
         let name = skill_name(&current.record.name)?;
         let plan = Plan::new(name, Some(current), staged, None);
-        self.apply(vec![plan])
+        self.apply(vec![plan], Vec::new())
             .await?
             .pop()
             .ok_or(AppError::NotFound("skill"))
@@ -901,6 +987,7 @@ impl WorkspaceState {
                     (
                         vec![UnpackedSkill {
                             folder: None,
+                            root: String::new(),
                             files,
                             executable: files::ExecBits::new(),
                         }],
@@ -1037,7 +1124,7 @@ impl WorkspaceState {
             uploaded.push((uploaded_files, existing.is_none()));
             plans.push(Plan::new(name, existing, staged, None));
         }
-        let skills = self.apply(plans).await?;
+        let skills = self.apply(plans, Vec::new()).await?;
         Ok(Uploaded {
             skills: skills
                 .into_iter()
@@ -1052,13 +1139,165 @@ impl WorkspaceState {
         })
     }
 
+    /// Makes or changes each fetched skill as a new version of exactly its fetched files (a file
+    /// gone from the repository is gone from the skill), records every source, all in one
+    /// transaction. A skill whose content is already its current version gets no version, only
+    /// its source. A sync refuses (409 `changed-by-hand`) a skill changed by hand since its last
+    /// sync, unless `force`; nothing is changed then.
+    async fn sourced(
+        &mut self,
+        fetched: Vec<SourcedSkill>,
+        force: bool,
+        cancel: &Cancel,
+    ) -> Result<Vec<SourcedOutcome>, AppError> {
+        let index = self.index();
+        let now = store::now();
+        let mut plans: Vec<Plan> = Vec::new();
+        let mut unchanged: Vec<NewSource> = Vec::new();
+        // Each outcome in the request's order: a plan's index, or a skill left as it is.
+        let mut order: Vec<(Result<usize, Arc<IndexedSkill>>, String)> = Vec::new();
+        let mut names: HashSet<String> = HashSet::new();
+        let all_syncs = fetched.iter().all(|f| f.skill_id.is_some());
+        for item in fetched {
+            cancel.check().map_err(upload_error)?;
+            let skill_md = item
+                .files
+                .iter()
+                .find(|(p, _)| p.as_str() == SKILL_MD)
+                .map(|(_, bytes)| bytes.clone());
+            let named = match skill_md {
+                Some(bytes) => blocking(move || manifest::parse_bytes(&bytes))
+                    .await?
+                    .map_err(manifest_error)
+                    .map(|m| Some(m.name))?,
+                None => None,
+            };
+            let existing = match item.skill_id {
+                Some(id) => Some(Arc::clone(
+                    index.get(id).ok_or(AppError::NotFound("skill"))?,
+                )),
+                None => {
+                    let named = named.as_deref().ok_or_else(missing_skill_md)?;
+                    index.by_name(named).cloned()
+                }
+            };
+            if let (Some(synced), Some(current)) = (item.synced_version, &existing)
+                && current.record.version != synced
+                && !force
+            {
+                return Err(AppError::Conflict {
+                    code: "changed-by-hand",
+                    detail: format!(
+                        "the skill {:?} was changed here since its last sync (it is at version \
+                         {}, the repository's content is version {synced}); sync with force to \
+                         replace those changes with the repository's files, or keep them",
+                        current.record.name, current.record.version
+                    ),
+                });
+            }
+            let name = match &existing {
+                Some(skill) => skill_name(&skill.record.name)?,
+                None => skill_name(named.as_deref().ok_or_else(missing_skill_md)?)?,
+            };
+            if !names.insert(name.as_str().to_owned()) {
+                return Err(AppError::Unprocessable {
+                    code: "duplicate-skill",
+                    detail: format!(
+                        "two folders of the repository hold skills named {:?}; each skill's \
+                         SKILL.md must name a different skill",
+                        name.as_str()
+                    ),
+                });
+            }
+            let mut staged = self
+                .stage(None, item.files, item.executable, cancel)
+                .await?;
+            if let Some(current) = &existing
+                && files_digest(&staged.entries) == current.digest
+            {
+                unchanged.push(
+                    item.source
+                        .record(current.record.id, current.record.version, now),
+                );
+                order.push((Err(Arc::clone(current)), item.source.path));
+                continue;
+            }
+            if let Some(folder) = item.folder.filter(|f| *f != name.as_str()) {
+                staged.warnings.push(Warning {
+                    code: "name-mismatch",
+                    field: "name".to_owned(),
+                    message: format!(
+                        "the folder {folder:?} holds the skill {:?}; it is stored by its \
+                         SKILL.md's name: rename the folder to match, so every tool finds it \
+                         under one name",
+                        name.as_str()
+                    ),
+                });
+            }
+            let mut plan = Plan::new(name, existing, staged, None);
+            plan.source = Some(item.source.clone());
+            order.push((Ok(plans.len()), item.source.path));
+            plans.push(plan);
+        }
+        let created: Vec<bool> = plans.iter().map(|p| p.existing.is_none()).collect();
+        let done = if plans.is_empty() && all_syncs {
+            // Nothing changed and every source exists: no version, no compare-and-set.
+            for source in &unchanged {
+                self.store
+                    .record_sync(
+                        self.user_id,
+                        source.skill_id,
+                        Some((&source.commit_id, source.synced_version)),
+                        None,
+                        now,
+                    )
+                    .await?;
+            }
+            Vec::new()
+        } else {
+            self.apply(plans, unchanged).await?
+        };
+        order
+            .into_iter()
+            .map(|(outcome, path)| match outcome {
+                Err(skill) => Ok(SourcedOutcome {
+                    skill,
+                    action: SourcedAction::Unchanged,
+                    path,
+                }),
+                Ok(i) => {
+                    let skill = done.get(i).cloned().ok_or_else(|| {
+                        AppError::internal("a planned skill is missing from the change's result")
+                    })?;
+                    let action = if created.get(i).copied().unwrap_or(false) {
+                        SourcedAction::Created
+                    } else {
+                        SourcedAction::Updated
+                    };
+                    Ok(SourcedOutcome {
+                        skill,
+                        action,
+                        path,
+                    })
+                }
+            })
+            .collect()
+    }
+
     /// Makes a new version of every planned skill, all or nothing as far as checks go: the quota
     /// for them together, their new blobs stored, their versions and rows recorded in one
     /// transaction, then each staged folder moved into place and the index published once. A
     /// folder that cannot be moved (an I/O failure after the record) fails the request; a new
     /// skill's row is then removed again, and a folder left behind its version is materialized
     /// again when the workspace is next loaded (the record is the truth).
-    async fn apply(&mut self, plans: Vec<Plan>) -> Result<Vec<Arc<IndexedSkill>>, AppError> {
+    ///
+    /// `also`: sources to record in the same transaction for skills this change leaves as they
+    /// are (an import that found a skill's content already there).
+    async fn apply(
+        &mut self,
+        plans: Vec<Plan>,
+        also: Vec<NewSource>,
+    ) -> Result<Vec<Arc<IndexedSkill>>, AppError> {
         // The blobs this change adds, each once, whichever skills hold them.
         let mut adding: Vec<(String, PathBuf)> = Vec::new();
         let mut added_bytes = 0u64;
@@ -1082,36 +1321,47 @@ impl WorkspaceState {
             .await
             .map_err(blob_error)?;
         let now = store::now();
+        let mut sources = also;
         let writes: Vec<SkillWrite> = plans
             .iter()
             .map(|plan| {
                 let version = new_version(&plan.staged.entries, &plan.staged.manifest);
-                match &plan.existing {
-                    Some(current) => SkillWrite::Update {
-                        id: current.record.id,
-                        description: plan.staged.manifest.description.clone(),
-                        is_active: plan.is_active,
-                        version,
-                    },
-                    None => SkillWrite::Insert(
-                        NewSkill {
-                            id: Uuid::new_v4(),
+                let (id, number, write) = match &plan.existing {
+                    Some(current) => (
+                        current.record.id,
+                        current.record.version + 1,
+                        SkillWrite::Update {
+                            id: current.record.id,
+                            description: plan.staged.manifest.description.clone(),
+                            is_active: plan.is_active,
+                            version,
+                        },
+                    ),
+                    None => {
+                        let id = Uuid::new_v4();
+                        let skill = NewSkill {
+                            id,
                             user_id: self.user_id,
                             name: plan.name.as_str().to_owned(),
                             description: plan.staged.manifest.description.clone(),
                             skill_dir: format!("{}/{}", self.user_id, plan.name.as_str()),
                             created_at: now,
-                        },
-                        version,
-                    ),
+                        };
+                        (id, 1, SkillWrite::Insert(skill, version))
+                    }
+                };
+                if let Some(source) = &plan.source {
+                    sources.push(source.record(id, number, now));
                 }
+                write
             })
             .collect();
         let records = self
             .store
-            .write_skills(
+            .write_skills_sourced(
                 self.user_id,
                 &writes,
+                &sources,
                 now,
                 self.settings.keep_versions,
                 Some(self.version),
@@ -1248,6 +1498,8 @@ struct Plan {
     staged: StagedSkill,
     /// A new `is_active`, when the change sets one.
     is_active: Option<bool>,
+    /// The source to record with it (an import or a sync).
+    source: Option<SourceDraft>,
 }
 
 impl Plan {
@@ -1265,6 +1517,7 @@ impl Plan {
             existing,
             staged,
             is_active,
+            source: None,
         }
     }
 }

@@ -21,8 +21,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::workspace::{
-    IfMatch, IndexedSkill, Repair, Shared, SkillIndex, UploadPayload, UploadTarget, Uploaded,
-    WorkspaceActor, WorkspaceArgs, WorkspaceMessage, load_index,
+    IfMatch, IndexedSkill, Repair, Shared, SkillIndex, SourcedOutcome, SourcedSkill, UploadPayload,
+    UploadTarget, Uploaded, WorkspaceActor, WorkspaceArgs, WorkspaceMessage, load_index,
 };
 use crate::config::SkillSettings;
 use crate::domain::SkillName;
@@ -336,6 +336,28 @@ impl Workspaces {
             .await;
         guard.disarm();
         uploaded
+    }
+
+    /// Makes or changes skills fetched from a repository, with their sources (see
+    /// `WorkspaceActor::sourced`): all or nothing.
+    pub async fn sourced(
+        &self,
+        user_id: Uuid,
+        skills: Vec<SourcedSkill>,
+        force: bool,
+    ) -> Result<Vec<SourcedOutcome>, AppError> {
+        let cancel = Cancel::default();
+        let guard = cancel.on_drop();
+        let done = self
+            .call(user_id, |reply| WorkspaceMessage::Sourced {
+                skills: skills.clone(),
+                force,
+                cancel: cancel.clone(),
+                reply,
+            })
+            .await;
+        guard.disarm();
+        done
     }
 
     /// Stops the user's workspace and removes their folder (their account was deleted). The actor

@@ -4,6 +4,7 @@ pub(crate) mod accounts;
 pub(crate) mod console;
 pub(crate) mod docs;
 pub(crate) mod health;
+pub(crate) mod imports;
 pub(crate) mod listen;
 pub(crate) mod mcp;
 pub(crate) mod oauth;

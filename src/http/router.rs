@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::handlers::console::{self, ConsolePage};
 use super::handlers::oauth::{self, Resource};
-use super::handlers::{accounts, docs, health, mcp, skills, sse, tokens, versions};
+use super::handlers::{accounts, docs, health, imports, mcp, skills, sse, tokens, versions};
 use super::{Body, cors, response};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -60,6 +60,14 @@ pub enum Endpoint {
     ExportVersion(Uuid, i64),
     RestoreVersion(Uuid, i64),
     DiffSkill(Uuid),
+    /// `POST /skills/import`: skills from a Git repository.
+    ImportSkills,
+    /// `POST /skills/sync`: every imported skill synced with its source.
+    SyncSkills,
+    ListSources,
+    GetSource(Uuid),
+    UpdateSource(Uuid),
+    SyncSkill(Uuid),
     Mcp,
     /// The legacy HTTP+SSE transport's stream.
     Sse,
@@ -135,6 +143,9 @@ impl Endpoint {
                     ("POST", Endpoint::CreateSkill),
                 ],
                 ["skills", "upload"] => vec![("POST", Endpoint::UploadSkill)],
+                ["skills", "import"] => vec![("POST", Endpoint::ImportSkills)],
+                ["skills", "sync"] => vec![("POST", Endpoint::SyncSkills)],
+                ["skills", "sources"] => vec![("GET", Endpoint::ListSources)],
                 ["skills", id, rest @ ..] => {
                     // A skill id that is not a UUID names no skill of anyone's.
                     let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("skill"))?;
@@ -150,6 +161,11 @@ impl Endpoint {
                         }
                         ["export"] => vec![("GET", Endpoint::ExportSkill(id))],
                         ["diff"] => vec![("GET", Endpoint::DiffSkill(id))],
+                        ["source"] => vec![
+                            ("GET", Endpoint::GetSource(id)),
+                            ("PATCH", Endpoint::UpdateSource(id)),
+                        ],
+                        ["sync"] => vec![("POST", Endpoint::SyncSkill(id))],
                         ["versions"] => vec![("GET", Endpoint::ListVersions(id))],
                         ["versions", n, rest @ ..] => {
                             // Versions are numbered from 1; anything else names none.
@@ -240,6 +256,12 @@ impl Endpoint {
             Endpoint::ExportVersion(..) => "skills.versions.export",
             Endpoint::RestoreVersion(..) => "skills.versions.restore",
             Endpoint::DiffSkill(_) => "skills.diff",
+            Endpoint::ImportSkills => "skills.import",
+            Endpoint::SyncSkills => "skills.sync_all",
+            Endpoint::ListSources => "skills.sources.list",
+            Endpoint::GetSource(_) => "skills.source.get",
+            Endpoint::UpdateSource(_) => "skills.source.update",
+            Endpoint::SyncSkill(_) => "skills.sync",
             Endpoint::Mcp => "mcp",
             Endpoint::Sse => "sse",
             Endpoint::SseMessage => "sse.message",
@@ -426,6 +448,12 @@ async fn dispatch(
         Endpoint::ExportVersion(id, n) => Box::pin(versions::export(state, req, id, n)).await,
         Endpoint::RestoreVersion(id, n) => Box::pin(versions::restore(state, req, id, n)).await,
         Endpoint::DiffSkill(id) => Box::pin(versions::diff(state, req, id)).await,
+        Endpoint::ImportSkills => Box::pin(imports::import(state, req)).await,
+        Endpoint::SyncSkills => Box::pin(imports::sync_all(state, req)).await,
+        Endpoint::ListSources => Box::pin(imports::list_sources(state, req)).await,
+        Endpoint::GetSource(id) => Box::pin(imports::get_source(state, req, id)).await,
+        Endpoint::UpdateSource(id) => Box::pin(imports::update_source(state, req, id)).await,
+        Endpoint::SyncSkill(id) => Box::pin(imports::sync_one(state, req, id)).await,
         Endpoint::Mcp => mcp::mcp(state, req).await,
         Endpoint::Sse => Box::pin(sse::open(state, req)).await,
         Endpoint::SseMessage => sse::message(state, req).await,
@@ -454,7 +482,7 @@ mod tests {
     ];
 
     /// How many variants [`Endpoint`] has; [`variant_index`] gives each its own number below it.
-    const VARIANTS: usize = 43;
+    const VARIANTS: usize = 49;
 
     /// Variants left out of the document on purpose: the console's pages are HTML for people
     /// (forms with CSRF tokens and cookies), not part of the API the document describes.
@@ -508,6 +536,12 @@ mod tests {
             Endpoint::OAuthRevoke => 40,
             Endpoint::ListGrants => 41,
             Endpoint::DeleteGrant(_) => 42,
+            Endpoint::ImportSkills => 43,
+            Endpoint::SyncSkills => 44,
+            Endpoint::ListSources => 45,
+            Endpoint::GetSource(_) => 46,
+            Endpoint::UpdateSource(_) => 47,
+            Endpoint::SyncSkill(_) => 48,
         }
     }
 
@@ -574,7 +608,10 @@ mod tests {
                     | Endpoint::ListSkillFiles(got)
                     | Endpoint::ExportSkill(got)
                     | Endpoint::ListVersions(got)
-                    | Endpoint::DiffSkill(got) => assert_eq!(*got, id),
+                    | Endpoint::DiffSkill(got)
+                    | Endpoint::GetSource(got)
+                    | Endpoint::UpdateSource(got)
+                    | Endpoint::SyncSkill(got) => assert_eq!(*got, id),
                     Endpoint::GetSkillFile(got, file) => {
                         assert_eq!((*got, file.as_str()), (id, SAMPLE_PATH))
                     }

@@ -94,6 +94,8 @@ pub enum UploadError {
     NotARegularFile { path: String },
     #[error("the zip archive cannot be read: {0}")]
     Zip(String),
+    #[error("the repository cannot be imported: {0}")]
+    Repository(String),
     #[error("{path:?} clashes with a folder or file of the same path")]
     Conflict { path: String },
     #[error("the skill could not be written: {0}")]
@@ -120,6 +122,7 @@ impl UploadError {
             UploadError::MissingSkillMd => "missing-skill-md",
             UploadError::NotARegularFile { .. } => "not-a-regular-file",
             UploadError::Zip(_) => "invalid-zip",
+            UploadError::Repository(_) => "invalid-repository",
             UploadError::Conflict { .. } => "path-conflict",
             UploadError::Io(_) => "io-error",
             UploadError::NameClash { .. } => "path-collision",

@@ -27,7 +27,7 @@ pub const MAX_SKILLS_PER_ARCHIVE: usize = 100;
 /// Entries that other systems add to archives and that are no one's content: macOS Finder's
 /// `__MACOSX/` folder and `._*` AppleDouble files, `.DS_Store`, Windows' `Thumbs.db` and
 /// `desktop.ini`.
-fn is_litter(path: &str) -> bool {
+pub(crate) fn is_litter(path: &str) -> bool {
     let mut components = path.split('/');
     let name = path.rsplit('/').next().unwrap_or(path);
     components.any(|c| c == "__MACOSX")
@@ -40,6 +40,8 @@ fn is_litter(path: &str) -> bool {
 pub struct UnpackedSkill {
     /// The name of the folder it came in; `None` when its `SKILL.md` is at the archive's root.
     pub folder: Option<String>,
+    /// That folder's path in the archive, `""` for its root.
+    pub root: String,
     /// Its files, with their paths inside the skill.
     pub files: Vec<(SkillPath, Vec<u8>)>,
     /// The executable bit of each file whose entry says (an archive made on Unix keeps each
@@ -116,6 +118,48 @@ pub fn unpack(
         }
     }
 
+    gather(
+        entries,
+        ignored,
+        limits,
+        max_unpacked_bytes,
+        cancel,
+        UploadError::Zip,
+        "archive",
+        |index, cap| {
+            let entry = archive.by_index(index).map_err(zip_error)?;
+            let executable = entry
+                .unix_mode()
+                .filter(|m| *m != 0)
+                .map(|m| m & 0o111 != 0);
+            let mut content = Vec::new();
+            entry
+                .take(cap)
+                .read_to_end(&mut content)
+                .map_err(|e| UploadError::Zip(format!("cannot be decompressed: {e}")))?;
+            Ok((content, executable))
+        },
+    )
+}
+
+/// The skills among `entries` (files by their paths, each with a key `read` takes): every folder
+/// with a `SKILL.md` that no other such folder holds, the root too; files outside every skill go
+/// to `ignored`. Each skill's limits apply to it alone, `max_unpacked_bytes` to all together, and
+/// at most [`MAX_SKILLS_PER_ARCHIVE`] skills are read. `read` gives a file's content, at most
+/// `cap` bytes of it (one over the limit proves it too large without reading further), and its
+/// executable bit when the source knows it; `fail` makes the error of a source of its kind, and
+/// `what` names that kind in messages. Shared by zip archives and Git repositories.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gather<K>(
+    entries: Vec<(K, SkillPath)>,
+    mut ignored: Vec<String>,
+    limits: &Limits,
+    max_unpacked_bytes: u64,
+    cancel: &Cancel,
+    fail: fn(String) -> UploadError,
+    what: &str,
+    mut read: impl FnMut(K, u64) -> Result<(Vec<u8>, Option<bool>), UploadError>,
+) -> Result<Unpacked, UploadError> {
     // The skills' folders: every folder with a SKILL.md that no other such folder holds.
     let mut roots: Vec<String> = entries
         .iter()
@@ -142,13 +186,13 @@ pub fn unpack(
         return Err(UploadError::MissingSkillMd);
     }
     if kept.len() > MAX_SKILLS_PER_ARCHIVE {
-        return Err(UploadError::Zip(format!(
-            "the archive holds {} skills; at most {MAX_SKILLS_PER_ARCHIVE} are read from one upload",
+        return Err(fail(format!(
+            "the {what} holds {} skills; at most {MAX_SKILLS_PER_ARCHIVE} are read at once",
             kept.len()
         )));
     }
     // Each file with its skill (by index in `kept`), or left out.
-    let mut wanted: Vec<(usize, usize, SkillPath)> = Vec::new();
+    let mut wanted: Vec<(K, usize, SkillPath)> = Vec::new();
     let mut counts = vec![0usize; kept.len()];
     for (index, path) in entries {
         match kept.iter().position(|root| inside(path.as_str(), root)) {
@@ -177,19 +221,18 @@ pub fn unpack(
                 .next()
                 .filter(|f| !f.is_empty())
                 .map(str::to_owned),
+            root: root.clone(),
             files: Vec::new(),
             executable: ExecBits::new(),
         })
         .collect();
     for (index, skill, path) in wanted {
         cancel.check()?;
-        let entry = archive.by_index(index).map_err(zip_error)?;
-        let entry_mode = entry.unix_mode();
-        let mut content = Vec::new();
-        entry
-            .take(limits.max_file_bytes.saturating_add(1))
-            .read_to_end(&mut content)
-            .map_err(|e| UploadError::Zip(format!("{path:?} cannot be decompressed: {e}")))?;
+        let (content, executable) =
+            read(index, limits.max_file_bytes.saturating_add(1)).map_err(|e| match e {
+                UploadError::Zip(why) => UploadError::Zip(format!("{path:?} {why}")),
+                other => other,
+            })?;
         let size = content.len() as u64;
         if size > limits.max_file_bytes {
             return Err(UploadError::FileTooLarge {
@@ -205,8 +248,8 @@ pub fn unpack(
         }
         unpacked = unpacked.saturating_add(size);
         if unpacked > max_unpacked_bytes {
-            return Err(UploadError::Zip(format!(
-                "the archive unpacks to more than {max_unpacked_bytes} bytes \
+            return Err(fail(format!(
+                "the {what} unpacks to more than {max_unpacked_bytes} bytes \
                  (skills.max_unpacked_bytes)"
             )));
         }
@@ -222,10 +265,10 @@ pub fn unpack(
                 }
             })?
         };
-        if let Some(mode) = entry_mode.filter(|m| *m != 0) {
+        if let Some(executable) = executable {
             skills[skill]
                 .executable
-                .insert(inner.as_str().to_owned(), mode & 0o111 != 0);
+                .insert(inner.as_str().to_owned(), executable);
         }
         skills[skill].files.push((inner, content));
     }

@@ -12,6 +12,8 @@ mod console;
 mod crashes;
 mod credentials;
 mod faults;
+mod git_import;
+mod git_server;
 mod mcp;
 mod mcp_limits;
 mod mcp_listen;

@@ -46,9 +46,12 @@ pub(super) async fn upsert(
              ON CONFLICT (skill_id) DO UPDATE SET
                  url = excluded.url, git_ref = excluded.git_ref, path = excluded.path,
                  commit_id = excluded.commit_id, synced_version = excluded.synced_version,
-                 sync_interval_hours = excluded.sync_interval_hours,
+                 sync_interval_hours = CASE WHEN $11 THEN skill_sources.sync_interval_hours
+                                            ELSE excluded.sync_interval_hours END,
+                 next_sync_at = CASE WHEN $11 THEN skill_sources.next_sync_at
+                                     ELSE excluded.next_sync_at END,
                  synced_at = excluded.synced_at, checked_at = excluded.checked_at,
-                 next_sync_at = excluded.next_sync_at, last_error = NULL",
+                 last_error = NULL",
         )
         .await?;
     tx.execute(
@@ -64,6 +67,7 @@ pub(super) async fn upsert(
             &source.sync_interval_hours,
             &now,
             &source.next_sync_at,
+            &source.keep_interval,
         ],
     )
     .await?;
@@ -134,7 +138,7 @@ impl PgStore {
                 .prepare_cached(
                     "UPDATE skill_sources
                      SET sync_interval_hours = $3,
-                         next_sync_at = $4 + make_interval(hours => $3::int)
+                         next_sync_at = $4::timestamptz + interval '1 hour' * $3::bigint
                      WHERE skill_id = $2 AND user_id = $1",
                 )
                 .await?;

@@ -43,9 +43,11 @@ pub(super) fn upsert(
          ON CONFLICT (skill_id) DO UPDATE SET
              url = excluded.url, git_ref = excluded.git_ref, path = excluded.path,
              commit_id = excluded.commit_id, synced_version = excluded.synced_version,
-             sync_interval_hours = excluded.sync_interval_hours, synced_at = excluded.synced_at,
-             checked_at = excluded.checked_at, next_sync_at = excluded.next_sync_at,
-             last_error = NULL",
+             sync_interval_hours = CASE WHEN ?11 THEN skill_sources.sync_interval_hours
+                                        ELSE excluded.sync_interval_hours END,
+             next_sync_at = CASE WHEN ?11 THEN skill_sources.next_sync_at
+                                 ELSE excluded.next_sync_at END,
+             synced_at = excluded.synced_at, checked_at = excluded.checked_at, last_error = NULL",
     )?
     .execute(params![
         source.skill_id,
@@ -58,6 +60,7 @@ pub(super) fn upsert(
         source.sync_interval_hours,
         now,
         source.next_sync_at.map(micros),
+        source.keep_interval,
     ])?;
     Ok(())
 }
