@@ -153,6 +153,8 @@ pub struct SkillsPage {
     pub prev: Option<String>,
     pub next: Option<String>,
     pub create: FormState,
+    /// Import from a Git repository.
+    pub import: FormState,
     /// The upload limits, in words.
     pub limits: String,
 }
@@ -234,6 +236,28 @@ pub struct SkillPage {
     pub skill_md_form: FormState,
     pub check: Option<CheckResult>,
     pub delete_form: FormState,
+    /// Where the skill was imported from, if it was.
+    pub source: Option<SourceView>,
+    pub sync_form: FormState,
+    pub source_form: FormState,
+}
+
+/// An imported skill's source, for its page.
+#[derive(Debug, Clone)]
+pub struct SourceView {
+    pub url: String,
+    pub git_ref: String,
+    pub path: String,
+    /// The commit's id, shortened.
+    pub commit: String,
+    pub synced: String,
+    pub checked: String,
+    /// Changed here since the last sync: a sync needs `force` to replace it.
+    pub changed_by_hand: bool,
+    /// Hours between periodic syncs, empty for none.
+    pub interval: String,
+    pub next: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// One API token in the list.

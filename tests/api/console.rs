@@ -257,6 +257,7 @@ backend_tests!(
     a_file_whose_path_needs_percent_encoding_opens_and_its_links_work,
     the_list_pages_searches_and_says_what_to_do_when_empty,
     the_editors_save_only_onto_the_version_they_show,
+    a_repository_is_imported_and_synced_from_the_console,
 );
 
 async fn the_whole_walk_through_the_console(backend: Backend) {
@@ -1420,4 +1421,147 @@ async fn the_editors_save_only_onto_the_version_they_show(backend: Backend) {
         text_of(&html, "#skill-description"),
         "First tab's SKILL.md."
     );
+}
+
+async fn a_repository_is_imported_and_synced_from_the_console(backend: Backend) {
+    let app =
+        crate::helpers::spawn_app_with(backend, |s| s.import.allow_private_hosts = true).await;
+    let repo = crate::git_server::Repo::new("console-skills");
+    repo.write(
+        "skills/pdf/SKILL.md",
+        b"---\nname: pdf-tools\ndescription: PDF forms.\n---\nOne.\n",
+    );
+    repo.commit("one");
+    repo.publish();
+    let server = crate::git_server::GitHttp::start(&repo.root).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_up("importer").await;
+    let csrf = browser.csrf("/skills").await;
+
+    // Needs the CSRF token like every form: nothing is fetched without it.
+    let res = browser
+        .post("/skills/import", &[("url", server.url(&repo).as_str())])
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.requests(), 0);
+
+    // A mistake is said next to its field, with what was typed kept.
+    let res = browser
+        .post(
+            "/skills/import",
+            &[
+                ("csrf", csrf.as_str()),
+                ("url", "ftp://example.com/x"),
+                ("ref", "a..b"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = res.text().await.unwrap();
+    assert!(
+        text_of(&html, "#import-url-error").contains("https"),
+        "{html}"
+    );
+    assert!(!text_of(&html, "#import-ref-error").is_empty(), "{html}");
+    assert!(html.contains("value=\"ftp://example.com/x\""), "{html}");
+
+    let res = browser
+        .post(
+            "/skills/import",
+            &[
+                ("csrf", csrf.as_str()),
+                ("url", server.url(&repo).as_str()),
+                ("path", "skills"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let to = location(&res);
+    let (_, html) = browser.page(&to).await;
+    assert!(html.contains("1 skill is imported"), "{html}");
+    let id = skill_id_in(&html);
+
+    let (status, html) = browser.page(&format!("/skills/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&html, "#source-url"), server.url(&repo));
+    assert_eq!(text_of(&html, "#source-path"), "skills/pdf");
+    assert!(html.contains("id=\"skill-sync-form\""), "{html}");
+
+    // Sync now: nothing changed; then a change upstream makes a version.
+    let res = browser
+        .post(&format!("/skills/{id}/sync"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = browser.page(&location(&res)).await;
+    assert!(html.contains("nothing changed"), "{html}");
+    repo.write(
+        "skills/pdf/SKILL.md",
+        b"---\nname: pdf-tools\ndescription: PDF forms.\n---\nTwo.\n",
+    );
+    repo.commit("two");
+    repo.publish();
+    let res = browser
+        .post(&format!("/skills/{id}/sync"), &[("csrf", csrf.as_str())])
+        .await;
+    let (_, html) = browser.page(&location(&res)).await;
+    assert!(html.contains("a new version holds"), "{html}");
+
+    // Changed by hand: the page says so, and a sync without force is refused on the page.
+    let version = form_version(&html, "skill-md-form");
+    let res = browser
+        .post(
+            &format!("/skills/{id}/skill-md"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("version", version.as_str()),
+                ("action", "save"),
+                (
+                    "content",
+                    "---\nname: pdf-tools\ndescription: PDF forms.\n---\nMine.\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = browser.page(&format!("/skills/{id}")).await;
+    assert!(html.contains("id=\"source-changed-by-hand\""), "{html}");
+    let res = browser
+        .post(&format!("/skills/{id}/sync"), &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let html = res.text().await.unwrap();
+    assert!(
+        text_of(&html, "#skill-sync-error").contains("force"),
+        "{html}"
+    );
+    let res = browser
+        .post(
+            &format!("/skills/{id}/sync"),
+            &[("csrf", csrf.as_str()), ("force", "true")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // The periodic sync's interval.
+    let res = browser
+        .post(
+            &format!("/skills/{id}/source"),
+            &[("csrf", csrf.as_str()), ("sync_interval_hours", "soon")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = browser
+        .post(
+            &format!("/skills/{id}/source"),
+            &[("csrf", csrf.as_str()), ("sync_interval_hours", "12")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, html) = browser.page(&format!("/skills/{id}")).await;
+    assert!(html.contains("value=\"12\""), "{html}");
 }

@@ -27,15 +27,15 @@ use hyper::body::Incoming;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{accounts, health, skills, tokens};
+use super::{accounts, health, imports, skills, tokens};
 use crate::actors::auth::{AuthedUser, DELETE_CONFIRMATION};
-use crate::actors::workspace::{IfMatch, UploadPayload, UploadTarget};
+use crate::actors::workspace::{IfMatch, SourcedAction, UploadPayload, UploadTarget};
 use crate::app::AppState;
 use crate::console::csrf::VisitorId;
 use crate::console::pages::{
     AccountPage, AppRow, CheckResult, Chrome, CreatedToken, ErrorPage, FileBody, FileView,
-    FormState, QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, StatusPage,
-    TokenRow, TokensPage, WarningView,
+    FormState, QuotaRow, SignInPage, SignUpPage, SkillPage, SkillRow, SkillsPage, SourceView,
+    StatusPage, TokenRow, TokensPage, WarningView,
 };
 use crate::console::{self as ui, assets, markdown, pages, snippets};
 use crate::domain::{BrowserSessionSecret, Password, Scopes, SkillPath};
@@ -60,7 +60,11 @@ pub enum ConsolePage {
     Skills,
     CreateSkill,
     Upload,
+    /// Skills from a Git repository.
+    Import,
     Skill(Uuid),
+    SkillSync(Uuid),
+    SkillSource(Uuid),
     SkillDescription(Uuid),
     SkillMd(Uuid),
     SkillActive(Uuid),
@@ -95,11 +99,14 @@ impl ConsolePage {
             ConsolePage::SignOut => "console.signout",
             ConsolePage::Skills | ConsolePage::CreateSkill => "console.skills",
             ConsolePage::Upload => "console.upload",
+            ConsolePage::Import => "console.import",
             ConsolePage::Skill(_)
             | ConsolePage::SkillDescription(_)
             | ConsolePage::SkillMd(_)
             | ConsolePage::SkillActive(_)
-            | ConsolePage::SkillDelete(_) => "console.skill",
+            | ConsolePage::SkillDelete(_)
+            | ConsolePage::SkillSync(_)
+            | ConsolePage::SkillSource(_) => "console.skill",
             ConsolePage::SkillFile(..) => "console.skill.file",
             ConsolePage::SkillExport(_) => "console.skill.export",
             ConsolePage::Tokens
@@ -128,6 +135,7 @@ pub(crate) fn route(segments: &[&str]) -> Option<Vec<(&'static str, ConsolePage)
         ["signout"] => vec![("POST", P::SignOut)],
         ["skills"] => vec![("GET", P::Skills), ("POST", P::CreateSkill)],
         ["skills", "upload"] => vec![("POST", P::Upload)],
+        ["skills", "import"] => vec![("POST", P::Import)],
         ["skills", id, rest @ ..] => {
             let id = Uuid::parse_str(id).ok()?;
             match rest {
@@ -136,6 +144,8 @@ pub(crate) fn route(segments: &[&str]) -> Option<Vec<(&'static str, ConsolePage)
                 ["skill-md"] => vec![("POST", P::SkillMd(id))],
                 ["active"] => vec![("POST", P::SkillActive(id))],
                 ["delete"] => vec![("POST", P::SkillDelete(id))],
+                ["sync"] => vec![("POST", P::SkillSync(id))],
+                ["source"] => vec![("POST", P::SkillSource(id))],
                 ["export"] => vec![("GET", P::SkillExport(id))],
                 ["files", path @ ..] if !path.is_empty() => {
                     vec![("GET", P::SkillFile(id, path.join("/")))]
@@ -603,6 +613,17 @@ fn notice(query: Option<&str>) -> Option<String> {
         "app-revoked" => "The app is disconnected: its tokens are refused from now on.",
         "profile-saved" => "Your email and user name are saved.",
         "signed-up" => "Welcome! Create or upload a skill to begin.",
+        "imported" => {
+            let count = query_value(query, "count").and_then(|n| n.parse::<usize>().ok());
+            return Some(match count {
+                Some(1) => "1 skill is imported from the repository.".to_owned(),
+                Some(n) => format!("{n} skills are imported from the repository."),
+                None => "The repository is imported.".to_owned(),
+            });
+        }
+        "synced" => "The skill is synced: a new version holds the repository's files.",
+        "sync-unchanged" => "The skill is synced: nothing changed in the repository.",
+        "sync-interval-saved" => "The periodic sync is saved.",
         _ => return None,
     };
     Some(text.to_owned())
@@ -714,11 +735,123 @@ async fn signed_in_page(
                 state,
                 &session,
                 query.as_deref(),
-                FormState::default(),
+                SkillsForms::default(),
                 StatusCode::OK,
                 notice,
             )
             .await
+        }
+        P::Import => {
+            let form = session_form(state, visit, req, small).await?;
+            let (url, git_ref, path, hours) = (
+                form.text("url"),
+                form.text("ref"),
+                form.text("path"),
+                form.text("sync_interval_hours"),
+            );
+            let mut kept = FormState::default()
+                .keep("url", url.clone())
+                .keep("ref", git_ref.clone())
+                .keep("path", path.clone())
+                .keep("sync_interval_hours", hours.clone());
+            let interval = match hours.trim() {
+                "" => None,
+                n => match n.parse::<i64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        kept.field_error(
+                            "sync_interval_hours",
+                            "a whole number of hours, or empty for none",
+                        );
+                        let forms = SkillsForms {
+                            import: kept,
+                            ..SkillsForms::default()
+                        };
+                        return skills_page(
+                            state,
+                            &session,
+                            None,
+                            forms,
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            None,
+                        )
+                        .await;
+                    }
+                },
+            };
+            let body = imports::ImportBody {
+                url,
+                git_ref: Some(git_ref).filter(|r| !r.trim().is_empty()),
+                path: Some(path).filter(|p| !p.trim().is_empty()),
+                sync_interval_hours: interval,
+            };
+            match imports::import_as(state, session.user.user.id, body).await {
+                Ok(report) => Ok(redirect(&format!(
+                    "/skills?notice=imported&count={}",
+                    report.skills.len()
+                ))),
+                Err(e) => {
+                    let status = form_error(&mut kept, &e, &[]);
+                    let forms = SkillsForms {
+                        import: kept,
+                        ..SkillsForms::default()
+                    };
+                    skills_page(state, &session, None, forms, status, None).await
+                }
+            }
+        }
+        P::SkillSync(id) => {
+            let form = session_form(state, visit, req, small).await?;
+            let force = form.get("force") == Some("true");
+            match imports::sync_one_as(state, session.user.user.id, id, force).await {
+                Ok(report) => {
+                    let done = match report.outcome {
+                        Ok(outcome) if outcome.action == SourcedAction::Unchanged => {
+                            "sync-unchanged"
+                        }
+                        Ok(_) => "synced",
+                        Err(e) => return sync_failed(state, &session, id, &e).await,
+                    };
+                    Ok(redirect(&format!("/skills/{id}?notice={done}")))
+                }
+                Err(e) if e.status() == 404 => Err(e),
+                Err(e) => sync_failed(state, &session, id, &e).await,
+            }
+        }
+        P::SkillSource(id) => {
+            let form = session_form(state, visit, req, small).await?;
+            let hours = form.text("sync_interval_hours");
+            let interval = match hours.trim() {
+                "" => Ok(None),
+                n => n.parse::<i64>().map(Some).map_err(|_| {
+                    AppError::validation(
+                        "sync_interval_hours",
+                        "a whole number of hours, or empty for none",
+                    )
+                }),
+            };
+            let set = match interval {
+                Ok(hours) => state
+                    .imports
+                    .set_interval(session.user.user.id, id, hours)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match set {
+                Ok(()) => Ok(redirect(&format!(
+                    "/skills/{id}?notice=sync-interval-saved"
+                ))),
+                Err(e) if e.status() == 404 => Err(e),
+                Err(e) => {
+                    let mut forms = SkillForms {
+                        source: FormState::default().keep("sync_interval_hours", hours),
+                        ..SkillForms::default()
+                    };
+                    let status = form_error(&mut forms.source, &e, &[]);
+                    skill_page(state, &session, id, None, forms, status, None).await
+                }
+            }
         }
         P::CreateSkill => {
             let form = session_form(state, visit, req, small).await?;
@@ -733,7 +866,11 @@ async fn signed_in_page(
                         .keep("name", name)
                         .keep("description", description);
                     let status = form_error(&mut kept, &e, &[("skill-exists", "name")]);
-                    skills_page(state, &session, None, kept, status, None).await
+                    let forms = SkillsForms {
+                        create: kept,
+                        ..SkillsForms::default()
+                    };
+                    skills_page(state, &session, None, forms, status, None).await
                 }
             }
         }
@@ -1304,11 +1441,30 @@ async fn upload(
     skills::upload_as(state, user.user.id, req).await
 }
 
+/// The forms of the skills page, with what was typed and the messages about it.
+#[derive(Default)]
+struct SkillsForms {
+    create: FormState,
+    import: FormState,
+}
+
+/// The skill's page again, its sync form saying why the sync did not go through.
+async fn sync_failed(
+    state: &AppState,
+    session: &Session,
+    id: Uuid,
+    e: &AppError,
+) -> Result<Response<Body>, AppError> {
+    let mut forms = SkillForms::default();
+    let status = form_error(&mut forms.sync, e, &[]);
+    skill_page(state, session, id, None, forms, status, None).await
+}
+
 async fn skills_page(
     state: &AppState,
     session: &Session,
     query: Option<&str>,
-    create: FormState,
+    forms: SkillsForms,
     status: StatusCode,
     notice: Option<String>,
 ) -> Result<Response<Body>, AppError> {
@@ -1362,7 +1518,8 @@ async fn skills_page(
         prev: (page > 1).then(|| link(page - 1)),
         next: (page < pages).then(|| link(page + 1)),
         search,
-        create,
+        create: forms.create,
+        import: forms.import,
         limits: format!(
             "A zip, a folder or files of up to {} in all; each file up to {}, each skill up to {} and {} files.",
             ui::human_bytes(limits.max_upload_bytes),
@@ -1383,6 +1540,10 @@ struct SkillForms {
     skill_md_text: Option<String>,
     check: Option<CheckResult>,
     delete: FormState,
+    /// The sync button's message.
+    sync: FormState,
+    /// The periodic sync's interval.
+    source: FormState,
 }
 
 /// The largest file shown on the page itself; larger ones are downloaded.
@@ -1418,6 +1579,32 @@ async fn skill_page(
         Some(path) => Some(file_view(state, user.id, id, &path, &paths).await?),
         None => None,
     };
+    let source = match state.imports.source(user.id, id).await {
+        Ok(source) => Some(SourceView {
+            url: source.url.clone(),
+            git_ref: source
+                .git_ref
+                .clone()
+                .unwrap_or_else(|| "default branch".to_owned()),
+            path: if source.path.is_empty() {
+                "/".to_owned()
+            } else {
+                source.path.clone()
+            },
+            commit: source.commit_id.chars().take(12).collect(),
+            synced: date(source.synced_at),
+            checked: date(source.checked_at),
+            changed_by_hand: skill.record.version != source.synced_version,
+            interval: source
+                .sync_interval_hours
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+            next: source.next_sync_at.map(date),
+            last_error: source.last_error.clone(),
+        }),
+        Err(AppError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
     let skill_md = forms
         .skill_md_text
         .clone()
@@ -1447,6 +1634,9 @@ async fn skill_page(
         skill_md_form: forms.skill_md,
         check: forms.check,
         delete_form: forms.delete,
+        source,
+        sync_form: forms.sync,
+        source_form: forms.source,
     };
     Ok(html(status, &body))
 }
