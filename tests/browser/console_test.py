@@ -14,7 +14,8 @@ file pickers), never through the REST API:
   MCP Python SDK over Streamable HTTP with that token and find the skill and its files;
   revoke the token in the console and see the SDK refused with 401; upload a hostile SKILL.md
   (script tags, event handlers, `javascript:` links, a description with HTML) and find that
-  nothing of it ran; see the status and account pages; find that no page scrolls sideways at a
+  nothing of it ran; import a repository served by `git daemon` (a refused URL first), see the
+  imported skill's source and sync it; see the status and account pages; find that no page scrolls sideways at a
   phone's width; delete a skill; sign out and find every page closed (a redirect to the sign-in
   page); then connect an app by OAuth as claude.ai does: the authorization request leads to
   sign-in, then the consent page; Allow lands on the app's loopback redirect URI with a code (the
@@ -40,6 +41,7 @@ import hashlib
 import http.client
 import http.server
 import json
+import socket
 import threading
 import urllib.request
 import io
@@ -356,6 +358,51 @@ class Console:
         answer = self.wait(EC.presence_of_element_located((By.ID, "upload-answer")), "the upload's answer", 30)
         return {"status": answer.get_attribute("data-status"), "text": answer.text,
                 "skills": [a.text for a in self.all("#upload-skills [data-testid=upload-skill] a")]}
+
+
+class GitDaemon:
+    """`git daemon` serving repositories this walk makes: each connection to a loopback port is
+    handed to a `git daemon --inetd` (so no port is guessed). The server under test allows private
+    hosts (run.sh sets AGENTSKILLS_IMPORT_ALLOW_PRIVATE_HOSTS), as for a Git server on one's own
+    network."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                subprocess.Popen(["git", "daemon", "--inetd", "--export-all", f"--base-path={self.root}", str(self.root)],
+                                 stdin=conn.fileno(), stdout=conn.fileno(), stderr=subprocess.DEVNULL, env=GIT_ENV)
+
+    def publish(self, name: str, files: dict[str, str]) -> str:
+        work = self.root / f"{name}-work"
+        write_tree(work, files)
+        run = lambda *args, cwd=work: subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True,  # noqa: E731
+                                                     capture_output=True)
+        run("init", "-q", "-b", "main")
+        run("add", "-A")
+        run("commit", "-q", "-m", "skills")
+        run("clone", "-q", "--bare", str(work), str(self.root / f"{name}.git"), cwd=self.root)
+        return f"git://127.0.0.1:{self.port}/{name}.git"
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+           "GIT_AUTHOR_NAME": "Walk", "GIT_AUTHOR_EMAIL": "walk@example.com",
+           "GIT_COMMITTER_NAME": "Walk", "GIT_COMMITTER_EMAIL": "walk@example.com"}
 
 
 def write_tree(root: Path, files: dict[str, str]) -> None:
@@ -786,6 +833,35 @@ def walk(c: Console, a) -> None:
     c.page("hostile skill page")
     check(d.execute_script("return window.__pwned === undefined"), "still nothing ran after the checks")
 
+    # --- Import from Git: a repository served by git daemon, imported, its source shown, synced ------
+    print("import from git", flush=True)
+    daemon = GitDaemon(Path(a.work) / "git")
+    try:
+        url = daemon.publish("team-skills", {
+            "skills/changelog-check/SKILL.md": "---\nname: changelog-check\ndescription: Checks that every "
+                                               "merged change has a changelog line.\n---\n# Changelog check\n",
+            "README.md": "# Team skills\n",
+        })
+        c.go("/skills")
+        c.submit("#import-form", {"url": "ftp://example.com/skills"})
+        check("https" in c.find("#import-url-error").text, "a URL that cannot be fetched is refused next to its field",
+              c.find("#import-url-error").text)
+        c.page("skills page: import refused", 422)
+        c.submit("#import-form", {"url": url, "path": "skills"})
+        check("1 skill is imported" in c.find("#notice").text, "importing a repository says how many skills came",
+              c.find("#notice").text)
+        check(bool(c.all("[data-skill-name='changelog-check']")), "the imported skill is in the list")
+        c.page("skills list after an import")
+        c.click_and_load("[data-skill-name='changelog-check'] h2 a")
+        check(c.find("#source-url").text == url and c.find("#source-path").text == "skills/changelog-check",
+              "its page shows where it comes from", c.find("#source-url").text)
+        c.page("an imported skill's page")
+        c.submit("#skill-sync-form", {})
+        check("nothing changed" in c.find("#notice").text, "Sync now says when nothing changed", c.find("#notice").text)
+        c.page("an imported skill after a sync")
+    finally:
+        daemon.close()
+
     # --- Status and account -------------------------------------------------------------------------
     c.click_and_load("#nav-status")
     check(c.find("#status-sandbox").text != "" and bool(c.all("#quota-skills, #quota-bytes, #quota-files")),
@@ -820,7 +896,7 @@ def walk(c: Console, a) -> None:
     c.submit("#skill-delete-form", {"confirm": "csv-report"})
     check("skill-deleted" in c.path(), "deleting a skill returns to the list with a notice", c.path())
     names = sorted(r.get_attribute("data-skill-name") for r in c.all("[data-testid=skill-row]"))
-    check(names == ["hostile", "release-notes"], "and it is gone from the list", repr(names))
+    check(names == ["changelog-check", "hostile", "release-notes"], "and it is gone from the list", repr(names))
     c.page("skills list after deleting")
     c.go(csv_url)
     check(d.execute_script("return document.getElementById('error-page')?.dataset.status") == "404",

@@ -92,6 +92,8 @@ trap cleanup EXIT
 # The server's settings come from here only: no config file (it runs in $WORK), none of the caller's.
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(AGENTSKILLS_|DATABASE_URL$|SECRET_KEY$)' || true)
 cd "$WORK"
+# The walk imports from a git daemon of its own on loopback, as from a Git server on one's network.
+export AGENTSKILLS_IMPORT_ALLOW_PRIVATE_HOSTS=true
 start_server "$BIN" "$WORK/data" "$WORK/server.log" /health
 
 # --- 3. the walk ---------------------------------------------------------------------------------
