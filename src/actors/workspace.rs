@@ -1109,18 +1109,9 @@ impl WorkspaceState {
                 .as_ref()
                 .map(|skill| self.user_root.join(&skill.record.name));
             let mut staged = self.stage(base, files, unpacked.executable, cancel).await?;
-            if let Some(folder) = unpacked.folder.filter(|f| *f != name.as_str()) {
-                staged.warnings.push(Warning {
-                    code: "name-mismatch",
-                    field: "name".to_owned(),
-                    message: format!(
-                        "the folder {folder:?} holds the skill {:?}; it is stored by its \
-                         SKILL.md's name: rename the folder to match, so every tool finds it \
-                         under one name",
-                        name.as_str()
-                    ),
-                });
-            }
+            staged
+                .warnings
+                .extend(folder_warning(unpacked.folder, &name));
             uploaded.push((uploaded_files, existing.is_none()));
             plans.push(Plan::new(name, existing, staged, None));
         }
@@ -1222,18 +1213,7 @@ impl WorkspaceState {
                 order.push((Err(Arc::clone(current)), item.source.path));
                 continue;
             }
-            if let Some(folder) = item.folder.filter(|f| *f != name.as_str()) {
-                staged.warnings.push(Warning {
-                    code: "name-mismatch",
-                    field: "name".to_owned(),
-                    message: format!(
-                        "the folder {folder:?} holds the skill {:?}; it is stored by its \
-                         SKILL.md's name: rename the folder to match, so every tool finds it \
-                         under one name",
-                        name.as_str()
-                    ),
-                });
-            }
+            staged.warnings.extend(folder_warning(item.folder, &name));
             let mut plan = Plan::new(name, existing, staged, None);
             plan.source = Some(item.source.clone());
             order.push((Ok(plans.len()), item.source.path));
@@ -1470,6 +1450,21 @@ impl WorkspaceState {
         })
         .await?
     }
+}
+
+/// The warning for a skill that came in a folder named other than the skill (an archive's or a
+/// repository's folder): it is stored by its `SKILL.md`'s name.
+fn folder_warning(folder: Option<String>, name: &SkillName) -> Option<Warning> {
+    let folder = folder.filter(|f| f != name.as_str())?;
+    Some(Warning {
+        code: "name-mismatch",
+        field: "name".to_owned(),
+        message: format!(
+            "the folder {folder:?} holds the skill {:?}; it is stored by its SKILL.md's name: \
+             rename the folder to match, so every tool finds it under one name",
+            name.as_str()
+        ),
+    })
 }
 
 /// A staged skill with what the index needs of it: its files, `SKILL.md`, front matter and
