@@ -45,10 +45,28 @@ START=$SECONDS
 # --- 1. schemathesis -------------------------------------------------------------------------------
 note "schemathesis $SCHEMATHESIS_VERSION in $DEPS"
 ST="$DEPS/venv/bin/schemathesis"
-if [ "$("$ST" --version 2>/dev/null || true)" != "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+# CPython 3.11.7 and 3.12.0-3.12.1 fail now and then in ast.parse ("SystemError: AST constructor
+# recursion depth mismatch"), which hypothesis calls to describe a strategy: a schemathesis run then
+# ends in a runtime error that is no finding. This machine's python3 is 3.11.7, so the venv is made
+# with the first Python found without that bug.
+pick_python() {
+  local p v
+  for p in python3.14 python3.13 "$HOME"/.pyenv/versions/3.13*/bin/python3 python3.12 python3; do
+    command -v "$p" >/dev/null 2>&1 || continue
+    v="$("$p" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)" || continue
+    case "$v" in 3.11.7 | 3.12.0 | 3.12.1 | 3.[0-9].* | 3.10.*) continue ;; esac
+    echo "$p"
+    return
+  done
+  command -v python3
+}
+PY="$(pick_python)"
+PY_VERSION="$("$PY" --version 2>&1)"
+if [ "$("$ST" --version 2>/dev/null || true)" != "schemathesis, version $SCHEMATHESIS_VERSION" ] \
+  || [ "$("$DEPS/venv/bin/python" --version 2>&1)" != "$PY_VERSION" ]; then
   rm -rf "$DEPS/venv"
   mkdir -p "$DEPS"
-  python3 -m venv "$DEPS/venv"
+  "$PY" -m venv "$DEPS/venv"
   "$DEPS/venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$ST" --version
