@@ -5,6 +5,8 @@
 //! -32600, an unknown method -32601, parameters of the wrong shape -32602. Parameters and results
 //! use `rmcp::model` types.
 
+use std::sync::Arc;
+
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, ReadResourceRequestParams,
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 use super::codes;
 use super::limits::{Limits, MAX_ANSWER_BYTES, limit_error};
+use super::recent::RecentUse;
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
 use crate::domain::Scopes;
@@ -349,6 +352,9 @@ pub struct McpServer {
     limits: Limits,
     /// Where `run_shell_command` runs commands.
     sandbox: Sandbox,
+    /// Each user's skill uses, for the budgeted listing; `None` when the listing is unlimited
+    /// (`mcp.metadata_max_skills` = 0), which so records nothing.
+    recent: Option<Arc<RecentUse>>,
 }
 
 impl McpServer {
@@ -358,11 +364,13 @@ impl McpServer {
         limits: Limits,
         sandbox: Sandbox,
     ) -> McpServer {
+        let recent = (limits.metadata_max_skills > 0).then(Arc::default);
         McpServer {
             skills,
             max_read_bytes,
             limits,
             sandbox,
+            recent,
         }
     }
 
@@ -490,7 +498,10 @@ impl McpServer {
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
             let outcome = match self.skills.index(caller.user_id).await {
                 Ok(index) => {
-                    if let Some(result) = tools::cached_result(&index, &call) {
+                    if let Some(result) = tools::cached_result(&index, self, &call) {
+                        if self.recent.is_some() && call.name == "load_skill" {
+                            tools::record_use(&index, self, caller, &call);
+                        }
                         return Reply::Serialized(serialized_response(id, &result));
                     }
                     // Boxed: the misses read files or run commands (see `http::router`).
@@ -530,13 +541,18 @@ impl McpServer {
             "prompts/get" => Err(RpcError::invalid_params("this server has no prompts")),
             "skills/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+                let query = skills_extension::query(params)?;
                 let index = self.skills.index(caller.user_id).await?;
-                skills_extension::list(&index, cursor)
+                skills_extension::list(&index, cursor, query)
             }
             "skills/get" => {
                 let uri = string_param(params, "uri")?;
                 let index = self.skills.index(caller.user_id).await?;
-                skills_extension::get(&index, uri)
+                let (id, found) = skills_extension::get(&index, uri)?;
+                if let Some(recent) = &self.recent {
+                    recent.record(caller.user_id, id);
+                }
+                Ok(found)
             }
             "resources/directory/read" => {
                 let uri = string_param(params, "uri")?;
@@ -602,6 +618,16 @@ impl McpServer {
 
     pub(crate) fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    /// Skills `load_skill_metadata` lists at most, if it is bounded.
+    pub(crate) fn listing_budget(&self) -> Option<usize> {
+        Some(self.limits.metadata_max_skills).filter(|n| *n > 0)
+    }
+
+    /// The users' skill uses, kept only when the listing is bounded.
+    pub(crate) fn recent_use(&self) -> Option<&RecentUse> {
+        self.recent.as_deref()
     }
 }
 
