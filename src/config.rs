@@ -1254,6 +1254,19 @@ mod tests {
     }
 
     #[test]
+    fn the_listing_budget_is_unlimited_by_default_and_checked() {
+        assert_eq!(Settings::default().mcp.metadata_max_skills, 0);
+        let s = Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", "40")]))
+            .unwrap();
+        assert_eq!(s.mcp.metadata_max_skills, 40);
+        for bad in ["3", "100001", "-1", "many"] {
+            let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", bad)]))
+                .unwrap_err();
+            assert!(err.to_string().contains("metadata_max_skills"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_replica_is_named_by_a_short_plain_word() {
         let s = Settings::from_toml_str(
             "",

@@ -763,6 +763,45 @@ mod tests {
         assert_eq!(value["result"]["resultType"], "complete");
     }
 
+    /// Under `mcp.metadata_max_skills`, a user over the budget gets the budgeted listing the
+    /// general way (it follows use), and one within it the cached, unlimited listing.
+    #[tokio::test]
+    async fn a_budgeted_listing_is_not_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..6 {
+            let name = format!("s{n}");
+            std::fs::create_dir(dir.path().join(&name)).unwrap();
+            std::fs::write(
+                dir.path().join(&name).join("SKILL.md"),
+                format!("---\nname: {name}\ndescription: Skill {n}.\n---\n# {name}\n"),
+            )
+            .unwrap();
+        }
+        let settings = crate::config::SandboxSettings::default();
+        let sandbox = Sandbox::start(&settings, Arc::default()).await;
+        let user = Caller::everything(Uuid::nil());
+        let metadata = json!({"name": "load_skill_metadata"});
+        for (budget, cached) in [(5, false), (6, true), (0, true)] {
+            let source =
+                SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
+            let mut limits = Limits::from_settings(&crate::config::McpSettings::default());
+            limits.metadata_max_skills = budget;
+            let server = McpServer::new(source, 1 << 20, limits, sandbox.clone());
+            let id = json!(1);
+            let general = server
+                .request(user, "2025-06-18", &id, "tools/call", Some(&metadata))
+                .await;
+            let reply = server
+                .reply(user, "2025-06-18", &id, "tools/call", Some(&metadata))
+                .await;
+            assert_eq!(matches!(reply, Reply::Serialized(_)), cached, "{budget}");
+            let reply: Value = serde_json::from_slice(&reply.into_bytes()).unwrap();
+            assert_eq!(reply, general, "{budget}");
+            let text = general["result"]["content"][0]["text"].as_str().unwrap();
+            assert_eq!(text.contains("search_skills"), !cached, "{budget}: {text}");
+        }
+    }
+
     #[test]
     fn messages_are_classified_with_the_right_codes() {
         let ok = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
