@@ -204,47 +204,41 @@ impl SkillIndex {
         }
     }
 
-    /// The skills `wanted` keeps that match `query`, best first: those the ranked search finds
-    /// (by score, then name), then those whose name or description contains `query` as typed
-    /// (case-insensitive; a part of a word, which the search's whole terms miss), by name. So
-    /// whatever the substring filter of earlier releases found is still found, below the ranked
-    /// matches.
+    /// The skills `wanted` keeps that match `query`, best first. A skill matches when the ranked
+    /// search finds it, or when its name or description contains `query` as typed
+    /// (case-insensitive: a part of a word, which the search's whole terms miss, so whatever the
+    /// substring filter of earlier releases found is still found). The order: skills whose name
+    /// contains `query` as typed first (someone typing a name means that skill), then by score,
+    /// then by name.
     pub fn ranked(
         &self,
         query: &str,
         wanted: impl Fn(&IndexedSkill) -> bool,
     ) -> Vec<Arc<IndexedSkill>> {
         let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
-        let mut hits: Vec<(f32, &Arc<IndexedSkill>)> = self
+        let scores: HashMap<Uuid, f32> = self
             .search
             .search(query, keep)
             .into_iter()
-            .filter_map(|hit| Some((hit.score, self.by_id.get(&hit.id)?)))
+            .map(|hit| (hit.id, hit.score))
             .collect();
-        hits.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| a.1.record.name.cmp(&b.1.record.name))
-        });
-        let mut found: Vec<Arc<IndexedSkill>> =
-            hits.into_iter().map(|(_, s)| Arc::clone(s)).collect();
-        let seen: HashSet<Uuid> = found.iter().map(|s| s.record.id).collect();
         let needle = query.trim().to_lowercase();
-        if !needle.is_empty() {
-            found.extend(
-                self.by_name
-                    .values()
-                    .filter(|s| !seen.contains(&s.record.id) && wanted(s))
-                    .filter(|s| {
-                        s.record.name.contains(needle.as_str())
-                            || s.record
-                                .description
-                                .to_lowercase()
-                                .contains(needle.as_str())
-                    })
-                    .cloned(),
-            );
-        }
-        found
+        let contains = |text: &str| !needle.is_empty() && text.contains(needle.as_str());
+        let mut found: Vec<(bool, f32, &Arc<IndexedSkill>)> = self
+            .by_name
+            .values()
+            .filter(|s| wanted(s))
+            .filter_map(|s| {
+                let in_name = contains(&s.record.name);
+                let score = scores.get(&s.record.id).copied();
+                let matches =
+                    in_name || score.is_some() || contains(&s.record.description.to_lowercase());
+                matches.then(|| (in_name, score.unwrap_or(0.0), s))
+            })
+            .collect();
+        // `by_name` is in name order and the sort is stable: equals stay by name.
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.total_cmp(&a.1)));
+        found.into_iter().map(|(_, _, s)| Arc::clone(s)).collect()
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Arc<IndexedSkill>> {
