@@ -1260,9 +1260,13 @@ mod tests {
             .unwrap();
         assert_eq!(s.mcp.metadata_max_skills, 40);
         for bad in ["3", "100001", "-1", "many"] {
-            let err = Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", bad)]))
-                .unwrap_err();
-            assert!(err.to_string().contains("metadata_max_skills"), "{bad}: {err}");
+            let err =
+                Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", bad)]))
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("metadata_max_skills"),
+                "{bad}: {err}"
+            );
         }
     }
 
