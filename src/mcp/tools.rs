@@ -359,6 +359,8 @@ fn search_skills(
             })?,
     };
     let found = index.ranked(query, |s| s.record.is_active);
+    // The query as the answer's first line repeats it: on one line, whatever it held.
+    let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
     if found.is_empty() {
         return Ok(text(format!(
             "No skills match \"{query}\". Try other words, or call load_skill_metadata to see \
