@@ -306,6 +306,11 @@ pub struct McpSettings {
     /// hold before their clients read them. An answer that does not fit is not queued and its
     /// `POST /messages` gets 429 with `Retry-After`. At least `mcp.max_answer_bytes`.
     pub max_queued_bytes: usize,
+    /// Skills `load_skill_metadata` lists at most; 0 lists them all (the original server's
+    /// behaviour). A user with more active skills gets this many, the ones they used most
+    /// recently first (then the most recently updated), and a last line telling the agent to
+    /// call `search_skills` for the rest. Use is remembered in memory, so a restart forgets it.
+    pub metadata_max_skills: usize,
 }
 
 /// Requests allowed per key; 0 turns a limit off. Each limit lets a burst of its size through at
@@ -555,6 +560,8 @@ impl Default for McpSettings {
             max_answer_bytes: 16 * 1024 * 1024,
             // Two of the largest answers.
             max_queued_bytes: 32 * 1024 * 1024,
+            // Unlimited, as the original server lists.
+            metadata_max_skills: 0,
         }
     }
 }
@@ -695,6 +702,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ),
     ("AGENTSKILLS_MCP_MAX_ANSWER_BYTES", "mcp.max_answer_bytes"),
     ("AGENTSKILLS_MCP_MAX_QUEUED_BYTES", "mcp.max_queued_bytes"),
+    ("AGENTSKILLS_METADATA_MAX_SKILLS", "mcp.metadata_max_skills"),
     (
         "AGENTSKILLS_LOGIN_PER_IP_PER_MINUTE",
         "rate_limits.login_per_ip_per_minute",
@@ -1164,6 +1172,16 @@ impl Settings {
         if self.mcp.max_answer_bytes < 4096 {
             return fail("mcp.max_answer_bytes", "must be at least 4096");
         }
+        // A listing of a handful of skills would hide most of them behind a search the agent may
+        // not think of; past the skills an account may hold it would never apply.
+        if self.mcp.metadata_max_skills != 0
+            && !(5..=100_000).contains(&self.mcp.metadata_max_skills)
+        {
+            return fail(
+                "mcp.metadata_max_skills",
+                "must be 0 (list every skill) or from 5 to 100000",
+            );
+        }
         // So that any one answer fits when the user's streams are empty.
         if self.mcp.max_queued_bytes < self.mcp.max_answer_bytes {
             return fail(
@@ -1283,6 +1301,23 @@ mod tests {
             assert!(text.contains(var), "config.toml does not mention {var}");
             let key = path.rsplit_once('.').unwrap().1;
             assert!(text.contains(key), "config.toml does not mention {path}");
+        }
+    }
+
+    #[test]
+    fn the_listing_budget_is_unlimited_by_default_and_checked() {
+        assert_eq!(Settings::default().mcp.metadata_max_skills, 0);
+        let s = Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", "40")]))
+            .unwrap();
+        assert_eq!(s.mcp.metadata_max_skills, 40);
+        for bad in ["3", "100001", "-1", "many"] {
+            let err =
+                Settings::from_toml_str("", &env(&[("AGENTSKILLS_METADATA_MAX_SKILLS", bad)]))
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("metadata_max_skills"),
+                "{bad}: {err}"
+            );
         }
     }
 

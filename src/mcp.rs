@@ -3,7 +3,9 @@
 //! - [`dispatch`]: JSON-RPC messages in, responses out: lifecycle, `ping`, tools, resources,
 //!   logging, with the JSON-RPC error codes (-32700, -32600, -32601, -32602, -32002, and -32090
 //!   when a limit is reached).
-//! - [`tools`]: the four tools of the original server, with its names, arguments and text.
+//! - [`tools`]: the four tools of the original server, with its names, arguments and text, and
+//!   `search_skills`, ours.
+//! - [`recent`]: which skills each user used last, for the bounded `load_skill_metadata`.
 //! - [`resources`]: each file of each active skill as `skill://<skill_name>/<path>`.
 //! - [`limits`]: what one client may make the server hold: batches, the bytes of an answer.
 //! - [`listen`]: the streams `subscriptions/listen` opens (2026-07-28), and what they are told.
@@ -18,6 +20,7 @@ pub mod dispatch;
 pub mod inflight;
 pub mod limits;
 pub mod listen;
+pub mod recent;
 pub mod resources;
 pub mod sessions;
 pub mod skills_extension;

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod files;
 pub mod git;
 pub mod manifest;
+pub mod search;
 pub mod zip_upload;
 
 pub use files::{FileEntry, Limits, ReadError, Staged, UploadError};

@@ -64,6 +64,146 @@ fn multipart(name: &str, i: usize) -> Vec<u8> {
     body
 }
 
+/// The subjects and actions of the search corpus: every subject with every action is a skill.
+const SUBJECTS: [(&str, &str); 30] = [
+    ("pdf", "PDF documents, their pages and forms"),
+    ("spreadsheet", "Excel spreadsheets, workbooks and formulas"),
+    ("postgres", "PostgreSQL databases, tables and queries"),
+    ("kubernetes", "Kubernetes clusters, pods and deployments"),
+    ("docker", "Docker containers, images and volumes"),
+    ("git", "Git repositories, branches and commits"),
+    ("invoice", "supplier invoices, line items and totals"),
+    ("email", "email newsletters, subscribers and campaigns"),
+    ("image", "photographs, thumbnails and resolutions"),
+    ("audio", "podcast audio, episodes and transcripts"),
+    (
+        "localization",
+        "product translations, locales and glossaries",
+    ),
+    (
+        "security",
+        "web application security headers and dependencies",
+    ),
+    ("terraform", "Terraform modules, state files and providers"),
+    ("slides", "presentation slides, decks and speaker notes"),
+    ("calendar", "team calendars, meetings and time zones"),
+    ("recipe", "cooking recipes, ingredients and portions"),
+    ("legal", "legal contracts, clauses and obligations"),
+    ("finance", "quarterly budgets, expenses and forecasts"),
+    ("seo", "website keywords, sitemaps and backlinks"),
+    ("api", "REST APIs, endpoints and OpenAPI specs"),
+    ("logs", "server logs, errors and traces"),
+    ("weather", "weather forecasts, temperatures and rainfall"),
+    ("genomics", "DNA sequencing reads and variants"),
+    ("resume", "job resumes and cover letters"),
+    ("chess", "chess games, openings and positions"),
+    ("music", "sheet music, chords and melodies"),
+    ("maps", "geographic maps, coordinates and routes"),
+    ("support", "customer support tickets and escalations"),
+    ("social", "social media posts, captions and hashtags"),
+    ("research", "academic papers, citations and abstracts"),
+];
+const ACTIONS: [(&str, &str); 10] = [
+    (
+        "summarize",
+        "Summarize {}: condense them into a short summary with the key points.",
+    ),
+    (
+        "validate",
+        "Validate {}: check them for errors and inconsistencies.",
+    ),
+    (
+        "convert",
+        "Convert {} between formats and keep the originals.",
+    ),
+    (
+        "backup",
+        "Back up and restore {} on a schedule and verify the copies.",
+    ),
+    ("generate", "Generate new {} from a brief and templates."),
+    (
+        "audit",
+        "Audit {} against a checklist and report the findings.",
+    ),
+    (
+        "migrate",
+        "Migrate {} to a new version or platform with a rollback plan.",
+    ),
+    ("visualize", "Visualize {} as charts and highlight trends."),
+    (
+        "extract",
+        "Extract structured data from {} into JSON or CSV.",
+    ),
+    ("optimize", "Optimize {} for speed and size."),
+];
+
+/// Queries the search scenario asks in turns, as an agent would word them.
+pub(crate) const SEARCH_QUERIES: [&str; 8] = [
+    "summarize a long PDF document",
+    "back up the postgres database",
+    "make docker images smaller",
+    "extract line items from supplier invoices",
+    "visualize quarterly budget",
+    "migrate git repositories",
+    "audit legal contract obligations",
+    "convert recipe portions",
+];
+
+/// The search corpus' skill `i` (0..300): its name and `SKILL.md`, a few KB like the others.
+pub(crate) fn search_skill(i: usize) -> (String, String) {
+    let (subject, words) = SUBJECTS[i / ACTIONS.len() % SUBJECTS.len()];
+    let (action, description) = ACTIONS[i % ACTIONS.len()];
+    let name = format!("{subject}-{action}");
+    let description = description.replace("{}", words);
+    let neighbour = SUBJECTS[(i / ACTIONS.len() + 7) % SUBJECTS.len()].1;
+    let mut text = format!(
+        "---\nname: {name}\ndescription: {description}\n---\n# {name}\n\nUse this skill to {action} {words}.\n\n## Steps\n\n"
+    );
+    for step in 1..=12 {
+        let _ = writeln!(
+            text,
+            "{step}. Look at the {words} again for step {step}, note what changed, and keep the user's originals beside the results."
+        );
+    }
+    let _ = writeln!(
+        text,
+        "\n## Notes\n\nThe same approach works for {neighbour}."
+    );
+    (name, text)
+}
+
+/// Registers `username` with the 300 skills of the search corpus, uploaded one by one; returns
+/// the user and each upload's time.
+pub(crate) async fn search_user(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> (User, Vec<std::time::Duration>) {
+    let access = super::support::register_and_login_as(client, base, username).await;
+    let mut times = Vec::with_capacity(300);
+    for i in 0..300 {
+        let (name, text) = search_skill(i);
+        let mut body = Vec::new();
+        let _ = write!(
+            body,
+            "--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"SKILL.md\"\r\n\r\n{text}\r\n--b--\r\n"
+        );
+        let started = std::time::Instant::now();
+        let res = client
+            .post(format!("{base}/api/v1/skills/upload"))
+            .bearer_auth(&access)
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(body)
+            .send()
+            .await
+            .expect("upload");
+        times.push(started.elapsed());
+        assert_eq!(res.status(), 201, "upload {name} for {username}");
+    }
+    let api_token = super::support::api_token(client, base, &access).await;
+    (User { api_token }, times)
+}
+
 /// Registers `username`, logs in, uploads `skills` skills and creates an API token.
 pub(crate) async fn user(
     client: &reqwest::Client,

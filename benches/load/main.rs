@@ -14,8 +14,8 @@
 //! (64, the main user included),
 //! `LOAD_DATABASE_URL` (default `TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/test`; the PostgreSQL run is skipped if it is unreachable),
-//! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,oauth,idle,startup,flood,
-//! sandbox,postgres,replicas`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
+//! `LOAD_ONLY` (a comma-separated subset of `ceiling,http,sse,users,oauth,search,idle,startup,
+//! flood,sandbox,postgres,replicas`), `BENCH_SERVER_LOG` (the server's log level, `info`), `BENCH_SERVER_BIN` (another
 //! build of the server to run, such as one with debug info for `perf record --call-graph dwarf`).
 //!
 //! Benchmarks are not tests: nothing here fails a build; the figures are for people.
@@ -90,6 +90,8 @@ enum Tool {
     LoadSkill,
     Metadata,
     Shell,
+    /// `search_skills`, the queries of `corpus::SEARCH_QUERIES` in turns.
+    Search,
 }
 
 impl Tool {
@@ -104,6 +106,10 @@ impl Tool {
             ),
             Tool::Shell => format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"run_shell_command","arguments":{{"skill_name":"skill-000","command":"echo hi"}}}}}}"#
+            ),
+            Tool::Search => format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"search_skills","arguments":{{"query":"{}","limit":10}}}}}}"#,
+                corpus::SEARCH_QUERIES[(worker + id as usize) % corpus::SEARCH_QUERIES.len()]
             ),
         };
         Bytes::from(text)
@@ -623,6 +629,103 @@ async fn measure_ceiling(report: &mut Report, window: Duration, when: &str) {
     ));
 }
 
+/// `search_skills` over a user's 300 skills at c=1 and c=16, and what keeping the search index
+/// costs an upload: each upload's time through the REST API (the whole change: staging, blobs,
+/// database, index), and the search index's update alone, timed in process on the same corpus
+/// (the server logs the same at `debug`, "search index updated").
+async fn search(
+    report: &mut Report,
+    client: &reqwest::Client,
+    server: &Server,
+    addr: SocketAddr,
+    pid: u32,
+    window: Duration,
+) {
+    let (user, mut uploads) = corpus::search_user(client, &server.base, "searcher").await;
+    uploads.sort_unstable();
+    let pick = |times: &[Duration], q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    report.notes.push(format!(
+        "search corpus: 300 skills uploaded one by one through the REST API: upload p50 {:.1} ms, p90 {:.1} ms, last 30 (299 skills indexed already) p50 {:.1} ms",
+        pick(&uploads, 0.5).as_secs_f64() * 1e3,
+        pick(&uploads, 0.9).as_secs_f64() * 1e3,
+        {
+            let mut last = uploads[270..].to_vec();
+            last.sort_unstable();
+            pick(&last, 0.5).as_secs_f64() * 1e3
+        },
+    ));
+    let target = Target::Service {
+        addr,
+        token: user.api_token,
+    };
+    for c in [1, 16] {
+        let f = http_figure(
+            "search_skills (300 skills), Streamable HTTP",
+            pid,
+            c,
+            window,
+            &target,
+            Tool::Search,
+        )
+        .await;
+        report.push(f);
+    }
+    report.notes.push(search_index_update());
+}
+
+/// The search index's build and its update for one changed skill among 300, as an upload
+/// publishes it, timed in this process on the search corpus.
+fn search_index_update() -> String {
+    use agentskills_mcp::skills::search::{SearchIndex, SearchText, body};
+    let skills: Vec<(uuid::Uuid, String, String, String)> = (0..300)
+        .map(|i| {
+            let (name, text) = corpus::search_skill(i);
+            let description = text
+                .lines()
+                .find_map(|l| l.strip_prefix("description: "))
+                .unwrap_or_default()
+                .to_owned();
+            (
+                uuid::Uuid::from_u128(i as u128 + 1),
+                name,
+                description,
+                text,
+            )
+        })
+        .collect();
+    let text_of = |i: usize, version: &'static str| {
+        let (id, name, description, md) = &skills[i];
+        SearchText {
+            id: *id,
+            name,
+            description,
+            body: body(md),
+            version,
+        }
+    };
+    let started = Instant::now();
+    let index = SearchIndex::default().updated((0..300).map(|i| text_of(i, "v1")));
+    let build = started.elapsed();
+    let mut updates = Vec::with_capacity(300);
+    let mut current = index;
+    for changed in 0..300 {
+        let started = Instant::now();
+        // One skill has a new version; the other 299 are kept as they were.
+        let next =
+            current.updated((0..300).map(|i| text_of(i, if i <= changed { "v2" } else { "v1" })));
+        updates.push(started.elapsed());
+        current = next;
+    }
+    updates.sort_unstable();
+    format!(
+        "search index, 300 skills (in process): built in {:.1} ms; updated for one uploaded skill p50 {:.0} µs, p90 {:.0} µs, max {:.0} µs",
+        build.as_secs_f64() * 1e3,
+        updates[150].as_secs_f64() * 1e6,
+        updates[270].as_secs_f64() * 1e6,
+        updates[299].as_secs_f64() * 1e6,
+    )
+}
+
 async fn run() {
     let window = Duration::from_secs(setting("LOAD_WINDOW_SECS", 5));
     let idle_sessions = usize::try_from(setting("LOAD_IDLE_SESSIONS", 10_000)).unwrap_or(10_000);
@@ -732,6 +835,9 @@ async fn run() {
             let f = http_figure(WITH_OAUTH, pid, 64, window, &oauth, Tool::LoadSkill).await;
             report.push(f);
         }
+    }
+    if wanted("search") {
+        search(&mut report, &client, &server, addr, pid, window).await;
     }
     if wanted("flood") {
         flood(&mut report, &server, &service, window).await;

@@ -36,6 +36,7 @@ use crate::domain::{SkillName, SkillPath};
 use crate::error::AppError;
 use crate::skills::files::{self, FileEntry, Limits, UploadError};
 use crate::skills::manifest::{self, Manifest};
+use crate::skills::search::{self, SearchIndex, SearchText};
 use crate::skills::zip_upload::{self, UnpackedSkill};
 use crate::skills::{Cancel, Warning};
 use crate::storage::{self, BlobError, BlobStore};
@@ -130,15 +131,32 @@ pub struct SkillIndex {
     listing: std::sync::OnceLock<Arc<str>>,
     /// `load_skill_metadata`'s result, serialized at its first call, for the same reason.
     listing_result: std::sync::OnceLock<Arc<str>>,
+    /// The ranked search over these skills, made with the index (on the blocking pool) and never
+    /// on a request's path.
+    search: Arc<SearchIndex>,
 }
 
 impl SkillIndex {
+    /// The index of `skills`, with its search index: blocking work (it tokenizes every skill's
+    /// text), for the blocking pool.
     pub(crate) fn from_skills(skills: impl IntoIterator<Item = IndexedSkill>) -> SkillIndex {
         let mut index = SkillIndex::default();
         for skill in skills {
             index.insert(Arc::new(skill));
         }
+        let started = std::time::Instant::now();
+        index.search = Arc::new(SearchIndex::default().updated(index.search_texts()));
+        tracing::debug!(
+            skills = index.len(),
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "search index built"
+        );
         index
+    }
+
+    /// Every skill's text as the search index takes it.
+    fn search_texts(&self) -> impl Iterator<Item = SearchText<'_>> {
+        self.by_id.values().map(|skill| search_text(skill))
     }
 
     fn insert(&mut self, skill: Arc<IndexedSkill>) {
@@ -159,31 +177,68 @@ impl SkillIndex {
         }
     }
 
-    /// Skills by name whose name or description contains `search` (case-insensitive), the page
-    /// `skip..skip+limit` of them, and how many matched in all.
+    /// The page `skip..skip+limit` of the user's skills and how many there are in all: every
+    /// skill by name, or with `search` those that match it ([`SkillIndex::ranked`]), best first.
     pub fn page(
         &self,
         search: Option<&str>,
         skip: usize,
         limit: usize,
     ) -> (Vec<Arc<IndexedSkill>>, usize) {
-        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let matches = self.by_name.values().filter(|s| match &needle {
-            None => true,
-            Some(n) => {
-                s.record.name.contains(n.as_str())
-                    || s.record.description.to_lowercase().contains(n.as_str())
+        match search.filter(|s| !s.trim().is_empty()) {
+            None => {
+                let page = self
+                    .by_name
+                    .values()
+                    .skip(skip)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                (page, self.len())
             }
-        });
-        let mut total = 0;
-        let mut page = Vec::new();
-        for skill in matches {
-            if total >= skip && page.len() < limit {
-                page.push(Arc::clone(skill));
+            Some(query) => {
+                let found = self.ranked(query, |_| true);
+                let total = found.len();
+                (found.into_iter().skip(skip).take(limit).collect(), total)
             }
-            total += 1;
         }
-        (page, total)
+    }
+
+    /// The skills `wanted` keeps that match `query`, best first. A skill matches when the ranked
+    /// search finds it, or when its name or description contains `query` as typed
+    /// (case-insensitive: a part of a word, which the search's whole terms miss, so whatever the
+    /// substring filter of earlier releases found is still found). The order: skills whose name
+    /// contains `query` as typed first (someone typing a name means that skill), then by score,
+    /// then by name.
+    pub fn ranked(
+        &self,
+        query: &str,
+        wanted: impl Fn(&IndexedSkill) -> bool,
+    ) -> Vec<Arc<IndexedSkill>> {
+        let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
+        let scores: HashMap<Uuid, f32> = self
+            .search
+            .search(query, keep)
+            .into_iter()
+            .map(|hit| (hit.id, hit.score))
+            .collect();
+        let needle = query.trim().to_lowercase();
+        let contains = |text: &str| !needle.is_empty() && text.contains(needle.as_str());
+        let mut found: Vec<(bool, f32, &Arc<IndexedSkill>)> = self
+            .by_name
+            .values()
+            .filter(|s| wanted(s))
+            .filter_map(|s| {
+                let in_name = contains(&s.record.name);
+                let score = scores.get(&s.record.id).copied();
+                let matches =
+                    in_name || score.is_some() || contains(&s.record.description.to_lowercase());
+                matches.then(|| (in_name, score.unwrap_or(0.0), s))
+            })
+            .collect();
+        // `by_name` is in name order and the sort is stable: equals stay by name.
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.total_cmp(&a.1)));
+        found.into_iter().map(|(_, _, s)| Arc::clone(s)).collect()
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Arc<IndexedSkill>> {
@@ -213,6 +268,11 @@ impl SkillIndex {
         self.by_id.len()
     }
 
+    /// How many of the skills are active (what MCP sees).
+    pub fn active_len(&self) -> usize {
+        self.by_id.values().filter(|s| s.record.is_active).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
@@ -220,6 +280,21 @@ impl SkillIndex {
     /// Bytes used by all the user's skills.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+}
+
+/// A skill's text as the search index takes it.
+fn search_text(skill: &IndexedSkill) -> SearchText<'_> {
+    SearchText {
+        id: skill.record.id,
+        name: &skill.record.name,
+        description: &skill.record.description,
+        body: skill
+            .skill_md
+            .as_deref()
+            .map(search::body)
+            .unwrap_or_default(),
+        version: &skill.digest,
     }
 }
 
@@ -679,8 +754,10 @@ impl WorkspaceState {
         self.shared.index.load_full()
     }
 
-    /// Publishes a new index made from the current one by `change`.
-    fn publish(&self, change: impl FnOnce(&mut SkillIndex)) {
+    /// Publishes a new index made from the current one by `change`, with its search index
+    /// updated from the current one's on the blocking pool (only changed skills are tokenized
+    /// again).
+    async fn publish(&self, change: impl FnOnce(&mut SkillIndex)) {
         let current = self.index();
         let mut next = SkillIndex {
             by_name: current.by_name.clone(),
@@ -688,8 +765,37 @@ impl WorkspaceState {
             bytes: current.bytes,
             listing: std::sync::OnceLock::new(),
             listing_result: std::sync::OnceLock::new(),
+            search: Arc::clone(&current.search),
         };
         change(&mut next);
+        let skills: Vec<Arc<IndexedSkill>> = next.by_id.values().cloned().collect();
+        let previous = Arc::clone(&current.search);
+        let updated = blocking(move || {
+            let started = std::time::Instant::now();
+            let texts = skills.iter().map(|skill| search_text(skill));
+            let (index, stats) = previous.updated_with_stats(texts);
+            (index, stats, started.elapsed())
+        })
+        .await;
+        match updated {
+            Ok((search, stats, elapsed)) => {
+                tracing::debug!(
+                    user_id = %self.user_id,
+                    skills = search.len(),
+                    tokenized = stats.tokenized,
+                    removed = stats.removed,
+                    elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    "search index updated"
+                );
+                next.search = Arc::new(search);
+            }
+            // The change is made and must be seen: the search keeps its previous state (which
+            // finds nothing it should not: hits are looked up in the new index) until the next
+            // change or reload.
+            Err(e) => {
+                tracing::error!(user_id = %self.user_id, error = %e, "could not update the search index");
+            }
+        }
         self.shared.index.store(Arc::new(next));
         if let Some(listener) = self.listener.get() {
             listener(self.user_id);
@@ -766,7 +872,7 @@ impl WorkspaceState {
                 record,
                 ..(*current).clone()
             });
-            self.publish(|index| index.insert(Arc::clone(&skill)));
+            self.publish(|index| index.insert(Arc::clone(&skill))).await;
             return Ok(skill);
         };
         let base_text = current.skill_md.as_deref().map(str::to_owned);
@@ -829,7 +935,7 @@ impl WorkspaceState {
             return Err(AppError::NotFound("skill"));
         }
         self.version += 1;
-        self.publish(|index| index.remove(id));
+        self.publish(|index| index.remove(id)).await;
         let dir = self.user_root.join(&current.record.name);
         // The row is gone, so the skill is gone; a folder left by a failure here is removed the
         // next time this workspace is loaded.
@@ -1396,7 +1502,8 @@ impl WorkspaceState {
                 for skill in &done {
                     index.insert(Arc::clone(skill));
                 }
-            });
+            })
+            .await;
         }
         // The pruned versions' blobs may go, and those of a new skill whose row was removed again
         // (no other change leaves a blob without a version).
@@ -1624,7 +1731,8 @@ pub(crate) async fn load_index(
             load_skill_result: std::sync::OnceLock::new(),
         });
     }
-    Ok(SkillIndex::from_skills(skills))
+    // Tokenizing every skill for the search is CPU work: the blocking pool's.
+    blocking(move || SkillIndex::from_skills(skills)).await
 }
 
 /// Whether a folder's files are exactly a version's: the same paths, contents and executable

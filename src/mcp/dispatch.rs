@@ -5,6 +5,8 @@
 //! -32600, an unknown method -32601, parameters of the wrong shape -32602. Parameters and results
 //! use `rmcp::model` types.
 
+use std::sync::Arc;
+
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ContentBlock, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, ReadResourceRequestParams,
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 use super::codes;
 use super::limits::{Limits, MAX_ANSWER_BYTES, limit_error};
+use super::recent::RecentUse;
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
 use crate::domain::Scopes;
@@ -349,6 +352,9 @@ pub struct McpServer {
     limits: Limits,
     /// Where `run_shell_command` runs commands.
     sandbox: Sandbox,
+    /// Each user's skill uses, for the budgeted listing; `None` when the listing is unlimited
+    /// (`mcp.metadata_max_skills` = 0), which so records nothing.
+    recent: Option<Arc<RecentUse>>,
 }
 
 impl McpServer {
@@ -358,11 +364,13 @@ impl McpServer {
         limits: Limits,
         sandbox: Sandbox,
     ) -> McpServer {
+        let recent = (limits.metadata_max_skills > 0).then(Arc::default);
         McpServer {
             skills,
             max_read_bytes,
             limits,
             sandbox,
+            recent,
         }
     }
 
@@ -490,7 +498,10 @@ impl McpServer {
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
             let outcome = match self.skills.index(caller.user_id).await {
                 Ok(index) => {
-                    if let Some(result) = tools::cached_result(&index, &call) {
+                    if let Some(result) = tools::cached_result(&index, self, &call) {
+                        if self.recent.is_some() && call.name == "load_skill" {
+                            tools::record_use(&index, self, caller, &call);
+                        }
                         return Reply::Serialized(serialized_response(id, &result));
                     }
                     // Boxed: the misses read files or run commands (see `http::router`).
@@ -530,13 +541,18 @@ impl McpServer {
             "prompts/get" => Err(RpcError::invalid_params("this server has no prompts")),
             "skills/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
+                let query = skills_extension::query(params)?;
                 let index = self.skills.index(caller.user_id).await?;
-                skills_extension::list(&index, cursor)
+                skills_extension::list(&index, cursor, query)
             }
             "skills/get" => {
                 let uri = string_param(params, "uri")?;
                 let index = self.skills.index(caller.user_id).await?;
-                skills_extension::get(&index, uri)
+                let (id, found) = skills_extension::get(&index, uri)?;
+                if let Some(recent) = &self.recent {
+                    recent.record(caller.user_id, id);
+                }
+                Ok(found)
             }
             "resources/directory/read" => {
                 let uri = string_param(params, "uri")?;
@@ -602,6 +618,16 @@ impl McpServer {
 
     pub(crate) fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    /// Skills `load_skill_metadata` lists at most, if it is bounded.
+    pub(crate) fn listing_budget(&self) -> Option<usize> {
+        Some(self.limits.metadata_max_skills).filter(|n| *n > 0)
+    }
+
+    /// The users' skill uses, kept only when the listing is bounded.
+    pub(crate) fn recent_use(&self) -> Option<&RecentUse> {
+        self.recent.as_deref()
     }
 }
 
@@ -735,6 +761,45 @@ mod tests {
             panic!("a stateless result came from the cache")
         };
         assert_eq!(value["result"]["resultType"], "complete");
+    }
+
+    /// Under `mcp.metadata_max_skills`, a user over the budget gets the budgeted listing the
+    /// general way (it follows use), and one within it the cached, unlimited listing.
+    #[tokio::test]
+    async fn a_budgeted_listing_is_not_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..6 {
+            let name = format!("s{n}");
+            std::fs::create_dir(dir.path().join(&name)).unwrap();
+            std::fs::write(
+                dir.path().join(&name).join("SKILL.md"),
+                format!("---\nname: {name}\ndescription: Skill {n}.\n---\n# {name}\n"),
+            )
+            .unwrap();
+        }
+        let settings = crate::config::SandboxSettings::default();
+        let sandbox = Sandbox::start(&settings, Arc::default()).await;
+        let user = Caller::everything(Uuid::nil());
+        let metadata = json!({"name": "load_skill_metadata"});
+        for (budget, cached) in [(5, false), (6, true), (0, true)] {
+            let source =
+                SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
+            let mut limits = Limits::from_settings(&crate::config::McpSettings::default());
+            limits.metadata_max_skills = budget;
+            let server = McpServer::new(source, 1 << 20, limits, sandbox.clone());
+            let id = json!(1);
+            let general = server
+                .request(user, "2025-06-18", &id, "tools/call", Some(&metadata))
+                .await;
+            let reply = server
+                .reply(user, "2025-06-18", &id, "tools/call", Some(&metadata))
+                .await;
+            assert_eq!(matches!(reply, Reply::Serialized(_)), cached, "{budget}");
+            let reply: Value = serde_json::from_slice(&reply.into_bytes()).unwrap();
+            assert_eq!(reply, general, "{budget}");
+            let text = general["result"]["content"][0]["text"].as_str().unwrap();
+            assert_eq!(text.contains("search_skills"), !cached, "{budget}: {text}");
+        }
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Limits {
     pub max_batch_messages: usize,
     /// Bytes of one serialized answer, and of a batch's whole answer.
     pub max_answer_bytes: usize,
+    /// Skills `load_skill_metadata` lists at most (`mcp.metadata_max_skills`); 0: all.
+    pub metadata_max_skills: usize,
 }
 
 impl Limits {
@@ -75,6 +77,7 @@ impl Limits {
         Limits {
             max_batch_messages: mcp.max_batch_messages,
             max_answer_bytes: mcp.max_answer_bytes,
+            metadata_max_skills: mcp.metadata_max_skills,
         }
     }
 
@@ -215,6 +218,7 @@ mod tests {
         let limits = Limits {
             max_batch_messages: 3,
             max_answer_bytes: 1 << 20,
+            metadata_max_skills: 0,
         };
         for version in ["2024-11-05", "2025-03-26"] {
             assert!(limits.check_batch(version, 1, "per POST").is_ok());

@@ -75,20 +75,79 @@ fn entry(skill: &IndexedSkill) -> Value {
     })
 }
 
-/// `skills/list`: a page of skills by name.
-pub fn list(index: &SkillIndex, cursor: Option<&str>) -> Result<Value, RpcError> {
+/// The `_meta` key of `skills/list`'s query: an extension of ours, following the open proposal
+/// for filtering `skills/list` (which names no key yet). A plain `query` key in `_meta` is
+/// taken too, for clients written to that proposal's wording.
+pub const META_QUERY: &str = "io.agentskills/query";
+
+/// The longest query `skills/list` takes, in bytes.
+const MAX_QUERY_BYTES: usize = 1024;
+
+/// The query of a `skills/list` request, from its `_meta` (`io.agentskills/query`, else
+/// `query`): `None` without one or with a blank one (every skill, by name); -32602 when it is
+/// not a string or is too long.
+pub fn query(params: Option<&Value>) -> Result<Option<&str>, RpcError> {
+    let Some(meta) = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+    else {
+        return Ok(None);
+    };
+    let Some(value) = meta.get(META_QUERY).or_else(|| meta.get("query")) else {
+        return Ok(None);
+    };
+    let query = value
+        .as_str()
+        .ok_or_else(|| {
+            invalid(format!(
+                "invalid params: `_meta[\"{META_QUERY}\"]` must be a string"
+            ))
+        })?
+        .trim();
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(invalid(format!(
+            "invalid params: the query is {} bytes; it may be at most {MAX_QUERY_BYTES}",
+            query.len()
+        )));
+    }
+    Ok(Some(query).filter(|q| !q.is_empty()))
+}
+
+/// `skills/list`: a page of skills by name, or with `query` of the skills that match it, best
+/// first ([`SkillIndex::ranked`]). The cursor is an offset into that order, which stays the
+/// same while the skills do.
+pub fn list(
+    index: &SkillIndex,
+    cursor: Option<&str>,
+    query: Option<&str>,
+) -> Result<Value, RpcError> {
     let start = offset(cursor, "s")?;
-    let mut all = active(index).skip(start);
-    let page: Vec<Value> = all.by_ref().take(SKILLS_PAGE).map(|s| entry(s)).collect();
+    let (page, more) = match query {
+        None => {
+            let mut all = active(index).skip(start);
+            let page: Vec<Value> = all.by_ref().take(SKILLS_PAGE).map(|s| entry(s)).collect();
+            (page, all.next().is_some())
+        }
+        Some(query) => {
+            let found = index.ranked(query, |s| s.record.is_active);
+            let page = found
+                .iter()
+                .skip(start)
+                .take(SKILLS_PAGE)
+                .map(|s| entry(s))
+                .collect();
+            (page, found.len() > start.saturating_add(SKILLS_PAGE))
+        }
+    };
     let mut result = json!({"skills": page});
-    if all.next().is_some() {
+    if more {
         result["nextCursor"] = json!(format!("s{}", start + SKILLS_PAGE));
     }
     Ok(result)
 }
 
-/// `skills/get`: the skill whose `SKILL.md` is `uri`.
-pub fn get(index: &SkillIndex, uri: &str) -> Result<Value, RpcError> {
+/// `skills/get`: the skill whose `SKILL.md` is `uri`, and its id.
+pub fn get(index: &SkillIndex, uri: &str) -> Result<(uuid::Uuid, Value), RpcError> {
     let unknown = || invalid(format!("no skill has the URI {uri}"));
     let name = uri
         .strip_prefix(SCHEME)
@@ -99,7 +158,7 @@ pub fn get(index: &SkillIndex, uri: &str) -> Result<Value, RpcError> {
         .by_name(name)
         .filter(|s| s.record.is_active)
         .ok_or_else(unknown)?;
-    Ok(json!({"skill": entry(skill)}))
+    Ok((skill.record.id, json!({"skill": entry(skill)})))
 }
 
 /// `resources/directory/read`: the direct children of `skill://<name>` or of a folder in it;

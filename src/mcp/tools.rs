@@ -1,4 +1,6 @@
-//! The four tools of the original AgentSkills MCP server, with its names, arguments and text.
+//! The four tools of the original AgentSkills MCP server, with its names, arguments and text, and
+//! a fifth of ours, `search_skills`: the skills that match a query, ranked
+//! ([`crate::skills::search`]), in `load_skill_metadata`'s line format.
 //!
 //! Failures are results with `isError: true` and a sentence saying what is wrong, never an empty
 //! string and never a JSON-RPC error (an unknown tool name is the one JSON-RPC error: -32602).
@@ -20,10 +22,20 @@ use crate::skills::files::{self, ReadError};
 /// Given to clients at `initialize`.
 pub const INSTRUCTIONS: &str = "This server holds your Agent Skills. Call load_skill_metadata to see \
 which skills exist, load_skill to read one skill's instructions (SKILL.md), read_reference_file to \
-read the other files it mentions, and run_shell_command to run its scripts.";
+read the other files it mentions, and run_shell_command to run its scripts. When the listing does \
+not show a skill for the task (a user with many skills may get only the most recently used ones), \
+call search_skills with a few words about the task to find it.";
 
 const METADATA_HEADER: &str =
     "Available skills (each line is \"- <skill_name>: <skill_description>\"):";
+
+/// The tool that searches.
+pub const SEARCH_SKILLS: &str = "search_skills";
+/// `search_skills`' answers when `limit` is not given, and at most.
+const SEARCH_DEFAULT_LIMIT: usize = 10;
+const SEARCH_MAX_LIMIT: usize = 50;
+/// The longest query `search_skills` takes, in bytes: words about a task, not a document.
+const SEARCH_MAX_QUERY_BYTES: usize = 1024;
 
 fn schema(value: Value) -> Arc<JsonObject> {
     match value {
@@ -111,6 +123,24 @@ pub fn definitions() -> Vec<Tool> {
             })),
         ),
         run,
+        Tool::new(
+            SEARCH_SKILLS,
+            "Search the available skills by what they do: returns the skills whose name, \
+             description or instructions match the query, best match first, one line each \
+             (\"- <skill_name>: <skill_description>\", as load_skill_metadata lists them). Call \
+             load_skill_metadata first; when the skill a task needs is not among the skills it \
+             lists (a user with many skills may get only the most recently used, with a last line \
+             saying so), search here with a few words about the task, then call load_skill with \
+             the name found.",
+            schema(json!({
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "words about the task or the skill, e.g. \"fill a pdf form\""},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_MAX_LIMIT, "description": "how many skills to return at most (default 10)"}
+                },
+                "required": ["query"]
+            })),
+        ),
     ]
 }
 
@@ -148,8 +178,19 @@ pub async fn call(
     caller: Caller,
     call: &CallToolRequestParams,
 ) -> Result<CallToolResult, RpcError> {
-    let result = match call.name.as_ref() {
-        "load_skill_metadata" => load_skill_metadata(index),
+    let name = call.name.as_ref();
+    if matches!(
+        name,
+        "load_skill" | "read_reference_file" | RUN_SHELL_COMMAND
+    ) && (name != RUN_SHELL_COMMAND || caller.scopes.contains(Scopes::RUN))
+    {
+        record_use(index, server, caller, call);
+    }
+    let result = match name {
+        "load_skill_metadata" => match server.listing_budget() {
+            Some(budget) => budgeted_metadata(index, server, caller, budget),
+            None => load_skill_metadata(index),
+        },
         "load_skill" => load_skill(index, server, call).await,
         // Boxed: they read files or run a sandbox, and their futures would otherwise make every
         // request's (and so every connection's) future kilobytes larger.
@@ -158,6 +199,7 @@ pub async fn call(
             Err(failure(NEEDS_RUN_SCOPE.to_owned()))
         }
         RUN_SHELL_COMMAND => Box::pin(run_shell_command(index, server, caller.user_id, call)).await,
+        SEARCH_SKILLS => search_skills(index, call),
         other => {
             return Err(RpcError::new(
                 super::codes::INVALID_PARAMS,
@@ -168,13 +210,42 @@ pub async fn call(
     Ok(result.unwrap_or_else(|failure| failure))
 }
 
+/// Remembers that the caller used the skill `call` names, when the listing is budgeted (which
+/// lists the most recently used first); nothing otherwise.
+pub(super) fn record_use(
+    index: &SkillIndex,
+    server: &McpServer,
+    caller: Caller,
+    call: &CallToolRequestParams,
+) {
+    if let Some(recent) = server.recent_use()
+        && let Ok(name) = argument(call, "skill_name")
+        && let Ok(skill) = active_skill(index, name)
+    {
+        recent.record(caller.user_id, skill.record.id);
+    }
+}
+
 /// The result of `call` as a session gets it, serialized, when the index holds it ready:
-/// `load_skill` of an active skill whose `SKILL.md` is cached as text, and `load_skill_metadata`.
-/// Each is made once (per skill entry, per index) by the same code as [`call`]'s results, so it is
-/// the same JSON; every other call, failures included, is `None` and goes through [`call`].
-pub fn cached_result(index: &SkillIndex, call: &CallToolRequestParams) -> Option<Arc<str>> {
+/// `load_skill` of an active skill whose `SKILL.md` is cached as text, and `load_skill_metadata`
+/// (unless the listing is budgeted and this user has more skills than the budget: that listing
+/// follows the user's use, which changes between indexes). Each is made once (per skill entry,
+/// per index) by the same code as [`call`]'s results, so it is the same JSON; every other call,
+/// failures included, is `None` and goes through [`call`].
+pub fn cached_result(
+    index: &SkillIndex,
+    server: &McpServer,
+    call: &CallToolRequestParams,
+) -> Option<Arc<str>> {
     let serialize = super::dispatch::session_result_json;
     let result = match call.name.as_ref() {
+        "load_skill_metadata"
+            if server
+                .listing_budget()
+                .is_some_and(|budget| index.active_len() > budget) =>
+        {
+            return None;
+        }
         "load_skill_metadata" => index.listing_result(|index| {
             let result = load_skill_metadata(index).unwrap_or_else(|failure| failure);
             serialize(&result)
@@ -198,16 +269,111 @@ fn load_skill_metadata(index: &SkillIndex) -> Result<CallToolResult, CallToolRes
     let listing = index.listing(|index| {
         let mut out = String::from(METADATA_HEADER);
         for skill in index.skills().filter(|s| s.record.is_active) {
-            out.push_str("\n- ");
-            out.push_str(&skill.record.name);
-            out.push_str(": ");
             // One line per skill, as the listing's first line promises: a description written
             // over several lines (a literal `|` block) is listed on one.
-            push_one_line(&mut out, &skill.record.description);
+            push_skill_line(&mut out, skill);
         }
         out
     });
     Ok(text(listing.to_string()))
+}
+
+/// One line of a listing: `- <name>: <description on one line>`, after a line break.
+fn push_skill_line(out: &mut String, skill: &IndexedSkill) {
+    out.push_str("\n- ");
+    out.push_str(&skill.record.name);
+    out.push_str(": ");
+    push_one_line(out, &skill.record.description);
+}
+
+/// `load_skill_metadata` under `mcp.metadata_max_skills`: every active skill when they are at
+/// most `budget` (the same text as unlimited, from the index's cache); otherwise `budget` of
+/// them, the ones the caller used most recently first, then the most recently updated, and a last
+/// line saying how many are not listed and to search for them. Made per call: it follows the
+/// caller's use, which changes without a new index (a sort of a user's skills, microseconds).
+fn budgeted_metadata(
+    index: &SkillIndex,
+    server: &McpServer,
+    caller: Caller,
+    budget: usize,
+) -> Result<CallToolResult, CallToolResult> {
+    let total = index.active_len();
+    if total <= budget {
+        return load_skill_metadata(index);
+    }
+    let uses = server
+        .recent_use()
+        .map(|recent| recent.of(caller.user_id))
+        .unwrap_or_default();
+    let mut skills: Vec<&Arc<IndexedSkill>> =
+        index.skills().filter(|s| s.record.is_active).collect();
+    // Used (latest first), then never used (latest update first); by name among equals.
+    skills.sort_by(|a, b| {
+        let used = |s: &IndexedSkill| uses.get(&s.record.id).copied();
+        used(b)
+            .cmp(&used(a))
+            .then_with(|| b.record.updated_at.cmp(&a.record.updated_at))
+            .then_with(|| a.record.name.cmp(&b.record.name))
+    });
+    let mut out = String::from(METADATA_HEADER);
+    for skill in skills.iter().take(budget) {
+        push_skill_line(&mut out, skill);
+    }
+    out.push_str(&format!(
+        "\n({} more skills are not listed: these {budget} are the ones used (or else updated) \
+         most recently. Call search_skills with a few words about the task to find the others.)",
+        total - budget
+    ));
+    Ok(text(out))
+}
+
+/// `search_skills`: the active skills that match `query`, best first, at most `limit`, in
+/// `load_skill_metadata`'s line format.
+fn search_skills(
+    index: &SkillIndex,
+    call: &CallToolRequestParams,
+) -> Result<CallToolResult, CallToolResult> {
+    let query = argument(call, "query")?.trim();
+    if query.is_empty() {
+        return Err(failure(
+            "The argument `query` must not be empty: give a few words about the task or the skill."
+                .to_owned(),
+        ));
+    }
+    if query.len() > SEARCH_MAX_QUERY_BYTES {
+        return Err(failure(format!(
+            "The argument `query` is {} bytes; give at most {SEARCH_MAX_QUERY_BYTES}: a few words about the task or the skill.",
+            query.len()
+        )));
+    }
+    let limit = match call.arguments.as_ref().and_then(|a| a.get("limit")) {
+        None | Some(Value::Null) => SEARCH_DEFAULT_LIMIT,
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=SEARCH_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                failure(format!(
+                    "The argument `limit` must be an integer from 1 to {SEARCH_MAX_LIMIT}."
+                ))
+            })?,
+    };
+    let found = index.ranked(query, |s| s.record.is_active);
+    // The query as the answer's first line repeats it: on one line, whatever it held.
+    let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    if found.is_empty() {
+        return Ok(text(format!(
+            "No skills match \"{query}\". Try other words, or call load_skill_metadata to see \
+             the skills listed."
+        )));
+    }
+    let mut out = format!(
+        "Skills matching \"{query}\", best first (each line is \"- <skill_name>: <skill_description>\"):"
+    );
+    for skill in found.iter().take(limit) {
+        push_skill_line(&mut out, skill);
+    }
+    Ok(text(out))
 }
 
 /// `text` with each line break (and the blanks around it) as one space.

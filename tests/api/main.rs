@@ -24,6 +24,7 @@ mod openapi;
 mod rate_limits;
 mod replicas;
 mod sandbox;
+mod search;
 mod server;
 mod sessions;
 mod skills;

@@ -1,5 +1,5 @@
 //! MCP over Streamable HTTP at `/mcp`: lifecycle and sessions, transport rules, JSON-RPC errors,
-//! the four tools, resources, and isolation between tokens and users.
+//! the tools (the original four and search_skills), resources, and isolation between tokens and users.
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -455,7 +455,8 @@ async fn tools_are_listed_with_their_schemas(backend: Backend) {
             "load_skill_metadata",
             "load_skill",
             "read_reference_file",
-            "run_shell_command"
+            "run_shell_command",
+            "search_skills"
         ]
     );
     for tool in tools {
@@ -478,6 +479,14 @@ async fn tools_are_listed_with_their_schemas(backend: Backend) {
     for field in ["exit_code", "stdout", "stderr", "timed_out", "truncated"] {
         assert!(output["properties"][field].is_object(), "{output}");
     }
+    // Ours: the search, whose description says how it goes with load_skill_metadata.
+    assert_eq!(tools[4]["inputSchema"]["required"], json!(["query"]));
+    assert_eq!(
+        tools[4]["inputSchema"]["properties"]["limit"]["maximum"],
+        50
+    );
+    let description = tools[4]["description"].as_str().unwrap();
+    assert!(description.contains("load_skill_metadata"), "{description}");
 }
 
 async fn the_tools_answer_like_the_original_server(backend: Backend) {
@@ -884,7 +893,12 @@ async fn a_read_only_token_lists_and_reads_but_runs_nothing(backend: Backend) {
         let names = tool_names(&body);
         assert_eq!(
             names,
-            ["load_skill_metadata", "load_skill", "read_reference_file"],
+            [
+                "load_skill_metadata",
+                "load_skill",
+                "read_reference_file",
+                "search_skills"
+            ],
             "{version}"
         );
         let (text, error) = mcp.tool("load_skill", json!({"skill_name": "pdf"})).await;
@@ -944,7 +958,8 @@ async fn a_read_only_token_lists_and_reads_but_runs_nothing(backend: Backend) {
     // the sandbox, whose answer is a result either way).
     let mut mcp = Mcp::connect(&app, &full, "2025-06-18").await;
     let body = mcp.call("tools/list", json!({})).await;
-    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 4);
+    // The four of the original server and search_skills.
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 5);
     let body = mcp.call("tools/call", run.clone()).await;
     assert!(body["result"].is_object(), "{body}");
 

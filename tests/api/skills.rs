@@ -335,11 +335,20 @@ async fn skills_are_listed_in_pages_and_searched(backend: Backend) {
         .get_json("/api/v1/skills?search=spreadsheets", &ann.access)
         .await;
     assert_eq!(page["total"], 5);
+    // A ranked search: every skill shares the word "skill", so all match; those whose name
+    // holds the text as typed come first.
     let page = app
-        .get_json("/api/v1/skills?search=skill-1&limit=3", &ann.access)
+        .get_json("/api/v1/skills?search=skill-1&limit=10", &ann.access)
         .await;
-    assert_eq!(page["total"], 10);
-    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    assert_eq!(page["total"], 25);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 10);
+    assert!(names.iter().all(|n| n.starts_with("skill-1")), "{names:?}");
     for query in ["limit=101", "limit=0", "skip=-1", "limit=ten"] {
         let res = app
             .get_auth(&format!("/api/v1/skills?{query}"), &ann.access)

@@ -209,7 +209,12 @@ async fn a_token_serves_its_users_skills() {
     let names = tool_names(&tools);
     assert_eq!(
         names,
-        ["load_skill_metadata", "load_skill", "read_reference_file"]
+        [
+            "load_skill_metadata",
+            "load_skill",
+            "read_reference_file",
+            "search_skills"
+        ]
     );
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     assert!(

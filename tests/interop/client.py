@@ -2,8 +2,9 @@
 """Interop driver on the official MCP Python SDK (`mcp` on PyPI, see requirements.txt).
 
 Connects to agentskills-mcp, then checks what it serves against the skill folders in --skills:
-tools/list, load_skill_metadata, load_skill and read_reference_file for every file of every
-skill, resources/list and resources/read, and an unknown skill as an error. Prints one line per
+tools/list, load_skill_metadata, search_skills (each skill found by its description, best first,
+in load_skill_metadata's line format; an empty query an error), load_skill and read_reference_file
+for every file of every skill, resources/list and resources/read, and an unknown skill as an error. Prints one line per
 check and exits 1 if any check fails or the connection breaks.
 
   client.py --url http://127.0.0.1:8000/mcp --skills DIR             # Streamable HTTP
@@ -32,7 +33,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import PaginatedRequestParams
 
-TOOLS = ("load_skill_metadata", "load_skill", "read_reference_file", "run_shell_command")
+TOOLS = ("load_skill_metadata", "load_skill", "read_reference_file", "run_shell_command", "search_skills")
 
 
 def load_expected(root: Path) -> list[dict]:
@@ -110,6 +111,20 @@ async def exercise(session: ClientSession, a, skills: list[dict], check: Checks)
     absent = [line for line in lines if line not in text.splitlines()]
     check(not res.is_error and not absent, "load_skill_metadata lists every skill",
           f"isError={res.is_error}, missing {absent}, got {text[:300]!r}")
+
+    # search_skills: each skill is the best match for its own description, and every line of the
+    # answer is a line of load_skill_metadata's listing.
+    listing = set(text.splitlines()[1:])
+    for s in skills:
+        res = await session.call_tool("search_skills", {"query": s["description"], "limit": 3})
+        found = text_of(res).splitlines()
+        ok = (not res.is_error and len(found) >= 2 and found[0].startswith("Skills matching ")
+              and found[1] == f"- {s['name']}: {s['description']}"
+              and all(line in listing for line in found[1:]) and len(found) <= 4)
+        check(ok, f"search_skills finds {s['name']} first", f"isError={res.is_error}, got {text_of(res)[:300]!r}")
+    res = await session.call_tool("search_skills", {"query": " "})
+    check(bool(res.is_error) and "must not be empty" in text_of(res), "search_skills of an empty query is an error",
+          f"got {text_of(res)[:200]!r}")
 
     for s in skills:
         res = await session.call_tool("load_skill", {"skill_name": s["name"]})
