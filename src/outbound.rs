@@ -111,7 +111,11 @@ impl Resolve for Resolver {
                 .filter(|a| reach.allows(a.ip()))
                 .collect();
             if found.is_empty() {
-                return Err(format!("{host} resolves to no address this server may reach").into());
+                let what = match reach {
+                    Reach::Any => "usable address",
+                    Reach::Public | Reach::PublicAndLoopback => "public address",
+                };
+                return Err(format!("{host} resolves to no {what}").into());
             }
             let addrs: Addrs = Box::new(found.into_iter());
             Ok(addrs)

@@ -490,7 +490,7 @@ async fn private_addresses_are_refused_unless_the_setting_allows_them(backend: B
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("no address this server may reach"),
+            .contains("resolves to no public address"),
         "{body}"
     );
     assert_eq!(
