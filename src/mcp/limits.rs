@@ -14,7 +14,7 @@
 //! use agentskills_mcp::mcp::limits::{BatchAnswer, Limits};
 //! use serde_json::{Value, json};
 //!
-//! let limits = Limits { max_batch_messages: 4, max_answer_bytes: 64 };
+//! let limits = Limits { max_batch_messages: 4, max_answer_bytes: 64, metadata_max_skills: 0 };
 //! assert!(limits.check_batch("2025-03-26", 4, "per POST").is_ok());
 //! assert!(limits.check_batch("2025-03-26", 5, "per POST").is_err(), "over the cap");
 //! assert!(limits.check_batch("2025-06-18", 2, "per POST").is_err(), "no batches any more");
