@@ -72,7 +72,8 @@ fn spawn_periodic_sync(state: &Arc<AppState>) {
     let weak = Arc::downgrade(state);
     let every = Duration::from_secs(state.settings.import.sync_check_secs.max(1));
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        // The first look one interval after start: nothing is added to start-up.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

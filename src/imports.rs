@@ -195,10 +195,10 @@ impl Imports {
 
     /// The source of one skill; 404 `no-source` when it was not imported.
     pub async fn source(&self, user_id: Uuid, skill_id: Uuid) -> Result<SourceRecord, AppError> {
-        self.sources(user_id)
+        self.inner
+            .store
+            .source(user_id, skill_id)
             .await?
-            .into_iter()
-            .find(|s| s.skill_id == skill_id)
             .ok_or_else(no_source)
     }
 

@@ -846,6 +846,11 @@ impl Store {
         dispatch!(self.sources(user_id))
     }
 
+    /// The source of the user's skill `skill_id`, if it was imported.
+    pub async fn source(&self, user_id: Uuid, skill_id: Uuid) -> StoreResult<Option<SourceRecord>> {
+        dispatch!(self.source(user_id, skill_id))
+    }
+
     /// Records how a sync went without a new version: when `synced` is given, the source is at
     /// that commit and the skill's version holds its files (nothing had changed, or the content
     /// was already the same); `error` is the last attempt's failure, `None` after a success.

@@ -93,6 +93,28 @@ impl PgStore {
         run.await.map_err(fail("reading skill sources"))
     }
 
+    pub(crate) async fn source(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+    ) -> StoreResult<Option<SourceRecord>> {
+        let client = self.client().await?;
+        let run = async {
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM skill_sources WHERE skill_id = $2 AND user_id = $1"
+                ))
+                .await?;
+            client
+                .query_opt(&stmt, &[&user_id, &skill_id])
+                .await?
+                .as_ref()
+                .map(source_from_row)
+                .transpose()
+        };
+        run.await.map_err(fail("reading a skill source"))
+    }
+
     pub(crate) async fn record_sync(
         &self,
         user_id: Uuid,

@@ -1,6 +1,6 @@
 //! Imported skills' sources on SQLite (`skill_sources`, `sql/sqlite/V0008__skill_sources.sql`).
 
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, Transaction, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -73,6 +73,21 @@ impl SqliteStore {
             ))?
             .query_map([user_id], source_at)?
             .collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn source(
+        &self,
+        user_id: Uuid,
+        skill_id: Uuid,
+    ) -> StoreResult<Option<SourceRecord>> {
+        self.with_conn("reading a skill source", move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM skill_sources WHERE skill_id = ?2 AND user_id = ?1"
+            ))?
+            .query_row(params![user_id, skill_id], source_at)
+            .optional()
         })
         .await
     }
