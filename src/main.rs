@@ -149,6 +149,37 @@ fn main() -> ExitCode {
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Raises the soft limit on open files to the hard limit, as servers that hold many connections
+/// do (Go's runtime does it for every program): each connection is a file, and the soft limit is
+/// often 1024 while the hard limit allows far more. Warns when even the hard limit is below
+/// `server.max_connections` and some headroom for the database, blobs and the sandbox; raising
+/// the hard limit is the operator's (`ulimit -Hn`, systemd's `LimitNOFILE=`, Docker's
+/// `--ulimit nofile=`).
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut raised = limit;
+    raised.current = limit.maximum;
+    let now = if raised.current != limit.current && setrlimit(Resource::Nofile, raised).is_ok() {
+        limit.maximum
+    } else {
+        limit.current
+    };
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1024);
+    match now {
+        Some(n) if n < wanted => tracing::warn!(
+            open_files = n,
+            max_connections,
+            "the open files limit is below server.max_connections plus 1024 for files and the \
+             database; connections past it are refused: raise the hard limit (ulimit -Hn, \
+             LimitNOFILE=) or lower server.max_connections"
+        ),
+        n => tracing::debug!(open_files = ?n, "open files limit"),
+    }
+}
+
 fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = EnvFilter::try_new(&settings.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, which writes whatever has queued up in one
@@ -173,6 +204,7 @@ fn init_logging(settings: &Settings) -> tracing_appender::non_blocking::WorkerGu
 }
 
 async fn serve(settings: Settings) -> CliResult {
+    raise_open_files_limit(settings.server.max_connections);
     let app = App::build(settings).await?;
     let url = format!("http://{}", app.local_addr());
     tracing::info!("listening on {url}");

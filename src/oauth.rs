@@ -187,9 +187,7 @@ impl OAuth {
         listen: Arc<ListenStreams>,
         settings: &OAuthSettings,
     ) -> Result<OAuth, String> {
-        let documents = cimd::Documents::new(settings.cimd_allow_loopback).map_err(|e| {
-            format!("cannot make the HTTP client for client metadata documents: {e}")
-        })?;
+        let documents = cimd::Documents::new(settings.cimd_allow_loopback);
         Ok(OAuth {
             store,
             registry,

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, SetOnce, watch};
 use uuid::Uuid;
 
 pub use probe::Layers;
@@ -80,7 +80,8 @@ pub struct Sandbox {
 #[derive(Debug)]
 struct Inner {
     settings: SandboxSettings,
-    layers: Layers,
+    /// What the probe at start found; empty until it has finished.
+    layers: SetOnce<Layers>,
     global: Arc<Semaphore>,
     global_slots: usize,
     per_user: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
@@ -92,51 +93,50 @@ struct Inner {
 }
 
 impl Sandbox {
-    /// Probes the layers and logs what was found.
+    /// Starts probing the layers, in the background: the probe runs `bwrap` and the helper,
+    /// tens of milliseconds that would otherwise hold up the server's start (every other tool
+    /// answers meanwhile). [`Sandbox::status`] and commands wait for it; what was found is
+    /// logged when it is known.
     pub async fn start(settings: &SandboxSettings, metrics: Arc<Metrics>) -> Sandbox {
-        let layers = probe::probe(settings).await;
-        let sandbox = Sandbox::with_layers(settings, layers, metrics);
-        let status = sandbox.status();
-        match (status.mode, status.ready) {
-            (SandboxMode::Strict, true) => {
-                tracing::info!(layers = ?status.layers, "sandbox ready (strict)");
+        let sandbox = Sandbox::unprobed(settings, metrics);
+        let probing = sandbox.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let layers = probe::probe(&settings).await;
+            probing.probed(layers);
+            let status = probing.status().await;
+            match (status.mode, status.ready) {
+                (SandboxMode::Strict, true) => {
+                    tracing::info!(layers = ?status.layers, "sandbox ready (strict)");
+                }
+                (SandboxMode::Strict, false) => tracing::warn!(
+                    reason = status.reason.as_deref().unwrap_or_default(),
+                    "sandbox unavailable: run_shell_command will refuse to run commands (sandbox.mode = strict)"
+                ),
+                (SandboxMode::Degraded, _) => tracing::warn!(
+                    layers = ?status.layers,
+                    "sandbox degraded: commands run with only the layers found"
+                ),
+                (SandboxMode::Off, _) => tracing::warn!(
+                    "SANDBOX OFF: run_shell_command runs commands unconfined, as this server's user, with \
+                     access to everything it can reach; use this only for single-user development"
+                ),
             }
-            (SandboxMode::Strict, false) => tracing::warn!(
-                reason = status.reason.as_deref().unwrap_or_default(),
-                "sandbox unavailable: run_shell_command will refuse to run commands (sandbox.mode = strict)"
-            ),
-            (SandboxMode::Degraded, _) => tracing::warn!(
-                layers = ?status.layers,
-                "sandbox degraded: commands run with only the layers found"
-            ),
-            (SandboxMode::Off, _) => tracing::warn!(
-                "SANDBOX OFF: run_shell_command runs commands unconfined, as this server's user, with \
-                 access to everything it can reach; use this only for single-user development"
-            ),
-        }
+        });
         sandbox
     }
 
-    fn with_layers(settings: &SandboxSettings, layers: Layers, metrics: Arc<Metrics>) -> Sandbox {
+    fn unprobed(settings: &SandboxSettings, metrics: Arc<Metrics>) -> Sandbox {
         let global_slots = if settings.global == 0 {
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
         } else {
             settings.global
         };
-        let uids = layers
-            .run_as_uid
-            .map(|first| {
-                (0..global_slots)
-                    .filter_map(|i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
-                    .rev()
-                    .collect()
-            })
-            .unwrap_or_default();
         Sandbox {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
-                uids: Mutex::new(uids),
-                layers,
+                uids: Mutex::new(Vec::new()),
+                layers: SetOnce::new(),
                 global: Arc::new(Semaphore::new(global_slots)),
                 global_slots,
                 per_user: Mutex::new(HashMap::new()),
@@ -147,15 +147,46 @@ impl Sandbox {
         }
     }
 
-    pub fn status(&self) -> Status {
+    /// Records what the probe found: the user ids commands run as (one per global slot), then
+    /// the layers, which lets waiting callers on.
+    fn probed(&self, layers: Layers) {
         let inner = &self.inner;
-        let (ready, reason) = match inner.settings.mode {
-            SandboxMode::Strict => match inner.layers.missing() {
+        let uids: Vec<u32> = layers
+            .run_as_uid
+            .map(|first| {
+                (0..inner.global_slots)
+                    .filter_map(|i| u32::try_from(i).ok().and_then(|i| first.checked_add(i)))
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_default();
+        *inner.uids.lock().unwrap_or_else(PoisonError::into_inner) = uids;
+        // Set once, by the one probe.
+        let _ = inner.layers.set(layers);
+    }
+
+    /// The sandbox's state, once the probe at start has finished.
+    pub async fn status(&self) -> Status {
+        let layers = self.inner.layers.wait().await;
+        self.status_of(Some(layers))
+    }
+
+    /// The sandbox's state now, without waiting: while the probe at start runs, not ready, and
+    /// the reason says so.
+    pub fn status_now(&self) -> Status {
+        self.status_of(self.inner.layers.get())
+    }
+
+    fn status_of(&self, layers: Option<&Layers>) -> Status {
+        let inner = &self.inner;
+        let (ready, reason) = match (inner.settings.mode, layers) {
+            (_, None) => (false, Some("the sandbox is still being checked".into())),
+            (SandboxMode::Strict, Some(layers)) => match layers.missing() {
                 None => (true, None),
                 Some(why) => (false, Some(why)),
             },
-            SandboxMode::Degraded => (true, inner.layers.missing()),
-            SandboxMode::Off => (
+            (SandboxMode::Degraded, Some(layers)) => (true, layers.missing()),
+            (SandboxMode::Off, Some(_)) => (
                 true,
                 Some("sandbox.mode = off: commands run unconfined".into()),
             ),
@@ -164,7 +195,7 @@ impl Sandbox {
             mode: inner.settings.mode,
             ready,
             reason,
-            layers: inner.layers.clone(),
+            layers: layers.cloned().unwrap_or_default(),
             running: inner.global_slots - inner.global.available_permits(),
             waiting: inner.waiting.load(Ordering::Relaxed),
         }
@@ -200,7 +231,7 @@ impl Sandbox {
         command: &str,
     ) -> Result<Outcome, Refusal> {
         let inner = &self.inner;
-        let status = self.status();
+        let status = self.status().await;
         if !status.ready {
             return Err(Refusal::Unavailable(status.reason.unwrap_or_default()));
         }
@@ -249,21 +280,22 @@ impl Sandbox {
         };
         // A user id of its own: the process limit counts per user id, so one command's fork bomb
         // cannot keep another from starting. There are as many ids as global slots.
-        let uid = inner.layers.run_as_uid.and_then(|_| {
+        let layers = inner.layers.wait().await;
+        let uid = layers.run_as_uid.and_then(|_| {
             inner
                 .uids
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop()
         });
-        if inner.layers.run_as_uid.is_some() && uid.is_none() {
+        if layers.run_as_uid.is_some() && uid.is_none() {
             return Err(Refusal::Busy);
         }
         let lent = uid.map(|uid| LentUid(&inner.uids, uid));
         let mut shutdown = inner.shutdown.subscribe();
         let outcome = run::run(
             &inner.settings,
-            &inner.layers,
+            layers,
             uid,
             skill_dir,
             command,

@@ -1,14 +1,18 @@
-//! One actor per MCP session: it owns the session's event stream.
+//! A session's event stream: [`Outbound`], the sending half of the one stream an MCP session may
+//! have open.
 //!
 //! A session's stream is `GET /sse` for a legacy session (every answer goes there) or `GET /mcp`
 //! for a Streamable HTTP one (notifications). Messages travel serialized (`Bytes` of JSON): an
 //! answer is serialized once where it is made (or comes serialized from the skill index's cache),
-//! and a notification once for all the sessions it goes to. The actor holds the sending half; the HTTP response
-//! holds the receiving half and never the session, so stopping the actor (the session ended:
-//! `DELETE`, its token revoked, its account deleted, idleness, shutdown) drops the sender and
-//! ends the stream. Everything that reaches the stream goes through the actor's mailbox, so the
-//! stream of one session is handled by its own task and nothing one session does (a client that
-//! never reads its stream, say) can hold up another.
+//! and a notification once for all the sessions it goes to. The session holds the sending half;
+//! the HTTP response holds the receiving half and never the session, so ending the session
+//! (`DELETE`, its token revoked, its account deleted, idleness, shutdown) drops the sender and
+//! ends the stream. Nothing here waits: attaching, detaching and queueing a notification hold a
+//! mutex for a field's change, and an answer waits for room in its stream's channel outside it,
+//! so nothing one session does (a client that never reads its stream, say) can hold up another.
+//! (This was an actor with a task and mailboxes of its own, about 6 KiB per session; a mutex
+//! around one `Option` does the same for a few dozen bytes, which is what lets one node hold
+//! 100,000 idle streams.)
 //!
 //! A stream holds at most [`OUTBOUND_QUEUE`] messages, and the answers on all of one user's
 //! streams at most `mcp.max_queued_bytes` bytes together ([`QueueBudget`]): each answer carries a
@@ -17,30 +21,28 @@
 //! the stream ends (its queued messages are dropped with it). Notifications are not charged: they
 //! are a few dozen bytes each, and dropped when the stream is full.
 //!
-//! Requests themselves do not pass through the actor: the session's immutable facts (user,
-//! token, protocol version) and its requests in progress ([`crate::mcp::inflight::InFlight`])
-//! are read from the shared [`crate::mcp::Session`], so a `tools/call` costs no mailbox hop.
+//! Requests themselves do not pass through here: the session's immutable facts (user, token,
+//! protocol version) and its requests in progress ([`crate::mcp::inflight::InFlight`]) are read
+//! from the shared [`crate::mcp::Session`].
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), ractor::SpawnErr> {
-//! use agentskills_mcp::actors::session::{SessionActor, SessionMessage};
-//! use ractor::Actor;
+//! ```
+//! use agentskills_mcp::actors::session::Outbound;
 //!
-//! let (actor, _) = Actor::spawn(None, SessionActor, None).await?;
-//! let stream = ractor::call!(actor, SessionMessage::Attach).ok().flatten();
+//! let outbound = Outbound::new(None);
+//! let stream = outbound.attach();
 //! assert!(stream.is_some(), "the first stream is accepted");
-//! actor.stop(None); // the stream ends
-//! # Ok(()) }
+//! assert!(outbound.attach().is_none(), "one stream at a time");
+//! outbound.end(); // the stream ends
+//! assert!(outbound.attach().is_none(), "and no other opens");
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
 
-use super::reply;
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 /// Messages a stream may have queued before its client reads them.
 pub const OUTBOUND_QUEUE: usize = 64;
@@ -106,85 +108,82 @@ pub struct Queued {
     pub charge: Option<Charge>,
 }
 
+/// The sending half of a session's stream, when one is open.
 #[derive(Debug)]
-pub struct SessionActor;
-
-#[derive(Debug)]
-pub struct SessionState {
-    /// The open stream's sender, if a stream is open.
-    outbound: Option<mpsc::Sender<Queued>>,
+pub struct Outbound {
+    state: Mutex<State>,
 }
 
 #[derive(Debug)]
-pub enum SessionMessage {
-    /// Opens the session's stream: its receiver, or `None` while another stream is open.
-    Attach(RpcReplyPort<Option<mpsc::Receiver<Queued>>>),
-    /// A stream's client went away; forget its sender if it is closed (a newer stream stays).
-    Detach,
-    /// The open stream's sender, to queue an answer on it (waiting for room happens in the caller,
-    /// never in the actor).
-    Outbound(RpcReplyPort<Option<mpsc::Sender<Queued>>>),
-    /// Queues a notification if there is room: notifications are hints, and a client too slow to
-    /// read them must not hold up the change that caused them.
-    Notify(Bytes),
+struct State {
+    sender: Option<mpsc::Sender<Queued>>,
+    /// The session has ended: no stream opens again.
+    ended: bool,
 }
 
-impl Actor for SessionActor {
-    type Msg = SessionMessage;
-    type State = SessionState;
-    /// The stream a legacy session opens with.
-    type Arguments = Option<mpsc::Sender<Queued>>;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        outbound: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(SessionState { outbound })
+impl Outbound {
+    /// `stream`: the stream a legacy session opens with.
+    pub fn new(stream: Option<mpsc::Sender<Queued>>) -> Outbound {
+        Outbound {
+            state: Mutex::new(State {
+                sender: stream,
+                ended: false,
+            }),
+        }
     }
 
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SessionMessage::Attach(port) => {
-                if state.outbound.as_ref().is_some_and(|tx| !tx.is_closed()) {
-                    reply(port, None);
-                } else {
-                    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-                    state.outbound = Some(tx);
-                    reply(port, Some(rx));
-                }
-            }
-            SessionMessage::Detach => {
-                if state.outbound.as_ref().is_some_and(mpsc::Sender::is_closed) {
-                    state.outbound = None;
-                }
-            }
-            SessionMessage::Outbound(port) => {
-                let open = state.outbound.clone().filter(|tx| !tx.is_closed());
-                reply(port, open);
-            }
-            SessionMessage::Notify(message) => {
-                if let Some(tx) = &state.outbound {
-                    let _ = tx.try_send(Queued {
-                        message,
-                        charge: None,
-                    });
-                }
-            }
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the session's stream: its receiver, or `None` while another stream is open or once
+    /// the session has ended.
+    pub fn attach(&self) -> Option<mpsc::Receiver<Queued>> {
+        let mut state = self.lock();
+        if state.ended || state.sender.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return None;
         }
-        Ok(())
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        state.sender = Some(tx);
+        Some(rx)
+    }
+
+    /// A stream's client went away: forgets its sender if it is closed (a newer stream stays).
+    pub fn detach(&self) {
+        let mut state = self.lock();
+        if state.sender.as_ref().is_some_and(mpsc::Sender::is_closed) {
+            state.sender = None;
+        }
+    }
+
+    /// The open stream's sender, to queue an answer on it (waiting for room happens in the
+    /// caller, with no lock held).
+    pub fn sender(&self) -> Option<mpsc::Sender<Queued>> {
+        self.lock().sender.clone().filter(|tx| !tx.is_closed())
+    }
+
+    /// Queues a notification if there is room: notifications are hints, and a client too slow to
+    /// read them must not hold up the change that caused them.
+    pub fn notify(&self, message: Bytes) {
+        if let Some(tx) = &self.lock().sender {
+            let _ = tx.try_send(Queued {
+                message,
+                charge: None,
+            });
+        }
+    }
+
+    /// The session has ended: its stream ends (once answers being queued now are in), and no
+    /// other opens.
+    pub fn end(&self) {
+        let mut state = self.lock();
+        state.ended = true;
+        state.sender = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use ractor::call;
-
     use super::*;
 
     fn message(queued: Option<Queued>) -> Option<Bytes> {
@@ -192,23 +191,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_stream_at_a_time_and_stopping_ends_it() {
-        let (actor, handle) = Actor::spawn(None, SessionActor, None).await.unwrap();
-        let mut first = call!(actor, SessionMessage::Attach).unwrap().unwrap();
+    async fn one_stream_at_a_time_and_ending_ends_it() {
+        let outbound = Outbound::new(None);
+        let mut first = outbound.attach().unwrap();
         assert!(
-            call!(actor, SessionMessage::Attach).unwrap().is_none(),
+            outbound.attach().is_none(),
             "a second stream is refused while the first is open"
         );
-        actor
-            .cast(SessionMessage::Notify(Bytes::from_static(b"1")))
-            .unwrap();
+        outbound.notify(Bytes::from_static(b"1"));
         assert_eq!(message(first.recv().await), Some(Bytes::from_static(b"1")));
 
         // The client goes away: a new stream may open.
         drop(first);
-        actor.cast(SessionMessage::Detach).unwrap();
-        let mut second = call!(actor, SessionMessage::Attach).unwrap().unwrap();
-        let tx = call!(actor, SessionMessage::Outbound).unwrap().unwrap();
+        outbound.detach();
+        let mut second = outbound.attach().unwrap();
+        let tx = outbound.sender().unwrap();
         tx.send(Queued {
             message: Bytes::from_static(b"2"),
             charge: None,
@@ -218,31 +215,38 @@ mod tests {
         drop(tx);
         assert_eq!(message(second.recv().await), Some(Bytes::from_static(b"2")));
 
-        actor.stop(None);
-        handle.await.unwrap();
+        outbound.end();
         assert!(
             second.recv().await.is_none(),
-            "the stream ends with the actor"
+            "the stream ends with the session"
         );
+        assert!(outbound.attach().is_none(), "no stream opens after the end");
+        assert!(outbound.sender().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_detach_leaves_a_newer_open_stream_alone() {
+        let outbound = Outbound::new(None);
+        let _open = outbound.attach().unwrap();
+        outbound.detach();
+        assert!(outbound.sender().is_some(), "the open stream stays");
     }
 
     #[tokio::test]
     async fn a_full_stream_drops_notifications_without_blocking() {
         let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let (actor, _) = Actor::spawn(None, SessionActor, Some(tx)).await.unwrap();
+        let outbound = Outbound::new(Some(tx));
         for n in 0..OUTBOUND_QUEUE + 10 {
-            actor
-                .cast(SessionMessage::Notify(Bytes::from(n.to_string())))
-                .unwrap();
+            outbound.notify(Bytes::from(n.to_string()));
         }
-        // The actor still answers: it never waited for room.
-        assert!(call!(actor, SessionMessage::Outbound).unwrap().is_some());
+        // Nothing waited for room.
+        assert!(outbound.sender().is_some());
         let mut received = 0;
         while rx.try_recv().is_ok() {
             received += 1;
         }
         assert_eq!(received, OUTBOUND_QUEUE);
-        actor.stop(None);
+        outbound.end();
     }
 }
 

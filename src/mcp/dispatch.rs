@@ -249,13 +249,23 @@ impl Reply {
 }
 
 /// The response carrying `result`, which is serialized JSON already.
-fn serialized_response(id: &Value, result: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(result.len() + 48);
+fn serialized_response(id: &Value, result: &str, stateless: bool) -> Vec<u8> {
+    const RESULT_TYPE: &[u8] = br#","resultType":"complete"}"#;
+    let mut out = Vec::with_capacity(result.len() + 48 + RESULT_TYPE.len());
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     // An id is a string or an integer (`classify`): it always serializes.
     let _ = serde_json::to_writer(&mut out, id);
     out.extend_from_slice(br#","result":"#);
-    out.extend_from_slice(result.as_bytes());
+    match result.strip_suffix('}') {
+        // A `tools/call` result of 2026-07-28 is the sessions' one with its `resultType` (a tool
+        // result has no cache hints, see `cache_hints`): spliced in before the object closes
+        // (the cached result is an object with `content`, never empty).
+        Some(open) if stateless => {
+            out.extend_from_slice(open.as_bytes());
+            out.extend_from_slice(RESULT_TYPE);
+        }
+        _ => out.extend_from_slice(result.as_bytes()),
+    }
     out.push(b'}');
     out
 }
@@ -490,11 +500,10 @@ impl McpServer {
         method: &str,
         params: Option<&Value>,
     ) -> Reply {
-        // Results of 2026-07-28 carry fields of their own; those are built the general way.
         if method == "tools/call"
-            && version < STATELESS_VERSION
             && let Ok(call) = parse_params::<CallToolRequestParams>(params)
         {
+            let stateless = version >= STATELESS_VERSION;
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
             let outcome = match self.skills.index(caller.user_id).await {
                 Ok(index) => {
@@ -502,7 +511,7 @@ impl McpServer {
                         if self.recent.is_some() && call.name == "load_skill" {
                             tools::record_use(&index, self, caller, &call);
                         }
-                        return Reply::Serialized(serialized_response(id, &result));
+                        return Reply::Serialized(serialized_response(id, &result, stateless));
                     }
                     // Boxed: the misses read files or run commands (see `http::router`).
                     match Box::pin(tools::call(&index, self, caller, &call)).await {
@@ -512,7 +521,7 @@ impl McpServer {
                 }
                 Err(e) => Err(RpcError::from(e)),
             };
-            return Reply::Value(respond(id, false, method, outcome));
+            return Reply::Value(respond(id, stateless, method, outcome));
         }
         Reply::Value(self.request(caller, version, id, method, params).await)
     }
@@ -714,7 +723,7 @@ mod tests {
                 json!({"name": "load_skill_metadata", "arguments": {}}),
             ),
         ];
-        for version in SUPPORTED_VERSIONS {
+        for version in SUPPORTED_VERSIONS.iter().chain([&STATELESS_VERSION]) {
             // Twice: once made, once from the cache.
             for (id, params) in cached.iter().chain(cached.iter()) {
                 let general = server
@@ -747,7 +756,7 @@ mod tests {
                 assert_eq!(reply, general, "{version} {params}");
             }
         }
-        // Requests of 2026-07-28 are shaped the general way too.
+        // Requests of 2026-07-28 are served from the cache too, with their `resultType`.
         let reply = server
             .reply(
                 user,
@@ -757,10 +766,12 @@ mod tests {
                 Some(&load("alpha")),
             )
             .await;
-        let Reply::Value(value) = reply else {
-            panic!("a stateless result came from the cache")
+        let Reply::Serialized(bytes) = reply else {
+            panic!("a stateless load_skill did not come from the cache")
         };
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["result"]["resultType"], "complete");
+        assert_eq!(value["result"]["isError"], false);
     }
 
     /// Under `mcp.metadata_max_skills`, a user over the budget gets the budgeted listing the

@@ -60,6 +60,14 @@ impl InFlight {
 
     /// Runs `work` as request `id`: its output, or `None` if the request was cancelled first.
     pub async fn run<F: Future>(&self, id: &Value, work: F) -> Option<F::Output> {
+        // A request answered on its first poll (a `load_skill` served from the index's cache,
+        // most of the traffic) cannot be cancelled while it runs: it is not registered, which
+        // spares the id's text, the channel and both locks.
+        let mut work = std::pin::pin!(work);
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(output) = first {
+            return Some(output);
+        }
         let (tx, rx) = oneshot::channel();
         let generation = self
             .generation

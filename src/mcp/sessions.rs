@@ -1,7 +1,7 @@
 //! MCP sessions: opened by `initialize` (or `GET /sse`), named by a random `Mcp-Session-Id`, bound
 //! to the API token that opened them, ended by `DELETE`, by their token's revocation, or by
-//! idleness. Each session has its actor ([`crate::actors::session`]), which owns its event stream;
-//! this registry finds sessions by id and stops their actors when they end.
+//! idleness. Each session owns its event stream's sending half ([`crate::actors::session::Outbound`]);
+//! this registry finds sessions by id and ends their streams when they end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -9,19 +9,15 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::SUPPORTED_VERSIONS;
 use super::dispatch::Caller;
 use super::inflight::InFlight;
-use crate::actors::session::{OUTBOUND_QUEUE, QueueBudget, Queued, SessionActor, SessionMessage};
+use crate::actors::session::{OUTBOUND_QUEUE, Outbound, QueueBudget, Queued};
 use crate::domain::Scopes;
 
-/// How long a request waits for its session's actor.
-const ACTOR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One session.
 #[derive(Debug)]
@@ -48,8 +44,8 @@ pub struct Session {
     negotiated: AtomicUsize,
     /// The bytes of answers queued on the user's streams, shared by all the user's sessions.
     budget: Arc<QueueBudget>,
-    /// Owns the session's stream; stopped when the session ends.
-    actor: ActorRef<SessionMessage>,
+    /// The sending half of the session's stream; ended when the session ends.
+    outbound: Outbound,
 }
 
 /// Why an answer was not queued on a session's stream.
@@ -82,19 +78,13 @@ impl Session {
                     queued: self.budget.used(),
                     max: self.budget.max(),
                 })?;
-        let sender = self
-            .actor
-            .call(SessionMessage::Outbound, Some(ACTOR_TIMEOUT))
-            .await;
         let queued = Queued {
             message,
             charge: Some(charge),
         };
-        match sender {
-            Ok(CallResult::Success(Some(tx))) => {
-                tx.send(queued).await.map_err(|_| PushError::Closed)
-            }
-            _ => Err(PushError::Closed),
+        match self.outbound.sender() {
+            Some(tx) => tx.send(queued).await.map_err(|_| PushError::Closed),
+            None => Err(PushError::Closed),
         }
     }
 
@@ -119,7 +109,7 @@ impl Session {
 
     /// Queues a notification on the session's stream if it has one with room.
     fn notify(&self, message: &Bytes) {
-        let _ = self.actor.cast(SessionMessage::Notify(message.clone()));
+        self.outbound.notify(message.clone());
     }
 
     pub fn is_legacy(&self) -> bool {
@@ -127,21 +117,14 @@ impl Session {
     }
 
     /// Opens the session's stream (`GET /mcp`); `None` if one is already open.
-    pub async fn attach_stream(&self) -> Option<mpsc::Receiver<Queued>> {
-        match self
-            .actor
-            .call(SessionMessage::Attach, Some(ACTOR_TIMEOUT))
-            .await
-        {
-            Ok(CallResult::Success(receiver)) => receiver,
-            _ => None,
-        }
+    pub fn attach_stream(&self) -> Option<mpsc::Receiver<Queued>> {
+        self.outbound.attach()
     }
 
     /// Forgets a stream whose client went away; the session goes on. A stream opened since is
     /// left alone.
     pub fn detach_closed_stream(&self) {
-        let _ = self.actor.cast(SessionMessage::Detach);
+        self.outbound.detach();
     }
 
     fn touch(&self) {
@@ -149,7 +132,7 @@ impl Session {
     }
 
     fn end(&self) {
-        self.actor.stop(None);
+        self.outbound.end();
     }
 }
 
@@ -165,8 +148,6 @@ fn unix_millis() -> i64 {
 pub enum OpenError {
     #[error("no random session id: {0}")]
     Random(getrandom::Error),
-    #[error("the session's actor did not start: {0}")]
-    Actor(String),
 }
 
 /// The sessions by id, and how many each token holds (so the cap is checked without a scan, with
@@ -361,9 +342,6 @@ impl Sessions {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(OpenError::Random)?;
         let legacy = outbound.is_some();
-        let (actor, _) = Actor::spawn(None, SessionActor, outbound)
-            .await
-            .map_err(|e| OpenError::Actor(e.to_string()))?;
         let id = match (adopted.clone(), legacy, &self.replica) {
             (Some(id), _, _) => id,
             (None, true, Some(replica)) => format!("{replica}.{}", hex::encode(bytes)),
@@ -382,7 +360,7 @@ impl Sessions {
             legacy,
             negotiated: AtomicUsize::new(0),
             budget: self.budget(user_id),
-            actor,
+            outbound: Outbound::new(outbound),
         });
         // At the cap, the token's least recently used session makes room: clients that restart
         // without closing their sessions (editors, agents) must not lock themselves out.
@@ -586,7 +564,7 @@ mod tests {
             .open(user, other, Scopes::ALL, "2025-11-25")
             .await
             .unwrap();
-        let mut second_stream = second.attach_stream().await.unwrap();
+        let mut second_stream = second.attach_stream().unwrap();
         // The first is used after the second was opened: the second is now the least recent.
         first.last_seen.store(unix_millis() + 10, Ordering::Relaxed);
         let third = sessions
@@ -627,9 +605,9 @@ mod tests {
             .open(user, token, Scopes::ALL, "2025-11-25")
             .await
             .unwrap();
-        let mut modern_stream = modern.attach_stream().await.unwrap();
+        let mut modern_stream = modern.attach_stream().unwrap();
         assert!(
-            modern.attach_stream().await.is_none(),
+            modern.attach_stream().is_none(),
             "one stream per session"
         );
 

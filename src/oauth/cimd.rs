@@ -44,7 +44,9 @@ type Cached = (Result<Arc<Client>, DocumentError>, Instant);
 /// Fetches and caches documents.
 #[derive(Clone)]
 pub struct Documents {
-    http: reqwest::Client,
+    /// Made at the first fetch, on the blocking pool: making it reads the system's CA store,
+    /// about 10 ms that would otherwise hold up every start of the server.
+    http: Arc<tokio::sync::OnceCell<reqwest::Client>>,
     allow_loopback: bool,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
@@ -58,29 +60,50 @@ impl std::fmt::Debug for Documents {
 }
 
 impl Documents {
-    pub fn new(allow_loopback: bool) -> Result<Documents, reqwest::Error> {
-        let policy = Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 3 {
-                attempt.error("more than 3 redirects")
-            } else if let Err(why) = check_url(attempt.url(), allow_loopback) {
-                attempt.error(why)
-            } else {
-                attempt.follow()
-            }
-        });
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(Resolver::new(Reach::loopback_if(allow_loopback))))
-            .redirect(policy)
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .user_agent(concat!("agentskills-mcp/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .build()?;
-        Ok(Documents {
-            http,
+    pub fn new(allow_loopback: bool) -> Documents {
+        Documents {
+            http: Arc::new(tokio::sync::OnceCell::new()),
             allow_loopback,
             cache: Arc::new(Mutex::new(HashMap::new())),
-        })
+        }
+    }
+
+    /// The HTTP client, made on first use: redirects re-checked, names resolved to public
+    /// addresses only (loopback too when allowed), no proxy.
+    async fn http(&self) -> Result<&reqwest::Client, DocumentError> {
+        let allow_loopback = self.allow_loopback;
+        self.http
+            .get_or_try_init(|| async move {
+                let made = tokio::task::spawn_blocking(move || {
+                    let policy = Policy::custom(move |attempt| {
+                        if attempt.previous().len() >= 3 {
+                            attempt.error("more than 3 redirects")
+                        } else if let Err(why) = check_url(attempt.url(), allow_loopback) {
+                            attempt.error(why)
+                        } else {
+                            attempt.follow()
+                        }
+                    });
+                    reqwest::Client::builder()
+                        .dns_resolver(Arc::new(Resolver::new(Reach::loopback_if(allow_loopback))))
+                        .redirect(policy)
+                        .timeout(TIMEOUT)
+                        .connect_timeout(TIMEOUT)
+                        .user_agent(concat!("agentskills-mcp/", env!("CARGO_PKG_VERSION")))
+                        .no_proxy()
+                        .build()
+                })
+                .await;
+                match made {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot make the HTTP client for client metadata documents");
+                        Err(DocumentError("this server cannot fetch documents now".into()))
+                    }
+                    Err(_) => Err(DocumentError("this server cannot fetch documents now".into())),
+                }
+            })
+            .await
     }
 
     /// Whether `client_id` is meant as a metadata document's URL (rather than a registered id).
@@ -139,7 +162,8 @@ impl Documents {
         }
         check_url(&url, self.allow_loopback).map_err(DocumentError)?;
         let response = self
-            .http
+            .http()
+            .await?
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()

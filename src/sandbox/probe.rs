@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::SandboxSettings;
 
 /// The layers found, as `/health` shows them.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Layers {
     /// bubblewrap's path when it works here: namespaces for mounts, PIDs, network, IPC, UTS.
     pub bwrap: Option<PathBuf>,

@@ -1877,7 +1877,7 @@ fn account_page(
 async fn status_page(state: &AppState, session: &Session) -> Result<Response<Body>, AppError> {
     let user = &session.user.user;
     let index = state.workspaces.index(user.id).await?;
-    let sandbox = state.sandbox.status();
+    let sandbox = state.sandbox.status().await;
     let sandbox_words = match (sandbox.ready, health::sandbox_reason(sandbox.mode, sandbox.ready)) {
         (true, None) => "Commands run here: run_shell_command runs each one in a sandbox (no network, a scratch copy of its skill, time and memory limits).".to_owned(),
         (true, Some(why)) => format!("Commands run here, but {why}."),

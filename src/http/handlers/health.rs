@@ -145,7 +145,7 @@ pub(crate) async fn health(
             "health check: the blob store does not answer"
         );
     }
-    let sandbox = state.sandbox.status();
+    let sandbox = state.sandbox.status().await;
     // Without its listener a replica serves what other replicas changed only at the next
     // periodic check: one of several (`server.replica_id` set) is then not ready for traffic
     // until the listener has made its connection again, which it does by itself.
@@ -291,7 +291,7 @@ async fn storage(state: &AppState) -> StorageHealth {
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
 pub(crate) fn metrics(state: &AppState) -> Response<Body> {
-    let sandbox = state.sandbox.status();
+    let sandbox = state.sandbox.status_now();
     let (open, in_use, max) = state.store.pool_use();
     let snapshot = crate::metrics::Snapshot {
         mcp_sessions: state.sessions.len(),

@@ -494,10 +494,22 @@ async fn stateless(
     if method == LISTEN {
         return listen(state, principal, headers, id, params);
     }
-    let response = state
+    let response = match state
         .mcp
-        .request(principal.caller(), STATELESS_VERSION, id, method, params)
-        .await;
+        .reply(principal.caller(), STATELESS_VERSION, id, method, params)
+        .await
+    {
+        // A result from the skill index's cache (`load_skill`, `load_skill_metadata`).
+        Reply::Serialized(json) => {
+            return answer_serialized(
+                framing,
+                state
+                    .mcp
+                    .bounded(Reply::Serialized(json), id, STATELESS_VERSION, method),
+            );
+        }
+        Reply::Value(response) => response,
+    };
     let error_code = |response: &Value| {
         response
             .get("error")
@@ -807,7 +819,7 @@ async fn open_stream(
             "session not found; initialize a new one",
         );
     };
-    let Some(outbound) = session.attach_stream().await else {
+    let Some(outbound) = session.attach_stream() else {
         return rpc_refusal(
             StatusCode::CONFLICT,
             codes::INVALID_REQUEST,

@@ -47,20 +47,28 @@ impl PgStore {
                 &[&lock_key(session.token_id)],
             )
             .await?;
+            // Counted first, and only the sessions past the cap read: a token holding thousands
+            // of sessions does not read every id at each new one.
             let stmt = tx
-                .prepare_cached(
-                    "SELECT id FROM mcp_sessions WHERE token_id = $1
-                     ORDER BY last_seen_at, created_at, id",
-                )
+                .prepare_cached("SELECT count(*) FROM mcp_sessions WHERE token_id = $1")
                 .await?;
-            let held: Vec<String> = tx
-                .query(&stmt, &[&session.token_id])
-                .await?
-                .iter()
-                .map(|row| row.try_get(0))
-                .collect::<Result<_, _>>()?;
-            let room = usize::try_from(max_per_token.max(1)).unwrap_or(usize::MAX) - 1;
-            let evicted: Vec<String> = held[..held.len().saturating_sub(room)].to_vec();
+            let held: i64 = tx.query_one(&stmt, &[&session.token_id]).await?.try_get(0)?;
+            let room = i64::from(max_per_token.max(1)) - 1;
+            let evicted: Vec<String> = if held > room {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM mcp_sessions WHERE token_id = $1
+                         ORDER BY last_seen_at, created_at, id LIMIT $2",
+                    )
+                    .await?;
+                tx.query(&stmt, &[&session.token_id, &(held - room)])
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            };
             if !evicted.is_empty() {
                 let stmt = tx
                     .prepare_cached("DELETE FROM mcp_sessions WHERE id = ANY($1)")

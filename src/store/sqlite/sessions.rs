@@ -28,15 +28,22 @@ impl SqliteStore {
     ) -> StoreResult<Vec<String>> {
         let session = session.clone();
         self.write("recording an MCP session", move |tx| {
-            let held: Vec<String> = tx
-                .prepare_cached(
+            // Counted first, and only the sessions past the cap read: a token holding thousands
+            // of sessions does not read every id at each new one.
+            let held: i64 = tx
+                .prepare_cached("SELECT count(*) FROM mcp_sessions WHERE token_id = ?1")?
+                .query_row([session.token_id], |row| row.get(0))?;
+            let room = i64::from(max_per_token.max(1)) - 1;
+            let evicted: Vec<String> = if held > room {
+                tx.prepare_cached(
                     "SELECT id FROM mcp_sessions WHERE token_id = ?1
-                     ORDER BY last_seen_at, created_at, id",
+                     ORDER BY last_seen_at, created_at, id LIMIT ?2",
                 )?
-                .query_map([session.token_id], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let room = usize::try_from(max_per_token.max(1)).unwrap_or(usize::MAX) - 1;
-            let evicted: Vec<String> = held[..held.len().saturating_sub(room)].to_vec();
+                .query_map(params![session.token_id, held - room], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+            } else {
+                Vec::new()
+            };
             for id in &evicted {
                 tx.prepare_cached("DELETE FROM mcp_sessions WHERE id = ?1")?
                     .execute([id])?;
