@@ -1706,6 +1706,10 @@ fn targets(report: &Report) {
 
 fn print_rows(rows: &[Row]) {
     println!();
+    if rows.is_empty() {
+        println!("(none measured in this run)");
+        return;
+    }
     println!("| target | wanted | measured | met |");
     println!("|---|---|---|---|");
     for row in rows {
