@@ -1442,9 +1442,10 @@ impl Row {
     }
 }
 
-/// `x` as `0.62 ×`, or `-` when it is not known.
+/// `x` as `0.618 ×` (three decimals, so that a ratio just under a bound does not print as it), or
+/// `-` when it is not known.
 fn times(x: Option<f64>) -> String {
-    x.map_or("-".to_owned(), |x| format!("{x:.2} ×"))
+    x.map_or("-".to_owned(), |x| format!("{x:.3} ×"))
 }
 
 /// The targets of issue 20, then those of issue 7 that are still measured, each computed from
