@@ -14,7 +14,7 @@
 //!   `fs.nr_open`) before any child is spawned, so every server it starts inherits them.
 //! - The server's caps: `AGENTSKILLS_MAX_CONNECTIONS`, `AGENTSKILLS_MAX_CONNECTIONS_PER_IP` and
 //!   `AGENTSKILLS_MCP_MAX_SESSIONS_PER_TOKEN` above N.
-//! - The listen backlog: read with `ss` (a listening socket's Send-Q); at most half of it in
+//! - The listen backlog: read with `ss` (a listening socket's Send-Q); at most that many
 //!   connections between `connect` and the server's first answer on them (which shows it has
 //!   accepted them), so the queue never overflows, while 256 streams are being opened at once.
 
@@ -32,8 +32,8 @@ use tokio::sync::Semaphore;
 use crate::client::{Conn, Events};
 use crate::support::{self, rss_kib};
 use crate::{
-    Report, Target, addr_of, admitted, as_refs, corpus, cpu_ticks, first_call, mcp_headers,
-    open_legacy, open_session,
+    Report, Target, addr_of, admitted, as_refs, corpus, cpu_ticks, first_call, initialize,
+    initialized, mcp_headers, open_legacy,
 };
 
 /// Streams being opened at once.
@@ -156,7 +156,7 @@ pub(crate) async fn idle(report: &mut Report, client: &reqwest::Client, wanted: 
         first_call(&target).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let backlog = listen_backlog(addr);
-        let connecting = backlog.map_or(64, |b| (b / 2).clamp(1, IN_FLIGHT));
+        let connecting = backlog.map_or(64, |b| b.clamp(1, IN_FLIGHT));
         let pid = server.pid();
         let before = rss_kib(pid);
         let harness_before = rss_kib(std::process::id());
@@ -311,8 +311,9 @@ async fn open_stream(addr: SocketAddr, token: &str, gate: &Semaphore) -> Result<
     let mut conn = Conn::open_idle(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let session = open_session(&mut conn, token).await?;
+    let session = initialize(&mut conn, token).await?;
     drop(permit);
+    initialized(&mut conn, token, &session).await?;
     let headers = mcp_headers(token, Some(&session));
     let mut headers = as_refs(&headers);
     headers.retain(|(name, _)| *name != "content-type" && *name != "accept");

@@ -347,6 +347,13 @@ const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialize
 
 /// Opens a Streamable HTTP session on `conn`; returns its id, or what went wrong.
 async fn open_session(conn: &mut Conn, token: &str) -> Result<String, String> {
+    let session = initialize(conn, token).await?;
+    initialized(conn, token, &session).await?;
+    Ok(session)
+}
+
+/// `initialize` on `conn`: the new session's id, or what went wrong.
+async fn initialize(conn: &mut Conn, token: &str) -> Result<String, String> {
     let headers = mcp_headers(token, None);
     let (status, head, _) = conn
         .call(Method::POST, "/mcp", &as_refs(&headers), initialize_body())
@@ -355,12 +362,15 @@ async fn open_session(conn: &mut Conn, token: &str) -> Result<String, String> {
     if status != StatusCode::OK {
         return Err(format!("initialize: {status}"));
     }
-    let session = head
-        .get("mcp-session-id")
+    head.get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
-        .ok_or("initialize: no Mcp-Session-Id")?
-        .to_owned();
-    let headers = mcp_headers(token, Some(&session));
+        .map(str::to_owned)
+        .ok_or_else(|| "initialize: no Mcp-Session-Id".to_owned())
+}
+
+/// `notifications/initialized` in `session`, which completes its opening.
+async fn initialized(conn: &mut Conn, token: &str, session: &str) -> Result<(), String> {
+    let headers = mcp_headers(token, Some(session));
     let (status, _, _) = conn
         .call(
             Method::POST,
@@ -373,7 +383,7 @@ async fn open_session(conn: &mut Conn, token: &str) -> Result<String, String> {
     if status != StatusCode::ACCEPTED {
         return Err(format!("notifications/initialized: {status}"));
     }
-    Ok(session)
+    Ok(())
 }
 
 /// The headers of a request without a session (protocol 2026-07-28): its version, method and
