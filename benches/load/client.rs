@@ -15,6 +15,9 @@ use tokio::net::TcpSocket;
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The read buffer of a connection carrying an idle stream.
+const IDLE_READ_BUFFER: usize = 1024;
+
 /// One kept-alive connection.
 pub(crate) struct Conn {
     send: SendRequest<Full<Bytes>>,
@@ -36,6 +39,19 @@ fn next_source(server: IpAddr) -> Option<IpAddr> {
 
 impl Conn {
     pub(crate) async fn open(addr: SocketAddr) -> Result<Conn, Error> {
+        Conn::open_with(addr, &http1::Builder::new()).await
+    }
+
+    /// A connection that will carry an idle event stream: its read buffer is small and fixed
+    /// (hyper's grows from 8 KiB), since all it reads is a few short answers and keep-alive
+    /// comments, and a hundred thousand of them are held at once.
+    pub(crate) async fn open_idle(addr: SocketAddr) -> Result<Conn, Error> {
+        let mut builder = http1::Builder::new();
+        builder.read_buf_exact_size(Some(IDLE_READ_BUFFER));
+        Conn::open_with(addr, &builder).await
+    }
+
+    async fn open_with(addr: SocketAddr, builder: &http1::Builder) -> Result<Conn, Error> {
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -45,7 +61,7 @@ impl Conn {
         }
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        let (send, conn) = builder.handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -18,6 +18,10 @@ use tokio::sync::Barrier;
 
 use crate::{Figure, Report, Tally, Target, Tool, corpus, cpu_ticks, figure, http_worker, support};
 
+/// The figures' names, which the targets look up.
+pub(crate) const THROUGH_HAPROXY: &str = "load_skill, 3 replicas behind HAProxy (their CPU)";
+pub(crate) const DIRECT: &str = "load_skill, 1 replica direct (same database)";
+
 const SECRET: &str = "bench-replicas-secret-0123456789abcdef0123456789abcdef";
 
 pub(crate) async fn replicas(report: &mut Report, client: &reqwest::Client, window: Duration) {
@@ -73,25 +77,11 @@ pub(crate) async fn replicas(report: &mut Report, client: &reqwest::Client, wind
     // In turns, three times each, so that the machine's drift falls on both alike.
     for _ in 0..3 {
         let transactions = Transactions::read(&admin_client, &name).await;
-        let f = measure_pids(
-            "load_skill, 3 replicas behind HAProxy (their CPU)",
-            &pids,
-            64,
-            window,
-            &through,
-        )
-        .await;
+        let f = measure_pids(THROUGH_HAPROXY, &pids, 64, window, &through).await;
         note_transactions(report, &f, window, transactions, &admin_client, &name).await;
         report.push(f);
         let transactions = Transactions::read(&admin_client, &name).await;
-        let f = measure_pids(
-            "load_skill, 1 replica direct (same database)",
-            &pids[..1],
-            64,
-            window,
-            &direct,
-        )
-        .await;
+        let f = measure_pids(DIRECT, &pids[..1], 64, window, &direct).await;
         note_transactions(report, &f, window, transactions, &admin_client, &name).await;
         report.push(f);
     }
