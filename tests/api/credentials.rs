@@ -479,6 +479,28 @@ async fn saturated_password_hashing_answers_503_with_retry_after(backend: Backen
         }
     }
     assert!(registered);
+    // A login for an unknown account is checked against the dummy hash, and waits for it to be
+    // made: once one is answered 401, the start-up's hashing is over (the server listens before
+    // it is, and a registration may have come first).
+    let mut warmed = false;
+    for _ in 0..100 {
+        let status = app
+            .request(Method::POST, "/api/v1/auth/login")
+            .json(&json!({"email": "nobody@example.com", "password": "password-123"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                warmed = true;
+                break;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("an unknown account's login answered {other}"),
+        }
+    }
+    assert!(warmed);
     let mut logins = tokio::task::JoinSet::new();
     for _ in 0..12 {
         let request = app
