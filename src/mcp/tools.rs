@@ -358,7 +358,7 @@ fn search_skills(
                 ))
             })?,
     };
-    let found = index.ranked(query, |s| s.record.is_active);
+    let (found, _) = index.ranked_first(query, |s| s.record.is_active, limit);
     // The query as the answer's first line repeats it: on one line, whatever it held.
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
     if found.is_empty() {
@@ -370,7 +370,7 @@ fn search_skills(
     let mut out = format!(
         "Skills matching \"{query}\", best first (each line is \"- <skill_name>: <skill_description>\"):"
     );
-    for skill in found.iter().take(limit) {
+    for skill in &found {
         push_skill_line(&mut out, skill);
     }
     Ok(text(out))
