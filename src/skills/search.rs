@@ -469,9 +469,9 @@ impl SearchIndex {
         let Some(scores) = self.scores(query) else {
             return Vec::new();
         };
-        let mut hits: Vec<Hit> = self
-            .documents()
-            .filter(|(slot, _)| scores[*slot] > 0.0)
+        let mut hits: Vec<Hit> = (0..self.slots.len())
+            .filter(|&slot| scores[slot] > 0.0)
+            .filter_map(|slot| Some((slot, self.slots[slot].as_deref()?)))
             .filter(|(_, document)| wanted(document.id))
             .map(|(slot, document)| Hit {
                 id: document.id,
@@ -496,9 +496,10 @@ impl SearchIndex {
         let score = |slot: usize| scores.as_ref().map_or(0.0, |scores| scores[slot]);
         let needle = query.trim().to_lowercase();
         let contains = self.texts.containing(&needle, self.slots.len());
-        let mut found: Vec<Found<'_>> = self
-            .documents()
-            .filter(|(slot, _)| contains[*slot] != 0 || score(*slot) > 0.0)
+        // The slots first: only a match's document is read.
+        let mut found: Vec<Found<'_>> = (0..self.slots.len())
+            .filter(|&slot| contains[slot] != 0 || score(slot) > 0.0)
+            .filter_map(|slot| Some((slot, self.slots[slot].as_deref()?)))
             .filter(|(_, document)| wanted(document.id))
             .map(|(slot, document)| Found {
                 id: document.id,
@@ -518,14 +519,6 @@ impl SearchIndex {
         // The order is total (names are unique): the first `limit` are the same however found.
         found.sort_unstable_by(Found::before);
         (found, total)
-    }
-
-    /// Every skill, with its slot.
-    fn documents(&self) -> impl Iterator<Item = (usize, &Document)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, document)| Some((slot, document.as_deref()?)))
     }
 
     /// Each slot's score for `query` (0 where none of its terms occurs), or `None` when no skill
