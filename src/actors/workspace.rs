@@ -66,6 +66,9 @@ pub struct IndexedSkill {
     /// `load_skill`'s result for `skill_md`, serialized at the first call (it depends on that
     /// text alone, which never changes in a published entry).
     pub load_skill_result: std::sync::OnceLock<Arc<str>>,
+    /// The skill's line in `search_skills`' answer, escaped as inside a JSON string, made at the
+    /// first search that finds it (it depends on the name and description alone).
+    pub search_line_json: std::sync::OnceLock<Box<str>>,
     /// What works here but may not elsewhere (file names that differ only in case).
     pub warnings: Vec<Warning>,
 }
@@ -1685,6 +1688,7 @@ impl StagedSkill {
             skill_md: self.skill_md,
             manifest: Some(self.manifest),
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
             warnings: self.warnings,
         };
         (self.staged, Arc::new(skill))
@@ -1769,6 +1773,7 @@ pub(crate) async fn load_index(
             skill_md: folder.skill_md,
             manifest: folder.manifest,
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
         });
     }
     // Tokenizing every skill for the search is CPU work: the blocking pool's.
@@ -2121,6 +2126,7 @@ mod tests {
             ))),
             manifest: None,
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
             warnings: Vec::new(),
         }
     }
