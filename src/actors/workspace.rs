@@ -66,6 +66,9 @@ pub struct IndexedSkill {
     /// `load_skill`'s result for `skill_md`, serialized at the first call (it depends on that
     /// text alone, which never changes in a published entry).
     pub load_skill_result: std::sync::OnceLock<Arc<str>>,
+    /// The skill's line in `search_skills`' answer, escaped as inside a JSON string, made at the
+    /// first search that finds it (it depends on the name and description alone).
+    pub search_line_json: std::sync::OnceLock<Box<str>>,
     /// What works here but may not elsewhere (file names that differ only in case).
     pub warnings: Vec<Warning>,
 }
@@ -134,6 +137,9 @@ pub struct SkillIndex {
     /// The ranked search over these skills, made with the index (on the blocking pool) and never
     /// on a request's path.
     search: Arc<SearchIndex>,
+    /// Whether `search` is an earlier index's, its update for this one having failed: then a
+    /// query reads names and descriptions from the skills here rather than from it.
+    search_lags: bool,
 }
 
 impl SkillIndex {
@@ -197,9 +203,8 @@ impl SkillIndex {
                 (page, self.len())
             }
             Some(query) => {
-                let found = self.ranked(query, |_| true);
-                let total = found.len();
-                (found.into_iter().skip(skip).take(limit).collect(), total)
+                let (found, total) = self.ranked_first(query, |_| true, skip.saturating_add(limit));
+                (found.into_iter().skip(skip).collect(), total)
             }
         }
     }
@@ -215,6 +220,36 @@ impl SkillIndex {
         query: &str,
         wanted: impl Fn(&IndexedSkill) -> bool,
     ) -> Vec<Arc<IndexedSkill>> {
+        self.ranked_first(query, wanted, usize::MAX).0
+    }
+
+    /// The first `limit` of [`SkillIndex::ranked`], and how many match in all.
+    pub fn ranked_first(
+        &self,
+        query: &str,
+        wanted: impl Fn(&IndexedSkill) -> bool,
+        limit: usize,
+    ) -> (Vec<Arc<IndexedSkill>>, usize) {
+        if self.search_lags {
+            return self.ranked_by_scan(query, wanted, limit);
+        }
+        let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
+        let (found, total) = self.search.found(query, keep, limit);
+        let found = found
+            .iter()
+            .filter_map(|found| self.by_id.get(&found.id).cloned())
+            .collect();
+        (found, total)
+    }
+
+    /// [`SkillIndex::ranked_first`] when the search index is not this index's (its update
+    /// failed): scores from it, names and descriptions from every skill here, one by one.
+    fn ranked_by_scan(
+        &self,
+        query: &str,
+        wanted: impl Fn(&IndexedSkill) -> bool,
+        limit: usize,
+    ) -> (Vec<Arc<IndexedSkill>>, usize) {
         let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
         let scores: HashMap<Uuid, f32> = self
             .search
@@ -238,7 +273,13 @@ impl SkillIndex {
             .collect();
         // `by_name` is in name order and the sort is stable: equals stay by name.
         found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.total_cmp(&a.1)));
-        found.into_iter().map(|(_, _, s)| Arc::clone(s)).collect()
+        let total = found.len();
+        let found = found
+            .into_iter()
+            .take(limit)
+            .map(|(_, _, s)| Arc::clone(s))
+            .collect();
+        (found, total)
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Arc<IndexedSkill>> {
@@ -766,6 +807,7 @@ impl WorkspaceState {
             listing: std::sync::OnceLock::new(),
             listing_result: std::sync::OnceLock::new(),
             search: Arc::clone(&current.search),
+            search_lags: true,
         };
         change(&mut next);
         let skills: Vec<Arc<IndexedSkill>> = next.by_id.values().cloned().collect();
@@ -788,6 +830,7 @@ impl WorkspaceState {
                     "search index updated"
                 );
                 next.search = Arc::new(search);
+                next.search_lags = false;
             }
             // The change is made and must be seen: the search keeps its previous state (which
             // finds nothing it should not: hits are looked up in the new index) until the next
@@ -1645,6 +1688,7 @@ impl StagedSkill {
             skill_md: self.skill_md,
             manifest: Some(self.manifest),
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
             warnings: self.warnings,
         };
         (self.staged, Arc::new(skill))
@@ -1729,6 +1773,7 @@ pub(crate) async fn load_index(
             skill_md: folder.skill_md,
             manifest: folder.manifest,
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
         });
     }
     // Tokenizing every skill for the search is CPU work: the blocking pool's.
@@ -2053,4 +2098,94 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(AppError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skill(n: u128, name: &str, description: &str, body: &str, active: bool) -> IndexedSkill {
+        let now = store::now();
+        IndexedSkill {
+            record: SkillRecord {
+                id: Uuid::from_u128(n),
+                user_id: Uuid::nil(),
+                name: name.to_owned(),
+                description: description.to_owned(),
+                skill_dir: name.to_owned(),
+                is_active: active,
+                created_at: now,
+                updated_at: now,
+                version: 1,
+            },
+            files: Vec::new(),
+            digest: format!("d{n}"),
+            bytes: 0,
+            skill_md: Some(Arc::from(format!(
+                "---\nname: {name}\ndescription: {description}\n---\n{body}"
+            ))),
+            manifest: None,
+            load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The search index's answer is the scan's (the order of releases before posting lists), in
+    /// full and in part.
+    #[test]
+    fn ranked_from_the_search_index_is_ranked_by_scan() {
+        let subjects = ["pdf", "csv", "git", "docker", "invoice", "pdfa", "mail"];
+        let actions = ["fill", "convert", "audit", "summarize", "back-up"];
+        let mut skills = Vec::new();
+        for (i, subject) in subjects.iter().enumerate() {
+            for (j, action) in actions.iter().enumerate() {
+                let n = (i * actions.len() + j) as u128 + 1;
+                skills.push(skill(
+                    n,
+                    &format!("{subject}-{action}"),
+                    &format!("{action} {subject} files.\nKeep the {subject} originals."),
+                    &format!(
+                        "Use this to {action} {}.",
+                        subjects[(i + 1) % subjects.len()]
+                    ),
+                    !n.is_multiple_of(4),
+                ));
+            }
+        }
+        let index = SkillIndex::from_skills(skills);
+        let names = |found: &[Arc<IndexedSkill>]| -> Vec<String> {
+            found.iter().map(|s| s.record.name.clone()).collect()
+        };
+        for query in [
+            "pdf",
+            "PDF-F",
+            "convert pdf files",
+            "summarize git",
+            "Keep the",
+            "originals",
+            "fil",
+            "  back-up  ",
+            "nothing",
+        ] {
+            for active_only in [false, true] {
+                let wanted = |s: &IndexedSkill| !active_only || s.record.is_active;
+                let scanned = index.ranked_by_scan(query, wanted, usize::MAX);
+                assert_eq!(index.ranked_first(query, wanted, usize::MAX).1, scanned.1);
+                assert_eq!(
+                    names(&index.ranked(query, wanted)),
+                    names(&scanned.0),
+                    "{query:?}"
+                );
+                for limit in [0, 1, 3, 10] {
+                    let (first, total) = index.ranked_first(query, wanted, limit);
+                    assert_eq!(total, scanned.1);
+                    assert_eq!(
+                        names(&first),
+                        names(&scanned.0[..limit.min(scanned.0.len())])
+                    );
+                }
+            }
+        }
+    }
 }

@@ -230,6 +230,32 @@ pub(super) fn session_result_json(result: &rmcp::model::CallToolResult) -> Strin
     serde_json::to_string(&value).unwrap_or_default()
 }
 
+/// What [`session_result_json`] makes of a successful result of one text block, the text given
+/// in pieces already escaped as inside a JSON string ([`json_escaped`]): written without building
+/// the result or a JSON tree (a test holds the two to the same bytes).
+pub(super) fn session_text_result_json<'a>(escaped: impl IntoIterator<Item = &'a str>) -> String {
+    const START: &str = r#"{"content":[{"text":""#;
+    const END: &str = r#"","type":"text"}],"isError":false}"#;
+    let mut out = String::with_capacity(1024);
+    out.push_str(START);
+    for piece in escaped {
+        out.push_str(piece);
+    }
+    out.push_str(END);
+    out
+}
+
+/// `text` as it is written inside a JSON string, without the quotes (empty if it does not
+/// serialize, which a string always does).
+pub(super) fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
 /// A response to one request, as [`McpServer::reply`] gives it.
 #[derive(Debug)]
 pub enum Reply {
@@ -491,7 +517,8 @@ impl McpServer {
 
     /// [`McpServer::request`], except that a `tools/call` whose result the skill index holds
     /// ready (`tools::cached_result`) is answered with it as it is, serialized: no result is built
-    /// or escaped again. The hot path of a session's POST.
+    /// or escaped again; and a `search_skills` result is written straight to JSON from lines
+    /// escaped once per index entry (`tools::written_result`). The hot path of a session's POST.
     pub async fn reply(
         &self,
         caller: Caller,
@@ -511,6 +538,9 @@ impl McpServer {
                         if self.recent.is_some() && call.name == "load_skill" {
                             tools::record_use(&index, self, caller, &call);
                         }
+                        return Reply::Serialized(serialized_response(id, &result, stateless));
+                    }
+                    if let Some(result) = tools::written_result(&index, &call) {
                         return Reply::Serialized(serialized_response(id, &result, stateless));
                     }
                     // Boxed: the misses read files or run commands (see `http::router`).
@@ -693,6 +723,34 @@ mod tests {
     use crate::mcp::source::FolderSource;
     use crate::mcp::{SUPPORTED_VERSIONS, source::SkillSource};
 
+    #[test]
+    fn a_text_result_written_in_pieces_is_the_serialized_result() {
+        let texts = [
+            "",
+            "Plain.",
+            "Say \"hi\"\tthen\n\\ go: é ✓ 🎉 \u{1}\u{7f}\u{2028}",
+        ];
+        for text in texts {
+            let result =
+                rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(
+                    text.to_owned(),
+                )]);
+            let escaped = json_escaped(text);
+            assert_eq!(
+                session_text_result_json([escaped.as_str()]),
+                session_result_json(&result)
+            );
+            // In pieces: the same.
+            let half = text.char_indices().nth(text.chars().count() / 2);
+            let (a, b) = text.split_at(half.map_or(0, |(at, _)| at));
+            let (a, b) = (json_escaped(a), json_escaped(b));
+            assert_eq!(
+                session_text_result_json([a.as_str(), b.as_str()]),
+                session_result_json(&result)
+            );
+        }
+    }
+
     #[tokio::test]
     async fn results_served_from_the_cache_are_the_general_paths_results() {
         let dir = tempfile::tempdir().unwrap();
@@ -707,6 +765,13 @@ mod tests {
             )
             .unwrap();
         }
+        // A description over several lines, with what JSON escapes.
+        std::fs::create_dir(dir.path().join("gamma")).unwrap();
+        std::fs::write(
+            dir.path().join("gamma").join("SKILL.md"),
+            "---\nname: gamma\ndescription: |\n  The \"gamma\" skill \\ é ✓\n  \ton two lines.\n---\nGo.\n",
+        )
+        .unwrap();
         let source = SkillSource::Folder(Arc::new(FolderSource::new(dir.path().into(), 1 << 20)));
         let settings = crate::config::SandboxSettings::default();
         let sandbox = Sandbox::start(&settings, Arc::default()).await;
@@ -714,6 +779,7 @@ mod tests {
         let server = McpServer::new(source, 1 << 20, limits, sandbox);
         let user = Caller::everything(Uuid::nil());
         let load = |name: &str| json!({"name": "load_skill", "arguments": {"skill_name": name}});
+        let search = |arguments: Value| json!({"name": "search_skills", "arguments": arguments});
         let cached = [
             (json!(1), load("alpha")),
             (json!("a\"b"), load("beta")),
@@ -721,6 +787,15 @@ mod tests {
             (
                 json!(2),
                 json!({"name": "load_skill_metadata", "arguments": {}}),
+            ),
+            (json!(3), search(json!({"query": "skill"}))),
+            (
+                json!(4),
+                search(json!({"query": " \"Gamma\"\n  skill ", "limit": 1})),
+            ),
+            (
+                json!(5),
+                search(json!({"query": "kubernetes \u{1}", "limit": null})),
             ),
         ];
         for version in SUPPORTED_VERSIONS.iter().chain([&STATELESS_VERSION]) {
@@ -743,6 +818,9 @@ mod tests {
                 json!({"name": "load_skill", "arguments": {"skill_name": 5}}),
                 json!({"name": "no_such_tool"}),
                 json!({"arguments": {}}),
+                search(json!({})),
+                search(json!({"query": "  "})),
+                search(json!({"query": "skill", "limit": 0})),
             ] {
                 let id = json!(7);
                 let general = server
@@ -756,6 +834,22 @@ mod tests {
                 assert_eq!(reply, general, "{version} {params}");
             }
         }
+        // The search found the skill whose description is on two lines, on one.
+        let reply = server
+            .reply(
+                user,
+                "2025-06-18",
+                &json!(1),
+                "tools/call",
+                Some(&cached[4].1),
+            )
+            .await;
+        let reply: Value = serde_json::from_slice(&reply.into_bytes()).unwrap();
+        let text = reply["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(
+            text.ends_with("\n- gamma: The \"gamma\" skill \\ é ✓ on two lines."),
+            "{text}"
+        );
         // Requests of 2026-07-28 are served from the cache too, with their `resultType`.
         let reply = server
             .reply(

@@ -129,14 +129,10 @@ pub fn list(
             (page, all.next().is_some())
         }
         Some(query) => {
-            let found = index.ranked(query, |s| s.record.is_active);
-            let page = found
-                .iter()
-                .skip(start)
-                .take(SKILLS_PAGE)
-                .map(|s| entry(s))
-                .collect();
-            (page, found.len() > start.saturating_add(SKILLS_PAGE))
+            let end = start.saturating_add(SKILLS_PAGE);
+            let (found, total) = index.ranked_first(query, |s| s.record.is_active, end);
+            let page = found.iter().skip(start).map(|s| entry(s)).collect();
+            (page, total > end)
         }
     };
     let mut result = json!({"skills": page});

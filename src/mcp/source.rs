@@ -187,6 +187,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
             skill_md: Some(Arc::from(text)),
             manifest: Some(manifest),
             load_skill_result: std::sync::OnceLock::new(),
+            search_line_json: std::sync::OnceLock::new(),
         });
     }
     Ok(SkillIndex::from_skills(skills))

@@ -327,12 +327,77 @@ fn budgeted_metadata(
     Ok(text(out))
 }
 
+/// `search_skills`' answer, before it is written.
+enum SearchAnswer {
+    /// No skill matches: the whole text.
+    Nothing(String),
+    /// The first line, and the skills found, best first.
+    Found {
+        header: String,
+        skills: Vec<Arc<IndexedSkill>>,
+    },
+}
+
 /// `search_skills`: the active skills that match `query`, best first, at most `limit`, in
 /// `load_skill_metadata`'s line format.
 fn search_skills(
     index: &SkillIndex,
     call: &CallToolRequestParams,
 ) -> Result<CallToolResult, CallToolResult> {
+    Ok(text(match search(index, call)? {
+        SearchAnswer::Nothing(answer) => answer,
+        SearchAnswer::Found {
+            header: mut out,
+            skills,
+        } => {
+            for skill in &skills {
+                push_skill_line(&mut out, skill);
+            }
+            out
+        }
+    }))
+}
+
+/// `search_skills`' result as a session gets it, serialized (what [`cached_result`] gives for
+/// the calls it answers), written from each skill's line escaped once for JSON and kept in its
+/// index entry: no result or JSON tree is built. `None` for every other call and for
+/// `search_skills`' failures, which go through [`call`].
+pub fn written_result(index: &SkillIndex, call: &CallToolRequestParams) -> Option<String> {
+    if call.name != SEARCH_SKILLS {
+        return None;
+    }
+    let written = match search(index, call).ok()? {
+        SearchAnswer::Nothing(answer) => super::dispatch::session_text_result_json([
+            super::dispatch::json_escaped(&answer).as_str(),
+        ]),
+        SearchAnswer::Found { header, skills } => {
+            let header = super::dispatch::json_escaped(&header);
+            let lines: Vec<&str> = skills
+                .iter()
+                .map(|skill| {
+                    &**skill.search_line_json.get_or_init(|| {
+                        let mut line = String::new();
+                        push_skill_line(&mut line, skill);
+                        super::dispatch::json_escaped(&line).into_boxed_str()
+                    })
+                })
+                .collect();
+            // An empty piece would be a failure to escape (a line is never empty): let the
+            // general path answer.
+            if header.is_empty() || lines.iter().any(|line| line.is_empty()) {
+                return None;
+            }
+            super::dispatch::session_text_result_json(std::iter::once(header.as_str()).chain(lines))
+        }
+    };
+    (!written.is_empty()).then_some(written)
+}
+
+/// `search_skills`' arguments checked, and the search made.
+fn search(
+    index: &SkillIndex,
+    call: &CallToolRequestParams,
+) -> Result<SearchAnswer, CallToolResult> {
     let query = argument(call, "query")?.trim();
     if query.is_empty() {
         return Err(failure(
@@ -358,22 +423,21 @@ fn search_skills(
                 ))
             })?,
     };
-    let found = index.ranked(query, |s| s.record.is_active);
+    let (found, _) = index.ranked_first(query, |s| s.record.is_active, limit);
     // The query as the answer's first line repeats it: on one line, whatever it held.
     let query = query.split_whitespace().collect::<Vec<_>>().join(" ");
     if found.is_empty() {
-        return Ok(text(format!(
+        return Ok(SearchAnswer::Nothing(format!(
             "No skills match \"{query}\". Try other words, or call load_skill_metadata to see \
              the skills listed."
         )));
     }
-    let mut out = format!(
-        "Skills matching \"{query}\", best first (each line is \"- <skill_name>: <skill_description>\"):"
-    );
-    for skill in found.iter().take(limit) {
-        push_skill_line(&mut out, skill);
-    }
-    Ok(text(out))
+    Ok(SearchAnswer::Found {
+        header: format!(
+            "Skills matching \"{query}\", best first (each line is \"- <skill_name>: <skill_description>\"):"
+        ),
+        skills: found,
+    })
 }
 
 /// `text` with each line break (and the blanks around it) as one space.

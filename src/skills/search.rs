@@ -9,11 +9,17 @@
 //! deep in its instructions). BM25F (Robertson and Zaragoza's simple form) weights each field's
 //! term frequency, normalized by that field's length, before the one saturation of BM25.
 //!
+//! Beside the terms, [`SearchIndex::found`] also finds the skills whose name or description
+//! contains the query as typed (a part of a word, which whole terms miss), from every name and
+//! lower-cased description kept one after another in one text, searched once per query.
+//!
 //! A [`SearchIndex`] is immutable, like the skill index it sits beside: [`SearchIndex::updated`]
 //! makes the next one from the previous, tokenizing only the skills whose text changed, so an
-//! upload of one skill among hundreds costs one skill's tokenization and a copy of the term
-//! counts. A query scans the skills that hold at least one of its terms' counts (a user has
-//! hundreds of skills, not millions: no posting lists are needed to answer in microseconds).
+//! upload of one skill among hundreds costs one skill's tokenization and a shallow copy of the
+//! rest. Each term has a posting list (the skills holding it, with their counts per field), shared
+//! between indexes until a skill holding the term changes, so a query reads only its own terms'
+//! lists and hashes only its own terms: a query of a few words over hundreds of skills takes a few
+//! microseconds, and grows with the skills that hold its terms, not with all the user has.
 //!
 //! ```
 //! use agentskills_mcp::skills::search::{SearchIndex, SearchText};
@@ -21,6 +27,8 @@
 //! let skill = SearchText { id, name: "pdf-forms", description: "Fill PDF forms.", body: "", version: "v1" };
 //! let index = SearchIndex::default().updated([skill]);
 //! assert_eq!(index.search("filling a form", |_| true).first().map(|hit| hit.id), Some(id));
+//! let (found, total) = index.found("PDF-F", |_| true, 10);
+//! assert_eq!((found[0].id, found[0].name_contains, total), (id, true, 1));
 //! ```
 
 use std::collections::HashMap;
@@ -88,54 +96,65 @@ pub fn body(skill_md: &str) -> &str {
     skill_md
 }
 
-/// One skill's term counts.
+/// One skill as the index holds it: what tells whether its text changed, what the substring match
+/// reads, and its terms and lengths, to take it out of the postings and totals when it goes.
 #[derive(Debug)]
 struct Document {
+    id: Uuid,
     name: String,
     description: String,
+    /// `description` in lower case, as the substring match compares it.
+    lowercase_description: String,
     version: String,
-    /// Per term, how often it occurs in each field.
-    counts: HashMap<String, [u32; FIELDS]>,
+    /// Its distinct terms.
+    terms: Box<[String]>,
     /// Each field's length in terms.
     lengths: [u32; FIELDS],
 }
 
 impl Document {
-    fn new(text: &SearchText<'_>) -> Document {
-        let mut body = text.body;
-        if body.len() > MAX_BODY_BYTES {
-            let mut end = MAX_BODY_BYTES;
-            while !body.is_char_boundary(end) {
-                end -= 1;
-            }
-            body = &body[..end];
-        }
-        let mut counts: HashMap<String, [u32; FIELDS]> = HashMap::new();
-        let mut lengths = [0; FIELDS];
-        for (field, field_text) in [
-            (NAME, text.name),
-            (DESCRIPTION, text.description),
-            (BODY, body),
-        ] {
-            for term in terms(field_text) {
-                counts.entry(term).or_default()[field] += 1;
-                lengths[field] += 1;
-            }
-        }
-        Document {
-            name: text.name.to_owned(),
-            description: text.description.to_owned(),
-            version: text.version.to_owned(),
-            counts,
-            lengths,
-        }
-    }
-
     fn is_text_of(&self, text: &SearchText<'_>) -> bool {
         self.version == text.version
             && self.name == text.name
             && self.description == text.description
     }
+}
+
+/// A skill's counts of one term, in that term's posting list.
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    /// The skill's slot in [`SearchIndex::slots`].
+    slot: usize,
+    /// How often the term occurs in each field.
+    counts: [u32; FIELDS],
+    /// The skill's field lengths, repeated in each of its postings so that scoring a term reads
+    /// its list and nothing else.
+    lengths: [u32; FIELDS],
+}
+
+/// Per term, how often it occurs in each field of `text`, and each field's length in terms.
+fn tokenize(text: &SearchText<'_>) -> (HashMap<String, [u32; FIELDS]>, [u32; FIELDS]) {
+    let mut body = text.body;
+    if body.len() > MAX_BODY_BYTES {
+        let mut end = MAX_BODY_BYTES;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        body = &body[..end];
+    }
+    let mut counts: HashMap<String, [u32; FIELDS]> = HashMap::new();
+    let mut lengths = [0; FIELDS];
+    for (field, field_text) in [
+        (NAME, text.name),
+        (DESCRIPTION, text.description),
+        (BODY, body),
+    ] {
+        for term in terms(field_text) {
+            counts.entry(term).or_default()[field] += 1;
+            lengths[field] += 1;
+        }
+    }
+    (counts, lengths)
 }
 
 /// One skill a query found, and how well it matches.
@@ -145,14 +164,133 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// One skill [`SearchIndex::found`] found: by its terms (`score` above 0), or because its name or
+/// description contains the query as typed, or both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Found<'a> {
+    pub id: Uuid,
+    /// The skill's name as the index was given it.
+    pub name: &'a str,
+    /// Whether the name contains the query as typed (in lower case).
+    pub name_contains: bool,
+    /// The terms' score; 0 when no term of the query occurs in the skill.
+    pub score: f32,
+}
+
+impl Found<'_> {
+    /// The order of [`SearchIndex::found`]: names containing the query first (someone typing a
+    /// name means that skill), then by score, then by name.
+    fn before(&self, other: &Found<'_>) -> std::cmp::Ordering {
+        other
+            .name_contains
+            .cmp(&self.name_contains)
+            .then_with(|| other.score.total_cmp(&self.score))
+            .then_with(|| self.name.cmp(other.name))
+    }
+}
+
+/// The names and lower-cased descriptions of every skill, one after another, each followed by a
+/// NUL byte: what the substring match searches, in one pass per query.
+#[derive(Debug, Default, Clone)]
+struct Texts {
+    text: String,
+    /// In the order of `text`.
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    /// Where the piece's NUL is in [`Texts::text`].
+    end: usize,
+    slot: usize,
+    is_name: bool,
+}
+
+/// What the substring match found in a slot's skill.
+const NAME_CONTAINS: u8 = 1;
+const DESCRIPTION_CONTAINS: u8 = 2;
+
+impl Texts {
+    fn of(slots: &[Option<Arc<Document>>]) -> Texts {
+        let mut texts = Texts::default();
+        for (slot, document) in slots.iter().enumerate() {
+            let Some(document) = document else {
+                continue;
+            };
+            for (piece, is_name) in [
+                (&document.name, true),
+                (&document.lowercase_description, false),
+            ] {
+                texts.text.push_str(piece);
+                texts.pieces.push(Piece {
+                    end: texts.text.len(),
+                    slot,
+                    is_name,
+                });
+                texts.text.push('\0');
+            }
+        }
+        texts
+    }
+
+    /// Per slot, [`NAME_CONTAINS`] and [`DESCRIPTION_CONTAINS`] where the name or the lower-cased
+    /// description contains `needle`.
+    fn containing(&self, needle: &str, slots: usize) -> Vec<u8> {
+        let mut found = vec![0u8; slots];
+        if needle.is_empty() {
+            return found;
+        }
+        let mut mark = |piece: &Piece| {
+            if let Some(flags) = found.get_mut(piece.slot) {
+                *flags |= if piece.is_name {
+                    NAME_CONTAINS
+                } else {
+                    DESCRIPTION_CONTAINS
+                };
+            }
+        };
+        if needle.contains('\0') {
+            // A match could run from one piece into the next: each piece by itself.
+            let mut start = 0;
+            for piece in &self.pieces {
+                if self.text[start..piece.end].contains(needle) {
+                    mark(piece);
+                }
+                start = piece.end + 1;
+            }
+            return found;
+        }
+        // Without a NUL in it, a match lies within one piece; after one, the search goes on
+        // from the next piece.
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+        let text = self.text.as_bytes();
+        let mut from = 0;
+        while let Some(at) = text.get(from..).and_then(|rest| finder.find(rest)) {
+            let at = from + at;
+            let Some(piece) = self.pieces.get(self.pieces.partition_point(|p| p.end < at)) else {
+                break;
+            };
+            mark(piece);
+            from = piece.end + 1;
+        }
+        found
+    }
+}
+
 /// The search index of one user's skills.
 #[derive(Debug, Default, Clone)]
 pub struct SearchIndex {
-    documents: HashMap<Uuid, Arc<Document>>,
-    /// Per term, in how many skills it occurs (in any field).
-    skills_with: HashMap<String, u32>,
+    /// The skills by slot, the number postings name them by. A slot left by a skill that is gone
+    /// is empty until a new skill takes it.
+    slots: Vec<Option<Arc<Document>>>,
+    /// Each skill's slot.
+    slot_of: HashMap<Uuid, usize>,
+    /// Per term, the skills holding it (in any field), by slot. A list is copied only when a
+    /// skill holding its term changes; the others are shared with the previous index.
+    postings: HashMap<Arc<str>, Arc<Vec<Posting>>>,
     /// The sum of each field's lengths over all skills.
     total_lengths: [u64; FIELDS],
+    texts: Texts,
 }
 
 /// What an update did, for the log.
@@ -167,8 +305,9 @@ pub struct UpdateStats {
 }
 
 impl SearchIndex {
-    /// The index of `skills` (every skill the user has), made from this one: a skill whose text
-    /// is unchanged keeps its counts, the others are tokenized, skills not given are dropped.
+    /// The index of `skills` (every skill the user has, each once), made from this one: a skill
+    /// whose text is unchanged keeps its counts, the others are tokenized, skills not given are
+    /// dropped. A skill given twice is indexed as first given.
     pub fn updated<'a>(&self, skills: impl IntoIterator<Item = SearchText<'a>>) -> SearchIndex {
         self.updated_with_stats(skills).0
     }
@@ -179,131 +318,251 @@ impl SearchIndex {
         skills: impl IntoIterator<Item = SearchText<'a>>,
     ) -> (SearchIndex, UpdateStats) {
         let mut next = SearchIndex {
-            documents: HashMap::with_capacity(self.documents.len()),
-            skills_with: self.skills_with.clone(),
+            slots: self.slots.clone(),
+            slot_of: HashMap::with_capacity(self.slot_of.len()),
+            postings: self.postings.clone(),
             total_lengths: self.total_lengths,
+            texts: Texts::default(),
         };
         let mut stats = UpdateStats::default();
-        let mut added = Vec::new();
+        let mut kept = vec![false; self.slots.len()];
+        let mut changed = Vec::new();
         for text in skills {
-            match self.documents.get(&text.id) {
-                Some(old) if old.is_text_of(&text) => {
+            if next.slot_of.contains_key(&text.id) {
+                continue;
+            }
+            let old = self
+                .slot_of
+                .get(&text.id)
+                .and_then(|&slot| Some((slot, self.slots.get(slot)?.as_ref()?)));
+            match old {
+                Some((slot, old)) if old.is_text_of(&text) => {
                     stats.kept += 1;
-                    next.documents.insert(text.id, Arc::clone(old));
+                    kept[slot] = true;
+                    next.slot_of.insert(text.id, slot);
                 }
                 _ => {
                     stats.tokenized += 1;
-                    let document = Arc::new(Document::new(&text));
-                    added.push(Arc::clone(&document));
-                    next.documents.insert(text.id, document);
+                    // Its slot is chosen once the skills that are gone or changed have left theirs.
+                    next.slot_of.insert(text.id, usize::MAX);
+                    changed.push(text);
                 }
             }
         }
-        // What the previous index counted and this one does not hold (gone, or replaced by a
-        // new text) comes out of the totals, and what was added goes in.
-        for (id, old) in &self.documents {
-            let same = next.documents.get(id).is_some_and(|d| Arc::ptr_eq(d, old));
-            if same {
+        // What the previous index held and this one does not hold as it was (gone, or replaced
+        // by a new text) comes out of the postings and totals, and what was tokenized goes in.
+        for (slot, old) in self.slots.iter().enumerate() {
+            let Some(old) = old else {
+                continue;
+            };
+            if kept.get(slot).copied().unwrap_or(false) {
                 continue;
             }
-            if !next.documents.contains_key(id) {
+            if !next.slot_of.contains_key(&old.id) {
                 stats.removed += 1;
             }
-            next.count(old, false);
+            next.remove(slot, old);
         }
-        for document in &added {
-            next.count(document, true);
+        let mut free = next
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, document)| document.is_none())
+            .map(|(slot, _)| slot)
+            .collect::<Vec<_>>()
+            .into_iter();
+        for text in changed {
+            let slot = free.next().unwrap_or(next.slots.len());
+            next.add(slot, &text);
         }
+        while next.slots.last().is_some_and(Option::is_none) {
+            next.slots.pop();
+        }
+        next.texts = Texts::of(&next.slots);
         (next, stats)
     }
 
-    /// Adds a skill's counts to the totals, or takes them out.
-    fn count(&mut self, document: &Document, add: bool) {
-        for field in 0..FIELDS {
-            let length = u64::from(document.lengths[field]);
-            self.total_lengths[field] = if add {
-                self.total_lengths[field].saturating_add(length)
-            } else {
-                self.total_lengths[field].saturating_sub(length)
-            };
+    /// Takes the skill in `slot` out of the postings and totals, and leaves its slot empty.
+    fn remove(&mut self, slot: usize, document: &Document) {
+        if let Some(place) = self.slots.get_mut(slot) {
+            *place = None;
         }
-        for term in document.counts.keys() {
-            if add {
-                *self.skills_with.entry(term.clone()).or_default() += 1;
-            } else if let Some(n) = self.skills_with.get_mut(term) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.skills_with.remove(term);
-                }
+        for (total, length) in self.total_lengths.iter_mut().zip(document.lengths) {
+            *total = total.saturating_sub(u64::from(length));
+        }
+        for term in &document.terms {
+            let Some(list) = self.postings.get_mut(term.as_str()) else {
+                continue;
+            };
+            let list = Arc::make_mut(list);
+            if let Ok(at) = list.binary_search_by_key(&slot, |p| p.slot) {
+                list.remove(at);
+            }
+            if list.is_empty() {
+                self.postings.remove(term.as_str());
             }
         }
     }
 
+    /// Tokenizes `text` into `slot` (an empty one, or the next after the last).
+    fn add(&mut self, slot: usize, text: &SearchText<'_>) {
+        let (counts, lengths) = tokenize(text);
+        let mut terms = Vec::with_capacity(counts.len());
+        for (term, counts) in counts {
+            let posting = Posting {
+                slot,
+                counts,
+                lengths,
+            };
+            match self.postings.get_mut(term.as_str()) {
+                Some(list) => {
+                    let list = Arc::make_mut(list);
+                    let at = list.partition_point(|p| p.slot < slot);
+                    list.insert(at, posting);
+                }
+                None => {
+                    self.postings
+                        .insert(Arc::from(term.as_str()), Arc::new(vec![posting]));
+                }
+            }
+            terms.push(term);
+        }
+        for (total, length) in self.total_lengths.iter_mut().zip(lengths) {
+            *total = total.saturating_add(u64::from(length));
+        }
+        let document = Arc::new(Document {
+            id: text.id,
+            name: text.name.to_owned(),
+            description: text.description.to_owned(),
+            lowercase_description: text.description.to_lowercase(),
+            version: text.version.to_owned(),
+            terms: terms.into_boxed_slice(),
+            lengths,
+        });
+        if slot >= self.slots.len() {
+            self.slots.resize(slot + 1, None);
+        }
+        self.slots[slot] = Some(document);
+        self.slot_of.insert(text.id, slot);
+    }
+
     pub fn len(&self) -> usize {
-        self.documents.len()
+        self.slot_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty()
+        self.slot_of.is_empty()
+    }
+
+    /// Per term, in how many skills it occurs (in any field).
+    #[cfg(test)]
+    fn skills_with(&self) -> std::collections::BTreeMap<String, usize> {
+        self.postings
+            .iter()
+            .map(|(term, list)| (term.to_string(), list.len()))
+            .collect()
     }
 
     /// The skills that match `query` (at least one of its terms) among those `wanted` keeps, best
     /// first; equal scores in no particular order (callers break ties).
     pub fn search(&self, query: &str, wanted: impl Fn(Uuid) -> bool) -> Vec<Hit> {
-        let mut query_terms = terms(query);
-        query_terms.sort_unstable();
-        query_terms.dedup();
-        // Each term's weight: rare terms say more (BM25's idf, never negative).
-        let skills = self.documents.len() as f32;
-        let weighted: Vec<(&str, f32)> = query_terms
-            .iter()
-            .filter_map(|term| {
-                let with = *self.skills_with.get(term)? as f32;
-                let idf = (1.0 + (skills - with + 0.5) / (with + 0.5)).ln();
-                Some((term.as_str(), idf))
-            })
-            .collect();
-        if weighted.is_empty() {
+        let Some(scores) = self.scores(query) else {
             return Vec::new();
-        }
-        let average = self
-            .total_lengths
-            .map(|total| (total as f32 / skills.max(1.0)).max(1.0));
-        let mut hits: Vec<Hit> = self
-            .documents
-            .iter()
-            .filter(|(id, _)| wanted(**id))
-            .filter_map(|(id, document)| {
-                let score = document.score(&weighted, &average);
-                (score > 0.0).then_some(Hit { id: *id, score })
+        };
+        let mut hits: Vec<Hit> = (0..self.slots.len())
+            .filter(|&slot| scores[slot] > 0.0)
+            .filter_map(|slot| Some((slot, self.slots[slot].as_deref()?)))
+            .filter(|(_, document)| wanted(document.id))
+            .map(|(slot, document)| Hit {
+                id: document.id,
+                score: scores[slot],
             })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits
     }
-}
 
-impl Document {
-    /// BM25F: per term, the fields' counts weighted and normalized by their length, summed, then
-    /// saturated once and scaled by the term's idf.
-    fn score(&self, query: &[(&str, f32)], average: &[f32; FIELDS]) -> f32 {
-        let mut score = 0.0;
-        for (term, idf) in query {
-            let Some(counts) = self.counts.get(*term) else {
-                continue;
-            };
-            let mut frequency = 0.0;
-            for field in 0..FIELDS {
-                if counts[field] == 0 {
-                    continue;
-                }
-                let b = LENGTH_NORMALIZATION[field];
-                let norm = 1.0 - b + b * self.lengths[field] as f32 / average[field];
-                frequency += WEIGHTS[field] * counts[field] as f32 / norm;
+    /// The skills `wanted` keeps that match `query`: those [`SearchIndex::search`] finds, and
+    /// those whose name or description contains `query` as typed (trimmed, in lower case: the
+    /// substring filter of earlier releases). The first `limit` in their order (names containing
+    /// the query first, then by score, then by name), and how many match in all.
+    pub fn found(
+        &self,
+        query: &str,
+        wanted: impl Fn(Uuid) -> bool,
+        limit: usize,
+    ) -> (Vec<Found<'_>>, usize) {
+        let scores = self.scores(query);
+        let score = |slot: usize| scores.as_ref().map_or(0.0, |scores| scores[slot]);
+        let needle = query.trim().to_lowercase();
+        let contains = self.texts.containing(&needle, self.slots.len());
+        // The slots first: only a match's document is read.
+        let mut found: Vec<Found<'_>> = (0..self.slots.len())
+            .filter(|&slot| contains[slot] != 0 || score(slot) > 0.0)
+            .filter_map(|slot| Some((slot, self.slots[slot].as_deref()?)))
+            .filter(|(_, document)| wanted(document.id))
+            .map(|(slot, document)| Found {
+                id: document.id,
+                name: &document.name,
+                name_contains: contains[slot] & NAME_CONTAINS != 0,
+                score: score(slot),
+            })
+            .collect();
+        let total = found.len();
+        if limit < total {
+            if limit == 0 {
+                return (Vec::new(), total);
             }
-            score += idf * frequency / (K1 + frequency);
+            found.select_nth_unstable_by(limit - 1, Found::before);
+            found.truncate(limit);
         }
-        score
+        // The order is total (names are unique): the first `limit` are the same however found.
+        found.sort_unstable_by(Found::before);
+        (found, total)
+    }
+
+    /// Each slot's score for `query` (0 where none of its terms occurs), or `None` when no skill
+    /// holds any of them. BM25F: per term, the fields' counts weighted and normalized by their
+    /// length, summed, then saturated once and scaled by the term's idf; the terms in order.
+    fn scores(&self, query: &str) -> Option<Vec<f32>> {
+        let mut query_terms = terms(query);
+        query_terms.sort_unstable();
+        query_terms.dedup();
+        // Each term's weight: rare terms say more (BM25's idf, never negative).
+        let skills = self.slot_of.len() as f32;
+        let weighted: Vec<(&[Posting], f32)> = query_terms
+            .iter()
+            .filter_map(|term| {
+                let postings = self.postings.get(term.as_str())?;
+                let with = postings.len() as f32;
+                let idf = (1.0 + (skills - with + 0.5) / (with + 0.5)).ln();
+                Some((postings.as_slice(), idf))
+            })
+            .collect();
+        if weighted.is_empty() {
+            return None;
+        }
+        let average = self
+            .total_lengths
+            .map(|total| (total as f32 / skills.max(1.0)).max(1.0));
+        let mut scores = vec![0.0f32; self.slots.len()];
+        for (postings, idf) in weighted {
+            for posting in postings {
+                let mut frequency = 0.0;
+                for field in 0..FIELDS {
+                    if posting.counts[field] == 0 {
+                        continue;
+                    }
+                    let b = LENGTH_NORMALIZATION[field];
+                    let norm = 1.0 - b + b * posting.lengths[field] as f32 / average[field];
+                    frequency += WEIGHTS[field] * posting.counts[field] as f32 / norm;
+                }
+                if let Some(score) = scores.get_mut(posting.slot) {
+                    *score += idf * frequency / (K1 + frequency);
+                }
+            }
+        }
+        Some(scores)
     }
 }
 
@@ -409,7 +668,7 @@ mod tests {
         );
         // The same as an index made from nothing.
         let fresh = SearchIndex::default().updated(changed);
-        assert_eq!(next.skills_with, fresh.skills_with);
+        assert_eq!(next.skills_with(), fresh.skills_with());
         assert_eq!(next.total_lengths, fresh.total_lengths);
         assert_eq!(ids(&next.search("kubernetes", |_| true)), vec![5]);
         assert!(next.search("release", |_| true).is_empty());
@@ -418,8 +677,190 @@ mod tests {
         assert_eq!(ids(&first.search("release", |_| true)), vec![3]);
         // Nothing given: nothing left.
         let empty = next.updated([]);
-        assert!(empty.is_empty() && empty.skills_with.is_empty());
+        assert!(empty.is_empty() && empty.skills_with().is_empty());
+        assert!(empty.slots.is_empty() && empty.texts.text.is_empty());
         assert_eq!(empty.total_lengths, [0; FIELDS]);
+    }
+
+    /// The scores as the index computed them before it had posting lists: every skill's counts
+    /// scanned, term by term in order. The index must give the same, to the bit.
+    fn scanned_scores(texts: &[SearchText<'_>], query: &str) -> Vec<(u128, f32)> {
+        let documents: Vec<_> = texts.iter().map(|t| (t.id, tokenize(t))).collect();
+        let mut skills_with: HashMap<&str, u32> = HashMap::new();
+        let mut total = [0u64; FIELDS];
+        for (_, (counts, lengths)) in &documents {
+            for term in counts.keys() {
+                *skills_with.entry(term).or_default() += 1;
+            }
+            for field in 0..FIELDS {
+                total[field] += u64::from(lengths[field]);
+            }
+        }
+        let mut query_terms = terms(query);
+        query_terms.sort_unstable();
+        query_terms.dedup();
+        let skills = documents.len() as f32;
+        let weighted: Vec<(&str, f32)> = query_terms
+            .iter()
+            .filter_map(|term| {
+                let with = *skills_with.get(term.as_str())? as f32;
+                Some((
+                    term.as_str(),
+                    (1.0 + (skills - with + 0.5) / (with + 0.5)).ln(),
+                ))
+            })
+            .collect();
+        let average = total.map(|total| (total as f32 / skills.max(1.0)).max(1.0));
+        let mut scores = Vec::new();
+        for (id, (counts, lengths)) in &documents {
+            let mut score = 0.0;
+            for (term, idf) in &weighted {
+                let Some(counts) = counts.get(*term) else {
+                    continue;
+                };
+                let mut frequency = 0.0;
+                for field in 0..FIELDS {
+                    if counts[field] == 0 {
+                        continue;
+                    }
+                    let b = LENGTH_NORMALIZATION[field];
+                    let norm = 1.0 - b + b * lengths[field] as f32 / average[field];
+                    frequency += WEIGHTS[field] * counts[field] as f32 / norm;
+                }
+                score += idf * frequency / (K1 + frequency);
+            }
+            if score > 0.0 {
+                scores.push((id.as_u128(), score));
+            }
+        }
+        scores.sort_by_key(|(id, _)| *id);
+        scores
+    }
+
+    fn index_scores(index: &SearchIndex, query: &str) -> Vec<(u128, f32)> {
+        let mut scores: Vec<_> = index
+            .search(query, |_| true)
+            .iter()
+            .map(|hit| (hit.id.as_u128(), hit.score))
+            .collect();
+        scores.sort_by_key(|(id, _)| *id);
+        scores
+    }
+
+    const QUERIES: [&str; 8] = [
+        "pdf",
+        "fill the pdf forms",
+        "release notes from git",
+        "meeting pdf export minutes",
+        "clean csv spreadsheets",
+        "kubernetes deploy",
+        "nothing here",
+        "pdf pdf form fields type",
+    ];
+
+    #[test]
+    fn posting_lists_score_as_the_scan_did_through_updates() {
+        let mut texts = corpus();
+        let mut index = SearchIndex::default().updated(texts.clone());
+        let check = |index: &SearchIndex, texts: &[SearchText<'_>]| {
+            for query in QUERIES {
+                assert_eq!(
+                    index_scores(index, query),
+                    scanned_scores(texts, query),
+                    "{query}"
+                );
+            }
+        };
+        check(&index, &texts);
+        // A skill changed, one removed (its slot taken by the next new one), two added.
+        texts[1] = SearchText {
+            body: "Now about pdf forms too.",
+            version: "v2",
+            ..texts[1]
+        };
+        texts.remove(0);
+        texts.push(text(
+            5,
+            "kubernetes-deploy",
+            "Deploy to Kubernetes.",
+            "kubectl apply",
+        ));
+        texts.push(text(6, "pdf-merge", "Merge PDF files.", "Type pdfunite."));
+        index = index.updated(texts.clone());
+        check(&index, &texts);
+        let fresh = SearchIndex::default().updated(texts.clone());
+        assert_eq!(index.skills_with(), fresh.skills_with());
+        assert_eq!(index.total_lengths, fresh.total_lengths);
+        // The last ones removed: no slot is left empty at the end.
+        texts.truncate(2);
+        index = index.updated(texts.clone());
+        check(&index, &texts);
+        assert_eq!(index.slots.iter().flatten().count(), 2);
+        assert!(index.slots.last().is_some_and(Option::is_some));
+    }
+
+    #[test]
+    fn found_orders_names_first_then_by_score_then_by_name() {
+        let mut texts = corpus();
+        texts.push(text(5, "pdf-merge", "Merge PDF files.", ""));
+        texts.push(text(6, "zip", "Compress a PDF.", ""));
+        texts.push(text(7, "aardvark", "Compress a PDF.", ""));
+        let index = SearchIndex::default().updated(texts);
+        let (found, total) = index.found("pdf", |_| true, usize::MAX);
+        let order: Vec<(&str, bool)> = found.iter().map(|f| (f.name, f.name_contains)).collect();
+        assert_eq!(total, found.len());
+        // The two names with "pdf" first (the one with the shorter text scores higher); then the
+        // others, by score, equal ones by name.
+        assert_eq!(&order[..2], [("pdf-merge", true), ("pdf-forms", true)]);
+        assert!(found[0].score > found[1].score);
+        assert!(order[2..].iter().all(|(_, in_name)| !in_name));
+        assert!(found.windows(2).skip(2).all(|w| w[0].score >= w[1].score));
+        let aardvark = order.iter().position(|(name, _)| *name == "aardvark");
+        let zip = order.iter().position(|(name, _)| *name == "zip");
+        assert!(aardvark < zip, "{order:?}");
+        // The first few are the first few of the whole order.
+        for limit in 0..=found.len() + 1 {
+            let (first, all) = index.found("pdf", |_| true, limit);
+            assert_eq!(all, total);
+            assert_eq!(first, found[..limit.min(found.len())]);
+        }
+        // Left out by the filter: neither listed nor counted.
+        let (without, total) = index.found("pdf", |id| id != Uuid::from_u128(1), usize::MAX);
+        assert_eq!(total, found.len() - 1);
+        assert!(without.iter().all(|f| f.id != Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn found_finds_parts_of_words_in_names_and_descriptions() {
+        let mut texts = corpus();
+        texts.push(text(5, "zeta", "Multi\nline \u{0}descr, ÉTÉ.", ""));
+        let index = SearchIndex::default().updated(texts);
+        let names = |query: &str| -> Vec<(String, bool)> {
+            let (found, _) = index.found(query, |_| true, usize::MAX);
+            found
+                .iter()
+                .map(|f| (f.name.to_owned(), f.name_contains))
+                .collect()
+        };
+        let zeta = || vec![("zeta".to_owned(), false)];
+        // A part of a word: no term, found as typed, case aside.
+        assert_eq!(names("  LEAN  "), [("csv-cleaner".to_owned(), true)]);
+        assert_eq!(names("flatte"), [("pdf-forms".to_owned(), false)]);
+        assert_eq!(names("ét"), zeta());
+        let (found, _) = index.found("ét", |_| true, 1);
+        assert_eq!(found[0].score, 0.0);
+        // Across a line break of the description (as typed), across a NUL (each piece alone),
+        // and never from one skill's text into the next one's.
+        assert_eq!(names("ulti\nlin"), zeta());
+        assert_eq!(names("ne \u{0}des"), zeta());
+        assert_eq!(names("\u{0}"), zeta());
+        let none = |needle: &str| {
+            let found = index.texts.containing(needle, index.slots.len());
+            found.iter().all(|&flags| flags == 0)
+        };
+        assert!(none("forms.\u{0}csv") && none("forms.csv") && none("minuteszeta"));
+        assert!(!none("forms.") && !none("csv"));
+        assert!(names("").is_empty());
     }
 
     #[test]
