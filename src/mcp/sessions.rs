@@ -18,7 +18,6 @@ use super::inflight::InFlight;
 use crate::actors::session::{OUTBOUND_QUEUE, Outbound, QueueBudget, Queued};
 use crate::domain::Scopes;
 
-
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -606,10 +605,7 @@ mod tests {
             .await
             .unwrap();
         let mut modern_stream = modern.attach_stream().unwrap();
-        assert!(
-            modern.attach_stream().is_none(),
-            "one stream per session"
-        );
+        assert!(modern.attach_stream().is_none(), "one stream per session");
 
         let answer = Bytes::from_static(br#""answer""#);
         assert_eq!(legacy.push(answer.clone()).await, Ok(()));

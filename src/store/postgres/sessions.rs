@@ -52,7 +52,10 @@ impl PgStore {
             let stmt = tx
                 .prepare_cached("SELECT count(*) FROM mcp_sessions WHERE token_id = $1")
                 .await?;
-            let held: i64 = tx.query_one(&stmt, &[&session.token_id]).await?.try_get(0)?;
+            let held: i64 = tx
+                .query_one(&stmt, &[&session.token_id])
+                .await?
+                .try_get(0)?;
             let room = i64::from(max_per_token.max(1)) - 1;
             let evicted: Vec<String> = if held > room {
                 let stmt = tx
