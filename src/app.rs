@@ -606,6 +606,24 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, StartError> {
     }
 }
 
+/// The listening socket, with a backlog of 4096 connections not yet accepted (tokio's
+/// `TcpListener::bind` asks for 1024, and the kernel caps it at `net.core.somaxconn`): a burst
+/// of clients connecting at once, thousands of event streams reopening after a restart, waits in
+/// the queue instead of being dropped and retried.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server binds its port while the old connections
+    // are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,22 +650,4 @@ mod tests {
         let err = load_or_create_secret(dir.path()).unwrap_err();
         assert!(err.to_string().contains("secret_key"), "{err}");
     }
-}
-
-/// The listening socket, with a backlog of 4096 connections not yet accepted (tokio's
-/// `TcpListener::bind` asks for 1024, and the kernel caps it at `net.core.somaxconn`): a burst
-/// of clients connecting at once, thousands of event streams reopening after a restart, waits in
-/// the queue instead of being dropped and retried.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    const BACKLOG: u32 = 4096;
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    // As `TcpListener::bind` does: a restarted server binds its port while the old connections
-    // are still in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }
