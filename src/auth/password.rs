@@ -142,8 +142,12 @@ impl PasswordHasher {
             .name("password-hash".to_owned())
             .spawn(move || {
                 lower_priority();
-                let _ = tx.send(work());
+                let result = work();
+                // The slot is free before the answer goes: a caller that has its answer finds
+                // the slot free (this thread runs at a low priority, and could otherwise be
+                // preempted between the two and hold the slot for a while).
                 drop(permit);
+                let _ = tx.send(result);
             })
             .map_err(|e| HashError::Failed(format!("no thread for hashing: {e}")))?;
         rx.await
