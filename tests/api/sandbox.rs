@@ -468,7 +468,9 @@ async fn commands_cannot_outlive_their_limits_or_exhaust_the_machine() {
         &app,
         &token,
         "tools",
-        "bomb() { bomb | bomb & }; bomb; sleep 60",
+        // `exec`: the shell becomes the sleep without a fork, which the bomb may already have
+        // made impossible (the shell would then end at once, with "Cannot fork").
+        "bomb() { bomb | bomb & }; bomb; exec sleep 60",
     )
     .await;
     assert!(out.timed_out, "{out:?}");
