@@ -1423,6 +1423,33 @@ impl PgStore {
             .map_err(|e| pg_error("inserting a test row", e))?;
         Ok(())
     }
+
+    /// Inserts a session row as releases before `V0009` did (no count kept).
+    pub(crate) async fn insert_v8_session_for_test(
+        &self,
+        s: &crate::store::McpSessionRecord,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO mcp_sessions (id, user_id, token_id, scopes, protocol_version,
+                                           client_capabilities, created_at, last_seen_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &s.id,
+                    &s.user_id,
+                    &s.token_id,
+                    &s.scopes,
+                    &s.protocol_version,
+                    &s.client_capabilities,
+                    &s.created_at,
+                    &s.last_seen_at,
+                ],
+            )
+            .await
+            .map_err(|e| pg_error("inserting a test row", e))?;
+        Ok(())
+    }
 }
 
 /// Why an operation's body failed, before it is given the operation's context.

@@ -1289,6 +1289,33 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Inserts a session row as releases before `V0009` did (no count kept).
+    pub(crate) async fn insert_v8_session_for_test(
+        &self,
+        s: &crate::store::McpSessionRecord,
+    ) -> StoreResult<()> {
+        let s = s.clone();
+        self.with_conn("inserting a test session", move |c| {
+            c.execute(
+                "INSERT INTO mcp_sessions (id, user_id, token_id, scopes, protocol_version,
+                                           client_capabilities, created_at, last_seen_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![
+                    s.id,
+                    s.user_id,
+                    s.token_id,
+                    s.scopes,
+                    s.protocol_version,
+                    s.client_capabilities,
+                    micros(s.created_at),
+                    micros(s.last_seen_at),
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     /// Inserts a user row with the columns of `V0001` only, as releases before `V0002` did.
     pub(crate) async fn insert_v1_user_for_test(
         &self,

@@ -83,6 +83,17 @@ async fn postgres_rows_from_before_the_skeleton_column_are_back_filled() {
     on_postgres_with(rows_from_before_the_skeleton_column_are_back_filled, false).await;
 }
 
+/// The count of sessions per credential (`V0009`), on a database migrated only to `V0008`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_session_counts_are_back_filled() {
+    on_sqlite_with(session_counts_are_back_filled, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_session_counts_are_back_filled() {
+    on_postgres_with(session_counts_are_back_filled, false).await;
+}
+
 fn settings(url: String) -> DatabaseSettings {
     DatabaseSettings {
         url: Some(url),
@@ -2084,7 +2095,80 @@ async fn mcp_sessions_keep_the_cap_and_are_reaped_when_idle(store: Store) {
     assert_eq!(store.reap_mcp_sessions(t(5)).await.unwrap(), 1);
     assert_eq!(store.mcp_session("x").await.unwrap(), None);
     assert!(store.mcp_session("a").await.unwrap().is_some());
-    // The account's sessions go with it.
+    // The counts followed every insert, eviction, end and reaping: the token holds "a" alone, so
+    // "d" fits, and "e" makes room by "a" (used last at 5, before "d").
+    assert_eq!(count_rows(&store, "mcp_session_counts").await, 1);
+    assert_eq!(
+        count_rows(&store, "mcp_session_counts WHERE held = 1").await,
+        1
+    );
+    let evicted = store
+        .insert_mcp_session(&session("d", token, t(7)), 2)
+        .await
+        .unwrap();
+    assert!(evicted.is_empty(), "{evicted:?}");
+    let evicted = store
+        .insert_mcp_session(&session("e", token, t(8)), 2)
+        .await
+        .unwrap();
+    assert_eq!(evicted, ["a"]);
+    // The account's sessions go with it, and so do their counts.
     assert!(store.delete_user(ann.id).await.unwrap());
-    assert_eq!(store.mcp_session("a").await.unwrap(), None);
+    assert_eq!(store.mcp_session("d").await.unwrap(), None);
+    assert_eq!(count_rows(&store, "mcp_session_counts").await, 0);
+    // A token starts again from nothing: were the deleted sessions still counted, the second of
+    // these would make room by the first.
+    let bob = add_user(&store, "Bob").await;
+    for id in ["f", "g"] {
+        let record = McpSessionRecord {
+            user_id: bob.id,
+            ..session(id, token, t(9))
+        };
+        let evicted = store.insert_mcp_session(&record, 2).await.unwrap();
+        assert!(evicted.is_empty(), "{id}: {evicted:?}");
+    }
+}
+
+/// Sessions recorded before `V0009` are counted by it.
+async fn session_counts_are_back_filled(store: Store) {
+    match &store {
+        Store::Sqlite(s) => s.migrate_to_for_test(8).await.unwrap(),
+        Store::Postgres(s) => s.migrate_to_for_test(8).await.unwrap(),
+    }
+    let ann = add_user(&store, "Ann").await;
+    let token = Uuid::new_v4();
+    for id in ["a", "b", "c"] {
+        let row = McpSessionRecord {
+            id: id.to_owned(),
+            user_id: ann.id,
+            token_id: token,
+            scopes: "skills:read".to_owned(),
+            protocol_version: "2025-06-18".to_owned(),
+            client_capabilities: "{}".to_owned(),
+            created_at: T0,
+            last_seen_at: T0,
+        };
+        match &store {
+            Store::Sqlite(s) => s.insert_v8_session_for_test(&row).await,
+            Store::Postgres(s) => s.insert_v8_session_for_test(&row).await,
+        }
+        .unwrap();
+    }
+    assert!(store.migrate().await.unwrap() >= 1);
+    assert_eq!(
+        count_rows(&store, "mcp_session_counts WHERE held = 3").await,
+        1
+    );
+    // At a cap of 3, a fourth makes room by one of the three.
+    let fourth = McpSessionRecord {
+        id: "d".to_owned(),
+        user_id: ann.id,
+        token_id: token,
+        scopes: "skills:read".to_owned(),
+        protocol_version: "2025-06-18".to_owned(),
+        client_capabilities: "{}".to_owned(),
+        created_at: T0 + Duration::seconds(1),
+        last_seen_at: T0 + Duration::seconds(1),
+    };
+    assert_eq!(store.insert_mcp_session(&fourth, 3).await.unwrap(), ["a"]);
 }

@@ -47,37 +47,6 @@ impl PgStore {
                 &[&lock_key(session.token_id)],
             )
             .await?;
-            // Counted first, and only the sessions past the cap read: a token holding thousands
-            // of sessions does not read every id at each new one.
-            let stmt = tx
-                .prepare_cached("SELECT count(*) FROM mcp_sessions WHERE token_id = $1")
-                .await?;
-            let held: i64 = tx
-                .query_one(&stmt, &[&session.token_id])
-                .await?
-                .try_get(0)?;
-            let room = i64::from(max_per_token.max(1)) - 1;
-            let evicted: Vec<String> = if held > room {
-                let stmt = tx
-                    .prepare_cached(
-                        "SELECT id FROM mcp_sessions WHERE token_id = $1
-                         ORDER BY last_seen_at, created_at, id LIMIT $2",
-                    )
-                    .await?;
-                tx.query(&stmt, &[&session.token_id, &(held - room)])
-                    .await?
-                    .iter()
-                    .map(|row| row.try_get(0))
-                    .collect::<Result<_, _>>()?
-            } else {
-                Vec::new()
-            };
-            if !evicted.is_empty() {
-                let stmt = tx
-                    .prepare_cached("DELETE FROM mcp_sessions WHERE id = ANY($1)")
-                    .await?;
-                tx.execute(&stmt, &[&evicted]).await?;
-            }
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO mcp_sessions (id, user_id, token_id, scopes, protocol_version,
@@ -99,6 +68,38 @@ impl PgStore {
                 ],
             )
             .await?;
+            // The count is kept by a trigger (sql/postgres/V0009__session_counts.sql): one row
+            // read, however many sessions the token holds. Past the cap, the least recently used
+            // of the others go.
+            let stmt = tx
+                .prepare_cached("SELECT held FROM mcp_session_counts WHERE token_id = $1")
+                .await?;
+            let held: i64 = tx
+                .query_one(&stmt, &[&session.token_id])
+                .await?
+                .try_get(0)?;
+            let over = held - i64::from(max_per_token.max(1));
+            let evicted: Vec<String> = if over > 0 {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM mcp_sessions WHERE token_id = $1 AND id <> $2
+                         ORDER BY last_seen_at, created_at, id LIMIT $3",
+                    )
+                    .await?;
+                tx.query(&stmt, &[&session.token_id, &session.id, &over])
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            };
+            if !evicted.is_empty() {
+                let stmt = tx
+                    .prepare_cached("DELETE FROM mcp_sessions WHERE id = ANY($1)")
+                    .await?;
+                tx.execute(&stmt, &[&evicted]).await?;
+            }
             tx.commit().await?;
             Ok(evicted)
         };

@@ -28,26 +28,6 @@ impl SqliteStore {
     ) -> StoreResult<Vec<String>> {
         let session = session.clone();
         self.write("recording an MCP session", move |tx| {
-            // Counted first, and only the sessions past the cap read: a token holding thousands
-            // of sessions does not read every id at each new one.
-            let held: i64 = tx
-                .prepare_cached("SELECT count(*) FROM mcp_sessions WHERE token_id = ?1")?
-                .query_row([session.token_id], |row| row.get(0))?;
-            let room = i64::from(max_per_token.max(1)) - 1;
-            let evicted: Vec<String> = if held > room {
-                tx.prepare_cached(
-                    "SELECT id FROM mcp_sessions WHERE token_id = ?1
-                     ORDER BY last_seen_at, created_at, id LIMIT ?2",
-                )?
-                .query_map(params![session.token_id, held - room], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            for id in &evicted {
-                tx.prepare_cached("DELETE FROM mcp_sessions WHERE id = ?1")?
-                    .execute([id])?;
-            }
             tx.prepare_cached(
                 "INSERT INTO mcp_sessions (id, user_id, token_id, scopes, protocol_version,
                                            client_capabilities, created_at, last_seen_at)
@@ -63,6 +43,29 @@ impl SqliteStore {
                 micros(session.created_at),
                 micros(session.last_seen_at),
             ])?;
+            // The count is kept by a trigger (sql/sqlite/V0009__session_counts.sql): one row read,
+            // however many sessions the token holds. Past the cap, the least recently used of the
+            // others go.
+            let held: i64 = tx
+                .prepare_cached("SELECT held FROM mcp_session_counts WHERE token_id = ?1")?
+                .query_row([session.token_id], |row| row.get(0))?;
+            let over = held - i64::from(max_per_token.max(1));
+            let evicted: Vec<String> = if over > 0 {
+                tx.prepare_cached(
+                    "SELECT id FROM mcp_sessions WHERE token_id = ?1 AND id <> ?2
+                     ORDER BY last_seen_at, created_at, id LIMIT ?3",
+                )?
+                .query_map(params![session.token_id, session.id, over], |row| {
+                    row.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            for id in &evicted {
+                tx.prepare_cached("DELETE FROM mcp_sessions WHERE id = ?1")?
+                    .execute([id])?;
+            }
             Ok(evicted)
         })
         .await
