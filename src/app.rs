@@ -178,16 +178,6 @@ impl App {
         let (auth, _) = AuthService::start(core, hash_wait)
             .await
             .map_err(StartError::Actor)?;
-        {
-            // The dummy hash for unknown-user logins is made in the background, so start-up does
-            // not wait a full hash for it.
-            let auth = auth.clone();
-            tokio::spawn(async move {
-                if let Err(e) = auth.core().hasher.warm_up().await {
-                    tracing::warn!(error = %e, "could not prepare the dummy password hash");
-                }
-            });
-        }
         let addr = settings.server.bind;
         let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
         tracing::info!(

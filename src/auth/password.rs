@@ -13,7 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scrypt::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use scrypt::password_hash::{
+    self as password_hash, Output, PasswordHash, PasswordHasher as _, PasswordVerifier as _,
+    SaltString,
+};
 use scrypt::{Params, Scrypt};
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -36,8 +39,8 @@ pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
     wait: Duration,
-    /// A hash of a random password at the current parameters, verified against for unknown users
-    /// so that they take as long as known ones.
+    /// A hash at the current parameters that no password matches, verified against for unknown
+    /// users so that they take as long as known ones (see [`PasswordHasher::dummy`]).
     dummy: OnceCell<String>,
 }
 
@@ -109,20 +112,16 @@ impl PasswordHasher {
         }
     }
 
-    /// Computes the dummy hash now, so that the first unknown-user login is not slower than the rest.
-    pub async fn warm_up(&self) -> Result<(), HashError> {
-        self.dummy().await.map(|_| ())
-    }
-
+    /// The dummy hash: a PHC string at the current parameters with a random salt and a random
+    /// output. Nothing is hashed to make it: verifying against it costs one hash like any other
+    /// (the cost is in deriving the key from the password and salt, whatever output it is compared
+    /// with), and no password matches it (a 256-bit output chosen at random). So it is ready at
+    /// once, and the start-up spends no hash on it (one hash takes about 45 ms of a core and 128
+    /// MiB at the default cost, which the first requests after a start would otherwise share the
+    /// machine with).
     async fn dummy(&self) -> Result<&str, HashError> {
         self.dummy
-            .get_or_try_init(|| async {
-                let mut random = [0u8; 24];
-                getrandom::fill(&mut random).map_err(|e| HashError::Failed(e.to_string()))?;
-                let password = Password::candidate(hex::encode(random))
-                    .map_err(|e| HashError::Failed(e.to_owned()))?;
-                self.hash(&password).await
-            })
+            .get_or_try_init(|| async { dummy_hash(self.params) })
             .await
             .map(String::as_str)
     }
@@ -153,6 +152,24 @@ impl PasswordHasher {
         rx.await
             .map_err(|_| HashError::Failed("the hashing thread panicked".to_owned()))?
     }
+}
+
+/// A PHC string of scrypt at `params`, with a random salt and a random 32-byte output (the
+/// length every hash here has).
+fn dummy_hash(params: Params) -> Result<String, HashError> {
+    let failed = |e: password_hash::Error| HashError::Failed(e.to_string());
+    let mut random = [0u8; 48];
+    getrandom::fill(&mut random).map_err(|e| HashError::Failed(e.to_string()))?;
+    let (salt, output) = random.split_at(16);
+    let salt = SaltString::encode_b64(salt).map_err(failed)?;
+    let hash = PasswordHash {
+        algorithm: scrypt::ALG_ID,
+        version: None,
+        params: params.try_into().map_err(failed)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(output).map_err(failed)?),
+    };
+    Ok(hash.to_string())
 }
 
 /// Lowers the calling thread's CPU priority to [`HASH_NICE`]. (On Linux a thread's nice value is
@@ -213,6 +230,34 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// Unknown users cost what known ones do only if the dummy is verified as fully as a real
+    /// hash: it must parse, carry the same parameters, salt and output lengths, and be refused by
+    /// scrypt itself as a wrong password (not cut short as malformed).
+    #[tokio::test]
+    async fn the_dummy_hash_is_verified_like_a_real_one_and_matches_nothing() {
+        let h = hasher(4);
+        let real = h.hash(&pw("correct horse")).await.unwrap();
+        let dummy = h.dummy().await.unwrap().to_owned();
+        assert_ne!(dummy, dummy_hash(h.params).unwrap(), "salted at random");
+        let (real, dummy) = (
+            PasswordHash::new(&real).unwrap(),
+            PasswordHash::new(&dummy).unwrap(),
+        );
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.params, real.params);
+        assert_eq!(
+            dummy.salt.unwrap().as_str().len(),
+            real.salt.unwrap().as_str().len()
+        );
+        assert_eq!(dummy.hash.unwrap().len(), real.hash.unwrap().len());
+        assert!(matches!(
+            Scrypt.verify_password(b"correct horse", &dummy),
+            Err(password_hash::Error::Password)
+        ));
+        assert!(!h.needs_upgrade(&dummy.to_string()));
+        assert!(!h.verify(&pw("correct horse"), None).await.unwrap());
     }
 
     #[tokio::test]

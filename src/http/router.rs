@@ -288,7 +288,13 @@ pub(crate) async fn handle(
     let client = state.rate_limits.client(peer.ip(), req.headers());
     req.extensions_mut().insert(ClientIp(client, peer.ip()));
     let request_id = request_id(req.headers());
-    let span = tracing::info_span!("request", id = %request_id);
+    // No parent: a request is where its tree of spans starts (and the current span is not looked
+    // up for it).
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        id = %request_id.to_str().unwrap_or_default()
+    );
     async move {
         let method = req.method().clone();
         let origin = req.headers().get(header::ORIGIN).cloned();
@@ -331,9 +337,7 @@ pub(crate) async fn handle(
         headers
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            headers.insert(REQUEST_ID, value);
-        }
+        headers.insert(REQUEST_ID, request_id);
         state.metrics.request(
             route,
             response.status().as_u16(),
@@ -378,31 +382,47 @@ pub(crate) struct ClientIp(pub(crate) std::net::IpAddr, pub(crate) std::net::IpA
 
 /// The request's id: the client's `X-Request-Id` when it is a plain token (1 to 64 letters,
 /// digits, `-`, `_`, `.`), so a caller can follow its request through the logs; otherwise a new
-/// one, unique in this process and across restarts.
-fn request_id(headers: &http::HeaderMap) -> String {
-    let given = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        });
-    match given {
-        Some(id) => id.to_owned(),
-        None => {
-            static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-            let prefix = PREFIX.get_or_init(|| {
-                let mut bytes = [0u8; 4];
-                // A fixed prefix only weakens uniqueness across restarts, never within one.
-                let _ = getrandom::fill(&mut bytes);
-                u32::from_le_bytes(bytes)
-            });
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("{prefix:08x}-{n:x}")
-        }
+/// one, unique in this process and across restarts (a random prefix, then a counter, in hex). As
+/// the header value it is returned in: the client's is shared, not copied, and a new one is
+/// written without the formatting machinery (this runs for every request).
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    let given = headers.get(REQUEST_ID).filter(|v| {
+        (1..=64).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    if let Some(id) = given {
+        return id.clone();
     }
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        // A fixed prefix only weakens uniqueness across restarts, never within one.
+        let _ = getrandom::fill(&mut bytes);
+        u32::from_le_bytes(bytes)
+    });
+    made_id(
+        *prefix,
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// `{prefix:08x}-{n:x}`: 8 digits, a dash, and 1 to 16 digits.
+fn made_id(prefix: u32, n: u64) -> HeaderValue {
+    let mut id = [0u8; 25];
+    let digits = |value: u64, out: &mut [u8]| {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, slot) in out.iter_mut().rev().enumerate() {
+            *slot = HEX[((value >> (4 * i)) & 0xf) as usize];
+        }
+    };
+    digits(u64::from(prefix), &mut id[..8]);
+    id[8] = b'-';
+    let width = (16 - (n.leading_zeros() as usize) / 4).max(1);
+    digits(n, &mut id[9..9 + width]);
+    HeaderValue::from_bytes(&id[..9 + width]).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Runs the endpoint's handler. The handlers of the REST API are boxed, so that an MCP request's
@@ -471,6 +491,21 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_request_ids_are_the_prefix_and_the_counter_in_hex() {
+        for (prefix, n) in [
+            (0, 1),
+            (0xdead_beef, 15),
+            (7, 16),
+            (u32::MAX, 255),
+            (0x0102_0304, 0x1234_5678_9abc),
+            (1, u64::MAX),
+            (1, 0),
+        ] {
+            assert_eq!(made_id(prefix, n), format!("{prefix:08x}-{n:x}").as_str());
+        }
+    }
 
     use std::collections::BTreeSet;
 
