@@ -899,7 +899,7 @@ async fn stateless(report: &mut Report, addr: SocketAddr, pid: u32, token: &str,
 /// `search_skills` over a user's 300 skills at c=1 and c=16, and what keeping the search index
 /// costs an upload: each upload's time through the REST API (the whole change: staging, blobs,
 /// database, index), and the search index's update alone, timed in process on the same corpus
-/// (the server logs the same at `debug`, "search index updated").
+/// (the server logs the same at `debug`, "search index made").
 async fn search(
     report: &mut Report,
     client: &reqwest::Client,

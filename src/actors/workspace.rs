@@ -134,30 +134,103 @@ pub struct SkillIndex {
     listing: std::sync::OnceLock<Arc<str>>,
     /// `load_skill_metadata`'s result, serialized at its first call, for the same reason.
     listing_result: std::sync::OnceLock<Arc<str>>,
-    /// The ranked search over these skills, made with the index (on the blocking pool) and never
-    /// on a request's path.
-    search: Arc<SearchIndex>,
-    /// Whether `search` is an earlier index's, its update for this one having failed: then a
+    /// The ranked search over these skills: made with the index when a change publishes it
+    /// (updated from the previous index's), else after the index is published, on the blocking
+    /// pool, by the first of the background task that follows a load and a search that comes
+    /// first ([`SkillIndex::prepare_search`]); never on a request's thread. A load publishes
+    /// without waiting for it, so the first calls after a start (or a reload) do not wait for
+    /// every skill to be tokenized.
+    search: tokio::sync::OnceCell<Searched>,
+    /// The search index this one's is made from (the previous index's, so that only changed
+    /// skills are tokenized again), until it is made.
+    search_from: Option<Arc<SearchIndex>>,
+}
+
+/// The search of one index.
+#[derive(Debug, Clone)]
+struct Searched {
+    index: Arc<SearchIndex>,
+    /// Whether `index` is an earlier index's, its update for this one having failed: then a
     /// query reads names and descriptions from the skills here rather than from it.
-    search_lags: bool,
+    lags: bool,
 }
 
 impl SkillIndex {
-    /// The index of `skills`, with its search index: blocking work (it tokenizes every skill's
-    /// text), for the blocking pool.
+    /// The index of `skills`; its search is made later ([`SkillIndex::prepare_search`]).
     pub(crate) fn from_skills(skills: impl IntoIterator<Item = IndexedSkill>) -> SkillIndex {
         let mut index = SkillIndex::default();
         for skill in skills {
             index.insert(Arc::new(skill));
         }
-        let started = std::time::Instant::now();
-        index.search = Arc::new(SearchIndex::default().updated(index.search_texts()));
-        tracing::debug!(
-            skills = index.len(),
-            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "search index built"
-        );
         index
+    }
+
+    /// [`SkillIndex::from_skills`] with its search made now: blocking work (it tokenizes every
+    /// skill's text), for the blocking pool.
+    pub(crate) fn from_skills_searched(
+        skills: impl IntoIterator<Item = IndexedSkill>,
+    ) -> SkillIndex {
+        let index = SkillIndex::from_skills(skills);
+        let searched = Searched {
+            index: Arc::new(SearchIndex::default().updated(index.search_texts())),
+            lags: false,
+        };
+        let _ = index.search.set(searched);
+        index
+    }
+
+    /// The index made from `previous` by a load (a reload's skills, searched from where the
+    /// previous index's search is, once that is made).
+    fn with_search_from(mut self, previous: &SkillIndex) -> SkillIndex {
+        self.search_from = previous.search.get().map(|s| Arc::clone(&s.index));
+        self
+    }
+
+    /// Makes this index's search if it is not made yet (on the blocking pool; a second caller
+    /// waits for the first), so that [`SkillIndex::page`], [`SkillIndex::ranked`] and
+    /// [`SkillIndex::ranked_first`] rank with it. Every searching caller awaits this first.
+    pub async fn prepare_search(&self) {
+        self.searched().await;
+    }
+
+    async fn searched(&self) -> &Searched {
+        self.search
+            .get_or_init(|| async {
+                let skills: Vec<Arc<IndexedSkill>> = self.by_id.values().cloned().collect();
+                let from = self.search_from.clone().unwrap_or_default();
+                let basis = Arc::clone(&from);
+                let made = blocking(move || {
+                    let started = std::time::Instant::now();
+                    let texts = skills.iter().map(|skill| search_text(skill));
+                    let (index, stats) = basis.updated_with_stats(texts);
+                    tracing::debug!(
+                        skills = index.len(),
+                        tokenized = stats.tokenized,
+                        removed = stats.removed,
+                        elapsed_us =
+                            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "search index made"
+                    );
+                    index
+                })
+                .await;
+                match made {
+                    Ok(index) => Searched {
+                        index: Arc::new(index),
+                        lags: false,
+                    },
+                    // The search keeps its previous state (which finds nothing it should not:
+                    // hits are looked up in this index) until the next change or reload.
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not make the search index");
+                        Searched {
+                            index: from,
+                            lags: true,
+                        }
+                    }
+                }
+            })
+            .await
     }
 
     /// Every skill's text as the search index takes it.
@@ -230,11 +303,15 @@ impl SkillIndex {
         wanted: impl Fn(&IndexedSkill) -> bool,
         limit: usize,
     ) -> (Vec<Arc<IndexedSkill>>, usize) {
-        if self.search_lags {
-            return self.ranked_by_scan(query, wanted, limit);
+        // Not made yet (a caller that did not prepare it): the substring match alone, by scan.
+        let Some(searched) = self.search.get() else {
+            return self.ranked_by_scan(&SearchIndex::default(), query, wanted, limit);
+        };
+        if searched.lags {
+            return self.ranked_by_scan(&searched.index, query, wanted, limit);
         }
         let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
-        let (found, total) = self.search.found(query, keep, limit);
+        let (found, total) = searched.index.found(query, keep, limit);
         let found = found
             .iter()
             .filter_map(|found| self.by_id.get(&found.id).cloned())
@@ -246,13 +323,13 @@ impl SkillIndex {
     /// failed): scores from it, names and descriptions from every skill here, one by one.
     fn ranked_by_scan(
         &self,
+        search: &SearchIndex,
         query: &str,
         wanted: impl Fn(&IndexedSkill) -> bool,
         limit: usize,
     ) -> (Vec<Arc<IndexedSkill>>, usize) {
         let keep = |id: Uuid| self.by_id.get(&id).is_some_and(|s| wanted(s));
-        let scores: HashMap<Uuid, f32> = self
-            .search
+        let scores: HashMap<Uuid, f32> = search
             .search(query, keep)
             .into_iter()
             .map(|hit| (hit.id, hit.score))
@@ -322,6 +399,12 @@ impl SkillIndex {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// Makes `index`'s search in the background, so that the first search after a load seldom
+/// waits for it (one that comes first makes it, and this task then waits for that).
+pub(crate) fn prepare_search_soon(index: Arc<SkillIndex>) {
+    tokio::spawn(async move { index.prepare_search().await });
 }
 
 /// A skill's text as the search index takes it.
@@ -797,48 +880,21 @@ impl WorkspaceState {
 
     /// Publishes a new index made from the current one by `change`, with its search index
     /// updated from the current one's on the blocking pool (only changed skills are tokenized
-    /// again).
+    /// again; the current one's is made first if a load left it to be made).
     async fn publish(&self, change: impl FnOnce(&mut SkillIndex)) {
         let current = self.index();
+        let previous = Arc::clone(&current.searched().await.index);
         let mut next = SkillIndex {
             by_name: current.by_name.clone(),
             by_id: current.by_id.clone(),
             bytes: current.bytes,
             listing: std::sync::OnceLock::new(),
             listing_result: std::sync::OnceLock::new(),
-            search: Arc::clone(&current.search),
-            search_lags: true,
+            search: tokio::sync::OnceCell::new(),
+            search_from: Some(previous),
         };
         change(&mut next);
-        let skills: Vec<Arc<IndexedSkill>> = next.by_id.values().cloned().collect();
-        let previous = Arc::clone(&current.search);
-        let updated = blocking(move || {
-            let started = std::time::Instant::now();
-            let texts = skills.iter().map(|skill| search_text(skill));
-            let (index, stats) = previous.updated_with_stats(texts);
-            (index, stats, started.elapsed())
-        })
-        .await;
-        match updated {
-            Ok((search, stats, elapsed)) => {
-                tracing::debug!(
-                    user_id = %self.user_id,
-                    skills = search.len(),
-                    tokenized = stats.tokenized,
-                    removed = stats.removed,
-                    elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    "search index updated"
-                );
-                next.search = Arc::new(search);
-                next.search_lags = false;
-            }
-            // The change is made and must be seen: the search keeps its previous state (which
-            // finds nothing it should not: hits are looked up in the new index) until the next
-            // change or reload.
-            Err(e) => {
-                tracing::error!(user_id = %self.user_id, error = %e, "could not update the search index");
-            }
-        }
+        next.prepare_search().await;
         self.shared.index.store(Arc::new(next));
         if let Some(listener) = self.listener.get() {
             listener(self.user_id);
@@ -1086,7 +1142,9 @@ impl WorkspaceState {
                     .get(skill.record.id)
                     .is_some_and(|seen| seen.record == skill.record && seen.digest == skill.digest)
             });
-        self.shared.index.store(Arc::new(index));
+        let index = Arc::new(index.with_search_from(&current));
+        self.shared.index.store(Arc::clone(&index));
+        prepare_search_soon(index);
         if !same && let Some(listener) = self.listener.get() {
             listener(self.user_id);
         }
@@ -1776,8 +1834,8 @@ pub(crate) async fn load_index(
             search_line_json: std::sync::OnceLock::new(),
         });
     }
-    // Tokenizing every skill for the search is CPU work: the blocking pool's.
-    blocking(move || SkillIndex::from_skills(skills)).await
+    // The search is made after the index is published (see `SkillIndex::search`).
+    Ok(SkillIndex::from_skills(skills))
 }
 
 /// Whether a folder's files are exactly a version's: the same paths, contents and executable
@@ -2153,7 +2211,7 @@ mod tests {
                 ));
             }
         }
-        let index = SkillIndex::from_skills(skills);
+        let index = SkillIndex::from_skills_searched(skills);
         let names = |found: &[Arc<IndexedSkill>]| -> Vec<String> {
             found.iter().map(|s| s.record.name.clone()).collect()
         };
@@ -2170,7 +2228,8 @@ mod tests {
         ] {
             for active_only in [false, true] {
                 let wanted = |s: &IndexedSkill| !active_only || s.record.is_active;
-                let scanned = index.ranked_by_scan(query, wanted, usize::MAX);
+                let search = &index.search.get().unwrap().index;
+                let scanned = index.ranked_by_scan(search, query, wanted, usize::MAX);
                 assert_eq!(index.ranked_first(query, wanted, usize::MAX).1, scanned.1);
                 assert_eq!(
                     names(&index.ranked(query, wanted)),
@@ -2187,5 +2246,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A load publishes its index before the search is made: a search prepared first ranks with
+    /// the search index (stemmed words found), and two at once make it once; one that did not
+    /// prepare still finds names and descriptions by their parts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loaded_index_makes_its_search_once_when_first_prepared() {
+        let skills = || {
+            vec![
+                skill(
+                    1,
+                    "pdf-forms",
+                    "Fills in PDF forms.",
+                    "Filling forms.",
+                    true,
+                ),
+                skill(
+                    2,
+                    "csv-tools",
+                    "Converts tables.",
+                    "Converting spreadsheets.",
+                    true,
+                ),
+            ]
+        };
+        let index = Arc::new(SkillIndex::from_skills(skills()));
+        assert!(index.search.get().is_none(), "not made with the index");
+        let names = |found: Vec<Arc<IndexedSkill>>| -> Vec<String> {
+            found.into_iter().map(|s| s.record.name.clone()).collect()
+        };
+        // Unprepared: the substring match alone (a stemmed word in the body is not found).
+        assert_eq!(names(index.ranked("pdf", |_| true)), ["pdf-forms"]);
+        assert!(index.ranked("spreadsheet", |_| true).is_empty());
+        let (a, b) = tokio::join!(
+            tokio::spawn({
+                let index = Arc::clone(&index);
+                async move { index.prepare_search().await }
+            }),
+            tokio::spawn({
+                let index = Arc::clone(&index);
+                async move { index.prepare_search().await }
+            })
+        );
+        a.unwrap();
+        b.unwrap();
+        let made = index.search.get().unwrap();
+        assert!(!made.lags);
+        assert_eq!(made.index.len(), 2);
+        assert_eq!(names(index.ranked("spreadsheet", |_| true)), ["csv-tools"]);
+        // A reload's index is searched from where the previous one's search is.
+        let reloaded = SkillIndex::from_skills(skills()).with_search_from(&index);
+        assert!(reloaded.search_from.is_some());
+        reloaded.prepare_search().await;
+        assert_eq!(names(reloaded.ranked("filling", |_| true)), ["pdf-forms"]);
     }
 }

@@ -704,6 +704,7 @@ impl Inner {
             last_used: AtomicI64::new(0),
         });
         shared.touch();
+        crate::actors::workspace::prepare_search_soon(shared.index.load_full());
         let args = WorkspaceArgs {
             user_id,
             store: self.store.clone(),

@@ -534,6 +534,9 @@ impl McpServer {
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
             let outcome = match self.skills.index(caller.user_id).await {
                 Ok(index) => {
+                    if call.name == tools::SEARCH_SKILLS {
+                        index.prepare_search().await;
+                    }
                     if let Some(result) = tools::cached_result(&index, self, &call) {
                         if self.recent.is_some() && call.name == "load_skill" {
                             tools::record_use(&index, self, caller, &call);
@@ -582,6 +585,9 @@ impl McpServer {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
                 let query = skills_extension::query(params)?;
                 let index = self.skills.index(caller.user_id).await?;
+                if query.is_some() {
+                    index.prepare_search().await;
+                }
                 skills_extension::list(&index, cursor, query)
             }
             "skills/get" => {
@@ -605,6 +611,9 @@ impl McpServer {
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
                 let index = self.skills.index(caller.user_id).await?;
+                if call.name == tools::SEARCH_SKILLS {
+                    index.prepare_search().await;
+                }
                 let result = tools::call(&index, self, caller, &call).await?;
                 to_value(&result)
             }

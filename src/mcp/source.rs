@@ -190,7 +190,7 @@ fn read_folder(root: &Path, max_read: u64) -> std::io::Result<SkillIndex> {
             search_line_json: std::sync::OnceLock::new(),
         });
     }
-    Ok(SkillIndex::from_skills(skills))
+    Ok(SkillIndex::from_skills_searched(skills))
 }
 
 #[cfg(test)]

@@ -1480,6 +1480,9 @@ async fn skills_page(
         .unwrap_or(1)
         .max(1);
     let index = state.workspaces.index(user.id).await?;
+    if !search.trim().is_empty() {
+        index.prepare_search().await;
+    }
     let skip = (page - 1).saturating_mul(ui::PAGE_SIZE);
     let (items, total) = index.page(Some(search.as_str()), skip, ui::PAGE_SIZE);
     let pages = total.div_ceil(ui::PAGE_SIZE).max(1);

@@ -161,6 +161,9 @@ pub(crate) async fn list(
     let me = authenticated(state, &req).await?;
     let (skip, limit, search) = list_query(req.uri().query().unwrap_or(""))?;
     let index = state.workspaces.index(me.user.id).await?;
+    if search.is_some() {
+        index.prepare_search().await;
+    }
     let (page, total) = index.page(search.as_deref(), skip, limit);
     Ok(json(
         StatusCode::OK,
