@@ -142,8 +142,9 @@ pub struct SkillIndex {
     /// every skill to be tokenized.
     search: tokio::sync::OnceCell<Searched>,
     /// The search index this one's is made from (the previous index's, so that only changed
-    /// skills are tokenized again), until it is made.
-    search_from: Option<Arc<SearchIndex>>,
+    /// skills are tokenized again); taken when it is made, so that an index does not keep its
+    /// predecessor's search alive.
+    search_from: std::sync::Mutex<Option<Arc<SearchIndex>>>,
 }
 
 /// The search of one index.
@@ -182,7 +183,11 @@ impl SkillIndex {
     /// The index made from `previous` by a load (a reload's skills, searched from where the
     /// previous index's search is, once that is made).
     fn with_search_from(mut self, previous: &SkillIndex) -> SkillIndex {
-        self.search_from = previous.search.get().map(|s| Arc::clone(&s.index));
+        *self
+            .search_from
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            previous.search.get().map(|s| Arc::clone(&s.index));
         self
     }
 
@@ -197,7 +202,13 @@ impl SkillIndex {
         self.search
             .get_or_init(|| async {
                 let skills: Vec<Arc<IndexedSkill>> = self.by_id.values().cloned().collect();
-                let from = self.search_from.clone().unwrap_or_default();
+                // (Taken: a second attempt, after this one's caller gave up, starts from nothing.)
+                let from = self
+                    .search_from
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                    .unwrap_or_default();
                 let basis = Arc::clone(&from);
                 let made = blocking(move || {
                     let started = std::time::Instant::now();
@@ -891,7 +902,7 @@ impl WorkspaceState {
             listing: std::sync::OnceLock::new(),
             listing_result: std::sync::OnceLock::new(),
             search: tokio::sync::OnceCell::new(),
-            search_from: Some(previous),
+            search_from: std::sync::Mutex::new(Some(previous)),
         };
         change(&mut next);
         next.prepare_search().await;
@@ -2297,8 +2308,12 @@ mod tests {
         assert_eq!(names(index.ranked("spreadsheet", |_| true)), ["csv-tools"]);
         // A reload's index is searched from where the previous one's search is.
         let reloaded = SkillIndex::from_skills(skills()).with_search_from(&index);
-        assert!(reloaded.search_from.is_some());
+        assert!(reloaded.search_from.lock().unwrap().is_some());
         reloaded.prepare_search().await;
+        assert!(
+            reloaded.search_from.lock().unwrap().is_none(),
+            "the previous search is let go once this one is made"
+        );
         assert_eq!(names(reloaded.ranked("filling", |_| true)), ["pdf-forms"]);
     }
 }
