@@ -21,6 +21,7 @@ use super::limits::{Limits, MAX_ANSWER_BYTES, limit_error};
 use super::recent::RecentUse;
 use super::source::SkillSource;
 use super::{LATEST_VERSION, SUPPORTED_VERSIONS, resources, skills_extension, tools};
+use crate::actors::workspace::SkillIndex;
 use crate::domain::Scopes;
 use crate::error::AppError;
 use crate::sandbox::Sandbox;
@@ -532,11 +533,8 @@ impl McpServer {
         {
             let stateless = version >= STATELESS_VERSION;
             // What `route` does for `tools/call`, with the cache in front of `tools::call`.
-            let outcome = match self.skills.index(caller.user_id).await {
+            let outcome = match self.index_for(caller.user_id, &call.name).await {
                 Ok(index) => {
-                    if call.name == tools::SEARCH_SKILLS {
-                        index.prepare_search().await;
-                    }
                     if let Some(result) = tools::cached_result(&index, self, &call) {
                         if self.recent.is_some() && call.name == "load_skill" {
                             tools::record_use(&index, self, caller, &call);
@@ -557,6 +555,27 @@ impl McpServer {
             return Reply::Value(respond(id, stateless, method, outcome));
         }
         Reply::Value(self.request(caller, version, id, method, params).await)
+    }
+
+    /// The user's index for a tool call, its search made first for `search_skills` (boxed: that
+    /// waits only on a search's first use after a load, and would grow every call's future; see
+    /// `http::router`).
+    async fn index_for(&self, user_id: Uuid, tool: &str) -> Result<Arc<SkillIndex>, AppError> {
+        self.index_searched(user_id, tool == tools::SEARCH_SKILLS)
+            .await
+    }
+
+    /// The user's index, with its search made first if `search`.
+    async fn index_searched(
+        &self,
+        user_id: Uuid,
+        search: bool,
+    ) -> Result<Arc<SkillIndex>, AppError> {
+        let index = self.skills.index(user_id).await?;
+        if search {
+            Box::pin(index.prepare_search()).await;
+        }
+        Ok(index)
     }
 
     async fn route(
@@ -584,10 +603,7 @@ impl McpServer {
             "skills/list" => {
                 let cursor = params.and_then(|p| p.get("cursor")).and_then(Value::as_str);
                 let query = skills_extension::query(params)?;
-                let index = self.skills.index(caller.user_id).await?;
-                if query.is_some() {
-                    index.prepare_search().await;
-                }
+                let index = self.index_searched(caller.user_id, query.is_some()).await?;
                 skills_extension::list(&index, cursor, query)
             }
             "skills/get" => {
@@ -610,10 +626,7 @@ impl McpServer {
             ))),
             "tools/call" => {
                 let call: CallToolRequestParams = parse_params(params)?;
-                let index = self.skills.index(caller.user_id).await?;
-                if call.name == tools::SEARCH_SKILLS {
-                    index.prepare_search().await;
-                }
+                let index = self.index_for(caller.user_id, &call.name).await?;
                 let result = tools::call(&index, self, caller, &call).await?;
                 to_value(&result)
             }
