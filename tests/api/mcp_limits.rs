@@ -650,6 +650,27 @@ async fn a_batch_of_large_reads_keeps_the_servers_memory_bounded() {
 
 // ---- The bytes queued on legacy event streams ----
 
+/// Asks a legacy session for `part.md` under the ids `*next`, `*next + 1`, … until the user's
+/// queued bytes are spent: every ask before is accepted; returns the refusal (429), with `*next`
+/// the refused id.
+async fn fill_until_refused(
+    app: &TestApp,
+    token: &str,
+    endpoint: &str,
+    next: &mut usize,
+) -> (HeaderMap, Value) {
+    for _ in 0..200 {
+        let (status, headers, body) =
+            post_legacy(app, token, endpoint, &read_file(*next, "part.md")).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return (headers, body);
+        }
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        *next += 1;
+    }
+    panic!("200 answers of 100 KiB were queued and none refused");
+}
+
 /// The bytes a `mcp.max_queued_bytes` refusal says the user's streams held when it was made.
 fn queued_at_refusal(error: &Value) -> usize {
     let message = error["message"].as_str().unwrap_or_default();
@@ -732,22 +753,9 @@ async fn a_legacy_client_that_does_not_read_is_refused_until_it_does() {
     // spent, and then its POSTs are refused with the limit named.
     let mut stalled = RawStream::open(&app, &token).await;
     let mut accepted = 0;
-    let refusal = loop {
-        assert!(accepted < 200, "200 answers of 100 KiB were queued");
-        let (status, headers, body) = post_legacy(
-            &app,
-            &token,
-            &stalled.endpoint,
-            &read_file(accepted, "part.md"),
-        )
-        .await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(headers["retry-after"], "1");
-            break body;
-        }
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        accepted += 1;
-    };
+    let (headers, refusal) =
+        fill_until_refused(&app, &token, &stalled.endpoint, &mut accepted).await;
+    assert_eq!(headers["retry-after"], "1");
     assert_eq!(refusal["id"], accepted, "{refusal}");
     assert_limit(&refusal["error"], "mcp.max_queued_bytes", QUEUE_CAP);
     // At the refusal the budget was all but spent: another answer of 100 KiB would not fit.
@@ -782,20 +790,7 @@ async fn a_legacy_client_that_does_not_read_is_refused_until_it_does() {
         assert_eq!(reader.message().await["id"], 900 + tries);
         tries += 1;
         assert!(tries < 10, "the reader's session was never refused");
-        loop {
-            let (status, _, body) = post_legacy(
-                &app,
-                &token,
-                &stalled.endpoint,
-                &read_file(accepted, "part.md"),
-            )
-            .await;
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                break;
-            }
-            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-            accepted += 1;
-        }
+        fill_until_refused(&app, &token, &stalled.endpoint, &mut accepted).await;
     };
     assert_limit(&body["error"], "mcp.max_queued_bytes", QUEUE_CAP);
     // Another user's is not.
@@ -824,16 +819,8 @@ async fn a_legacy_client_that_does_not_read_is_refused_until_it_does() {
     // A client that stops reading and goes away: its stream ends, and what it held is given back.
     let gone = RawStream::open(&app, &token).await;
     let mut id = 2000;
-    loop {
-        let (status, _, _) =
-            post_legacy(&app, &token, &gone.endpoint, &read_file(id, "part.md")).await;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            break;
-        }
-        assert_eq!(status, StatusCode::ACCEPTED);
-        id += 1;
-        assert!(id < 2200);
-    }
+    fill_until_refused(&app, &token, &gone.endpoint, &mut id).await;
+    assert!(id < 2200);
     // Closed with answers unread, which the kernel tells the server with a reset.
     drop(gone);
     let started = std::time::Instant::now();
